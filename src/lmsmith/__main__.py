@@ -1,0 +1,3 @@
+from lmsmith.cli import main
+
+raise SystemExit(main())
