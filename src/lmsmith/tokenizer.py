@@ -2,21 +2,67 @@
 
 A tokenizer is a Hugging Face `tokenizers.Tokenizer` (normalizer -> pre-tokenizer -> model ->
 decoder) plus the name of its end-of-text token, which separates documents in training data.
+Two kinds are trained here, and for both `decode(encode(s)) == s` for every Unicode string:
+
+    bpe    byte-level BPE, as in GPT-2: text becomes UTF-8 bytes, each byte written as one of 256
+           printable stand-in characters, and the most frequent neighbouring pairs are merged
+           into new tokens until the vocabulary is full.
+    char   one token per character seen in training, for teaching. A character never seen is
+           spelt as its UTF-8 bytes with the tokens <0x00> .. <0xFF> ("byte fallback").
+
+Special tokens (always `<|endoftext|>`, plus any extra ones) are single ids that are matched
+before anything else, so they are never split, and no learned token ever holds a piece of one.
 """
 
 from __future__ import annotations
 
+import codecs
+import hashlib
 import json
+import os
+import re
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable, Iterator
 
 from tokenizers import Tokenizer as HFTokenizer
+from tokenizers import decoders, models, pre_tokenizers, processors, trainers
 
+from lmsmith.atomic import atomic_directory, write_json, write_text
 from lmsmith.errors import UserError
-from lmsmith.manifest import file_sha256
+from lmsmith.manifest import MANIFEST, file_sha256, make_manifest, read_manifest
 
 TOKENIZER_FILE = "tokenizer.json"
 TOKENIZER_CONFIG = "tokenizer_config.json"  # read by transformers.AutoTokenizer
 EOT = "<|endoftext|>"
+KINDS = ("bpe", "char")
+BYTE_ALPHABET = 256  # a byte-level vocabulary always holds one token per byte value
+_BYTE_TOKEN = re.compile(r"<0x([0-9A-F]{2})>")
+
+
+def _byte_level_stand_ins() -> dict[str, int]:
+    """The printable character the ByteLevel pre-tokenizer writes for each byte, mapped back to the byte.
+
+    Bytes that are already visible Latin-1 characters stand for themselves; the others (controls,
+    space, a few invisible ones) are moved up to U+0100 and beyond, in byte order.
+    """
+    visible = {*range(0x21, 0x7F), *range(0xA1, 0xAD), *range(0xAE, 0x100)}
+    table, moved = {}, 0
+    for byte in range(BYTE_ALPHABET):
+        if byte in visible:
+            table[chr(byte)] = byte
+        else:
+            table[chr(BYTE_ALPHABET + moved)] = byte
+            moved += 1
+    return table
+
+
+_BYTE_OF_STAND_IN = _byte_level_stand_ins()
+
+
+# ---------------------------------------------------------------------------------------------
+# the tokenizer
 
 
 class Tokenizer:
@@ -31,6 +77,7 @@ class Tokenizer:
             raise UserError(f"the tokenizer has no end-of-text token {eot_token!r}: retrain it, or name its token")
         self.eot_id = eot_id
         self._sha256: str | None = None
+        self._byte_level: bool | None = None
 
     @property
     def vocab_size(self) -> int:
@@ -38,12 +85,14 @@ class Tokenizer:
 
     @property
     def sha256(self) -> str:
-        """A hash of the serialised tokenizer: two tokenizers with the same hash give the same ids."""
+        """A hash of the serialised tokenizer (the bytes `save` writes): equal hashes, equal ids."""
         if self._sha256 is None:
-            import hashlib
-
-            self._sha256 = hashlib.sha256(self.backend.to_str().encode("utf-8")).hexdigest()
+            self._sha256 = hashlib.sha256(self._json().encode("utf-8")).hexdigest()
         return self._sha256
+
+    @property
+    def special_tokens(self) -> list[str]:
+        return [t.content for _, t in sorted(self.backend.get_added_tokens_decoder().items()) if t.special]
 
     def encode(self, text: str) -> list[int]:
         return self.backend.encode(text, add_special_tokens=False).ids
@@ -54,20 +103,42 @@ class Tokenizer:
     def decode(self, ids: list[int]) -> str:
         return self.backend.decode(list(ids), skip_special_tokens=False)
 
+    def token_bytes(self, token_id: int) -> bytes:
+        """The exact bytes one token stands for; a piece of a multi-byte character is not valid UTF-8."""
+        token = self.backend.id_to_token(token_id)
+        if token is None:
+            raise UserError(f"token id {token_id} is outside the vocabulary (0 .. {self.vocab_size - 1})")
+        if token_id in self.backend.get_added_tokens_decoder():
+            return token.encode("utf-8")
+        if self._is_byte_level() and all(c in _BYTE_OF_STAND_IN for c in token):
+            return bytes(_BYTE_OF_STAND_IN[c] for c in token)
+        if match := _BYTE_TOKEN.fullmatch(token):
+            return bytes([int(match[1], 16)])
+        return self.backend.decode([token_id], skip_special_tokens=False).encode("utf-8")
+
     def save(self, directory: str | Path) -> None:
         """Write tokenizer.json and a tokenizer_config.json naming the special tokens for transformers."""
         directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        self.backend.save(str(directory / TOKENIZER_FILE))
-        config = {
+        write_text(directory / TOKENIZER_FILE, self._json())
+        write_json(directory / TOKENIZER_CONFIG, {
             "tokenizer_class": "PreTrainedTokenizerFast",
             "eos_token": self.eot_token,
             "bos_token": self.eot_token,
-            "unk_token": self.eot_token,
             "model_max_length": 1_000_000_000,
+            # transformers would otherwise "tidy" spaces before punctuation on decode and break round trips
+            "clean_up_tokenization_spaces": False,
             "lmsmith_kind": self.kind,
-        }
-        (directory / TOKENIZER_CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+        })
+
+    def _json(self) -> str:
+        return self.backend.to_str(pretty=True)
+
+    def _is_byte_level(self) -> bool:
+        if self._byte_level is None:
+            decoder = json.loads(self.backend.to_str()).get("decoder") or {}
+            parts = decoder.get("decoders", [decoder]) if decoder.get("type") == "Sequence" else [decoder]
+            self._byte_level = any(part.get("type") == "ByteLevel" for part in parts)
+        return self._byte_level
 
 
 def load_tokenizer(directory: str | Path) -> Tokenizer:
@@ -75,6 +146,9 @@ def load_tokenizer(directory: str | Path) -> Tokenizer:
     directory = Path(directory)
     if directory.is_file() and directory.name == TOKENIZER_FILE:
         directory = directory.parent
+    if not directory.exists():
+        raise UserError(f"tokenizer directory {directory} does not exist: "
+                        "check the path, or train one with `lmsmith tokenizer train`")
     file = directory / TOKENIZER_FILE
     if not file.is_file() and (directory / "model" / TOKENIZER_FILE).is_file():
         directory, file = directory / "model", directory / "model" / TOKENIZER_FILE
@@ -82,7 +156,7 @@ def load_tokenizer(directory: str | Path) -> Tokenizer:
         raise UserError(f"{directory} has no {TOKENIZER_FILE}: train one with `lmsmith tokenizer train`")
     try:
         backend = HFTokenizer.from_file(str(file))
-    except Exception as exc:  # tokenizers raises bare Exceptions for malformed JSON
+    except Exception as exc:  # tokenizers raises bare Exceptions for malformed JSON and unreadable files
         raise UserError(f"{file} is not a valid tokenizer ({str(exc).splitlines()[0]}): retrain or restore it") from None
     eot, kind = EOT, "bpe"
     config_file = directory / TOKENIZER_CONFIG
@@ -93,10 +167,371 @@ def load_tokenizer(directory: str | Path) -> Tokenizer:
             if isinstance(eot, dict):  # transformers may store AddedToken dicts
                 eot = eot.get("content", EOT)
             kind = config.get("lmsmith_kind", kind)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise UserError(f"{config_file} is corrupted (not valid JSON): restore it or delete it") from None
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+            raise UserError(f"{config_file} is corrupted (not a JSON object): restore it or delete it") from None
     return Tokenizer(backend, eot_token=eot, kind=kind)
 
 
 def tokenizer_file_sha256(directory: str | Path) -> str:
     return file_sha256(Path(directory) / TOKENIZER_FILE)
+
+
+# ---------------------------------------------------------------------------------------------
+# training text from files and folders
+
+
+@dataclass
+class TextFile:
+    path: Path
+    bytes: int
+    sha256: str = ""  # known once the file has been read
+
+
+class TextFiles:
+    """The text of files and folders (folders searched recursively), for training a tokenizer.
+
+    Iterating reads each file once, as strict UTF-8, in chunks of about a MiB that end at a line
+    break, and records each file's hash for the manifest. Inside a folder, hidden files and
+    folders are skipped, as is anything under `exclude` (the output directory).
+    """
+
+    chunk_bytes = 1 << 20
+
+    def __init__(self, inputs: Iterable[str | os.PathLike], exclude: Iterable[str | os.PathLike] = ()):
+        if isinstance(inputs, (str, os.PathLike)):
+            inputs = [inputs]
+        self.inputs = [str(p) for p in inputs]
+        if not self.inputs:
+            raise UserError("no input files given: name text files or folders to train on")
+        self.files = _find_files(self.inputs, {Path(p).resolve() for p in exclude})
+        self.total_bytes = sum(f.bytes for f in self.files)
+        self.bytes_read = 0
+        if self.total_bytes == 0:
+            raise UserError(f"{self}: all empty, there is no text to train on: give files that hold text")
+
+    def __str__(self) -> str:
+        names = [str(f.path) for f in self.files[:3]] + (["..."] if len(self.files) > 3 else [])
+        return f"{len(self.files)} input file{'s' if len(self.files) != 1 else ''} ({', '.join(names)})"
+
+    def __iter__(self) -> Iterator[str]:
+        self.bytes_read = 0
+        for file in self.files:
+            yield from self._read(file)
+
+    def _read(self, file: TextFile) -> Iterator[str]:
+        digest = hashlib.sha256()
+        decoder = codecs.getincrementaldecoder("utf-8-sig")("strict")  # -sig: drop a leading byte-order mark
+        offset, carry = 0, ""
+        try:
+            with open(file.path, "rb") as f:
+                while block := f.read(self.chunk_bytes):
+                    digest.update(block)
+                    pending = len(decoder.getstate()[0])
+                    try:
+                        text = carry + decoder.decode(block)
+                    except UnicodeDecodeError as exc:
+                        raise _not_utf8(file.path, offset - pending + exc.start, exc.object[exc.start]) from None
+                    offset += len(block)
+                    self.bytes_read += len(block)
+                    # Cut at a line break so no word is split between two chunks (and a line
+                    # longer than a few chunks anyway, so memory stays bounded).
+                    cut = text.rfind("\n") + 1
+                    if cut == 0 and len(text) >= 4 * self.chunk_bytes:
+                        cut = len(text)
+                    carry = text[cut:]
+                    if cut:
+                        yield text[:cut]
+        except OSError as exc:
+            raise UserError(f"cannot read {file.path}: {exc.strerror or exc}: check its permissions") from None
+        try:
+            carry += decoder.decode(b"", final=True)
+        except UnicodeDecodeError as exc:
+            raise _not_utf8(file.path, offset - len(exc.object) + exc.start, exc.object[exc.start]) from None
+        if carry:
+            yield carry
+        file.sha256 = digest.hexdigest()
+
+
+def _not_utf8(path: Path, offset: int, byte: int) -> UserError:
+    return UserError(
+        f"{path} is not UTF-8 text (byte 0x{byte:02x} at offset {offset}): convert it to UTF-8 "
+        "(e.g. `iconv -f latin1 -t utf-8`), clean it first with `lmsmith curate`, or leave it out"
+    )
+
+
+def _find_files(inputs: list[str], excluded: set[Path]) -> list[TextFile]:
+    found: list[TextFile] = []
+    seen: set[Path] = set()
+    for name in inputs:
+        path = Path(name)
+        if path.is_dir():
+            candidates = _files_under(path, excluded)
+            if not candidates:
+                raise UserError(f"folder {path} holds no files (hidden ones are skipped): give a folder with text files")
+        elif path.exists():
+            candidates = [path]
+        else:
+            raise UserError(f"input {name} does not exist: check the path")
+        for candidate in candidates:
+            key = candidate.resolve()
+            if key not in seen:
+                seen.add(key)
+                found.append(TextFile(candidate, candidate.stat().st_size))
+    return found
+
+
+def _files_under(folder: Path, excluded: set[Path]) -> list[Path]:
+    def refuse(exc: OSError) -> None:
+        raise UserError(f"cannot read folder {exc.filename}: {exc.strerror}: check its permissions")
+
+    files = []
+    for root, dirs, names in os.walk(folder, onerror=refuse):
+        # Sorted, so that the same folder always gives the same tokenizer.
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and Path(root, d).resolve() not in excluded)
+        files += [Path(root, n) for n in sorted(names) if not n.startswith(".")]
+    return files
+
+
+# ---------------------------------------------------------------------------------------------
+# training
+
+
+def special_token_list(special_tokens: Iterable[str] = ()) -> list[str]:
+    """`<|endoftext|>` first, then the extra special tokens in the order given, without repeats."""
+    tokens = [EOT]
+    for token in special_tokens:
+        if not isinstance(token, str) or not token.strip():
+            raise UserError(f"special token {token!r} is empty: give visible text such as <|pad|>")
+        if token not in tokens:
+            tokens.append(token)
+    return tokens
+
+
+def check_vocab_size(vocab_size: int, special_tokens: list[str]) -> None:
+    smallest = BYTE_ALPHABET + len(special_tokens)
+    if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < smallest:
+        raise UserError(
+            f"vocab size {vocab_size} is smaller than the byte alphabet: a byte-level tokenizer needs "
+            f"{BYTE_ALPHABET} byte tokens + {len(special_tokens)} special token(s) = {smallest} at least; "
+            "ask for more (e.g. --vocab-size 4096)"
+        )
+
+
+def train_bpe(texts: Iterable[str], vocab_size: int, special_tokens: Iterable[str] = (),
+              show_progress: bool = True) -> Tokenizer:
+    """Train a byte-level BPE tokenizer on texts (strings, or `TextFiles(paths)` for files and folders).
+
+    `vocab_size` counts everything: 256 byte tokens, the special tokens and the learned merges.
+    A small corpus may run out of pairs to merge first; the vocabulary is then smaller.
+    """
+    specials = special_token_list(special_tokens)
+    check_vocab_size(vocab_size, specials)
+    _refuse_single_text(texts)
+    backend = HFTokenizer(models.BPE())
+    # No normalizer: the text is kept exactly. No prefix space: " a" and "a" stay different texts.
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    backend.decoder = decoders.ByteLevel()
+    backend.post_processor = processors.ByteLevel(add_prefix_space=False, trim_offsets=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=specials, show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),  # all 256 bytes, seen or not
+    )
+    with _TrainingProgress(texts, show_progress, last_step="computing merges") as progress:
+        backend.train_from_iterator(_training_pieces(texts, specials, progress), trainer)
+    return Tokenizer(backend, EOT, kind="bpe")
+
+
+def train_char(texts: Iterable[str], vocab_size: int | None = None, special_tokens: Iterable[str] = (),
+               show_progress: bool = True) -> Tokenizer:
+    """Train a character-level tokenizer: one token per character seen, in code point order.
+
+    Ids 0, 1, ... are the characters, then come the 256 byte tokens that spell any unseen
+    character, then the special tokens. With `vocab_size`, only the most frequent characters
+    that fit are kept; the others are spelt in bytes.
+    """
+    specials = special_token_list(special_tokens)
+    if vocab_size is not None:
+        check_vocab_size(vocab_size, specials)
+    _refuse_single_text(texts)
+    counts: Counter[str] = Counter()
+    with _TrainingProgress(texts, show_progress, last_step="building the vocabulary") as progress:
+        for piece in _training_pieces(texts, specials, progress):
+            counts.update(piece)
+    for token in specials:  # a one-character special token wins over the plain character
+        counts.pop(token, None)
+    room = None if vocab_size is None else vocab_size - BYTE_ALPHABET - len(specials)
+    kept = sorted(sorted(counts, key=lambda c: (-counts[c], c))[:room])
+    vocab = {c: i for i, c in enumerate(kept)}
+    vocab.update({f"<0x{b:02X}>": len(kept) + b for b in range(BYTE_ALPHABET)})
+    # A BPE model without merges splits text into characters; byte_fallback spells unknown ones in bytes.
+    backend = HFTokenizer(models.BPE(vocab=vocab, merges=[], byte_fallback=True, ignore_merges=False))
+    backend.decoder = decoders.Sequence([decoders.ByteFallback(), decoders.Fuse()])
+    backend.add_special_tokens(specials)
+    return Tokenizer(backend, EOT, kind="char")
+
+
+def _refuse_single_text(texts) -> None:
+    if isinstance(texts, (str, bytes, os.PathLike)):
+        raise TypeError("pass an iterable of texts, e.g. [text], or TextFiles([path]) for files and folders")
+
+
+def _training_pieces(texts: Iterable[str], specials: list[str], progress: _TrainingProgress) -> Iterator[str]:
+    """The texts cut apart at special tokens, which encoding matches first, so training must not see them.
+
+    Raises UserError at the end if there was no text at all, only whitespace.
+    """
+    at_special = re.compile("|".join(re.escape(t) for t in sorted(specials, key=len, reverse=True)))
+    has_text = False
+    for text in texts:
+        if not isinstance(text, str):
+            raise TypeError(f"training texts must be str, got {type(text).__name__}")
+        has_text = has_text or bool(text) and not text.isspace()
+        yield from (piece for piece in at_special.split(text) if piece)
+        progress.advance()
+    progress.reading_done()
+    if not has_text:
+        source = texts if isinstance(texts, TextFiles) else "the training texts"
+        raise UserError(f"{source}: no text to train on, only whitespace or nothing: give files that hold text")
+
+
+class _TrainingProgress:
+    """A progress bar on stderr over the bytes of `TextFiles`, or over the count of other texts."""
+
+    def __init__(self, texts: Iterable[str], show: bool, last_step: str):
+        self.texts, self.show, self.last_step = texts, show, last_step
+        self.bar = self.task = None
+
+    def __enter__(self) -> _TrainingProgress:
+        if not self.show:
+            return self
+        from rich.console import Console
+        from rich.progress import (BarColumn, DownloadColumn, MofNCompleteColumn, Progress, SpinnerColumn,
+                                   TextColumn, TimeElapsedColumn, TimeRemainingColumn, TransferSpeedColumn)
+
+        head = [SpinnerColumn(), TextColumn("{task.description}"), BarColumn()]
+        if isinstance(self.texts, TextFiles):
+            columns, total = [DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn()], self.texts.total_bytes
+        else:
+            total = len(self.texts) if hasattr(self.texts, "__len__") else None
+            columns = [MofNCompleteColumn(), TextColumn("texts"), TimeElapsedColumn()]
+        console = Console(stderr=True)
+        if not console.is_terminal:  # a log file gets no bar: rich would only leave blank lines there
+            return self
+        self.bar = Progress(*head, *columns, console=console, transient=True)
+        self.bar.start()
+        self.task = self.bar.add_task("reading text", total=total)
+        return self
+
+    def advance(self) -> None:
+        if self.bar is None:
+            return
+        if isinstance(self.texts, TextFiles):
+            self.bar.update(self.task, completed=self.texts.bytes_read)
+        else:
+            self.bar.advance(self.task)
+
+    def reading_done(self) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, description=self.last_step)
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+# ---------------------------------------------------------------------------------------------
+# the `lmsmith tokenizer` verbs
+
+
+def train_tokenizer_cli(inputs: list[str], out: str | Path, kind: str = "bpe", vocab_size: int = 4096,
+                        special_tokens: Iterable[str] = (), quiet: bool = False) -> Path:
+    """`lmsmith tokenizer train`: train on files and folders, write `out/` atomically with a manifest."""
+    out = Path(out)
+    if kind not in KINDS:
+        raise UserError(f"unknown tokenizer kind {kind!r}: use one of {', '.join(KINDS)}")
+    specials = special_token_list(special_tokens)
+    check_vocab_size(vocab_size, specials)
+    _check_replaceable(out)
+    corpus = TextFiles(inputs, exclude=[out])
+    train = train_bpe if kind == "bpe" else train_char
+    tokenizer = train(corpus, vocab_size, specials, show_progress=not quiet)
+    config = {"kind": kind, "vocab_size": vocab_size, "special_tokens": specials}
+    write_tokenizer_dir(tokenizer, out, corpus, config)
+    if not quiet:
+        _print_summary(tokenizer, corpus, out, vocab_size)
+    return out
+
+
+def write_tokenizer_dir(tokenizer: Tokenizer, out: str | Path, corpus: TextFiles, config: dict) -> None:
+    """tokenizer.json, tokenizer_config.json and manifest.json, all or nothing."""
+    with atomic_directory(out) as tmp:
+        tokenizer.save(tmp)
+        manifest = make_manifest(
+            "tokenizer",
+            config=config,
+            inputs={"files": [{"path": str(f.path), "bytes": f.bytes, "sha256": f.sha256} for f in corpus.files]},
+            counts={"vocab_size": tokenizer.vocab_size, "special_tokens": len(tokenizer.special_tokens),
+                    "files": len(corpus.files), "bytes": corpus.total_bytes},
+            files={name: file_sha256(tmp / name) for name in (TOKENIZER_FILE, TOKENIZER_CONFIG)},
+        )
+        write_json(tmp / MANIFEST, manifest)
+
+
+def _check_replaceable(out: Path) -> None:
+    """Only an empty directory or an earlier tokenizer directory may be replaced: never the user's data."""
+    if out.is_file():
+        raise UserError(f"output {out} is a file: give a directory path to -o")
+    if out.is_dir() and any(out.iterdir()):
+        read_manifest(out, "tokenizer", fix=f"choose a new output directory; {out} is kept as it is")
+
+
+def _print_summary(tokenizer: Tokenizer, corpus: TextFiles, out: Path, vocab_size: int) -> None:
+    from rich.console import Console
+
+    what = "byte-level BPE" if tokenizer.kind == "bpe" else "character-level"
+    line = (f"{what} tokenizer, {tokenizer.vocab_size} tokens ({len(tokenizer.special_tokens)} special), "
+            f"trained on {len(corpus.files)} file(s), {corpus.total_bytes:,} bytes -> {out}")
+    if tokenizer.kind == "bpe" and tokenizer.vocab_size < vocab_size:
+        line += f"\n(asked for {vocab_size}: the text ran out of pairs to merge; more text gives more tokens)"
+    Console(highlight=False, soft_wrap=True).print(line, markup=False)
+
+
+def show_pieces(tokenizer: Tokenizer, text: str, console=None) -> list[int]:
+    """Print how `text` splits into tokens: one row per token with its id and the text it stands for."""
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    console = console or Console(highlight=False)
+    ids = tokenizer.encode(text)
+    specials = set(tokenizer.backend.get_added_tokens_decoder())
+    table = Table("#", "id", "piece", box=None, pad_edge=False)
+    for position, token_id in enumerate(ids):
+        table.add_row(str(position), str(token_id), _readable_piece(tokenizer.token_bytes(token_id), token_id in specials))
+    console.print(f"{tokenizer.kind} tokenizer, {tokenizer.vocab_size} tokens", markup=False)
+    console.print(table)
+    n_bytes = len(text.encode("utf-8"))
+    per_token = f", {n_bytes / len(ids):.2f} bytes per token" if ids else ""
+    console.print(f"{len(ids)} tokens for {len(text)} characters ({n_bytes} bytes){per_token}", markup=False)
+    console.print(Text(f"ids: {ids}"))
+    if any(not _is_utf8(tokenizer.token_bytes(i)) for i in ids):
+        console.print(Text("\\x.. pieces are bytes of a character that is split over several tokens", style="dim"))
+    return ids
+
+
+def _readable_piece(data: bytes, special: bool):
+    from rich.text import Text
+
+    if special:
+        return Text(data.decode("utf-8"), style="bold")
+    if _is_utf8(data):
+        return Text(repr(data.decode("utf-8")))  # quotes show leading spaces; escapes show control characters
+    return Text("".join(f"\\x{b:02x}" for b in data), style="dim")
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
