@@ -89,7 +89,8 @@ class RotaryEmbedding(nn.Module):
         cos, sin = self.cos[positions], self.sin[positions]  # (T, half) or (B, T, half)
         if cos.dim() == 3:
             cos, sin = cos[:, None], sin[:, None]  # broadcast over heads
-        x1, x2 = x.float().chunk(2, dim=-1)
+        # Rotate in at least float32: bf16 angles lose whole positions at long range.
+        x1, x2 = x.to(torch.promote_types(x.dtype, torch.float32)).chunk(2, dim=-1)
         rotated = torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
         return rotated.type_as(x)
 
@@ -136,7 +137,8 @@ class KVCache:
         key = torch.arange(self.length + new, device=device)[None, :]
         allowed = (key <= query)[None, None]
         if self.pad is not None:
-            allowed = allowed & (key[None, None] >= self.pad[:, None, None, None])
+            # A pad query may see itself, so no row is all masked (NaN on some kernels); no real query sees a pad.
+            allowed = allowed & ((key >= self.pad[:, None, None, None]) | (key == query))
         return allowed
 
 
@@ -312,7 +314,7 @@ class GPT(nn.Module):
         loss = None
         if targets is not None:
             loss = F.cross_entropy(
-                logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=IGNORE_INDEX
+                logits.to(torch.promote_types(logits.dtype, torch.float32)).view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=IGNORE_INDEX
             )
         return ModelOutput(logits=logits, loss=loss)
 
