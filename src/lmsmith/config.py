@@ -13,7 +13,7 @@ import dataclasses
 import difflib
 import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -186,14 +186,15 @@ NormKind = Literal["layernorm", "rmsnorm"]
 FeedForwardKind = Literal["gelu", "swiglu", "relu2"]
 
 # Architecture families that are, weight for weight, the Hugging Face models of the same name.
+# The vocabulary size is left to the tokenizer.
 MODEL_PRESETS: dict[str, dict[str, Any]] = {
     "gpt2": dict(
-        vocab_size=50257, block_size=1024, n_layer=12, n_head=12, n_embd=768,
+        block_size=1024, n_layer=12, n_head=12, n_embd=768,
         position="learned", norm="layernorm", norm_eps=1e-5, feed_forward="gelu",
         gelu_approximate="tanh", bias=True, tie_embeddings=True, dropout=0.1,
     ),
     "llama": dict(
-        vocab_size=32000, block_size=2048, n_layer=22, n_head=32, n_kv_head=4, n_embd=2048,
+        block_size=2048, n_layer=22, n_head=32, n_kv_head=4, n_embd=2048,
         ffn_hidden=5632, position="rope", rope_theta=10000.0, norm="rmsnorm", norm_eps=1e-5,
         feed_forward="swiglu", bias=False, tie_embeddings=False, dropout=0.0,
     ),

@@ -20,10 +20,10 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from lmsmith.atomic import atomic_directory, write_json
+from lmsmith.atomic import atomic_directory
 from lmsmith.config import ConfigError, ModelConfig, load_model_config, parse_section
 from lmsmith.errors import UserError
-from lmsmith.manifest import MANIFEST, file_sha256, make_manifest, read_manifest
+from lmsmith.manifest import MANIFEST, check_replaceable, file_sha256, make_manifest
 from lmsmith.model import GPT
 
 WEIGHTS = "model.safetensors"
@@ -140,6 +140,7 @@ def init_model_dir(config_path: str | None, overrides: list[str], tokenizer_dir:
     from lmsmith.tokenizer import load_tokenizer
 
     config = load_model_config(config_path, overrides)
+    check_replaceable(out, "model", source=tokenizer_dir)
     tokenizer = load_tokenizer(tokenizer_dir)
     if config.vocab_size is None:
         config.vocab_size = tokenizer.vocab_size

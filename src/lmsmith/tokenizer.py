@@ -31,7 +31,7 @@ from tokenizers import decoders, models, pre_tokenizers, processors, trainers
 
 from lmsmith.atomic import atomic_directory, write_json, write_text
 from lmsmith.errors import UserError
-from lmsmith.manifest import MANIFEST, file_sha256, make_manifest, read_manifest
+from lmsmith.manifest import MANIFEST, check_replaceable, file_sha256, make_manifest
 
 TOKENIZER_FILE = "tokenizer.json"
 TOKENIZER_CONFIG = "tokenizer_config.json"  # read by transformers.AutoTokenizer
@@ -451,7 +451,7 @@ def train_tokenizer_cli(inputs: list[str], out: str | Path, kind: str = "bpe", v
         raise UserError(f"unknown tokenizer kind {kind!r}: use one of {', '.join(KINDS)}")
     specials = special_token_list(special_tokens)
     check_vocab_size(vocab_size, specials)
-    _check_replaceable(out)
+    check_replaceable(out, "tokenizer")
     corpus = TextFiles(inputs, exclude=[out])
     train = train_bpe if kind == "bpe" else train_char
     tokenizer = train(corpus, vocab_size, specials, show_progress=not quiet)
@@ -475,14 +475,6 @@ def write_tokenizer_dir(tokenizer: Tokenizer, out: str | Path, corpus: TextFiles
             files={name: file_sha256(tmp / name) for name in (TOKENIZER_FILE, TOKENIZER_CONFIG)},
         )
         write_json(tmp / MANIFEST, manifest)
-
-
-def _check_replaceable(out: Path) -> None:
-    """Only an empty directory or an earlier tokenizer directory may be replaced: never the user's data."""
-    if out.is_file():
-        raise UserError(f"output {out} is a file: give a directory path to -o")
-    if out.is_dir() and any(out.iterdir()):
-        read_manifest(out, "tokenizer", fix=f"choose a new output directory; {out} is kept as it is")
 
 
 def _print_summary(tokenizer: Tokenizer, corpus: TextFiles, out: Path, vocab_size: int) -> None:
