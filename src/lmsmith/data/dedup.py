@@ -1,0 +1,623 @@
+"""Deduplication: exact duplicates, near duplicates (MinHash LSH), and boilerplate lines.
+
+Exact: two documents are the same when their text is, after lowercasing and collapsing
+whitespace; the first one seen stays.
+
+Near: each document becomes the set of its word n-grams ("shingles"). MinHash keeps, for each
+of `num_perm` random hash functions, the smallest hash over the set; two documents agree on a
+position with probability equal to their Jaccard similarity. Locality-sensitive hashing cuts the
+signature into `bands` of `rows`; documents that agree on a whole band become candidates, and
+(with `verify`) a candidate counts only when the signatures agree on at least `threshold` of
+their positions. Matches are joined into clusters (union-find); the first document of a cluster
+stays, later ones go as `near_duplicate`.
+
+Boilerplate: lines (licence headers, navigation, footers) that recur in many documents are
+counted in a first pass (`LineFrequencyCounter`) and removed in a second (`BoilerplateRemover`).
+
+Memory: the step keeps one 64-bit hash per distinct document, and per document that has words,
+its signature (4 bytes x num_perm; none without `verify`) plus about 12 bytes per band: roughly
+0.7 kB a document at the defaults, 0.7 GB for a million documents.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+import xxhash
+
+from lmsmith.config import ConfigError
+from lmsmith.data.document import Document
+from lmsmith.data.step import Dropped, Step, StepStats
+
+_WORD = re.compile(r"\w+")
+_MASK64 = (1 << 64) - 1
+
+
+@dataclass
+class BoilerplateConfig:
+    """Removal of lines repeated across many documents. Off unless asked for: in stories or
+    chat logs a common sentence is content, not boilerplate."""
+
+    enabled: bool = False
+    min_docs: int = 10  # a line must occur in at least this many documents ...
+    min_fraction: float = 0.0  # ... and in at least this fraction of all documents
+    min_chars: int = 20  # shorter lines ("}", "else:", "Thanks!") are never removed
+
+    def check(self, where: str) -> None:
+        if self.min_docs < 2:
+            raise ConfigError(f"{where}.min_docs must be at least 2 (a line in one document is not repeated), got {self.min_docs}")
+        if not 0.0 <= self.min_fraction <= 1.0:
+            raise ConfigError(f"{where}.min_fraction must be in [0, 1], got {self.min_fraction}")
+        if self.min_chars < 1:
+            raise ConfigError(f"{where}.min_chars must be at least 1, got {self.min_chars}")
+
+
+@dataclass
+class DedupConfig:
+    enabled: bool = True
+    exact: bool = True
+    near: bool = True
+    threshold: float = 0.8  # Jaccard similarity of word shingles at which documents are near duplicates
+    shingle_size: int = 5  # words per shingle
+    num_perm: int = 128  # MinHash hash functions: more is more precise and slower
+    bands: int | None = None  # None: chosen with rows for the threshold (see optimal_bands_rows)
+    rows: int | None = None
+    false_positive_weight: float | None = None  # None: 0.1 with verify (a false candidate costs only a check), else 0.5
+    verify: bool = True  # confirm each LSH candidate by the similarity its signature estimates
+    seed: int = 1
+    boilerplate: BoilerplateConfig = field(default_factory=BoilerplateConfig)
+
+    def check(self, where: str = "dedup") -> None:
+        if not 0.0 < self.threshold < 1.0:
+            raise ConfigError(f"{where}.threshold must be between 0 and 1 (exclusive), got {self.threshold}")
+        if self.shingle_size < 1:
+            raise ConfigError(f"{where}.shingle_size must be at least 1, got {self.shingle_size}")
+        if not 2 <= self.num_perm <= 4096:
+            raise ConfigError(f"{where}.num_perm must be between 2 and 4096, got {self.num_perm}")
+        if (self.bands is None) != (self.rows is None):
+            raise ConfigError(f"{where}.bands and {where}.rows go together: set both, or neither to choose them for the threshold")
+        if self.bands is not None and (self.bands < 1 or self.rows < 1 or self.bands * self.rows > self.num_perm):
+            raise ConfigError(
+                f"{where}: bands x rows ({self.bands} x {self.rows}) must be at least 1 x 1 and at most num_perm ({self.num_perm})"
+            )
+        if self.false_positive_weight is not None and not 0.0 < self.false_positive_weight < 1.0:
+            raise ConfigError(f"{where}.false_positive_weight must be between 0 and 1 (exclusive), got {self.false_positive_weight}")
+        if self.enabled and not (self.exact or self.near):
+            raise ConfigError(f"{where}: exact and near are both off: set {where}.enabled=false instead")
+
+    def bands_rows(self) -> tuple[int, int]:
+        if self.bands is not None:
+            return self.bands, self.rows
+        weight = self.false_positive_weight
+        if weight is None:
+            weight = 0.1 if self.verify else 0.5
+        return optimal_bands_rows(self.threshold, self.num_perm, weight)
+
+
+# ---------------------------------------------------------------------------------------------
+# Choosing bands and rows
+
+
+def candidate_probability(similarity, bands: int, rows: int):
+    """Probability that two documents of this Jaccard similarity share at least one band."""
+    return 1.0 - (1.0 - np.asarray(similarity, dtype=np.float64) ** rows) ** bands
+
+
+def optimal_bands_rows(threshold: float, num_perm: int, false_positive_weight: float = 0.5) -> tuple[int, int]:
+    """The (bands, rows) with bands*rows <= num_perm minimising the weighted error area.
+
+    False positives are the area under the candidate-probability curve below the threshold;
+    false negatives the area above the curve from the threshold to 1. Each is integrated with
+    the midpoint rule; the weights trade one against the other.
+    """
+    steps = 256
+    below = (np.arange(steps) + 0.5) / steps * threshold
+    above = threshold + (np.arange(steps) + 0.5) / steps * (1.0 - threshold)
+    best, best_error = (1, 1), math.inf
+    for bands in range(1, num_perm + 1):
+        for rows in range(1, num_perm // bands + 1):
+            fp = candidate_probability(below, bands, rows).mean() * threshold
+            fn = (1.0 - candidate_probability(above, bands, rows)).mean() * (1.0 - threshold)
+            error = false_positive_weight * fp + (1.0 - false_positive_weight) * fn
+            if error < best_error - 1e-12:
+                best, best_error = (bands, rows), error
+    return best
+
+
+# ---------------------------------------------------------------------------------------------
+# Hashing: xxhash is fast and, unlike Python's hash(), the same in every process.
+
+
+def normalise_text(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def exact_key(text: str) -> int:
+    return xxhash.xxh3_64_intdigest(normalise_text(text).encode("utf-8", errors="replace"))
+
+
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser: spreads every input bit over the whole 64-bit word."""
+    x = x ^ (x >> np.uint64(30))
+    x = x * np.uint64(0xBF58476D1CE4E5B9)
+    x = x ^ (x >> np.uint64(27))
+    x = x * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+@functools.lru_cache(maxsize=64)
+def _odd_multipliers(count: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    multipliers = rng.integers(0, 2**64, size=count, dtype=np.uint64, endpoint=False) | np.uint64(1)
+    multipliers.flags.writeable = False  # shared by every caller through the cache
+    return multipliers
+
+
+def words_of(text: str) -> list[str]:
+    return _WORD.findall(text.lower())
+
+
+_WORD_HASH_CACHES: dict[int, dict[str, int]] = {}  # seed -> word -> hash
+_WORD_HASH_CACHE_LIMIT = 1 << 18  # words per seed (about 30 MB); then the cache starts afresh
+
+
+def _word_hashes(words: list[str], seed: int) -> np.ndarray:
+    # Word frequencies follow Zipf's law: a small cache of hashes spares most xxhash calls.
+    cache = _WORD_HASH_CACHES.setdefault(seed, {})
+    missing = set(words).difference(cache)
+    if len(cache) + len(missing) > _WORD_HASH_CACHE_LIMIT:
+        cache.clear()
+    for word in missing:
+        cache[word] = xxhash.xxh3_64_intdigest(word.encode(), seed)
+    return np.fromiter(map(cache.__getitem__, words), dtype=np.uint64, count=len(words))
+
+
+def shingle_hashes(text: str, size: int, seed: int = 1) -> np.ndarray:
+    """64-bit hashes of the word `size`-grams of `text` (one n-gram of all words if fewer).
+
+    Each word is hashed once; an n-gram's hash is a fixed random linear combination of its
+    words' hashes (so word order matters), mixed. Empty when the text has no words.
+    """
+    words = words_of(text)
+    if not words:
+        return np.empty(0, dtype=np.uint64)
+    word_hashes = _word_hashes(words, seed)
+    weights = _odd_multipliers(size, seed + 0x5151)
+    count = max(1, len(words) - size + 1)
+    acc = np.zeros(count, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for k in range(min(size, len(words))):
+            acc += word_hashes[k : k + count] * weights[k]
+        return _mix64(acc)
+
+
+# ---------------------------------------------------------------------------------------------
+# MinHash
+
+
+class MinHasher:
+    """`num_perm` hash functions h(x) = (a*x + b) >> 32 over 64-bit shingle hashes (multiply-shift)."""
+
+    _CHUNK = 1024  # shingles per block: keeps the (shingles x num_perm) block in cache
+
+    def __init__(self, num_perm: int = 128, seed: int = 1):
+        rng = np.random.default_rng([seed, num_perm])
+        self.a = rng.integers(0, 2**64, size=num_perm, dtype=np.uint64, endpoint=False) | np.uint64(1)
+        self.b = rng.integers(0, 2**64, size=num_perm, dtype=np.uint64, endpoint=False)
+        self.num_perm = num_perm
+
+    def _hash_block(self, shingles: np.ndarray) -> np.ndarray:
+        with np.errstate(over="ignore"):
+            block = np.multiply.outer(shingles, self.a)
+            block += self.b
+        block >>= np.uint64(32)
+        return block
+
+    def signature(self, shingles: np.ndarray) -> np.ndarray:
+        """The MinHash signature (uint32, num_perm) of one non-empty set of shingle hashes."""
+        out = np.full(self.num_perm, np.iinfo(np.uint64).max, dtype=np.uint64)
+        for start in range(0, len(shingles), self._CHUNK):
+            np.minimum(out, self._hash_block(shingles[start : start + self._CHUNK]).min(axis=0), out=out)
+        return out.astype(np.uint32)
+
+    def signatures(self, shingle_sets: list[np.ndarray]) -> np.ndarray:
+        """Signatures (n, num_perm) of many non-empty shingle sets; small sets are done together."""
+        out = np.empty((len(shingle_sets), self.num_perm), dtype=np.uint32)
+        i = 0
+        while i < len(shingle_sets):
+            if len(shingle_sets[i]) >= self._CHUNK:
+                out[i] = self.signature(shingle_sets[i])
+                i += 1
+                continue
+            j, total = i, 0
+            while j < len(shingle_sets) and total + len(shingle_sets[j]) <= self._CHUNK:
+                total += len(shingle_sets[j])
+                j += 1
+            block = self._hash_block(np.concatenate(shingle_sets[i:j]))
+            starts = np.cumsum([0] + [len(s) for s in shingle_sets[i : j - 1]])
+            out[i:j] = np.minimum.reduceat(block, starts, axis=0).astype(np.uint32)
+            i = j
+        return out
+
+
+def band_keys(signatures: np.ndarray, bands: int, rows: int, seed: int = 1) -> np.ndarray:
+    """One 64-bit key per (document, band): equal bands give equal keys; a band's position is part of its key."""
+    n = signatures.shape[0]
+    blocks = signatures[:, : bands * rows].reshape(n, bands, rows).astype(np.uint64)
+    weights = _odd_multipliers(rows, seed + 0xB4D)
+    salts = _odd_multipliers(bands, seed + 0x5A17)
+    with np.errstate(over="ignore"):
+        keys = (blocks * weights).sum(axis=2, dtype=np.uint64) + salts
+        return _mix64(keys)
+
+
+# ---------------------------------------------------------------------------------------------
+# LSH index with clusters
+
+
+class _Buckets:
+    """Band key -> documents filed under it, in sorted numpy arrays (12 bytes an entry); recent
+    additions wait in a dict and are merged in bulk."""
+
+    MERGE_AT = 1 << 16  # recent entries that trigger a merge (or an eighth of the merged ones, if more)
+
+    def __init__(self) -> None:
+        self.keys = np.empty(0, dtype=np.uint64)
+        self.docs = np.empty(0, dtype=np.int32)
+        self.recent: dict[int, list[int]] = {}
+        self.n_recent = 0
+
+    def ranges(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """For each key, the slice of the merged arrays that holds it (lo == hi: none)."""
+        return np.searchsorted(self.keys, keys, "left"), np.searchsorted(self.keys, keys, "right")
+
+    def add(self, key: int, doc: int) -> None:
+        self.recent.setdefault(key, []).append(doc)
+        self.n_recent += 1
+
+    def merge_if_due(self) -> None:
+        # Merging costs a copy of the arrays, so wait until the dict holds a fair share of them.
+        if self.n_recent < max(self.MERGE_AT, len(self.keys) // 8):
+            return
+        new_keys = np.fromiter((k for k, ds in self.recent.items() for _ in ds), dtype=np.uint64, count=self.n_recent)
+        new_docs = np.fromiter((d for ds in self.recent.values() for d in ds), dtype=np.int32, count=self.n_recent)
+        order = np.argsort(new_keys, kind="stable")
+        new_keys, new_docs = new_keys[order], new_docs[order]
+        at = np.searchsorted(self.keys, new_keys, "right")
+        self.keys = np.insert(self.keys, at, new_keys)
+        self.docs = np.insert(self.docs, at, new_docs)
+        self.recent, self.n_recent = {}, 0
+
+
+class NearDuplicateIndex:
+    """Streams documents through MinHash LSH; remembers every signature and joins matches into clusters.
+
+    `add_batch` returns, for each text, whether it belongs to a cluster seen earlier (a near
+    duplicate), or None when it has no words to compare.
+    """
+
+    def __init__(self, config: DedupConfig):
+        self.config = config
+        self.bands, self.rows = config.bands_rows()
+        self.hasher = MinHasher(config.num_perm, config.seed)
+        self.buckets = _Buckets()
+        self.parent: list[int] = []  # union-find over document numbers; a root is its cluster's first document
+        self.signatures = np.empty((0, config.num_perm), dtype=np.uint32)
+        self.n_candidates = 0
+        self.n_rejected = 0
+
+    def find(self, node: int) -> int:
+        parent = self.parent
+        while parent[node] != node:
+            parent[node] = parent[parent[node]]  # path halving
+            node = parent[node]
+        return node
+
+    def _union(self, a: int, b: int) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[max(ra, rb)] = min(ra, rb)  # the earlier document stays the root
+
+    def _store(self, signatures: np.ndarray) -> int:
+        """Append signatures; returns the first new document number."""
+        first = len(self.parent)
+        self.parent.extend(range(first, first + len(signatures)))
+        if self.config.verify:
+            needed = first + len(signatures)
+            if needed > len(self.signatures):
+                grown = np.empty((max(needed, 2 * len(self.signatures), 1024), self.config.num_perm), dtype=np.uint32)
+                grown[:first] = self.signatures[:first]
+                self.signatures = grown
+            self.signatures[first:needed] = signatures
+        return first
+
+    def add_batch(self, texts: list[str]) -> list[tuple[int, bool] | None]:
+        """Per text: (document number, is a near duplicate of an earlier one), or None without words."""
+        return self.add_signatures(minhash_signatures(texts, self.config, self.hasher))
+
+    def add_signatures(self, signatures_or_none: list[np.ndarray | None]) -> list[tuple[int, bool] | None]:
+        """`add_batch` for signatures computed elsewhere (None for a text without words)."""
+        present = [i for i, s in enumerate(signatures_or_none) if s is not None]
+        results: list[tuple[int, bool] | None] = [None] * len(signatures_or_none)
+        if not present:
+            return results
+        signatures = np.stack([signatures_or_none[i] for i in present])
+        keys = band_keys(signatures, self.bands, self.rows, self.config.seed)
+        lo, hi = self.buckets.ranges(keys)
+        first = self._store(signatures)
+        keys_list = keys.tolist()
+        for row, i in enumerate(present):
+            node = first + row
+            members = self._bucket_members(keys_list[row], lo[row], hi[row])
+            matched = self._match(node, signatures[row], members)
+            self._file(node, keys_list[row], members)
+            results[i] = (node, matched)
+        self.buckets.merge_if_due()
+        return results
+
+    def _bucket_members(self, keys: list[int], lo: np.ndarray, hi: np.ndarray) -> list[list[int]]:
+        members = []
+        for key, start, end in zip(keys, lo.tolist(), hi.tolist()):
+            found = self.buckets.docs[start:end].tolist() if end > start else []
+            found += self.buckets.recent.get(key, ())
+            members.append(found)
+        return members
+
+    def _match(self, node: int, signature: np.ndarray, members: list[list[int]]) -> bool:
+        candidates = sorted({m for ms in members for m in ms})
+        if not candidates:
+            return False
+        self.n_candidates += len(candidates)
+        if self.config.verify:
+            agreement = (self.signatures[candidates] == signature).mean(axis=1)
+            accepted = [c for c, a in zip(candidates, agreement.tolist()) if a >= self.config.threshold]
+            self.n_rejected += len(candidates) - len(accepted)
+        else:
+            accepted = candidates
+        for other in accepted:
+            self._union(node, other)
+        return bool(accepted)
+
+    def _file(self, node: int, keys: list[int], members: list[list[int]]) -> None:
+        # A bucket needs one member per cluster: more would only repeat the same comparison.
+        root = self.find(node)
+        for key, ms in zip(keys, members):
+            if not any(self.find(m) == root for m in ms):
+                self.buckets.add(key, node)
+
+    def clusters(self) -> list[list[int]]:
+        """Every cluster of two or more document numbers, each sorted, in order of first member."""
+        groups: dict[int, list[int]] = {}
+        for node in range(len(self.parent)):
+            groups.setdefault(self.find(node), []).append(node)
+        return [g for g in groups.values() if len(g) > 1]
+
+
+def minhash_signatures(texts: list[str], config: DedupConfig, hasher: MinHasher | None = None) -> list[np.ndarray | None]:
+    """Each text's MinHash signature, or None for a text without words."""
+    hasher = hasher or MinHasher(config.num_perm, config.seed)
+    shingles = [shingle_hashes(t, config.shingle_size, config.seed) for t in texts]
+    present = [i for i, s in enumerate(shingles) if len(s)]
+    out: list[np.ndarray | None] = [None] * len(texts)
+    if present:
+        for i, signature in zip(present, hasher.signatures([shingles[i] for i in present])):
+            out[i] = signature
+    return out
+
+
+def near_duplicate_clusters(texts: list[str], config: DedupConfig | None = None) -> list[list[int]]:
+    """Clusters (lists of indices into `texts`, two or more each) of near-duplicate texts."""
+    config = config or DedupConfig()
+    index = NearDuplicateIndex(config)
+    node_to_text: list[int] = []
+    for start in range(0, len(texts), 1024):
+        for offset, result in enumerate(index.add_batch(texts[start : start + 1024])):
+            if result is not None:
+                node_to_text.append(start + offset)
+    return [[node_to_text[n] for n in cluster] for cluster in index.clusters()]
+
+
+def estimated_jaccard(a: np.ndarray, b: np.ndarray) -> float:
+    """The Jaccard similarity two MinHash signatures estimate: the share of positions that agree."""
+    return float(np.mean(a == b))
+
+
+# ---------------------------------------------------------------------------------------------
+# The dedup step
+
+
+FINGERPRINT_KEY = "_dedup_fingerprint"  # in Document.meta, from MinHashSigner to Deduplicator only
+
+
+class MinHashSigner(Step):
+    """Puts each document's exact-duplicate key and MinHash signature in its meta, so that the
+    hashing runs with the other per-document steps, on every core; `Deduplicator` takes them
+    out again. Optional: without it, `Deduplicator` computes the same values itself."""
+
+    name = "minhash"
+
+    def __init__(self, config: DedupConfig | None = None):
+        self.config = config or DedupConfig()
+        self.hasher = MinHasher(self.config.num_perm, self.config.seed)
+
+    def apply(self, docs: list[Document], stats: StepStats) -> tuple[list[Document], list[Dropped]]:
+        texts = [doc.text for doc in docs]
+        signatures = minhash_signatures(texts, self.config, self.hasher) if self.config.near else [None] * len(docs)
+        for doc, text, signature in zip(docs, texts, signatures):
+            doc.meta[FINGERPRINT_KEY] = (exact_key(text), signature)
+        return docs, []
+
+
+class Deduplicator(Step):
+    """Drops exact duplicates, then near duplicates; remembers what it saw across batches.
+
+    Stateful, so it runs in one process (the main one) over the batches in order.
+    """
+
+    name = "dedup"
+
+    def __init__(self, config: DedupConfig | None = None):
+        self.config = config or DedupConfig()
+        self.exact_seen: set[int] = set()
+        self.exact_groups: set[int] = set()  # keys that had a duplicate, for the cluster count
+        self.near = NearDuplicateIndex(self.config) if self.config.near else None
+        self.near_roots: set[int] = set()  # clusters that lost a document
+
+    def apply(self, docs: list[Document], stats: StepStats) -> tuple[list[Document], list[Dropped]]:
+        fingerprints = self._fingerprints(docs)
+        kept, dropped = (self._drop_exact(docs, fingerprints, stats) if self.config.exact else (list(docs), []))
+        if self.near is not None and kept:
+            kept, near_dropped = self._drop_near(kept, fingerprints, stats)
+            dropped += near_dropped
+        return kept, dropped
+
+    def _fingerprints(self, docs: list[Document]) -> dict[int, tuple[int, np.ndarray | None]]:
+        """id(doc) -> (exact key, signature): taken from MinHashSigner's meta, or computed here."""
+        out, missing = {}, []
+        for doc in docs:
+            given = doc.meta.pop(FINGERPRINT_KEY, None)
+            if given is not None and (given[1] is None or len(given[1]) == self.config.num_perm):
+                out[id(doc)] = given
+            else:
+                missing.append(doc)
+        if missing:
+            texts = [doc.text for doc in missing]
+            signatures = [None] * len(missing)
+            if self.near is not None:
+                signatures = minhash_signatures(texts, self.config, self.near.hasher)
+            for doc, text, signature in zip(missing, texts, signatures):
+                out[id(doc)] = (exact_key(text), signature)
+        return out
+
+    def _drop_exact(self, docs: list[Document], fingerprints: dict, stats: StepStats) -> tuple[list[Document], list[Dropped]]:
+        kept, dropped = [], []
+        for doc in docs:
+            key = fingerprints[id(doc)][0]
+            if key in self.exact_seen:
+                dropped.append((doc, "exact_duplicate"))
+                if key not in self.exact_groups:
+                    self.exact_groups.add(key)
+                    stats.counters["exact_duplicate_clusters"] += 1
+            else:
+                self.exact_seen.add(key)
+                kept.append(doc)
+        return kept, dropped
+
+    def _drop_near(self, docs: list[Document], fingerprints: dict, stats: StepStats) -> tuple[list[Document], list[Dropped]]:
+        before = (self.near.n_candidates, self.near.n_rejected)
+        results = self.near.add_signatures([fingerprints[id(doc)][1] for doc in docs])
+        stats.counters["near_duplicate_candidates"] += self.near.n_candidates - before[0]
+        stats.counters["near_duplicate_candidates_rejected"] += self.near.n_rejected - before[1]
+        kept, dropped = [], []
+        for doc, result in zip(docs, results):
+            if result is None or not result[1]:
+                kept.append(doc)
+                continue
+            dropped.append((doc, "near_duplicate"))
+            root = self.near.find(result[0])
+            if root not in self.near_roots:
+                self.near_roots.add(root)
+                stats.counters["near_duplicate_clusters"] += 1
+        return kept, dropped
+
+
+# ---------------------------------------------------------------------------------------------
+# Boilerplate lines, in two passes: count (anywhere, per batch), then remove.
+
+_COMMENT_START = re.compile(r"\s*(?:#(?![!\w])|//|/\*|\*|--|;;|%|<!--|\"\"\"|''')")
+
+
+def _line_is_eligible(line: str, is_code: bool, min_chars: int) -> bool:
+    stripped = line.strip()
+    if len(stripped) < min_chars:
+        return False
+    # In code only comments may go: a repeated statement is still part of the program.
+    return not is_code or bool(_COMMENT_START.match(line))
+
+
+def _line_key(line: str) -> int:
+    return xxhash.xxh3_64_intdigest(" ".join(line.split()).encode("utf-8", errors="replace"))
+
+
+def document_line_keys(doc: Document, config: BoilerplateConfig) -> set[int]:
+    """Hashes of the distinct lines of `doc` that boilerplate removal may look at."""
+    is_code = doc.meta.get("kind") == "code"
+    return {_line_key(line) for line in doc.text.split("\n") if _line_is_eligible(line, is_code, config.min_chars)}
+
+
+def count_document_lines(docs: list[Document], config: BoilerplateConfig) -> np.ndarray:
+    """First pass, per batch (any process): each document's distinct line hashes, concatenated."""
+    keys = [k for doc in docs for k in document_line_keys(doc, config)]
+    return np.array(keys, dtype=np.uint64)
+
+
+class LineFrequencyCounter:
+    """In how many documents each line occurs, over the whole corpus (16 bytes per distinct line)."""
+
+    _COMPACT_EVERY = 1 << 21
+
+    def __init__(self, config: BoilerplateConfig | None = None):
+        self.config = config or BoilerplateConfig()
+        self.n_docs = 0
+        self._keys = np.empty(0, dtype=np.uint64)
+        self._counts = np.empty(0, dtype=np.int64)
+        self._pending: list[np.ndarray] = []
+        self._n_pending = 0
+
+    def add_documents(self, docs: list[Document]) -> None:
+        self.add_counts(count_document_lines(docs, self.config), len(docs))
+
+    def add_counts(self, line_keys: np.ndarray, n_docs: int) -> None:
+        """Merge what `count_document_lines` returned for a batch of `n_docs` documents."""
+        self.n_docs += n_docs
+        self._pending.append(line_keys)
+        self._n_pending += len(line_keys)
+        if self._n_pending >= self._COMPACT_EVERY:
+            self._compact()
+
+    def _compact(self) -> None:
+        if not self._pending:
+            return
+        fresh = np.concatenate(self._pending)
+        keys = np.concatenate([self._keys, fresh])
+        counts = np.concatenate([self._counts, np.ones(len(fresh), dtype=np.int64)])
+        self._keys, inverse = np.unique(keys, return_inverse=True)
+        self._counts = np.bincount(inverse.ravel(), weights=counts, minlength=len(self._keys)).astype(np.int64)
+        self._pending, self._n_pending = [], 0
+
+    def min_count(self) -> int:
+        return max(self.config.min_docs, math.ceil(self.config.min_fraction * self.n_docs))
+
+    def frequent_lines(self) -> frozenset[int]:
+        """Hashes of the lines that occur in enough documents to count as boilerplate."""
+        self._compact()
+        return frozenset(self._keys[self._counts >= self.min_count()].tolist())
+
+
+class BoilerplateRemover(Step):
+    """Second pass: removes the lines `LineFrequencyCounter` found frequent; drops documents left empty."""
+
+    name = "boilerplate"
+
+    def __init__(self, config: BoilerplateConfig, frequent_lines: frozenset[int]):
+        self.config = config
+        self.frequent_lines = frequent_lines
+
+    def decide(self, doc: Document, stats: StepStats) -> str | None:
+        if not self.frequent_lines:
+            return None
+        is_code = doc.meta.get("kind") == "code"
+        lines = doc.text.split("\n")
+        kept = [
+            line for line in lines
+            if not (_line_is_eligible(line, is_code, self.config.min_chars) and _line_key(line) in self.frequent_lines)
+        ]
+        if len(kept) == len(lines):
+            return None
+        stats.counters["boilerplate_lines_removed"] += len(lines) - len(kept)
+        doc.text = "\n".join(kept)
+        return None if doc.text.strip() else "boilerplate_only"
