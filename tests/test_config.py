@@ -72,3 +72,11 @@ def test_missing_file(tmp_path):
 def test_override_without_equals_sign():
     with pytest.raises(ConfigError, match="must look like section.key=value"):
         apply_overrides({}, ["model.n_layer"])
+
+
+def test_yaml_exponent_without_dot_is_a_number(tmp_path):
+    # YAML 1.1 reads `3e-4` as a string; a float field must still take it.
+    path = tmp_path / "m.yaml"
+    path.write_text("model:\n  rope_theta: 1e4\n  norm_eps: 1e-6\n")
+    config = load_model_config(path)
+    assert config.rope_theta == 1e4 and config.norm_eps == 1e-6

@@ -87,6 +87,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected a whole number, got {value!r}")
         return value
     if tp is float:
+        if isinstance(value, str) and _looks_like_number(value):
+            return float(value)  # YAML 1.1 reads `lr: 3e-4` as text; the user means the number
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
         return float(value)

@@ -1,0 +1,113 @@
+"""Training batches: random windows of `block_size + 1` tokens from memory-mapped token shards.
+
+A window [i, i + block_size + 1) gives the inputs (all but its last token) and the targets (all
+but its first). Where the windows of a step come from is a pure function of (seed, step): every
+step draws the positions of its whole global batch from a generator seeded with both, and rank r
+takes its own consecutive slice of those rows, cut into micro-batches. So:
+
+- ranks see different rows, and together exactly the rows a single process would see;
+- the data position of a run is its step number: resuming needs nothing else;
+- the same recipe draws the same batches on any number of ranks.
+
+Validation uses one fixed set of windows (drawn once from the seed), so successive evaluations
+are comparable and the best checkpoint is chosen on equal terms.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from lmsmith.errors import UserError
+from lmsmith.token_shards import TokensDir
+from lmsmith.train.config import BatchPlan
+
+_TRAIN, _EVAL = 0, 1  # stream ids in the seed, so training and validation draws never coincide
+
+
+class TokenWindows:
+    """Every window of `block_size + 1` consecutive tokens inside one shard of a split."""
+
+    def __init__(self, tokens: TokensDir, split: str, block_size: int):
+        self.block_size = block_size
+        self.split_tokens = tokens.split_tokens(split)
+        self.shards = [s for s in tokens.shards(split) if len(s) > block_size]
+        counts = np.array([len(s) - block_size for s in self.shards], dtype=np.int64)
+        self.ends = np.cumsum(counts)  # window number where each shard's windows end
+        self.starts = self.ends - counts
+        if not self.shards:
+            more = f"give more {split} data" + (
+                " (curate with a larger split.val_fraction, or tokenize with a larger --val-fraction)" if split != "train" else "")
+            if self.split_tokens < 2:
+                raise UserError(f"the {split} split of {tokens.path} is empty: {more}")
+            raise UserError(f"the {split} split of {tokens.path} has {self.split_tokens} tokens, fewer than block_size + 1 = "
+                            f"{block_size + 1}: lower model.block_size below {self.split_tokens}, or {more}")
+
+    @property
+    def count(self) -> int:
+        return int(self.ends[-1])
+
+    def rows(self, windows: np.ndarray) -> torch.Tensor:
+        """The windows numbered `windows`, as a (len(windows), block_size + 1) int64 tensor."""
+        shard = np.searchsorted(self.ends, windows, side="right")
+        offset = windows - self.starts[shard]
+        out = np.empty((len(windows), self.block_size + 1), dtype=np.int64)
+        for row, (s, o) in enumerate(zip(shard, offset)):
+            out[row] = self.shards[s][o:o + self.block_size + 1]
+        return torch.from_numpy(out)
+
+
+def _draw(seed: int, stream: int, step: int, n: int, high: int) -> np.ndarray:
+    return np.random.default_rng([seed, stream, step]).integers(0, high, size=n)
+
+
+def to_device(rows: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    if device.type == "cuda":
+        rows = rows.pin_memory().to(device, non_blocking=True)  # the copy overlaps the previous step
+    else:
+        rows = rows.to(device)
+    return rows[:, :-1], rows[:, 1:]
+
+
+class TrainBatches:
+    """The micro-batches of each step for one rank."""
+
+    def __init__(self, windows: TokenWindows, plan: BatchPlan, seed: int, rank: int, device: torch.device):
+        self.windows, self.plan, self.seed, self.rank, self.device = windows, plan, seed, rank, device
+        self.seconds = 0.0  # spent drawing and copying batches, to show that data loading is not the bottleneck
+
+    def step_windows(self, step: int) -> np.ndarray:
+        """This rank's window numbers for `step`, shape (grad_accum, micro_batch)."""
+        everyone = _draw(self.seed, _TRAIN, step, self.plan.rows, self.windows.count)
+        per_rank = self.plan.micro_batch * self.plan.grad_accum
+        mine = everyone[self.rank * per_rank:(self.rank + 1) * per_rank]
+        return mine.reshape(self.plan.grad_accum, self.plan.micro_batch)
+
+    def micro_batches(self, step: int):
+        """(inputs, targets) for each micro-batch of `step` on this rank."""
+        started = time.perf_counter()
+        for windows in self.step_windows(step):
+            batch = to_device(self.windows.rows(windows), self.device)
+            self.seconds += time.perf_counter() - started
+            yield batch
+            started = time.perf_counter()
+
+    def epochs(self, steps_done: int) -> float:
+        """Passes over the train split so far: tokens seen / tokens in the split."""
+        return steps_done * self.plan.tokens / max(1, self.windows.split_tokens)
+
+
+class EvalBatches:
+    """This rank's share of the fixed validation windows, in micro-batches."""
+
+    def __init__(self, windows: TokenWindows, plan: BatchPlan, n_batches: int, seed: int, rank: int, device: torch.device):
+        per_rank = n_batches * plan.micro_batch
+        everyone = _draw(seed, _EVAL, 0, per_rank * plan.world_size, windows.count)
+        self.mine = everyone[rank * per_rank:(rank + 1) * per_rank].reshape(n_batches, plan.micro_batch)
+        self.windows, self.device = windows, device
+
+    def __iter__(self):
+        for windows in self.mine:
+            yield to_device(self.windows.rows(windows), self.device)
