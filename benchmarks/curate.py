@@ -1,0 +1,357 @@
+"""Benchmark `lmsmith curate`: throughput, peak memory, near-duplicate precision and recall.
+
+    python benchmarks/curate.py                 # stdlib + a generated 200 MB corpus + datatrove if installed
+    python benchmarks/curate.py --size-mb 20    # a smaller generated corpus
+
+Measures, each run in a fresh process (so peak memory is its own):
+- the whole default pipeline on the `stdlib` corpus and on a generated corpus (JSON lines of
+  synthetic prose with planted exact duplicates, near duplicates and junk): MB/s and docs/s;
+- lmsmith with only the steps datatrove has an equivalent of (Gopher quality + repetition rules,
+  MinHash dedup) and datatrove itself with those steps on the same files, for the throughput
+  ratio. datatrove's English word splitting needs spaCy; both sides split on whitespace here;
+- near-duplicate detection on planted copies at known Jaccard similarities (5-word shingles):
+  precision of what was flagged, recall per similarity band.
+
+Prints ONE JSON line. datatrove is not a dependency of lmsmith: `pip install datatrove` to compare.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+SYLLABLES = ["ka", "lo", "mi", "ren", "sa", "tor", "vel", "an", "is", "ur", "pe", "dom", "chi", "ba",
+             "nel", "qua", "ris", "fo", "tem", "gul", "or", "ve", "lin", "mar", "sto", "ep", "ha", "zu"]
+STOP = ["the", "of", "and", "to", "in", "a", "is", "that", "with", "for", "as", "was", "on", "be", "have"]
+
+
+# ---------------------------------------------------------------------------------------------
+# A synthetic corpus
+
+
+def vocabulary(rng: np.random.Generator, size: int = 30000) -> np.ndarray:
+    words = set()
+    while len(words) < size:
+        n = rng.integers(1, 5)  # 1 to 4 syllables: room for ~600k distinct words
+        words.add("".join(rng.choice(SYLLABLES, n)))
+    return rng.permutation(np.array(sorted(words), dtype=object))  # ranks (Zipf) at random
+
+
+class ProseGenerator:
+    """Zipf-distributed content words with English stop words, in sentences and paragraphs."""
+
+    def __init__(self, seed: int):
+        self.rng = np.random.default_rng(seed)
+        self.vocab = vocabulary(self.rng)
+        ranks = np.arange(1, len(self.vocab) + 1)
+        self.p = (1.0 / ranks) / (1.0 / ranks).sum()
+
+    def words(self, n: int) -> list[str]:
+        content = self.vocab[self.rng.choice(len(self.vocab), n, p=self.p)]
+        stops = np.array(STOP, dtype=object)[self.rng.integers(0, len(STOP), n)]
+        use_stop = self.rng.random(n) < 0.3
+        return np.where(use_stop, stops, content).tolist()
+
+    def document(self, n_words: int) -> str:
+        words = self.words(n_words)
+        out, paragraph, i = [], [], 0
+        while i < len(words):
+            length = int(self.rng.integers(8, 22))
+            sentence = words[i:i + length]
+            i += length
+            paragraph.append(sentence[0].capitalize() + " " + " ".join(sentence[1:]) + ".")
+            if len(paragraph) >= 5 or i >= len(words):
+                out.append(" ".join(paragraph))
+                paragraph = []
+        return "\n\n".join(out)
+
+
+def mutate(words: list[str], k: int, rng: np.random.Generator, vocab: np.ndarray) -> list[str]:
+    """Replace k words at random positions by other words."""
+    out = list(words)
+    for i in rng.choice(len(words), size=min(k, len(words)), replace=False):
+        out[i] = str(vocab[rng.integers(len(vocab))]) + "x"
+    return out
+
+
+def generate_corpus(folder: Path, size_mb: float, seed: int = 0) -> dict:
+    """JSON-lines shards of ~size_mb: 90% fresh prose, 4% exact and 4% near duplicates, 2% junk."""
+    gen = ProseGenerator(seed)
+    rng = gen.rng
+    folder.mkdir(parents=True, exist_ok=True)
+    target = size_mb * 1e6
+    written = docs = 0
+    shard, shard_bytes, out = 0, 0, None
+    recent: list[str] = []
+    planted = {"exact": 0, "near": 0, "junk": 0}
+    while written < target:
+        if out is None or shard_bytes > 50e6:
+            if out:
+                out.close()
+            out = open(folder / f"part-{shard:03d}.jsonl", "w", encoding="utf-8")
+            shard, shard_bytes = shard + 1, 0
+        roll = rng.random()
+        if roll < 0.04 and recent:
+            text = recent[int(rng.integers(len(recent)))]
+            planted["exact"] += 1
+        elif roll < 0.08 and recent:
+            base = recent[int(rng.integers(len(recent)))].split(" ")
+            text = " ".join(mutate(base, max(1, len(base) // 100), rng, gen.vocab))
+            planted["near"] += 1
+        elif roll < 0.10:
+            text = " ".join(["#"] * 30 + gen.words(40))
+            planted["junk"] += 1
+        else:
+            text = gen.document(int(rng.lognormal(6.0, 0.6)) + 60)
+            recent.append(text)
+            recent = recent[-500:]
+        line = json.dumps({"text": text}) + "\n"
+        out.write(line)
+        written += len(line)
+        shard_bytes += len(line)
+        docs += 1
+    out.close()
+    return {"bytes": written, "docs": docs, "planted": planted}
+
+
+# ---------------------------------------------------------------------------------------------
+# Near-duplicate precision and recall
+
+
+def shingles(text: str, n: int = 5) -> set:
+    words = re.findall(r"\w+", text.lower())
+    return {tuple(words[i:i + n]) for i in range(len(words) - n + 1)}
+
+
+def jaccard(a: set, b: set) -> float:
+    return len(a & b) / len(a | b) if a or b else 1.0
+
+
+def near_duplicate_quality(n_base: int, seed: int = 1) -> dict:
+    """Planted copies at target similarities; MinHash LSH (curate-B's dedup) must find the close ones.
+
+    Each base document gets one variant with some words replaced, aiming at a similarity from
+    0.5 to 0.95; the true Jaccard similarity of their 5-word shingles is measured exactly.
+    Precision: of the documents dedup would drop, the share that truly are at least
+    `threshold`-similar to a document kept in their cluster. Recall: of the variants at
+    similarity >= 0.85, the share found.
+    """
+    from lmsmith.data.dedup import DedupConfig, near_duplicate_clusters
+
+    gen = ProseGenerator(seed)
+    rng = gen.rng
+    targets = [0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.6, 0.5]
+    texts: list[str] = []
+    base_of: dict[int, int] = {}  # variant index -> base index
+    similarity: dict[int, float] = {}  # variant index -> true Jaccard with its base
+    for i in range(n_base):
+        base = gen.document(int(rng.integers(200, 600))).split(" ")
+        base_index = len(texts)
+        texts.append(" ".join(base))
+        base_shingles = shingles(texts[base_index])
+        target = targets[i % len(targets)]
+        # Each replaced word breaks up to 5 shingles: J ~ (S - 5k) / (S + 5k).
+        k = max(1, round(len(base_shingles) * (1 - target) / (5 * (1 + target))))
+        variant = " ".join(mutate(base, k, rng, gen.vocab))
+        base_of[len(texts)] = base_index
+        similarity[len(texts)] = jaccard(base_shingles, shingles(variant))
+        texts.append(variant)
+
+    config = DedupConfig()
+    found: set[int] = set()
+    dropped = true_drops = unrelated = 0
+    for cluster in near_duplicate_clusters(texts, config):
+        members = set(cluster)
+        for m in sorted(cluster)[1:]:  # the first of a cluster is kept, the others dropped
+            dropped += 1
+            if m in base_of and base_of[m] in members:
+                found.add(m)
+                true_drops += similarity[m] >= config.threshold
+            else:
+                unrelated += 1  # matched a document it was not made from
+    bands = {}
+    for lo, hi in [(0.9, 1.01), (0.85, 0.9), (0.8, 0.85), (0.75, 0.8), (0.7, 0.75), (0.0, 0.7)]:
+        members = [v for v, s in similarity.items() if lo <= s < hi]
+        bands[f"{lo:.2f}-{min(hi, 1.0):.2f}"] = {
+            "pairs": len(members), "found": round(sum(v in found for v in members) / len(members), 3) if members else None}
+    high = [v for v, s in similarity.items() if s >= 0.85]
+    return {
+        "threshold": config.threshold, "bands_rows": list(config.bands_rows()), "pairs": len(similarity),
+        "precision": round(true_drops / dropped, 4) if dropped else None,
+        "unrelated_matches": unrelated,
+        "recall_at_0.85": round(sum(v in found for v in high) / max(1, len(high)), 4),
+        "found_by_similarity": bands,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Runs, each in its own process
+
+
+def peak_rss_mb() -> dict:
+    self_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    children_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return {"peak_rss_mb_main": round(self_kb / 1024, 1), "peak_rss_mb_worker": round(children_kb / 1024, 1)}
+
+
+EQUIVALENT_STEPS = {  # only what datatrove also does here: Gopher rules and MinHash dedup
+    "html": {"enabled": False}, "format": {"enabled": False}, "safety": {"enabled": False},
+    "pii": {"enabled": False}, "dedup": {"exact": False}, "split": {"overlap_ngram": 0},
+}
+
+
+def run_lmsmith(inputs: list[str], out: str, workers: int, equivalent: bool) -> dict:
+    from lmsmith.data.pipeline import curate
+
+    config = EQUIVALENT_STEPS if equivalent else {}
+    start = time.perf_counter()
+    report = curate(inputs, out, config, quiet=True, workers=workers)
+    seconds = time.perf_counter() - start
+    totals = report["totals"]
+    return {"seconds": round(seconds, 2), "mb_in": round(totals["bytes_in"] / 1e6, 2), "docs_in": totals["docs_in"],
+            "docs_out": totals["docs_out"], "mb_per_s": round(totals["bytes_in"] / 1e6 / seconds, 3),
+            "docs_per_s": round(totals["docs_in"] / seconds, 1),
+            "dropped": {s["name"]: s["dropped_docs"] for s in report["steps"] if s["dropped_docs"]}, **peak_rss_mb()}
+
+
+def run_datatrove(folder: str, work: str, workers: int) -> dict:
+    from datatrove.executor import LocalPipelineExecutor
+    from datatrove.pipeline.dedup import MinhashDedupBuckets, MinhashDedupCluster, MinhashDedupFilter, MinhashDedupSignature
+    from datatrove.pipeline.dedup.minhash import MinhashConfig
+    from datatrove.pipeline.filters import GopherQualityFilter, GopherRepetitionFilter
+    from datatrove.pipeline.readers import JsonlReader
+    from datatrove.pipeline.writers import JsonlWriter
+    from datatrove.utils.word_tokenizers import WordTokenizer
+
+    class Whitespace(WordTokenizer):
+        def word_tokenize(self, text):
+            return text.split()
+
+        def sent_tokenize(self, text):
+            return [text]
+
+        def span_tokenize(self, text):
+            return [(0, len(text))]
+
+    # datatrove hands str to xxhash, which xxhash 4 refuses; encode as older xxhash did itself.
+    import xxhash
+    from datatrove.utils.hashes import xxhash as datatrove_xxhash
+
+    datatrove_xxhash.xxhash64 = lambda data: xxhash.xxh64_intdigest(data.encode() if isinstance(data, str) else data)
+    datatrove_xxhash.xxhash32 = lambda data: xxhash.xxh32_intdigest(data.encode() if isinstance(data, str) else data)
+
+    words = Whitespace("en")
+    config = MinhashConfig(n_grams=5, num_buckets=14, hashes_per_bucket=8)
+    work = Path(work)
+    n_files = len(list(Path(folder).glob("*.jsonl")))
+    tasks = max(1, min(workers, n_files))
+
+    def executor(pipeline, n_tasks, name):
+        return LocalPipelineExecutor(pipeline=pipeline, tasks=n_tasks, workers=min(workers, n_tasks),
+                                     logging_dir=str(work / "logs" / name), skip_completed=False)
+
+    start = time.perf_counter()
+    executor([JsonlReader(folder), GopherRepetitionFilter(language=words), GopherQualityFilter(language=words),
+              JsonlWriter(str(work / "filtered")), ], tasks, "filter").run()
+    executor([JsonlReader(str(work / "filtered")), MinhashDedupSignature(str(work / "sigs"), config=config, language=words)],
+             tasks, "sigs").run()
+    executor([MinhashDedupBuckets(str(work / "sigs"), str(work / "buckets"), config=config)],
+             config.num_buckets, "buckets").run()
+    executor([MinhashDedupCluster(str(work / "buckets"), str(work / "remove"), config=config)], 1, "cluster").run()
+    executor([JsonlReader(str(work / "filtered")), MinhashDedupFilter(str(work / "remove")), JsonlWriter(str(work / "out"))],
+             tasks, "filter-dups").run()
+    seconds = time.perf_counter() - start
+    docs_out = 0
+    for path in (work / "out").glob("*.jsonl.gz"):
+        import gzip
+
+        with gzip.open(path, "rt") as f:
+            docs_out += sum(1 for _ in f)
+    size = sum(p.stat().st_size for p in Path(folder).glob("*.jsonl"))
+    return {"seconds": round(seconds, 2), "mb_per_s": round(size / 1e6 / seconds, 3), "docs_out": docs_out,
+            "word_split": "whitespace (spaCy not installed)", **peak_rss_mb()}
+
+
+def child(kind: str, payload: str) -> None:
+    import logging
+
+    logging.disable(logging.WARNING)
+    if kind == "lmsmith":
+        inputs, out, workers, equivalent = json.loads(payload)
+        result = run_lmsmith(inputs, out, workers, equivalent)
+    else:
+        folder, work, workers = json.loads(payload)
+        result = run_datatrove(folder, work, workers)
+    print("RESULT " + json.dumps(result))
+
+
+def in_fresh_process(kind: str, payload: list) -> dict:
+    proc = subprocess.run([sys.executable, __file__, "--child", kind, json.dumps(payload)],
+                          capture_output=True, text=True)
+    for line in proc.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT "):])
+    return {"error": (proc.stderr.strip().splitlines() or ["no output"])[-1][:300]}
+
+
+def datatrove_available() -> bool:
+    try:
+        import datatrove  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size-mb", type=float, default=200.0, help="size of the generated corpus")
+    parser.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)))
+    parser.add_argument("--near-docs", type=int, default=800, help="base documents for the near-duplicate check")
+    parser.add_argument("--no-stdlib", action="store_true")
+    parser.add_argument("--no-datatrove", action="store_true")
+    parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(*args.child)
+        return
+
+    result: dict = {"benchmark": "curate", "workers": args.workers, "cpus": os.cpu_count()}
+    work = Path(tempfile.mkdtemp(prefix="lmsmith-curate-bench-"))
+    try:
+        if not args.no_stdlib:
+            result["stdlib"] = in_fresh_process("lmsmith", [["stdlib"], str(work / "stdlib-out"), args.workers, False])
+        corpus = work / "corpus"
+        start = time.perf_counter()
+        info = generate_corpus(corpus, args.size_mb)
+        generated = {"mb": round(info["bytes"] / 1e6, 1), "docs": info["docs"], "planted": info["planted"],
+                     "generate_seconds": round(time.perf_counter() - start, 1)}
+        generated["lmsmith_full"] = in_fresh_process("lmsmith", [[str(corpus)], str(work / "full"), args.workers, False])
+        generated["lmsmith_equivalent"] = in_fresh_process(
+            "lmsmith", [[str(corpus)], str(work / "equivalent"), args.workers, True])
+        if args.no_datatrove or not datatrove_available():
+            generated["datatrove"] = {"skipped": "not installed (pip install datatrove)" if not args.no_datatrove else "--no-datatrove"}
+        else:
+            generated["datatrove"] = in_fresh_process("datatrove", [str(corpus), str(work / "datatrove"), args.workers])
+            ours, theirs = generated["lmsmith_equivalent"], generated["datatrove"]
+            if "seconds" in ours and "seconds" in theirs:
+                generated["throughput_ratio_vs_datatrove"] = round(theirs["seconds"] / ours["seconds"], 3)
+        result["generated"] = generated
+        result["near_duplicates"] = near_duplicate_quality(args.near_docs)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

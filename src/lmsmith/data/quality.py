@@ -1,0 +1,309 @@
+"""The quality step: keep prose that reads like prose and code that is real, working code.
+
+Prose is judged by the rules of the Gopher paper (Rae et al. 2021, appendix A), with its
+published thresholds: length, word shape, symbols, bullet and ellipsis lines, words with
+letters, stop words, and repetition (duplicate lines and paragraphs, one n-gram dominating,
+repeated passages). Words are split on whitespace, not by a language model's tokenizer, so
+technical prose (manuals, SQL, legal text) whose "words" include code and numbers survives.
+
+Code is judged by whether it could run: Python must parse; brace languages must balance their
+brackets; files with absurd lines (minified or data) or that say they are generated are dropped.
+"""
+
+from __future__ import annotations
+
+import ast
+import gc
+import re
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from lmsmith.config import ConfigError
+from lmsmith.data.document import Document
+from lmsmith.data.ngrams import ngram_hashes, word_hashes
+from lmsmith.data.sources.kinds import C_LIKE
+from lmsmith.data.step import Step, StepStats
+
+GOPHER_STOP_WORDS = ["the", "be", "to", "of", "and", "that", "have", "with"]
+_HAS_LETTER = re.compile(r"[^\W\d_]")  # a letter in any script
+BULLETS = ("•", "-", "*", "‣", "◦", "·", "●", "▪", "–", "⁃")
+
+
+@dataclass
+class ProseQualityConfig:
+    enabled: bool = True
+    min_words: int = 50
+    max_words: int = 100_000
+    min_mean_word_length: float = 3.0
+    max_mean_word_length: float = 10.0
+    max_symbol_word_ratio: float = 0.1  # "#" and "..." each, per word
+    max_bullet_lines: float = 0.9
+    max_ellipsis_lines: float = 0.3
+    min_alpha_words: float = 0.8  # share of words with at least one letter
+    min_stop_words: int = 2  # distinct stop words present; 0 turns the rule off (e.g. for other languages)
+    stop_words: list[str] = field(default_factory=lambda: list(GOPHER_STOP_WORDS))
+    max_duplicate_lines: float = 0.30  # share of lines that repeat an earlier line
+    max_duplicate_line_chars: float = 0.20  # share of characters in such lines
+    max_duplicate_paragraphs: float = 0.30
+    max_duplicate_paragraph_chars: float = 0.20
+    # n -> most characters the most frequent n-gram may cover
+    max_top_ngram_chars: dict[int, float] = field(default_factory=lambda: {2: 0.20, 3: 0.18, 4: 0.16})
+    # n -> most characters that n-grams seen earlier in the document may cover
+    max_duplicate_ngram_chars: dict[int, float] = field(
+        default_factory=lambda: {5: 0.15, 6: 0.14, 7: 0.13, 8: 0.12, 9: 0.11, 10: 0.10})
+
+    def check(self, where: str = "quality.prose") -> None:
+        if not 0 <= self.min_words <= self.max_words:
+            raise ConfigError(f"{where}: need 0 <= min_words <= max_words, got {self.min_words} and {self.max_words}")
+        for name in ("max_top_ngram_chars", "max_duplicate_ngram_chars"):
+            table = {}
+            for n, limit in getattr(self, name).items():
+                try:
+                    n = int(n)
+                except (TypeError, ValueError):
+                    raise ConfigError(f"{where}.{name}: key {n!r} must be an n-gram size such as 2") from None
+                if n < 1 or isinstance(limit, bool) or not isinstance(limit, (int, float)):
+                    raise ConfigError(f"{where}.{name}: {n}: {limit!r} must be a share between 0 and 1")
+                table[n] = float(limit)
+            setattr(self, name, table)
+
+
+@dataclass
+class CodeQualityConfig:
+    enabled: bool = True
+    python_must_parse: bool = True
+    check_brackets: bool = True  # for brace languages (C, Java, JavaScript, Go, Rust, ...)
+    max_line_length: int = 1000
+    max_mean_line_length: float = 100.0
+    min_alnum_fraction: float = 0.25
+    drop_generated: bool = True
+    generated_patterns: list[str] = field(default_factory=lambda: [
+        r"do not edit", r"auto-?generated", r"@generated",
+        r"^\W*(this (file|code) (is|was) )?(automatically )?generated (by|from|with)\b",
+    ])
+    generated_scan_lines: int = 10  # markers count only near the top, where generators put them
+
+    def check(self, where: str = "quality.code") -> None:
+        for pattern in self.generated_patterns:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ConfigError(f"{where}.generated_patterns: {pattern!r} is not a valid regex ({exc})") from None
+
+
+@dataclass
+class QualityConfig:
+    enabled: bool = True
+    prose: ProseQualityConfig = field(default_factory=ProseQualityConfig)
+    code: CodeQualityConfig = field(default_factory=CodeQualityConfig)
+
+
+# ---------------------------------------------------------------------------------------------
+# Prose
+
+
+def _duplicate_shares(parts: list[str]) -> tuple[float, float]:
+    """(share of parts that repeat an earlier part, share of characters in them)."""
+    seen: set[str] = set()
+    dup_count = dup_chars = total_chars = 0
+    for part in parts:
+        total_chars += len(part)
+        if part in seen:
+            dup_count += 1
+            dup_chars += len(part)
+        else:
+            seen.add(part)
+    if not parts or not total_chars:
+        return 0.0, 0.0
+    return dup_count / len(parts), dup_chars / total_chars
+
+
+def top_ngram_share(hashes: np.ndarray, lengths: np.ndarray, n: int) -> float:
+    """Share of all word characters covered by the most frequent n-gram (all its occurrences)."""
+    grams = ngram_hashes(hashes, n)
+    if not len(grams):
+        return 0.0
+    _, first, counts = np.unique(grams, return_index=True, return_counts=True)
+    top = int(counts.argmax())
+    if counts[top] < 2:
+        return 0.0
+    start = int(first[top])
+    return float(counts[top] * lengths[start:start + n].sum() / lengths.sum())
+
+
+def duplicate_ngram_share(hashes: np.ndarray, lengths: np.ndarray, n: int) -> float:
+    """Share of word characters inside n-grams that already occurred earlier in the text.
+
+    A word inside several such n-grams counts once; the first occurrence of an n-gram does not count.
+    """
+    grams = ngram_hashes(hashes, n)
+    if not len(grams):
+        return 0.0
+    _, first, inverse = np.unique(grams, return_index=True, return_inverse=True)
+    starts = np.flatnonzero(first[inverse.ravel()] != np.arange(len(grams)))
+    if not len(starts):
+        return 0.0
+    cover = np.zeros(len(hashes) + 1, dtype=np.int64)
+    cover[starts] += 1  # starts are distinct, so plain fancy indexing adds once each
+    cover[starts + n] -= 1
+    return float(lengths[np.cumsum(cover[:-1]) > 0].sum() / lengths.sum())
+
+
+def _repetition_reason(words: list[str], lower_words: list[str], cfg: ProseQualityConfig) -> str | None:
+    """Gopher's n-gram repetition rules, over lower-cased words."""
+    hashes = word_hashes(lower_words)
+    lengths = np.fromiter(map(len, words), dtype=np.int64, count=len(words))
+    for n, limit in sorted(cfg.max_top_ngram_chars.items()):
+        if top_ngram_share(hashes, lengths, n) > limit:
+            return "top_ngram"
+    # A repeated (n+1)-gram repeats its n-grams too, so the share can only fall as n grows:
+    # once it is under a limit, every larger n with a limit at least as high passes unmeasured.
+    bound = 1.0
+    for n, limit in sorted(cfg.max_duplicate_ngram_chars.items()):
+        if bound <= limit:
+            continue
+        bound = duplicate_ngram_share(hashes, lengths, n)
+        if bound > limit:
+            return "duplicate_ngrams"
+    return None
+
+
+_LETTERLESS_WORD = re.compile(r"(?<!\S)(?:[\d_]|[^\w\s])+(?!\S)")  # digits, _ and symbols only
+_WORD_PUNCTUATION = ".,;:!?\"'()[]"
+
+
+def _has_stop_words(lower_words: list[str], cfg: ProseQualityConfig) -> bool:
+    wanted, found = set(cfg.stop_words), set()
+    for word in lower_words:
+        word = word.strip(_WORD_PUNCTUATION)
+        if word in wanted:
+            found.add(word)
+            if len(found) >= cfg.min_stop_words:
+                return True
+    return False
+
+
+def prose_reason(text: str, cfg: ProseQualityConfig) -> str | None:
+    """Why prose `text` fails the Gopher rules, or None when it passes."""
+    words = text.split(None, cfg.max_words)  # at most max_words+1 pieces, however long the text
+    if len(words) < cfg.min_words:
+        return "too_few_words"
+    if len(words) > cfg.max_words:
+        return "too_many_words"
+    mean_length = sum(map(len, words)) / len(words)
+    if not cfg.min_mean_word_length <= mean_length <= cfg.max_mean_word_length:
+        return "mean_word_length"
+    ellipses = text.count("...") + text.count("…")
+    if max(text.count("#"), ellipses) / len(words) > cfg.max_symbol_word_ratio:
+        return "symbol_ratio"
+    lines = [line for line in (raw.strip() for raw in text.split("\n")) if line]
+    if sum(line.startswith(BULLETS) for line in lines) > cfg.max_bullet_lines * len(lines):
+        return "bullet_lines"
+    if sum(line.endswith(("...", "…")) for line in lines) > cfg.max_ellipsis_lines * len(lines):
+        return "ellipsis_lines"
+    if len(words) - len(_LETTERLESS_WORD.findall(text)) < cfg.min_alpha_words * len(words):
+        return "alpha_words"
+    lower_words = text.lower().split()
+    if len(lower_words) != len(words):  # lower-casing never adds spaces, but be exact if it did
+        lower_words = [w.lower() for w in words]
+    if cfg.min_stop_words and not _has_stop_words(lower_words, cfg):
+        return "stop_words"
+    line_share, line_chars = _duplicate_shares(lines)
+    if line_share > cfg.max_duplicate_lines or line_chars > cfg.max_duplicate_line_chars:
+        return "duplicate_lines"
+    paragraphs = [p.strip() for p in re.split(r"\n\s*\n", text) if p.strip()]
+    para_share, para_chars = _duplicate_shares(paragraphs)
+    if para_share > cfg.max_duplicate_paragraphs or para_chars > cfg.max_duplicate_paragraph_chars:
+        return "duplicate_paragraphs"
+    return _repetition_reason(words, lower_words, cfg)
+
+
+# ---------------------------------------------------------------------------------------------
+# Code
+
+# Strings and comments of brace languages, where brackets do not count. Two flavours of quote:
+# where ' opens a string (JavaScript, PHP, CSS) and where it only wraps one character (C, Java, Rust).
+_BRACE_NOISE_STRINGS = re.compile(
+    r"//[^\n]*|/\*.*?\*/|\"(?:\\.|[^\"\\\n])*\"|'(?:\\.|[^'\\\n])*'|`(?:\\.|[^`\\])*`", re.DOTALL)
+_BRACE_NOISE_CHARS = re.compile(
+    r"//[^\n]*|/\*.*?\*/|\"(?:\\.|[^\"\\\n])*\"|'(?:\\[^\n]{1,10}?|[^'\\\n])'|`(?:\\.|[^`\\])*`", re.DOTALL)
+_SINGLE_QUOTE_STRINGS = {"javascript", "typescript", "php", "css", "scss", "less", "dart", "groovy"}
+_NON_WORD = re.compile(r"\W+")
+_PAIRS = {")": "(", "]": "[", "}": "{"}
+
+
+def brackets_balance(code: str, language: str) -> bool:
+    noise = _BRACE_NOISE_STRINGS if language in _SINGLE_QUOTE_STRINGS else _BRACE_NOISE_CHARS
+    stack: list[str] = []
+    for char in re.sub(r"[^()\[\]{}]", "", noise.sub(" ", code)):
+        if char in "([{":
+            stack.append(char)
+        elif not stack or stack.pop() != _PAIRS[char]:
+            return False
+    return not stack
+
+
+def python_parses(code: str) -> bool:
+    # A parse builds a large tree of short-lived objects; the cycle collector only slows that down.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # invalid escape sequences and the like are warnings, not errors
+            ast.parse(code)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return False
+    finally:
+        if collecting:
+            gc.enable()
+    return True
+
+
+class _CodeRules:
+    def __init__(self, cfg: CodeQualityConfig):
+        self.cfg = cfg
+        self.generated = re.compile("|".join(f"(?:{p})" for p in cfg.generated_patterns), re.IGNORECASE | re.MULTILINE) \
+            if cfg.generated_patterns else None
+
+    def reason(self, text: str, language: str | None) -> str | None:
+        cfg = self.cfg
+        lines = text.split("\n")
+        longest = max(map(len, lines))
+        if longest > cfg.max_line_length or len(text) / len(lines) > cfg.max_mean_line_length:
+            return "long_lines"
+        alnum = len(_NON_WORD.sub("", text))  # letters, digits and _ in any script
+        if alnum < cfg.min_alnum_fraction * len(text):
+            return "low_alnum"
+        if cfg.drop_generated and self.generated and self.generated.search("\n".join(lines[: cfg.generated_scan_lines])):
+            return "auto_generated"
+        if language == "python" and cfg.python_must_parse and not python_parses(text):
+            return "syntax_error"
+        if language in C_LIKE and cfg.check_brackets and not brackets_balance(text, language):
+            return "unbalanced_brackets"
+        return None
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+class QualityStep(Step):
+    """Drop documents that fail the prose or code rules, with the rule's name as the reason."""
+
+    name = "quality"
+
+    def __init__(self, config: QualityConfig | None = None):
+        self.config = config or QualityConfig()
+        self._code = _CodeRules(self.config.code)
+
+    def decide(self, doc: Document, stats: StepStats) -> str | None:
+        if doc.meta.get("kind") == "code":
+            if not self.config.code.enabled:
+                return None
+            stats.counters["code_checked"] += 1
+            return self._code.reason(doc.text, doc.meta.get("language"))
+        if not self.config.prose.enabled:
+            return None
+        stats.counters["prose_checked"] += 1
+        return prose_reason(doc.text, self.config.prose)
