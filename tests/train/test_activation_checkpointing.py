@@ -11,7 +11,7 @@ from torch.profiler import ProfilerActivity, profile
 from lmsmith.config import ModelConfig, parse_section
 from lmsmith.errors import UserError
 from lmsmith.model import GPT
-from lmsmith.train.parallel import apply_activation_checkpointing, blocks_to_checkpoint
+from lmsmith.train.parallel import apply_activation_checkpointing, apply_compile, blocks_to_checkpoint
 
 VOCAB, BLOCK, BATCH = 61, 48, 6
 
@@ -22,9 +22,9 @@ SHAPES = {"modern": SIZE, "gpt2": {"preset": "gpt2", **SIZE}}
 SETTINGS = [("full", 1), ("every_n", 2), ("every_n", 3)]
 
 
-def build(shape: str) -> GPT:
+def build(shape: str, **changes) -> GPT:
     torch.manual_seed(0)
-    return GPT(parse_section(ModelConfig, SHAPES[shape], "model"))
+    return GPT(parse_section(ModelConfig, {**SHAPES[shape], **changes}, "model"))
 
 
 def batch() -> tuple[torch.Tensor, torch.Tensor]:
@@ -84,6 +84,26 @@ def test_same_loss_and_gradients_as_without(shape, kind, every_n):
     assert got.keys() == expected.keys()
     for name in expected:
         torch.testing.assert_close(got[name], expected[name], rtol=1e-5, atol=1e-7, msg=name)
+
+
+def test_compiled_checkpointed_blocks_match_eager():
+    """Checkpointing must not hide the blocks from torch.compile (a silent fallback to eager)."""
+    import torch._dynamo
+
+    plain = build("modern", dropout=0.0)  # compiled code draws dropout masks from another generator
+    compiled = copy.deepcopy(plain)
+    apply_activation_checkpointing(compiled, "every_n", 2)
+    apply_compile(compiled)
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+
+    loss, expected = gradients(plain)
+    loss_compiled, got = gradients(compiled)
+
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 2  # a checkpointed and a plain block
+    assert loss_compiled == pytest.approx(loss, rel=1e-5)
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], rtol=1e-4, atol=1e-6, msg=name)
 
 
 def test_names_and_state_dict_are_unchanged():

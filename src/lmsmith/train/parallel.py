@@ -21,7 +21,7 @@ parameters the same way and a checkpoint taken with one setting loads with anoth
 from __future__ import annotations
 
 import contextlib
-import functools
+import types
 from typing import Iterator, Literal, Protocol
 
 import torch
@@ -50,13 +50,19 @@ class ParallelSettings(Protocol):
 # Activation checkpointing
 
 
+def _checkpointed_forward(self: nn.Module, *args, **kwargs):
+    # The class's forward, run so that autograd keeps only its inputs and recomputes the rest.
+    return checkpoint(type(self).forward, self, *args, use_reentrant=False, **kwargs)
+
+
 def checkpoint_block(block: nn.Module) -> None:
     """Make `block` recompute its activations in backward instead of keeping them.
 
-    The block's own forward is wrapped in place rather than wrapping the block in a new module,
-    so parameter names, the state dict and the model's printout do not change.
+    The block's forward is replaced on this one instance rather than wrapping the block in a new
+    module, so parameter names, the state dict and the model's printout do not change. (A bound
+    method, not a closure: torch.compile traces through it, and copy.deepcopy rebinds it.)
     """
-    block.forward = functools.partial(checkpoint, block.forward, use_reentrant=False)
+    block.forward = types.MethodType(_checkpointed_forward, block)
 
 
 def blocks_to_checkpoint(n_blocks: int, kind: str, every_n: int) -> list[int]:

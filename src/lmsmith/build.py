@@ -1,0 +1,450 @@
+"""`lmsmith build`: every stage of one recipe, in order, into one work directory.
+
+    WORKDIR/data/        curate       the inputs, cleaned, deduplicated, split into train/val/test
+    WORKDIR/tokenizer/   tokenizer    trained on the train split
+    WORKDIR/tokens/      tokenize     every split as token shards
+    WORKDIR/runs/main/   train        checkpoints, metrics.jsonl, the final model in model/
+    WORKDIR/eval/        eval         loss, perplexity and bits per byte on the held-out split
+    WORKDIR/samples/     generate     a few texts the model wrote
+    WORKDIR/build.json   what build has done: each stage's key and the fingerprint of its output
+    WORKDIR/recipe.yaml  the recipe as it was resolved (defaults and overrides included)
+
+A stage's key is a hash of its config and of what it reads: the inputs (their sizes and
+modification times, as `make` does) or the manifest of the stage before it. A stage is up to
+date when build.json holds the same key and its output's manifest is still the one it wrote;
+it is then skipped. A stage that runs again makes a new manifest, so everything after it runs
+again too. Training that stops (Ctrl-C, a crash) leaves checkpoints, and a later build with
+the same key resumes from the newest one instead of starting over.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import yaml
+
+from lmsmith.atomic import atomic_directory, write_json, write_text
+from lmsmith.config import section_to_dict
+from lmsmith.errors import UserError
+from lmsmith.manifest import MANIFEST, file_sha256, make_manifest, read_manifest
+from lmsmith.recipe import STAGES, Recipe
+from lmsmith.train.config import plan_batch
+
+STATE = "build.json"
+RESOLVED_RECIPE = "recipe.yaml"
+RESULT, SAMPLES = "result.json", "samples.json"
+
+
+@dataclass(frozen=True)
+class Workdir:
+    """Where each stage of a build writes."""
+
+    root: Path
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def tokenizer(self) -> Path:
+        return self.root / "tokenizer"
+
+    @property
+    def tokens(self) -> Path:
+        return self.root / "tokens"
+
+    @property
+    def run(self) -> Path:
+        return self.root / "runs" / "main"
+
+    @property
+    def model(self) -> Path:
+        return self.run / "model"
+
+    @property
+    def eval(self) -> Path:
+        return self.root / "eval"
+
+    @property
+    def samples(self) -> Path:
+        return self.root / "samples"
+
+    def output(self, stage: str) -> Path:
+        """The directory whose manifest.json marks the stage as finished."""
+        return {"curate": self.data, "tokenizer": self.tokenizer, "tokenize": self.tokens, "train": self.model,
+                "eval": self.eval, "generate": self.samples}[stage]
+
+
+def default_workdir(recipe: Recipe) -> Path:
+    return Path("work") / recipe.name
+
+
+# ---------------------------------------------------------------------------------------------
+# Fingerprints: what a stage read, and what it wrote
+
+
+def _digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode("utf-8")).hexdigest()
+
+
+def input_fingerprint(spec: str) -> dict:
+    """A cheap fingerprint of one input: sizes and modification times of its files, like `make`.
+
+    The standard library is fixed for a Python installation; a Hugging Face dataset is known by
+    its name only (one updated on the Hub is not noticed: `--force curate` fetches it again).
+    """
+    if spec == "stdlib":
+        from lmsmith.data.sources.stdlib import stdlib_root
+
+        return {"stdlib": str(stdlib_root()), "python": platform.python_version()}
+    if spec.startswith("hf:"):
+        return {"hf": spec}
+    path = Path(spec).expanduser()
+    if not path.exists():
+        raise UserError(f"input '{spec}' does not exist: check the path in the recipe (or its override)")
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    stats = [(str(p.relative_to(path)) if p != path else p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+    return {"path": str(path.resolve()), "files": len(files), "stat_sha256": _digest(stats)}
+
+
+def output_fingerprint(directory: Path) -> str | None:
+    """A hash of the manifest a stage wrote (its creation time left out); None when there is none."""
+    path = directory / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    manifest.pop("created", None)
+    return _digest(manifest)
+
+
+def stage_reads(stage: str, recipe: Recipe, work: Workdir) -> dict:
+    """Everything a stage's output depends on: its config, and fingerprints of what it reads."""
+    if stage == "curate":
+        return {"curate": section_to_dict(recipe.curate), "inputs": [input_fingerprint(i) for i in recipe.curate.inputs]}
+    if stage in ("tokenizer", "tokenize"):
+        data = (output_fingerprint(work.data) if recipe.curate is not None
+                else [input_fingerprint(i) for i in recipe.tokenize.inputs])
+        reads = {stage: section_to_dict(getattr(recipe, stage)), "data": data}
+        if stage == "tokenize":
+            reads["tokenizer"] = output_fingerprint(work.tokenizer)
+        return reads
+    if stage == "train":
+        return {"model": section_to_dict(recipe.model), "train": section_to_dict(recipe.train),
+                "tokens": output_fingerprint(work.tokens)}
+    # eval and generate read the trained model (and eval the tokens of its split)
+    return {stage: section_to_dict(getattr(recipe, stage)), "model": output_fingerprint(work.model),
+            "tokens": output_fingerprint(work.tokens) if stage == "eval" else None}
+
+
+def stage_key(stage: str, recipe: Recipe, work: Workdir) -> str:
+    return _digest({"stage": stage, **stage_reads(stage, recipe, work)})
+
+
+class BuildState:
+    """build.json: for each stage, the key it ran with and the fingerprint of what it wrote."""
+
+    def __init__(self, work: Workdir):
+        self.path = work.root / STATE
+        self.stages: dict[str, dict] = {}
+        if self.path.is_file():
+            try:
+                self.stages = json.loads(self.path.read_text(encoding="utf-8")).get("stages", {})
+            except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+                self.stages = {}  # a damaged record only costs a rebuild
+
+    def up_to_date(self, stage: str, key: str, output: Path) -> bool:
+        record = self.stages.get(stage, {})
+        return record.get("key") == key and record.get("output") is not None and record["output"] == output_fingerprint(output)
+
+    def started(self, stage: str) -> str | None:
+        """The key of an unfinished run of the stage (training resumes only with the same key)."""
+        record = self.stages.get(stage, {})
+        return record.get("key") if record.get("output") is None else None
+
+    def record(self, stage: str, key: str, output: Path | None, seconds: float | None = None) -> None:
+        self.stages[stage] = {"key": key, "output": output_fingerprint(output) if output is not None else None,
+                              "seconds": None if seconds is None else round(seconds, 1)}
+        write_json(self.path, {"stages": self.stages})
+
+
+def check_workdir(work: Workdir) -> None:
+    """A build writes only into a new directory or one an earlier build made."""
+    root = work.root
+    if root.is_file():
+        raise UserError(f"-o {root} is a file: give a directory for the build")
+    if root.is_dir() and any(root.iterdir()) and not (root / STATE).is_file():
+        raise UserError(f"{root} already holds files that no build made (it has no {STATE}): "
+                        "choose a new directory with -o; it is kept as it is")
+
+
+# ---------------------------------------------------------------------------------------------
+# The stages
+
+
+def take_mb(texts: Iterable[str], mb: float | None) -> Iterator[str]:
+    """The texts, stopping once about `mb` megabytes have passed (all of them when mb is None)."""
+    limit, seen = None if mb is None else mb * 1e6, 0
+    for text in texts:
+        yield text
+        seen += len(text.encode("utf-8"))
+        if limit is not None and seen >= limit:
+            return
+
+
+def run_curate(recipe: Recipe, work: Workdir, quiet: bool) -> None:
+    from lmsmith.data.pipeline import curate
+
+    curate(recipe.curate.inputs, work.data, recipe.curate.curate_config(), quiet=quiet)
+
+
+def run_tokenizer(recipe: Recipe, work: Workdir, quiet: bool) -> None:
+    from lmsmith.tokenizer import TextFiles, train_bpe, train_char
+
+    cfg = recipe.tokenizer
+    if recipe.curate is not None:
+        from lmsmith.data.write import iter_split_texts
+
+        texts: Iterable[str] = iter_split_texts(work.data, "train")
+        inputs = {"data": {"path": str(work.data), "manifest_sha256": file_sha256(work.data / MANIFEST)}}
+    else:
+        texts = TextFiles(recipe.tokenize.inputs, exclude=[work.root])
+        inputs = {"files": [{"path": str(f.path), "bytes": f.bytes} for f in texts.files]}
+    if cfg.sample_mb is not None:
+        texts = take_mb(texts, cfg.sample_mb)
+    train = train_bpe if cfg.kind == "bpe" else train_char
+    tokenizer = train(texts, cfg.vocab_size, cfg.special_tokens, show_progress=not quiet)
+    with atomic_directory(work.tokenizer) as tmp:
+        tokenizer.save(tmp)
+        manifest = make_manifest(
+            "tokenizer", config=section_to_dict(cfg), inputs=inputs,
+            counts={"vocab_size": tokenizer.vocab_size, "special_tokens": len(tokenizer.special_tokens)},
+            files={p.name: file_sha256(p) for p in sorted(tmp.iterdir())},
+        )
+        write_json(tmp / MANIFEST, manifest)
+    if not quiet:
+        print(f"tokenizer: {cfg.kind}, {tokenizer.vocab_size} tokens -> {work.tokenizer}")
+
+
+def run_tokenize(recipe: Recipe, work: Workdir, quiet: bool) -> None:
+    from lmsmith.token_shards import tokenize_corpus
+
+    inputs = [str(work.data)] if recipe.curate is not None else list(recipe.tokenize.inputs)
+    tokenize_corpus(inputs, work.tokenizer, work.tokens, val_fraction=recipe.tokenize.val_fraction,
+                    shard_tokens=recipe.tokenize.shard_tokens, quiet=quiet)
+
+
+def run_train(recipe: Recipe, work: Workdir, quiet: bool, resume: bool, nproc_per_node: int) -> None:
+    from lmsmith.train.config import recipe_to_dict
+
+    train_recipe = recipe.train_recipe(work.tokens.resolve(), work.run.resolve())
+    if not resume:
+        remove_run(work.run)
+    if nproc_per_node == 1:
+        from lmsmith.train.loop import train
+
+        train(train_recipe, resume="auto" if resume else None, quiet=quiet)
+        return
+    # Many processes: torchrun starts them, each runs `lmsmith train` on the resolved training recipe.
+    recipe_file = work.root / "train.yaml"
+    write_text(recipe_file, yaml.safe_dump(recipe_to_dict(train_recipe), sort_keys=False))
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc_per_node}",
+               "-m", "lmsmith", "train", str(recipe_file), "--resume", "auto"] + (["--quiet"] if quiet else [])
+    finished = subprocess.run(command)
+    if finished.returncode == 130 or finished.returncode == -2:
+        raise KeyboardInterrupt
+    if finished.returncode != 0:
+        raise UserError(f"training under torchrun failed (exit code {finished.returncode}); the messages above say why. "
+                        "Fix it and run the same build again: training resumes from its last checkpoint")
+
+
+def remove_run(run: Path) -> None:
+    """Delete a run this build made earlier (its config changed, or --force train), never anything else."""
+    if not run.exists():
+        return
+    read_manifest(run, "train", fix=f"{run} is not a training run; move it away and build again")
+    shutil.rmtree(run)
+
+
+def run_eval(recipe: Recipe, work: Workdir, quiet: bool) -> None:
+    from lmsmith.evaluate_split import evaluate_split
+
+    scored = evaluate_split(work.model, work.tokens, recipe.eval, quiet=quiet)
+    with atomic_directory(work.eval) as tmp:
+        write_json(tmp / RESULT, scored.to_dict())
+        write_json(tmp / MANIFEST, make_manifest(
+            "eval", config=section_to_dict(recipe.eval), counts=scored.result.to_dict(),
+            inputs={"model": {"path": str(work.model), "manifest_sha256": file_sha256(work.model / MANIFEST)},
+                    "tokens": {"path": str(work.tokens), "manifest_sha256": file_sha256(work.tokens / MANIFEST)}},
+            files={RESULT: file_sha256(tmp / RESULT)}))
+
+
+def run_generate(recipe: Recipe, work: Workdir, quiet: bool) -> None:
+    from lmsmith.device import pick_device
+    from lmsmith.generate import generate, lay_out_for_decoding
+    from lmsmith.model_dir import load_model_dir
+
+    cfg = recipe.generate
+    model, tokenizer = load_model_dir(work.model, pick_device(cfg.device))
+    lay_out_for_decoding(model)
+    # An empty prompt starts from the end-of-text token, as a new document in the training stream does.
+    prompts = [p if p else [tokenizer.eot_id] for p in cfg.prompts]
+    texts = generate(model, tokenizer, prompts, cfg.generation_config())
+    samples = [{"prompt": prompt, "text": text} for prompt, text in zip(cfg.prompts, texts)]
+    with atomic_directory(work.samples) as tmp:
+        write_json(tmp / SAMPLES, samples)
+        write_json(tmp / MANIFEST, make_manifest(
+            "generate", config=section_to_dict(cfg), counts={"samples": len(samples)},
+            inputs={"model": {"path": str(work.model), "manifest_sha256": file_sha256(work.model / MANIFEST)}},
+            files={SAMPLES: file_sha256(tmp / SAMPLES)}))
+
+
+# ---------------------------------------------------------------------------------------------
+# The build
+
+
+@dataclass
+class BuildResult:
+    workdir: Path
+    ran: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def eval(self) -> dict | None:
+        path = Workdir(self.workdir).eval / RESULT
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+    @property
+    def samples(self) -> list[dict] | None:
+        path = Workdir(self.workdir).samples / SAMPLES
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def stages_of(recipe: Recipe, until: str | None = None) -> list[str]:
+    """The stages this recipe runs, in order (no curate without a curate: section), up to `until`."""
+    stages = [s for s in STAGES if s != "curate" or recipe.curate is not None]
+    if until is not None:
+        if until not in STAGES:
+            raise UserError(f"--until {until}: not a stage; the stages are {', '.join(STAGES)}")
+        if until not in stages:
+            raise UserError(f"--until {until}: this recipe has no {until} stage (it has {', '.join(stages)})")
+        stages = stages[:stages.index(until) + 1]
+    return stages
+
+
+def forced_stages(stages: list[str], force: Iterable[str]) -> set[str]:
+    """The stages to redo: each one named, and every stage after it, which reads its output."""
+    forced: set[str] = set()
+    for name in force:
+        if name not in STAGES:
+            raise UserError(f"--force {name}: not a stage; the stages are {', '.join(STAGES)}")
+        if name not in stages:
+            raise UserError(f"--force {name}: this recipe has no {name} stage to redo (it has {', '.join(stages)})")
+        forced.update(stages[stages.index(name):])
+    return forced
+
+
+def check_inputs(recipe: Recipe) -> None:
+    """Every input path exists, before any stage starts."""
+    for spec in (recipe.curate.inputs if recipe.curate is not None else recipe.tokenize.inputs):
+        input_fingerprint(spec)
+
+
+def build(recipe: Recipe, workdir: str | Path | None = None, *, force: Iterable[str] = (), until: str | None = None,
+          nproc_per_node: int = 1, quiet: bool = False, say: Callable[[str], None] | None = None) -> BuildResult:
+    """Run the recipe's stages that are not up to date; returns what ran and what was skipped."""
+    work = Workdir(Path(workdir) if workdir is not None else default_workdir(recipe))
+    stages = stages_of(recipe, until)
+    redo = forced_stages(stages, force)
+    if nproc_per_node < 1:
+        raise UserError(f"--nproc-per-node must be at least 1, got {nproc_per_node}")
+    plan_batch(recipe.train, recipe.model.block_size, nproc_per_node)  # before any stage starts
+    check_workdir(work)
+    check_inputs(recipe)
+    say = say or (lambda text: None if quiet else print(text, flush=True))
+    work.root.mkdir(parents=True, exist_ok=True)
+    write_text(work.root / RESOLVED_RECIPE, yaml.safe_dump(recipe.to_dict(), sort_keys=False))
+    state = BuildState(work)
+    result = BuildResult(work.root)
+    started = time.perf_counter()
+    runners = {"curate": run_curate, "tokenizer": run_tokenizer, "tokenize": run_tokenize,
+               "eval": run_eval, "generate": run_generate}
+    for stage in stages:
+        key = stage_key(stage, recipe, work)
+        output = work.output(stage)
+        if stage not in redo and state.up_to_date(stage, key, output):
+            say(f"[{stage}] up to date: {output}")
+            result.skipped.append(stage)
+            continue
+        say(f"[{stage}] running -> {output}")
+        stage_started = time.perf_counter()
+        try:
+            if stage == "train":
+                resume = stage not in redo and state.started(stage) == key
+                state.record(stage, key, None)
+                run_train(recipe, work, quiet, resume, nproc_per_node)
+            else:
+                runners[stage](recipe, work, quiet)
+        except KeyboardInterrupt:
+            again = "training continues from its last checkpoint" if stage == "train" else "finished stages are kept"
+            say(f"[{stage}] stopped. Run the same build again to continue ({again}).")
+            raise
+        state.record(stage, key, output, time.perf_counter() - stage_started)
+        say(f"[{stage}] done in {time.perf_counter() - stage_started:.1f} s")
+        result.ran.append(stage)
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# The command line
+
+
+def print_outcome(result: BuildResult, console=None) -> None:
+    """The held-out scores and the samples, whether they were made now or by an earlier build."""
+    from rich.console import Console
+    from rich.panel import Panel
+    from rich.text import Text
+
+    console = console or Console(highlight=False)
+    scored = result.eval
+    if scored is not None:
+        from lmsmith.evaluate import EvalResult
+        from lmsmith.evaluate_split import SplitEval, eval_table
+
+        fields = {k: scored[k] for k in EvalResult.__dataclass_fields__}
+        console.print(eval_table(SplitEval(scored["model"], scored["data"], scored["split"], EvalResult(**fields))))
+    for sample in result.samples or []:
+        body = Text(sample["prompt"], style="bold")
+        body.append(sample["text"])
+        console.print(Panel(body, title=f"prompt {sample['prompt']!r}" if sample["prompt"] else "from scratch",
+                            title_align="left", expand=False))
+    ran = ", ".join(result.ran) or "nothing"
+    console.print(f"built {result.workdir} in {result.seconds:.0f} s (ran: {ran}"
+                  + (f"; kept: {', '.join(result.skipped)}" if result.skipped else "") + ")")
+
+
+def build_cli(args) -> None:
+    """`lmsmith build [RECIPE] [KEY=VALUE ...] [-o WORKDIR] [--force STAGE] [--until STAGE]`."""
+    from lmsmith.recipe import load_recipe
+
+    recipe_arg, overrides = args.recipe, list(args.overrides)
+    if recipe_arg is not None and "=" in recipe_arg and not Path(recipe_arg).exists():  # only overrides were given
+        recipe_arg, overrides = None, [recipe_arg, *overrides]
+    recipe = load_recipe(recipe_arg, overrides)
+    result = build(recipe, args.out, force=args.force, until=args.until, nproc_per_node=args.nproc_per_node,
+                   quiet=args.quiet)
+    print_outcome(result)
+

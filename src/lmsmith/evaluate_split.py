@@ -1,0 +1,167 @@
+"""`lmsmith eval`: a model's loss, perplexity and bits per byte on a whole split of a tokens directory.
+
+The model (a model directory, or a run directory whose final model is in `model/`) and the
+tokens must come from the same tokenizer: the tokens' manifest names the hash of the tokenizer
+that made them, and a model whose tokenizer hashes differently is refused, because its ids
+would mean other text. Bits per byte does not depend on the tokenizer, so it is the number to
+compare models with different tokenizers on the same text.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from lmsmith.config import ConfigError
+from lmsmith.errors import UserError
+from lmsmith.evaluate import EvalResult, evaluate_tokens, token_byte_lengths, windows
+from lmsmith.manifest import MANIFEST
+from lmsmith.token_shards import TokensDir, open_tokens_dir, read_split
+
+
+@dataclass
+class EvalConfig:
+    """The `eval:` section of a recipe, and the options of `lmsmith eval`."""
+
+    split: Literal["val", "test"] = "test"
+    context: int | None = None  # tokens each window sees; null: the model's block_size
+    stride: int | None = None  # tokens a window moves on; null: half the context
+    batch_size: int = 8  # windows per forward pass
+    device: str = "auto"
+    precision: Literal["fp32", "bf16", "fp16", "auto"] = "fp32"  # fp32: exact; auto: the device's fast format
+
+    def check(self, where: str = "eval") -> None:
+        if self.context is not None and self.context < 1:
+            raise ConfigError(f"{where}.context must be at least 1 (or null for the model's block_size), got {self.context}")
+        if self.stride is not None and self.stride < 1:
+            raise ConfigError(f"{where}.stride must be at least 1 (or null for half the context), got {self.stride}")
+        if self.context is not None and self.stride is not None and self.stride > self.context:
+            raise ConfigError(f"{where}.stride ({self.stride}) cannot be longer than {where}.context ({self.context})")
+        if self.batch_size < 1:
+            raise ConfigError(f"{where}.batch_size must be at least 1, got {self.batch_size}")
+
+
+@dataclass
+class SplitEval:
+    """What was scored, and the scores."""
+
+    model: str
+    data: str
+    split: str
+    result: EvalResult
+
+    def to_dict(self) -> dict:
+        return {"model": self.model, "data": self.data, "split": self.split, **self.result.to_dict()}
+
+
+def tokens_dir_of(model_dir: Path) -> Path:
+    """The tokens directory a trained model was made from, as its manifest records it."""
+    try:
+        manifest = json.loads((model_dir / MANIFEST).read_text(encoding="utf-8"))
+        return Path(manifest["inputs"]["tokens"]["path"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise UserError(f"{model_dir} does not record the tokens it was trained on: name them with --data TOKENS_DIR") from None
+
+
+def check_same_tokenizer(tokens: TokensDir, model_tokenizer, model_dir: Path) -> None:
+    if model_tokenizer.sha256 != tokens.tokenizer_sha256:
+        raise UserError(
+            f"{tokens.path} was made by another tokenizer than the model in {model_dir} (the tokenizer hashes differ), "
+            f"so its ids mean other text to this model: tokenize the text again with `lmsmith tokenize DATA -t {model_dir} -o DIR`"
+        )
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    from lmsmith.train.precision import resolve_precision
+
+    resolved = resolve_precision(precision, device)
+    return None if resolved.name == "fp32" else resolved.dtype
+
+
+def evaluate_split(model: str | Path, data: str | Path | None = None, config: EvalConfig | None = None,
+                   quiet: bool = False) -> SplitEval:
+    """Score every token of one split of `data` (default: the tokens the model was trained on)."""
+    from lmsmith.device import pick_device
+    from lmsmith.model_dir import load_model_dir, resolve_model_dir
+
+    config = config or EvalConfig()
+    config.check("eval")
+    model_dir = resolve_model_dir(model)
+    tokens = open_tokens_dir(data if data is not None else tokens_dir_of(model_dir))
+    device = pick_device(config.device)
+    net, model_tokenizer = load_model_dir(model_dir, device)
+    check_same_tokenizer(tokens, model_tokenizer, model_dir)
+    if tokens.split_tokens(config.split) < 2:
+        raise UserError(f"the {config.split} split of {tokens.path} holds {tokens.split_tokens(config.split)} tokens, "
+                        f"nothing to score: evaluate another split (--split val), or hold out more text when curating")
+    ids = read_split(tokens, config.split)
+    context = config.context or net.config.block_size
+    stride = config.stride or max(1, context // 2)
+    with _WindowProgress(len(windows(len(ids), context, stride)), config.batch_size, quiet) as progress:
+        result = evaluate_tokens(net, ids, token_byte_lengths(tokens.tokenizer()), context=context, stride=stride,
+                                 batch_size=config.batch_size, device=device,
+                                 autocast_dtype=autocast_dtype(config.precision, device), progress=progress)
+    return SplitEval(str(model_dir), str(tokens.path), config.split, result)
+
+
+class _WindowProgress:
+    """A rich bar over the windows scored; nothing with quiet or without a terminal."""
+
+    def __init__(self, total_windows: int, batch_size: int, quiet: bool):
+        self.total, self.quiet = total_windows, quiet
+        self.bar = None
+
+    def __enter__(self):
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        console = Console(stderr=True)
+        if not self.quiet and console.is_terminal:
+            self.bar = Progress(TextColumn("[bold]eval"), BarColumn(), MofNCompleteColumn(), TextColumn("windows"),
+                                TimeRemainingColumn(), console=console, transient=True)
+            self.bar.start()
+            self.task = self.bar.add_task("eval", total=self.total)
+        return self
+
+    def __call__(self, n_windows: int) -> None:
+        if self.bar is not None:
+            self.bar.advance(self.task, n_windows)
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def eval_table(scored: SplitEval):
+    """A rich table of the scores, with what was scored in its title."""
+    from rich.table import Table
+
+    r = scored.result
+    table = Table(title=f"{scored.model} on the {scored.split} split of {scored.data}", title_justify="left")
+    for column in ("loss (nats/token)", "perplexity", "bits per byte", "tokens", "bytes", "context / stride"):
+        table.add_column(column, justify="right")
+    table.add_row(f"{r.loss:.4f}", f"{r.perplexity:.2f}", f"{r.bits_per_byte:.4f}", f"{r.tokens:,}", f"{r.bytes:,}",
+                  f"{r.context} / {r.stride}")
+    return table
+
+
+def eval_cli(args) -> None:
+    """`lmsmith eval MODEL_OR_RUN [--data TOKENS] [--split S] [--context N] [--stride N] [--json]`."""
+    config = EvalConfig(split=args.split, context=args.context, stride=args.stride, batch_size=args.batch_size,
+                        device=args.device, precision=args.precision)
+    try:
+        config.check("eval")
+    except ConfigError as exc:  # name the flags, not the recipe keys
+        raise UserError(str(exc).replace("eval.", "--").replace("batch_size", "batch-size")) from None
+    scored = evaluate_split(args.model, args.data, config, quiet=args.quiet or args.json)
+    if args.json:
+        print(json.dumps(scored.to_dict()))
+    else:
+        from rich.console import Console
+
+        Console(highlight=False).print(eval_table(scored))
+

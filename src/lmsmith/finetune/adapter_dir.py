@@ -1,0 +1,146 @@
+"""The adapter directory: a LoRA adapter on its own, and folding it into its base model.
+
+    adapter_model.safetensors   lora_A / lora_B of every adapted layer (and, when the chat
+                                template added tokens, their new embedding rows)
+    adapter_config.json         rank, alpha, targets, the adapted layers, the added tokens,
+                                and the base model: where it came from and the hash of its weights
+    tokenizer.json              the tokenizer the adapter was trained with
+    manifest.json
+
+An adapter is a change to one particular set of weights. Folding it into any other base would
+give a model that is neither, silently, so the hash of the base weights is checked first.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from lmsmith.atomic import atomic_directory
+from lmsmith.errors import UserError
+from lmsmith.finetune.lora import adapter_state, base_weights_sha256, inject_lora, load_adapter_state, merge_lora
+from lmsmith.finetune.vocabulary import grow_vocabulary
+from lmsmith.manifest import MANIFEST, file_sha256, make_manifest
+from lmsmith.model import GPT
+
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_FORMAT = "lmsmith-lora-1"
+ADDED_ROWS = {"tok_emb": "added_tokens.tok_emb", "head": "added_tokens.head"}
+
+
+@dataclass
+class Adapter:
+    config: dict  # adapter_config.json
+    state: dict[str, torch.Tensor]  # adapter_model.safetensors
+    tokenizer: object  # lmsmith.tokenizer.Tokenizer
+    path: Path
+
+
+def added_rows(model: GPT, base_vocab: int) -> dict[str, torch.Tensor]:
+    """The embedding (and untied head) rows of tokens added after the base vocabulary."""
+    if model.config.vocab_size <= base_vocab:
+        return {}
+    rows = {ADDED_ROWS["tok_emb"]: model.tok_emb.weight[base_vocab:].detach().contiguous().cpu()}
+    if not model.config.tie_embeddings:
+        rows[ADDED_ROWS["head"]] = model.head.weight[base_vocab:].detach().contiguous().cpu()
+    return rows
+
+
+def save_adapter_dir(path: str | Path, model: GPT, tokenizer, *, lora: dict, layers: list[str], base: dict,
+                     added_tokens: list[str], extra: dict | None = None) -> Path:
+    """Write the adapter of an injected model. `base` holds source, sha256 and vocab_size of the base."""
+    path = Path(path)
+    config = {"format": ADAPTER_FORMAT, **lora, "layers": layers, "added_tokens": added_tokens, "base": base,
+              **(extra or {})}
+    state = {**adapter_state(model), **added_rows(model, base["vocab_size"])}
+    with atomic_directory(path) as tmp:
+        save_file(state, tmp / ADAPTER_WEIGHTS, metadata={"format": "pt", "adapter": ADAPTER_FORMAT})
+        (tmp / ADAPTER_CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+        tokenizer.save(tmp)
+        files = {p.name: file_sha256(p) for p in sorted(tmp.iterdir()) if p.is_file()}
+        trainable = sum(t.numel() for t in state.values())
+        manifest = make_manifest("adapter", config=config, inputs={"base": base},
+                                 counts={"adapter_parameters": trainable}, files=files)
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    return path
+
+
+def resolve_adapter_dir(path: str | Path) -> Path:
+    """Accept an adapter directory, a LoRA run's model directory (MODEL/adapter), or the run directory."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path} does not exist: give a LoRA fine-tuning run directory or its adapter/ directory")
+    if (path / ADAPTER_CONFIG).is_file():
+        return path
+    for inside in (path / "adapter", path / "model" / "adapter"):  # a model directory, or a run directory
+        if (inside / ADAPTER_CONFIG).is_file():
+            return inside
+    raise UserError(f"{path} holds no LoRA adapter ({ADAPTER_CONFIG}): only a run made with --method lora can be merged; "
+                    "a full fine-tuning run is already a complete model in RUN/model")
+
+
+def load_adapter_dir(path: str | Path) -> Adapter:
+    from lmsmith.tokenizer import load_tokenizer
+
+    path = resolve_adapter_dir(path)
+    try:
+        config = json.loads((path / ADAPTER_CONFIG).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise UserError(f"{path / ADAPTER_CONFIG} is corrupted (not valid JSON): train the adapter again") from None
+    if not isinstance(config, dict) or config.get("format") != ADAPTER_FORMAT:
+        raise UserError(f"{path / ADAPTER_CONFIG} is not an lmsmith LoRA adapter config (format {ADAPTER_FORMAT})")
+    try:
+        state = load_file(str(path / ADAPTER_WEIGHTS))
+    except (SafetensorError, OSError) as exc:
+        raise UserError(f"{path / ADAPTER_WEIGHTS} is missing or corrupted ({exc}): train the adapter again") from None
+    return Adapter(config, state, load_tokenizer(path), path)
+
+
+def apply_adapter(model: GPT, adapter: Adapter) -> GPT:
+    """Put the adapter into `model` (its base), checking first that it is the very base it was trained on."""
+    expected = adapter.config["base"]["sha256"]
+    if base_weights_sha256(model) != expected:
+        raise UserError(
+            f"the adapter in {adapter.path} was trained on other base weights (sha256 {expected[:12]}..., from "
+            f"{adapter.config['base'].get('source')}): merging it into this model would give neither model; "
+            "merge into the base it was trained on"
+        )
+    base_vocab = model.config.vocab_size
+    grow_vocabulary(model, adapter.tokenizer.vocab_size)
+    with torch.no_grad():
+        if ADDED_ROWS["tok_emb"] in adapter.state:
+            model.tok_emb.weight[base_vocab:] = adapter.state[ADDED_ROWS["tok_emb"]]
+        if ADDED_ROWS["head"] in adapter.state:
+            model.head.weight[base_vocab:] = adapter.state[ADDED_ROWS["head"]]
+    inject_lora(model, adapter.config["layers"], adapter.config["rank"], adapter.config["alpha"], adapter.config["dropout"])
+    load_adapter_state(model, {k: v for k, v in adapter.state.items() if k not in ADDED_ROWS.values()})
+    return model
+
+
+def merge_adapter(run_or_adapter: str | Path, out: str | Path, base: str | Path | None = None) -> Path:
+    """`lmsmith finetune --merge`: fold an adapter into its base, write an ordinary model directory."""
+    from lmsmith.finetune.start import load_start
+    from lmsmith.manifest import check_replaceable
+    from lmsmith.model_dir import save_model_dir
+
+    adapter = load_adapter_dir(run_or_adapter)
+    source = str(base) if base is not None else adapter.config["base"].get("source")
+    if not source:
+        raise UserError(f"{adapter.path / ADAPTER_CONFIG} does not say which base it belongs to: give it with --base")
+    check_replaceable(out, "model", source=adapter.path)
+    start = load_start(source)
+    model = apply_adapter(start.model, adapter)
+    merge_lora(model)
+    model.eval()
+    save_model_dir(out, model, adapter.tokenizer, made_by="finetune --merge",
+                   inputs={"adapter": {"path": str(adapter.path), "sha256": file_sha256(adapter.path / ADAPTER_WEIGHTS)},
+                           "base": {"path": source, "sha256": adapter.config["base"]["sha256"]}})
+    print(f"merged {adapter.path} into {source} -> {out}: an ordinary model directory "
+          f"({model.num_params():,} parameters)")
+    return Path(out)

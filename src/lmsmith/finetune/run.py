@@ -1,0 +1,351 @@
+"""`lmsmith finetune`: a general model becomes a specialist, on the training engine of `lmsmith train`.
+
+    load the start point (our run/model dir, a Hugging Face dir, hf:NAME)
+    read the domain data:  instruct  JSONL -> chat template -> loss on answers only
+                           continue  text -> a tokens directory -> random windows
+    choose what learns:    full (optionally freezing embeddings / the first N blocks) or LoRA
+    score before:          domain validation loss, general validation loss (if given)
+    train:                 the training engine's own loop, with this data and this parameter set;
+                           it validates every train.eval_every steps, keeps the best model and
+                           stops early when the validation loss stops improving
+    score after, report:   RUN/finetune.json and a summary of what the specialty cost
+
+The run directory is the engine's, plus the report:
+
+    RUN/model/            the fine-tuned model, an ordinary model directory (`lmsmith generate RUN`)
+    RUN/model/adapter/    LoRA only: the adapter alone, with the hash of its base (`--merge` input)
+    RUN/best/             the model at its best validation (RUN/model is a copy of it with restore_best)
+    RUN/metrics.jsonl  RUN/checkpoints/  RUN/config.yaml  RUN/manifest.json  RUN/finetune.json
+
+With LoRA, RUN/model holds the adapter already folded into the base, so everything that reads a
+model directory (generate, evaluate, convert) works on a LoRA run unchanged; the adapter next
+to it is the small file to share, and `--merge` folds it into a base copy of your own.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lmsmith.atomic import atomic_directory, write_json
+from lmsmith.config import section_to_dict
+from lmsmith.errors import UserError
+from lmsmith.finetune.adapter_dir import save_adapter_dir
+from lmsmith.finetune.config import FinetuneRecipe
+from lmsmith.finetune.domain_text import domain_tokens, general_tokens
+from lmsmith.finetune.instruct_data import (InstructBatches, InstructEvalBatches, read_jsonl, split_examples,
+                                            tokenize_examples)
+from lmsmith.finetune.lora import base_weights_sha256, inject_lora, lora_layers, merge_lora
+from lmsmith.finetune.methods import check_method, choose_trainable
+from lmsmith.finetune.start import load_start
+from lmsmith.finetune.templates import get_template
+from lmsmith.finetune.vocabulary import add_special_tokens, grow_vocabulary, missing_special_tokens
+from lmsmith.manifest import check_replaceable
+from lmsmith.model import GPT
+
+STAGE = "finetune"
+REPORT = "finetune.json"
+ADAPTER = "adapter"
+
+
+def note(message: str, quiet: bool) -> None:
+    if not quiet:
+        print(f"note: {message}", file=sys.stderr)
+
+
+@dataclass
+class DomainData:
+    """What the engine trains and validates on, and what the report says about it."""
+
+    batches: object  # the engine's batch protocol: plan, micro_batches(step), epochs(steps), seconds
+    eval_batches: object  # (inputs, targets) micro-batches of the domain validation set
+    description: dict = field(default_factory=dict)
+    val_examples: list = field(default_factory=list)  # instruct: for exact-match scoring
+
+
+# ---------------------------------------------------------------------------------------------
+# Data
+
+
+def instruct_data(recipe: FinetuneRecipe, data: str, model: GPT, tokenizer, plan, info, quiet: bool) -> DomainData:
+    cfg = recipe.finetune
+    template = get_template(cfg.template)
+    examples = read_jsonl(data)
+    if cfg.val_data:
+        train_examples, val_examples = examples, read_jsonl(cfg.val_data)
+    else:
+        train_examples, val_examples = split_examples(examples, cfg.val_fraction, recipe.train.seed)
+    if not val_examples:
+        raise UserError(f"{data} gives no validation examples (it has {len(examples)}; finetune.val_fraction is "
+                        f"{cfg.val_fraction}): give finetune.val_data, or more examples and a val_fraction above 0")
+    block = model.config.block_size
+    train_set = tokenize_examples(train_examples, template, tokenizer, block, "training")
+    val_set = tokenize_examples(val_examples, template, tokenizer, block, "validation")
+    for what, part in (("training", train_set), ("validation", val_set)):
+        if part.dropped or part.truncated:
+            note(f"{part.dropped} {what} example(s) dropped (the prompt fills the context of {block} tokens) and "
+                 f"{part.truncated} cut short at the context", quiet)
+    pad = tokenizer.eot_id
+    batches = InstructBatches(train_set, plan, recipe.train.seed, info.rank, info.device, pad, cfg.packing)
+    eval_batches = InstructEvalBatches(val_set, plan.micro_batch, info.device, pad)
+    description = {"kind": "instruct", "path": str(data), "template": template.name, "packing": cfg.packing,
+                   "train_examples": len(train_set.examples), "val_examples": len(val_set.examples),
+                   "train_answer_tokens": train_set.trained_tokens, "rows_per_epoch": len(batches.items)}
+    return DomainData(batches, eval_batches, description, val_examples)
+
+
+def continue_data(recipe: FinetuneRecipe, data: str, tokenizer, plan, info, work: Path, quiet: bool) -> DomainData:
+    from lmsmith.train.data import EvalBatches, TokenWindows, TrainBatches
+
+    if recipe.finetune.val_data:
+        raise UserError("finetune.val_data is for instruct data; continued pretraining validates on the val split of "
+                        "its --data (a curated or tokens directory), or on the last finetune.val_fraction of its text")
+    tokens = domain_tokens(data, tokenizer, work, recipe.finetune.val_fraction, quiet)
+    train_windows = TokenWindows(tokens, "train", plan.block_size)
+    val_windows = TokenWindows(tokens, "val", plan.block_size)
+    seed = recipe.train.seed
+    batches = TrainBatches(train_windows, plan, seed, info.rank, info.device)
+    eval_batches = EvalBatches(val_windows, plan, recipe.train.eval_batches, seed, info.rank, info.device)
+    description = {"kind": "continue", "path": str(data), "train_tokens": tokens.split_tokens("train"),
+                   "val_tokens": tokens.split_tokens("val")}
+    return DomainData(batches, eval_batches, description)
+
+
+def add_template_tokens(recipe: FinetuneRecipe, model: GPT, tokenizer, quiet: bool):
+    """The tokenizer with the chat template's special tokens, added if missing (the embedding grows to match)."""
+    if recipe.finetune.mode != "instruct":
+        return tokenizer, []
+    template = get_template(recipe.finetune.template)
+    missing = missing_special_tokens(tokenizer, template.special_tokens)
+    if not missing:
+        return tokenizer, []
+    grown = add_special_tokens(tokenizer, missing)
+    rows = grow_vocabulary(model, grown.vocab_size)
+    learned = "they are learned with the rest" if recipe.finetune.method == "full" else \
+        "with LoRA they stay as they start and the adapters learn to use them"
+    rows_text = (f"the embedding got {rows} new row(s), started at the mean of the others" if rows else
+                 "they take spare rows of the model's padded vocabulary")
+    note(f"the tokenizer lacks the {template.name} template's special token(s) {', '.join(missing)}: added as ids "
+         f"{tokenizer.vocab_size}..{grown.vocab_size - 1}; {rows_text} ({learned})", quiet)
+    return grown, missing
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing models
+
+
+@dataclass
+class ModelWriter:
+    """Writes the model directories of the run (RUN/best, RUN/model) from the training model.
+
+    Full fine-tuning writes the weights as they are. LoRA writes the base with the adapters
+    folded in, and the adapter alone in an `adapter/` folder inside, with its base's hash.
+    """
+
+    config: object  # ModelConfig of the fine-tuned model (vocabulary grown if tokens were added)
+    tokenizer: object
+    recipe: FinetuneRecipe
+    base: dict  # source, kind, sha256, vocab_size of the start point
+    added_tokens: list[str]
+    lora_layers: list[str]
+    made_from: dict  # the manifest's inputs
+
+    def plain_model(self, tensors: dict[str, torch.Tensor]) -> GPT:
+        """A CPU model holding `tensors` (the training model's full state, adapters included)."""
+        model = GPT(self.config)
+        if self.lora_layers:
+            lora = self.recipe.finetune.lora
+            inject_lora(model, self.lora_layers, lora.rank, lora.alpha, lora.dropout)
+        if self.config.tie_embeddings:
+            tensors = {**tensors, "head.weight": tensors["tok_emb.weight"]}
+        model.load_state_dict(tensors)
+        return model.eval()
+
+    def __call__(self, path: Path, tensors: dict[str, torch.Tensor], extra: dict) -> None:
+        from lmsmith.model_dir import save_model_dir
+
+        model = self.plain_model(tensors)
+        adapter_model = None
+        if self.lora_layers:
+            adapter_model, model = model, merge_lora(self.plain_model(tensors))
+        extra = {**extra, "finetune": section_to_dict(self.recipe.finetune), "base": self.base}
+        save_model_dir(path, model, self.tokenizer, made_by="finetune", inputs=self.made_from, extra=extra)
+        if adapter_model is not None:
+            lora = self.recipe.finetune.lora
+            save_adapter_dir(path / ADAPTER, adapter_model, self.tokenizer,
+                             lora={"rank": lora.rank, "alpha": lora.alpha, "dropout": lora.dropout, "targets": lora.targets},
+                             layers=self.lora_layers, base=self.base, added_tokens=self.added_tokens,
+                             extra={"template": self.recipe.finetune.template, **extra})
+
+
+def restore_best(run_dir: Path) -> bool:
+    """Make RUN/model a copy of RUN/best; False when there is no best model to restore."""
+    from lmsmith.train.loop import BEST_MODEL, FINAL_MODEL
+
+    best = run_dir / BEST_MODEL
+    if not best.is_dir():
+        return False
+    with atomic_directory(run_dir / FINAL_MODEL) as tmp:
+        shutil.copytree(best, tmp, dirs_exist_ok=True)
+    return True
+
+
+# ---------------------------------------------------------------------------------------------
+# Scoring
+
+
+def general_loss(model, tokens: np.ndarray | None, tokenizer, device) -> dict | None:
+    """Loss and bits per byte of the general validation text, scored in non-overlapping windows."""
+    if tokens is None:
+        return None
+    from lmsmith.evaluate import evaluate_tokens, token_byte_lengths
+
+    was_training = model.training
+    context = model.config.block_size
+    result = evaluate_tokens(model, tokens, token_byte_lengths(tokenizer), context=context, stride=context, device=device)
+    model.train(was_training)
+    return {"loss": round(result.loss, 5), "bits_per_byte": round(result.bits_per_byte, 5), "tokens": result.tokens}
+
+
+def exact_match_score(model, tokenizer, recipe: FinetuneRecipe, examples: list) -> dict | None:
+    n = recipe.finetune.exact_match
+    if not n or not examples:
+        return None
+    from lmsmith.finetune.answers import exact_match, greedy_answers
+
+    answers = greedy_answers(model, tokenizer, get_template(recipe.finetune.template), examples[:n])
+    return {"exact_match": round(exact_match(answers), 4), "examples": len(answers),
+            "samples": [{"prompt": a.prompt, "expected": a.expected, "got": a.got} for a in answers[:3]]}
+
+
+# ---------------------------------------------------------------------------------------------
+# The run
+
+
+def check_output(out: Path, base: str, data: str) -> None:
+    """The run directory must be new (or empty), and neither the start model nor the data."""
+    for source in (base, data):
+        if not str(source).startswith("hf:") and Path(source).exists():
+            check_replaceable(out, STAGE, source=source)
+    check_replaceable(out, STAGE)
+    if out.is_dir() and any(out.iterdir()):
+        raise UserError(f"{out} already holds a fine-tuning run: choose another -o, or delete it first")
+
+
+def finetune(base: str, data: str, out: str | Path, recipe: FinetuneRecipe, quiet: bool = False) -> dict:
+    """Fine-tune `base` on `data` into the run directory `out`; returns the report (also RUN/finetune.json)."""
+    from lmsmith.train.distributed import destroy_distributed, init_distributed
+
+    out = Path(out)
+    check_output(out, base, data)
+    if recipe.finetune.mode == "instruct" and Path(data).is_dir():
+        raise UserError(f"--mode instruct reads a JSONL file, but {data} is a directory: give the .jsonl file, "
+                        "or use --mode continue for domain text")
+    info = init_distributed(recipe.train.device)
+    try:
+        with tempfile.TemporaryDirectory(prefix="lmsmith-finetune-") as work:
+            return _finetune(base, data, out, recipe, info, Path(work), quiet)
+    finally:
+        destroy_distributed()
+
+
+def _finetune(base: str, data: str, out: Path, recipe: FinetuneRecipe, info, work: Path, quiet: bool) -> dict:
+    from lmsmith.model_dir import load_model_dir
+    from lmsmith.train.distributed import barrier
+    from lmsmith.train.loop import FINAL_MODEL, TrainingJob, run_job
+    from lmsmith.train.precision import resolve_precision
+
+    cfg, train = recipe.finetune, recipe.train
+    start = load_start(base)
+    model, tokenizer = start.model, start.tokenizer
+    check_method(model, cfg)
+    general = general_tokens(cfg.general_val, tokenizer, cfg.general_val_tokens) if cfg.general_val else None
+    source = str(base) if start.kind == "hf-hub" else str(Path(base).resolve())  # --merge may run elsewhere
+    base_info = {"source": source, "kind": start.kind, "sha256": base_weights_sha256(model),
+                 "vocab_size": model.config.vocab_size}
+    tokenizer, added = add_template_tokens(recipe, model, tokenizer, quiet)
+    plan = batch_plan(recipe, model.config.block_size, info.world_size)
+    if cfg.mode == "instruct":
+        domain = instruct_data(recipe, data, model, tokenizer, plan, info, quiet)
+    else:
+        domain = continue_data(recipe, data, tokenizer, plan, info, work, quiet)
+    model.to(info.device)
+    chosen = choose_trainable(model, cfg)
+    if not quiet and info.is_main:
+        print(f"fine-tuning {base} ({start.kind}) with {cfg.method}: {chosen['trainable_parameters']:,} of "
+              f"{chosen['total_parameters']:,} parameters train "
+              f"({chosen['trainable_parameters'] / chosen['total_parameters']:.2%})")
+    precision = resolve_precision(train.precision, info.device)
+    before = score(model, tokenizer, recipe, domain, general, precision, info)
+
+    inputs = {"base": base_info, "data": domain.description}
+    writer = ModelWriter(model.config, tokenizer, recipe, base_info, added, list(lora_layers(model)), inputs)
+    job = TrainingJob(model=model, batches=domain.batches, eval_batches=domain.eval_batches, write_model=writer,
+                      stage=STAGE, inputs=inputs, config={"finetune": section_to_dict(cfg), "train": section_to_dict(train)})
+    result = run_job(job, train, out, info, quiet=quiet)
+
+    restored = cfg.restore_best and info.is_main and restore_best(out)
+    barrier(info)
+    final, _ = load_model_dir(out / FINAL_MODEL, info.device)
+    after = score(final, tokenizer, recipe, domain, general, precision, info)  # every rank: evaluation is collective
+    if not info.is_main:
+        return {}
+    report = make_report(recipe, chosen, base_info, domain, before, after, result, restored, added)
+    write_json(out / REPORT, report)
+    if not quiet:
+        print_summary(report, out)
+    return report
+
+
+def batch_plan(recipe: FinetuneRecipe, block_size: int, world_size: int):
+    """Rows of the model's full context; unless train.batch_tokens was given, one micro-batch per step."""
+    from lmsmith.train.config import plan_batch
+
+    if not recipe.batch_tokens_given:
+        recipe.train.batch_tokens = recipe.train.micro_batch * block_size * world_size
+    return plan_batch(recipe.train, block_size, world_size)
+
+
+def score(model, tokenizer, recipe, domain: DomainData, general, precision, info) -> dict:
+    """Domain validation loss (the engine's own evaluation), general loss, exact match."""
+    from lmsmith.train.loop import evaluate
+
+    return {
+        "val_loss": round(evaluate(model, domain.eval_batches, precision, info), 5),
+        "general": general_loss(model, general, tokenizer, info.device),
+        "answers": exact_match_score(model, tokenizer, recipe, domain.val_examples),
+    }
+
+
+def make_report(recipe, chosen, base_info, domain, before, after, result, restored, added) -> dict:
+    report = {
+        "base": base_info, "data": domain.description, "parameters": chosen,
+        "added_tokens": added, "steps": result.step, "stopped_early": result.stopped_early,
+        "restored_best": bool(restored), "before": before, "after": after,
+        "finetune": section_to_dict(recipe.finetune), "train": section_to_dict(recipe.train),
+    }
+    if before["general"] and after["general"]:
+        report["general_loss_change"] = round(after["general"]["loss"] - before["general"]["loss"], 5)
+    return report
+
+
+def print_summary(report: dict, out: Path) -> None:
+    before, after = report["before"], report["after"]
+    lines = [f"domain val loss {before['val_loss']:.4f} -> {after['val_loss']:.4f}"
+             f" (perplexity {math.exp(min(before['val_loss'], 700)):.2f} -> {math.exp(min(after['val_loss'], 700)):.2f})"]
+    if before["general"]:
+        change = report["general_loss_change"]
+        lines.append(f"general val loss {before['general']['loss']:.4f} -> {after['general']['loss']:.4f} "
+                     f"({'+' if change >= 0 else ''}{change:.4f}: what the specialty cost)")
+    if before["answers"]:
+        lines.append(f"exact match on {after['answers']['examples']} val examples: "
+                     f"{before['answers']['exact_match']:.1%} -> {after['answers']['exact_match']:.1%}")
+    where = f"{out / 'model'}" + (f", adapter in {out / 'model' / ADAPTER}" if report["parameters"]["method"] == "lora" else "")
+    print("\n".join(lines) + f"\nfine-tuned model in {where}; report in {out / REPORT}")
