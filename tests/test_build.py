@@ -288,7 +288,7 @@ def test_the_default_recipe_is_the_shipped_quickstart():
     assert recipe.curate.inputs == ["stdlib"] and recipe.eval.split == "test" and len(recipe.generate.prompts) == 3
 
 
-@pytest.mark.parametrize("name", ["quickstart", "shakespeare-char", "tinystories", "gpt2-124m"])
+@pytest.mark.parametrize("name", ["quickstart", "shakespeare-char", "shakespeare-char-cpu", "tinystories", "gpt2-124m"])
 def test_every_shipped_recipe_loads_and_is_the_file_in_configs(name):
     assert name in shipped_recipes()
     packaged = find_recipe(name)

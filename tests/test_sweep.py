@@ -15,7 +15,9 @@ pytest.importorskip("matplotlib")
 from lmsmith.cli import main  # noqa: E402
 from lmsmith.config import ConfigError  # noqa: E402
 from lmsmith.recipe import load_recipe  # noqa: E402
-from lmsmith.sweep import BEST_RECIPE, PLOTS, RESULTS, STUDY_DB, run_trial, sweep  # noqa: E402
+from lmsmith.sweep import (  # noqa: E402
+    BEST_RECIPE, PLOTS, RESULTS, STUDY_DB, SweepPlan, check_space_edges, load_sweep_recipe, run_trial, sweep,
+)
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
 
@@ -148,3 +150,11 @@ def test_cli_refuses_a_recipe_without_a_space(tmp_path, capsys):
     recipe = write_recipe(tmp_path, raw)
     assert main(["sweep", str(recipe), "--trials", "2", "-o", str(tmp_path / "s")]) == 2
     assert "has no sweep: section" in capsys.readouterr().err
+
+
+def test_the_quickstart_sweep_space_fits_its_recipe():
+    """`lmsmith sweep quickstart` works as shipped: every edge of its space makes a recipe that trains."""
+    recipe, config, as_written = load_sweep_recipe("quickstart", [])
+    assert config.dimensions() and config.steps < recipe.train.steps
+    base = {k: v for k, v in as_written.items() if k != "sweep"}
+    check_space_edges(SweepPlan(base, config, config.dimensions(), Path("unused")))
