@@ -241,7 +241,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads for both arms (default: torch's choice; 1 is steadier on a busy machine)")
     parser.add_argument("overrides", nargs="*", help="overrides of our recipe, e.g. train.muon_lr=0.03")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # overrides may come after the options
     if not args.text_file.is_file():
         parser.error(f"{args.text_file} is not a file")
     try:

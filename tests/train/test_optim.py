@@ -44,7 +44,7 @@ def test_adamw_decays_matrices_but_not_embeddings_norms_or_biases(shape):
 def test_muon_takes_the_hidden_matrices_and_adamw_the_rest():
     net = model(tie_embeddings=False, bias=True)
     found = groups_by_name(net, build_optimizers(net, parse_section(TrainConfig, {"optimizer": "muon"}, "train")))
-    muon = {n for n, (cls, _, _) in found.items() if cls == "Muon"}
+    muon = {n for n, (cls, _, _) in found.items() if cls == "GroupedMuon"}
     expected = {n for n, p in net.named_parameters() if p.ndim == 2 and n.startswith("blocks.")}
     assert muon == expected and len(muon) == 2 * 4  # qkv, proj, fc, proj per block
     assert found["head.weight"][:2] == ("AdamW", "decay") and found["tok_emb.weight"][:2] == ("AdamW", "no_decay")

@@ -8,7 +8,8 @@
             weights. Their momentum-averaged update is orthogonalised by a Newton-Schulz
             iteration, which trains hidden matrices faster than AdamW at the same compute. The
             embeddings, the head, norms and biases stay with AdamW, as Muon is defined for
-            hidden layers only.
+            hidden layers only. (lmsmith.train.muon.GroupedMuon: torch.optim.Muon with the
+            orthogonalisation batched over matrices of one shape.)
 
 Each parameter group records its peak learning rate (`peak_lr`) and its kind (`kind`); the
 schedule scales `lr` from `peak_lr` every step.
@@ -65,10 +66,11 @@ def build_optimizers(model: nn.Module, config: TrainConfig) -> list[torch.optim.
                               fused=True if _fused_ok(params) else None)
     if config.optimizer == "adamw":
         return [adamw]
-    muon_class = getattr(torch.optim, "Muon", None)
-    if muon_class is None:
+    if getattr(torch.optim, "Muon", None) is None:
         raise UserError(f"train.optimizer=muon needs torch.optim.Muon, which PyTorch {torch.__version__} lacks: "
                         "upgrade PyTorch to 2.9 or newer, or use train.optimizer=adamw")
-    muon = muon_class([_group("hidden_matrix", kinds["hidden_matrix"], config.muon_lr, config.weight_decay)],
-                      momentum=config.muon_momentum, nesterov=True)
+    from lmsmith.train.muon import GroupedMuon  # torch.optim.Muon, orthogonalising same-shaped matrices together
+
+    muon = GroupedMuon([_group("hidden_matrix", kinds["hidden_matrix"], config.muon_lr, config.weight_decay)],
+                       momentum=config.muon_momentum, nesterov=True)
     return [adamw, muon]

@@ -1,0 +1,65 @@
+"""GroupedMuon is torch.optim.Muon, only batched: the same updates and the same state."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from lmsmith.train.muon import GroupedMuon
+
+# Wide, tall and square matrices, several of one shape (as in the blocks of a model), one alone.
+SHAPES = [(32, 16), (32, 16), (32, 16), (16, 48), (16, 48), (24, 24), (40, 8)]
+
+
+def matrices(seed: int = 0) -> list[torch.nn.Parameter]:
+    g = torch.Generator().manual_seed(seed)
+    return [torch.nn.Parameter(torch.randn(shape, generator=g) * 0.1) for shape in SHAPES]
+
+
+def run(optimizer_class, params, steps: int, **options) -> torch.optim.Optimizer:
+    optimizer = optimizer_class(params, lr=0.02, weight_decay=0.01, momentum=0.95, **options)
+    g = torch.Generator().manual_seed(1)
+    for _ in range(steps):
+        for p in params:
+            p.grad = torch.randn(p.shape, generator=g)
+        optimizer.step()
+    return optimizer
+
+
+@pytest.mark.parametrize("nesterov", [True, False])
+def test_updates_equal_torch_muon(nesterov):
+    ours, theirs = matrices(), matrices()
+    run(GroupedMuon, ours, 4, nesterov=nesterov)
+    run(torch.optim.Muon, theirs, 4, nesterov=nesterov)
+    assert not torch.equal(ours[0], matrices()[0])  # it did train
+    for mine, reference in zip(ours, theirs):
+        torch.testing.assert_close(mine, reference, rtol=1e-6, atol=1e-7)
+
+
+def test_state_moves_between_grouped_and_torch_muon():
+    """A checkpoint written with either continues identically with the other."""
+    params = matrices()
+    ours = run(GroupedMuon, params, 2)
+    theirs_params = [torch.nn.Parameter(p.detach().clone()) for p in params]
+    theirs = torch.optim.Muon(theirs_params, lr=0.02, weight_decay=0.01, momentum=0.95)
+    theirs.load_state_dict(copy.deepcopy(ours.state_dict()))
+    g = torch.Generator().manual_seed(7)
+    for p, q in zip(params, theirs_params):
+        p.grad = torch.randn(p.shape, generator=g)
+        q.grad = p.grad.clone()
+    ours.step()
+    theirs.step()
+    for p, q in zip(params, theirs_params):
+        torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-7)
+
+
+def test_parameters_without_gradients_are_left_alone():
+    params = matrices()
+    before = params[1].detach().clone()
+    optimizer = GroupedMuon(params, lr=0.02)
+    for i, p in enumerate(params):
+        p.grad = None if i == 1 else torch.ones_like(p)
+    optimizer.step()
+    assert torch.equal(params[1], before) and "momentum_buffer" not in optimizer.state[params[1]]
