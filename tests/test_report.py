@@ -135,3 +135,13 @@ def test_cli_writes_the_report(workdir, tmp_path, capsys):
     assert main(["report", str(workdir), "-o", str(tmp_path / "r")]) == 0
     assert (tmp_path / "r" / REPORT_HTML).is_file()
     assert "report written to" in capsys.readouterr().out
+
+
+def test_the_smoothed_loss_does_not_lag_behind_a_falling_curve():
+    from lmsmith.report import smooth
+
+    falling = [10.0 - i for i in range(30)]  # a straight line: a centred average leaves it as it is
+    assert smooth(falling, 3) == pytest.approx(falling)
+    noisy = [1.0, 3.0] * 10
+    inner = smooth(noisy, 2)[2:-2]
+    assert max(inner) - min(inner) < 0.5 and sum(inner) / len(inner) == pytest.approx(2.0, abs=0.25)

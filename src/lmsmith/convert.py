@@ -32,7 +32,7 @@ from lmsmith.config import ModelConfig
 from lmsmith.errors import UserError
 from lmsmith.manifest import MANIFEST, check_replaceable, file_sha256, make_manifest
 from lmsmith.model import GPT
-from lmsmith.model_dir import load_model_dir, save_model_dir
+from lmsmith.model_dir import describe_mismatch, load_model_dir, save_model_dir
 from lmsmith.tokenizer import EOT, TOKENIZER_FILE, Tokenizer
 
 SUPPORTED = (
@@ -292,11 +292,7 @@ def state_from_hf(model_type: str, hf_state: dict[str, torch.Tensor], config: Mo
     used = {name for link in links for name in link.theirs}
     unexpected = sorted(set(hf_state) - used)
     if missing or unexpected:
-        detail = "; ".join(filter(None, [
-            f"missing {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}" if missing else "",
-            f"unexpected {', '.join(unexpected[:5])}{' ...' if len(unexpected) > 5 else ''}" if unexpected else "",
-        ]))
-        raise UserError(f"the {model_type} weights do not fit their config.json ({detail}): the checkpoint is incomplete or of another architecture")
+        raise UserError(f"the {model_type} weights do not fit their config.json ({describe_mismatch(missing, unexpected)}): the checkpoint is incomplete or of another architecture")
     state = {}
     for link in links:
         parts = [hf_state[name].t() if link.conv1d else hf_state[name] for name in link.theirs]

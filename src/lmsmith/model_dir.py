@@ -84,6 +84,14 @@ def read_model_config(path: str | Path) -> ModelConfig:
     return config
 
 
+def describe_mismatch(missing: list[str], unexpected: list[str], shown: int = 5) -> str:
+    """'missing a, b; unexpected c ...': the first few tensor names on each side of a mismatch."""
+    def some(names: list[str]) -> str:
+        return ", ".join(names[:shown]) + (" ..." if len(names) > shown else "")
+
+    return "; ".join(([f"missing {some(missing)}"] if missing else []) + ([f"unexpected {some(unexpected)}"] if unexpected else []))
+
+
 def load_weights(path: Path, model: GPT) -> None:
     """Copy the safetensors file into `model`, checking every name and shape first."""
     file = path / WEIGHTS
@@ -96,11 +104,7 @@ def load_weights(path: Path, model: GPT) -> None:
             missing = sorted(set(expected) - names)
             unexpected = sorted(names - set(expected))
             if missing or unexpected:
-                detail = "; ".join(filter(None, [
-                    f"missing {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}" if missing else "",
-                    f"unexpected {', '.join(unexpected[:5])}{' ...' if len(unexpected) > 5 else ''}" if unexpected else "",
-                ]))
-                raise UserError(f"{file} does not fit {CONFIG} ({detail}): the weights were made for another model shape")
+                raise UserError(f"{file} does not fit {CONFIG} ({describe_mismatch(missing, unexpected)}): the weights were made for another model shape")
             loaded = {}
             for name in sorted(names):
                 shape = tuple(f.get_slice(name).get_shape())

@@ -179,12 +179,15 @@ def human_count(x: float, _pos=None) -> str:
     return f"{x:.3g}"
 
 
-def smooth(values: list[float], weight: float) -> list[float]:
-    """An exponential moving average with the start corrected for its zero initial value."""
-    out, average = [], 0.0
-    for i, value in enumerate(values, 1):
-        average = weight * average + (1 - weight) * value
-        out.append(average / (1 - weight**i))
+def smooth(values: list[float], half_width: int) -> list[float]:
+    """A centred moving average: each point is the mean of itself and up to `half_width` points on
+    each side, as many on the left as on the right. A trailing average would lag behind a falling
+    loss and draw it higher than it is."""
+    out = []
+    for i in range(len(values)):
+        k = min(half_width, i, len(values) - 1 - i)
+        window = values[i - k:i + k + 1]
+        out.append(sum(window) / len(window))
     return out
 
 
@@ -204,8 +207,8 @@ def plot_loss(inputs: ReportInputs):
     train_y = [r["loss"] for r in inputs.train_lines]
     if len(train_y) > 10:
         ax.plot(train_x, train_y, color="tab:blue", alpha=0.25, linewidth=1)
-        weight = min(0.9, 1 - 4 / max(8, len(train_y)))  # about a tenth of the curve
-        ax.plot(train_x, smooth(train_y, weight), color="tab:blue", linewidth=1.8, label="train (smoothed)")
+        half_width = max(1, len(train_y) // 20)  # windows of about a tenth of the curve
+        ax.plot(train_x, smooth(train_y, half_width), color="tab:blue", linewidth=1.8, label="train (smoothed)")
     elif train_y:  # too few points to smooth: show each one
         ax.plot(train_x, train_y, color="tab:blue", marker="o", markersize=4, linewidth=1.5, label="train")
     val_x = [tokens_at(r, per_step) for r in inputs.val_lines]
@@ -281,7 +284,8 @@ def plot_funnel(curation: dict):
     names = ["input"] + [s["name"] for s in steps]
     docs = [steps[0]["docs_in"]] + [s["docs_kept"] for s in steps]
     mb = [steps[0]["bytes_in"] / 1e6] + [s["bytes_kept"] / 1e6 for s in steps]
-    fig, (ax_docs, ax_mb) = plt.subplots(1, 2, figsize=(10, 0.45 * len(names) + 1.4), sharey=True)
+    fig, (ax_docs, ax_mb) = plt.subplots(1, 2, figsize=(11, 0.45 * len(names) + 1.4), sharey=True,
+                                         gridspec_kw={"width_ratios": [1.8, 1]})  # the wide one holds the reasons
     positions = list(range(len(names)))[::-1]  # the first step at the top
     for ax, values, color, unit in ((ax_docs, docs, "tab:blue", "documents"), (ax_mb, mb, "tab:cyan", "MB")):
         ax.barh(positions, values, color=color, alpha=0.8)
@@ -292,7 +296,7 @@ def plot_funnel(curation: dict):
             ax.annotate(f"{value:,.0f}" if unit == "documents" else f"{value:,.2f}", (value, y),
                         textcoords="offset points", xytext=(3, 3), va="center", fontsize=8)
     ax_docs.set_yticks(positions, names)
-    ax_docs.set_xlim(0, max(docs) * 1.9 if max(docs) > 0 else 1)  # room for the reasons
+    ax_docs.set_xlim(0, max(docs) * 2.2 if max(docs) > 0 else 1)  # room for the reasons
     for y, step, kept in zip(positions[1:], steps, docs[1:]):
         dropped = sum(step.get("dropped_docs", {}).values())
         if dropped:
@@ -398,7 +402,9 @@ def model_summary(inputs: ReportInputs) -> str:
     shape = [("layers", model.get("n_layer")), ("heads", model.get("n_head")), ("width", model.get("n_embd")),
              ("context", model.get("block_size")), ("vocabulary", model.get("vocab_size")),
              ("positions", model.get("position")), ("norm", model.get("norm")), ("feed-forward", model.get("feed_forward"))]
-    how = [("optimizer", train.get("optimizer")), ("peak lr", train.get("lr")), ("batch tokens", train.get("batch_tokens")),
+    muon_lr = train.get("muon_lr") if train.get("optimizer") == "muon" else None
+    how = [("optimizer", train.get("optimizer")), ("peak lr", train.get("lr")), ("Muon peak lr", muon_lr),
+           ("batch tokens", train.get("batch_tokens")),
            ("schedule", train.get("schedule")), ("precision", train.get("precision")), ("weight decay", train.get("weight_decay"))]
     shape_text = ", ".join(f"{k} {v}" for k, v in shape if v is not None)
     how_text = ", ".join(f"{k} {v}" for k, v in how if v is not None)
