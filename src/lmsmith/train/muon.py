@@ -3,8 +3,8 @@
 `torch.optim.Muon` orthogonalises one matrix at a time. A transformer's hidden matrices come in
 a few shapes only (per block: attention in, attention out, feed-forward in, feed-forward out),
 so stacking the matrices of one shape turns n_layer small products into one batched product.
-On a CPU, where a small product costs mostly its call overhead, that halves the optimizer's time
-(benchmarks/train_throughput.py; about 17 -> 7 ms per step for a 4-layer, 128-wide model here).
+On a CPU, where a small product costs mostly its call overhead, that makes the optimizer step
+about twice as fast for small models (benchmarks/muon.py).
 
 The arithmetic is torch's, op for op: momentum by lerp, the Nesterov look-ahead, five quintic
 Newton-Schulz iterations in bf16 on the wide orientation of each matrix, the learning rate scaled
