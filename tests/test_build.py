@@ -19,7 +19,6 @@ from safetensors.torch import load_file
 from lmsmith.build import Workdir, build
 from lmsmith.cli import main
 from lmsmith.config import ConfigError
-from lmsmith.errors import UserError
 from lmsmith.evaluate_split import EvalConfig, evaluate_split
 from lmsmith.recipe import STAGES, find_recipe, load_recipe, shipped_recipes
 from lmsmith.tokenizer import load_tokenizer
@@ -45,12 +44,8 @@ TINY = {
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, and the CPU is shared with other tests."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _every_test_on_one_thread(one_thread):
+    """Tiny models run fastest on one thread (one_thread is in tests/conftest.py)."""
 
 
 def write_recipe(path: Path, raw: dict) -> Path:

@@ -38,12 +38,8 @@ def make_model():
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models train fastest on one thread, and the CPU is shared with other test processes."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _every_test_on_one_thread(one_thread):
+    """Every fine-tuning test trains a tiny model (one_thread is in tests/conftest.py)."""
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,6 @@ import sysconfig
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
 from lmsmith.token_shards import tokenize_corpus
@@ -33,15 +32,6 @@ def tokens_dir(tmp_path_factory, tokenizer_dir) -> Path:
     out = tmp_path_factory.mktemp("tokens") / "tokens"
     tokenize_corpus([str(p) for p in CORPUS_FILES], tokenizer_dir, out, quiet=True)
     return out
-
-
-@pytest.fixture
-def one_thread():
-    """Tiny models train fastest on one thread, and the CPU is shared with other test processes."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture
