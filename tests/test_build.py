@@ -20,7 +20,7 @@ from lmsmith.build import Workdir, build
 from lmsmith.cli import main
 from lmsmith.config import ConfigError
 from lmsmith.evaluate_split import EvalConfig, evaluate_split
-from lmsmith.recipe import STAGES, find_recipe, load_recipe, shipped_recipes
+from lmsmith.recipe import build_stage_names, find_recipe, load_recipe, shipped_recipes
 from lmsmith.tokenizer import load_tokenizer
 import lmsmith.train.loop as train_loop
 
@@ -66,7 +66,7 @@ def built(tmp_path_factory):
 
 
 def manifests(work: Path) -> dict[str, str]:
-    return {stage: (Workdir(work).output(stage) / "manifest.json").read_text() for stage in STAGES}
+    return {stage: (Workdir(work).output(stage) / "manifest.json").read_text() for stage in build_stage_names()}
 
 
 def weights(model_dir: Path) -> dict[str, torch.Tensor]:
@@ -79,9 +79,9 @@ def weights(model_dir: Path) -> dict[str, torch.Tensor]:
 
 def test_a_build_runs_every_stage_into_its_directory(built):
     _, work, result = built
-    assert result.ran == list(STAGES) and result.skipped == []
+    assert result.ran == list(build_stage_names()) and result.skipped == []
     w = Workdir(work)
-    for stage in STAGES:
+    for stage in build_stage_names():
         assert (w.output(stage) / "manifest.json").is_file(), stage
     tokens = json.loads((w.tokens / "manifest.json").read_text())
     assert tokens["config"]["tokenizer_sha256"] == load_tokenizer(w.tokenizer).sha256
@@ -106,7 +106,7 @@ def test_a_second_build_skips_every_stage(built, capsys):
     before = manifests(work)
     assert main(["build", str(recipe_file), "-o", str(work)]) == 0
     out = capsys.readouterr().out
-    assert out.count("up to date") == len(STAGES) and "running" not in out
+    assert out.count("up to date") == len(build_stage_names()) and "running" not in out
     assert manifests(work) == before
     # Even with nothing to do, it ends with the scores and the samples.
     assert "perplexity" in out and "bits per byte" in out and "prompt 'def '" in out

@@ -444,19 +444,21 @@ def test_outputs_never_replace_the_input_or_the_users_files(tmp_path, gpt2_backe
     own = tmp_path / "notes"
     own.mkdir()
     (own / "diary.txt").write_text("mine")
-    with pytest.raises(UserError, match="has no manifest.json.*kept as it is"):
+    with pytest.raises(UserError, match="lmsmith did not make.*kept as it is"):
         import_hf_dir(hf_dir, own)
     assert (own / "diary.txt").read_text() == "mine"
 
     import_hf_dir(hf_dir, tmp_path / "ours")
-    import_hf_dir(hf_dir, tmp_path / "ours")  # an earlier conversion may be replaced
+    with pytest.raises(UserError, match="already holds a trained model: add --force"):
+        import_hf_dir(hf_dir, tmp_path / "ours")
+    import_hf_dir(hf_dir, tmp_path / "ours", force=True)  # an earlier conversion is replaced only when asked
     with pytest.raises(UserError, match="would replace the input"):
         export_hf_dir(tmp_path / "ours", tmp_path / "ours")
     import_hf_dir(hf_dir, tmp_path / "other")
-    with pytest.raises(UserError, match="made by stage 'model', but hf-export output is needed"):
+    with pytest.raises(UserError, match="holds the output of stage 'model', not of hf-export"):
         export_hf_dir(tmp_path / "ours", tmp_path / "other")
     export_hf_dir(tmp_path / "ours", tmp_path / "back")
     export_hf_dir(tmp_path / "ours", tmp_path / "back")
-    with pytest.raises(UserError, match="made by stage 'hf-export', but model output is needed"):
+    with pytest.raises(UserError, match="holds the output of stage 'hf-export', not of model"):
         import_hf_dir(hf_dir, tmp_path / "back")
     assert load_model_dir(tmp_path / "ours")[0].config.n_layer == 1

@@ -82,9 +82,9 @@ def test_tokens_of_another_tokenizer_are_refused(setup, tmp_path, capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["--split", "test"], "holds 0 tokens"),  # plain text files are split into train and val only
-    (["--split", "val", "--context", "8", "--stride", "9"], "--stride (9) cannot be longer than --context (8)"),
+    (["--split", "val", "--context", "8", "--stride", "9"], "eval.stride (--stride) (9) cannot be longer than eval.context (--context) (8)"),
     (["--split", "val", "--context", "64"], "longer than the model's block_size"),
-    (["--split", "val", "--batch-size", "0"], "--batch-size must be at least 1"),
+    (["--split", "val", "--batch-size", "0"], "eval.batch_size (--batch-size) must be at least 1"),
 ])
 def test_bad_requests_are_one_line_each(setup, capsys, argv, message):
     root, _, _ = setup

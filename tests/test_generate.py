@@ -403,9 +403,8 @@ def test_cli_without_a_prompt_writes_from_scratch(model_dir, capsys):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--prompt", ""], "prompt 1 is empty"),
-        (["--prompt", "hi", "--temperature", "-1"], "--temperature must be 0"),
-        (["--prompt", "hi", "--top-p", "2"], "--top-p must be in"),
+        (["--prompt", "hi", "--temperature", "-1"], "generate.temperature (--temperature) must be 0"),
+        (["--prompt", "hi", "--top-p", "2"], "generate.top_p (--top-p) must be in"),
         (["--prompt", "hi", "--device", "tpu"], "unknown device"),
     ],
 )

@@ -301,7 +301,7 @@ def tokenizer_dir(tmp_path_factory):
 def test_init_makes_a_loadable_model_sized_for_the_tokenizer(tmp_path, tokenizer_dir, capsys):
     config = tmp_path / "tiny.yaml"
     config.write_text("model:\n  n_layer: 2\n  n_head: 2\n  n_embd: 32\n  block_size: 64\n")
-    assert main(["init", str(config), "model.n_kv_head=1", "--tokenizer", str(tokenizer_dir), "-o", str(tmp_path / "m")]) == 0
+    assert main(["init", "--config", str(config), "model.n_kv_head=1", "--tokenizer", str(tokenizer_dir), "-o", str(tmp_path / "m")]) == 0
     model, tokenizer = load_model_dir(tmp_path / "m")
     assert model.config.vocab_size == tokenizer.vocab_size
     assert (model.config.n_layer, model.config.n_kv_head, model.config.block_size) == (2, 1, 64)
@@ -319,7 +319,7 @@ def test_init_makes_a_loadable_model_sized_for_the_tokenizer(tmp_path, tokenizer
     (["model.n_embd=36", "model.n_head=4"], "rope needs an even head size"),
     (["model.feed_forward=geglu"], "model.feed_forward: 'geglu' is not one of"),
     (["model.vocab_size=100"], "model.vocab_size (100) is smaller than the tokenizer's"),
-    (["trainn.lr=1"], "unknown section 'trainn'"),
+    (["trainn.lr=1"], "did you mean 'train'"),
 ])
 def test_init_refuses_bad_configs_with_one_line(tmp_path, tokenizer_dir, capsys, overrides, message):
     out = tmp_path / "m"

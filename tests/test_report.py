@@ -126,7 +126,7 @@ def test_the_report_never_replaces_a_folder_of_other_files(workdir, tmp_path):
     keep = tmp_path / "mine"
     keep.mkdir()
     (keep / "thesis.txt").write_text("precious")
-    with pytest.raises(UserError, match="not a report"):
+    with pytest.raises(UserError, match="lmsmith did not make"):
         write_report(workdir, keep)
     assert (keep / "thesis.txt").read_text() == "precious"
 

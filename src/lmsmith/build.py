@@ -28,15 +28,16 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from types import SimpleNamespace
+from typing import Callable, Iterable
 
 import yaml
 
-from lmsmith.atomic import atomic_directory, write_json, write_text
+from lmsmith.atomic import write_json, write_text
 from lmsmith.config import section_to_dict
 from lmsmith.errors import UserError
-from lmsmith.manifest import MANIFEST, file_sha256, make_manifest, read_manifest
-from lmsmith.recipe import STAGES, Recipe
+from lmsmith.manifest import MANIFEST, read_manifest
+from lmsmith.recipe import Recipe, build_stage_names
 from lmsmith.train.config import plan_batch
 
 STATE = "build.json"
@@ -193,56 +194,29 @@ def check_workdir(work: Workdir) -> None:
 # The stages
 
 
-def take_mb(texts: Iterable[str], mb: float | None) -> Iterator[str]:
-    """The texts, stopping once about `mb` megabytes have passed (all of them when mb is None)."""
-    limit, seen = None if mb is None else mb * 1e6, 0
-    for text in texts:
-        yield text
-        seen += len(text.encode("utf-8"))
-        if limit is not None and seen >= limit:
-            return
+def stage_config_of(recipe: Recipe, stage) -> SimpleNamespace:
+    """The sections of the recipe that a stage reads, as that stage's config."""
+    return SimpleNamespace(**{name: getattr(recipe, name) for name in stage.sections})
 
 
-def run_curate(recipe: Recipe, work: Workdir, quiet: bool) -> None:
-    from lmsmith.data.pipeline import curate
-
-    curate(recipe.curate.inputs, work.data, recipe.curate.curate_config(), quiet=quiet)
-
-
-def run_tokenizer(recipe: Recipe, work: Workdir, quiet: bool) -> None:
-    from lmsmith.tokenizer import TextFiles, train_bpe, train_char
-
-    cfg = recipe.tokenizer
-    if recipe.curate is not None:
-        from lmsmith.data.write import iter_split_texts
-
-        texts: Iterable[str] = iter_split_texts(work.data, "train")
-        inputs = {"data": {"path": str(work.data), "manifest_sha256": file_sha256(work.data / MANIFEST)}}
-    else:
-        texts = TextFiles(recipe.tokenize.inputs, exclude=[work.root])
-        inputs = {"files": [{"path": str(f.path), "bytes": f.bytes} for f in texts.files]}
-    if cfg.sample_mb is not None:
-        texts = take_mb(texts, cfg.sample_mb)
-    train = train_bpe if cfg.kind == "bpe" else train_char
-    tokenizer = train(texts, cfg.vocab_size, cfg.special_tokens, show_progress=not quiet)
-    with atomic_directory(work.tokenizer) as tmp:
-        tokenizer.save(tmp)
-        manifest = make_manifest(
-            "tokenizer", config=section_to_dict(cfg), inputs=inputs,
-            counts={"vocab_size": tokenizer.vocab_size, "special_tokens": len(tokenizer.special_tokens)},
-            files={p.name: file_sha256(p) for p in sorted(tmp.iterdir())},
-        )
-        write_json(tmp / MANIFEST, manifest)
-    if not quiet:
-        print(f"tokenizer: {cfg.kind}, {tokenizer.vocab_size} tokens -> {work.tokenizer}")
+def stage_inputs(name: str, recipe: Recipe, work: Workdir) -> dict:
+    """What each stage reads inside a work directory: the output of the stage before it."""
+    data = [str(work.data)] if recipe.curate is not None else list(recipe.tokenize.inputs)
+    return {
+        "curate": {"sources": list(recipe.curate.inputs) if recipe.curate is not None else []},
+        "tokenizer": {"data": data},
+        "tokenize": {"data": data, "tokenizer": str(work.tokenizer)},
+        "eval": {"model": str(work.model), "data": str(work.tokens)},
+        "generate": {"model": str(work.model)},
+    }[name]
 
 
-def run_tokenize(recipe: Recipe, work: Workdir, quiet: bool) -> None:
-    from lmsmith.token_shards import tokenize_corpus
+def run_stage(name: str, recipe: Recipe, work: Workdir, quiet: bool) -> None:
+    """One stage of the build: the same function its verb calls, on the work directory's paths."""
+    from lmsmith.stages import stage_named
 
-    inputs = [str(work.data)] if recipe.curate is not None else list(recipe.tokenize.inputs)
-    tokenize_corpus(inputs, work.tokenizer, work.tokens, val_fraction=recipe.tokenize.val_fraction,
-                    shard_tokens=recipe.tokenize.shard_tokens, quiet=quiet)
+    stage = stage_named(name)
+    stage.run(stage_config_of(recipe, stage), stage_inputs(name, recipe, work), work.output(name), quiet=quiet)
 
 
 def run_train(recipe: Recipe, work: Workdir, quiet: bool, resume: bool, nproc_per_node: int) -> None:
@@ -252,15 +226,17 @@ def run_train(recipe: Recipe, work: Workdir, quiet: bool, resume: bool, nproc_pe
     if not resume:
         remove_run(work.run)
     if nproc_per_node == 1:
-        from lmsmith.train.loop import train
+        from lmsmith.stages import stage_named
 
-        train(train_recipe, resume="auto" if resume else None, quiet=quiet)
+        stage = stage_named("train")
+        stage.run(stage_config_of(recipe, stage), {"tokens": str(work.tokens.resolve())}, work.run.resolve(),
+                  quiet=quiet, resume="auto" if resume else None)
         return
     # Many processes: torchrun starts them, each runs `lmsmith train` on the resolved training recipe.
     recipe_file = work.root / "train.yaml"
     write_text(recipe_file, yaml.safe_dump(recipe_to_dict(train_recipe), sort_keys=False))
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc_per_node}",
-               "-m", "lmsmith", "train", str(recipe_file), "--resume", "auto"] + (["--quiet"] if quiet else [])
+               "-m", "lmsmith", "train", "--config", str(recipe_file), "--resume", "auto"] + (["--quiet"] if quiet else [])
     finished = subprocess.run(command)
     if finished.returncode == 130 or finished.returncode == -2:
         raise KeyboardInterrupt
@@ -275,39 +251,6 @@ def remove_run(run: Path) -> None:
         return
     read_manifest(run, "train", fix=f"{run} is not a training run; move it away and build again")
     shutil.rmtree(run)
-
-
-def run_eval(recipe: Recipe, work: Workdir, quiet: bool) -> None:
-    from lmsmith.evaluate_split import evaluate_split
-
-    scored = evaluate_split(work.model, work.tokens, recipe.eval, quiet=quiet)
-    with atomic_directory(work.eval) as tmp:
-        write_json(tmp / RESULT, scored.to_dict())
-        write_json(tmp / MANIFEST, make_manifest(
-            "eval", config=section_to_dict(recipe.eval), counts=scored.result.to_dict(),
-            inputs={"model": {"path": str(work.model), "manifest_sha256": file_sha256(work.model / MANIFEST)},
-                    "tokens": {"path": str(work.tokens), "manifest_sha256": file_sha256(work.tokens / MANIFEST)}},
-            files={RESULT: file_sha256(tmp / RESULT)}))
-
-
-def run_generate(recipe: Recipe, work: Workdir, quiet: bool) -> None:
-    from lmsmith.device import pick_device
-    from lmsmith.generate import generate, lay_out_for_decoding
-    from lmsmith.model_dir import load_model_dir
-
-    cfg = recipe.generate
-    model, tokenizer = load_model_dir(work.model, pick_device(cfg.device))
-    lay_out_for_decoding(model)
-    # An empty prompt starts from the end-of-text token, as a new document in the training stream does.
-    prompts = [p if p else [tokenizer.eot_id] for p in cfg.prompts]
-    texts = generate(model, tokenizer, prompts, cfg.generation_config())
-    samples = [{"prompt": prompt, "text": text} for prompt, text in zip(cfg.prompts, texts)]
-    with atomic_directory(work.samples) as tmp:
-        write_json(tmp / SAMPLES, samples)
-        write_json(tmp / MANIFEST, make_manifest(
-            "generate", config=section_to_dict(cfg), counts={"samples": len(samples)},
-            inputs={"model": {"path": str(work.model), "manifest_sha256": file_sha256(work.model / MANIFEST)}},
-            files={SAMPLES: file_sha256(tmp / SAMPLES)}))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -334,10 +277,11 @@ class BuildResult:
 
 def stages_of(recipe: Recipe, until: str | None = None) -> list[str]:
     """The stages this recipe runs, in order (no curate without a curate: section), up to `until`."""
-    stages = [s for s in STAGES if s != "curate" or recipe.curate is not None]
+    names = build_stage_names()
+    stages = [s for s in names if s != "curate" or recipe.curate is not None]
     if until is not None:
-        if until not in STAGES:
-            raise UserError(f"--until {until}: not a stage; the stages are {', '.join(STAGES)}")
+        if until not in names:
+            raise UserError(f"--until {until}: not a stage; the stages are {', '.join(names)}")
         if until not in stages:
             raise UserError(f"--until {until}: this recipe has no {until} stage (it has {', '.join(stages)})")
         stages = stages[:stages.index(until) + 1]
@@ -348,8 +292,8 @@ def forced_stages(stages: list[str], force: Iterable[str]) -> set[str]:
     """The stages to redo: each one named, and every stage after it, which reads its output."""
     forced: set[str] = set()
     for name in force:
-        if name not in STAGES:
-            raise UserError(f"--force {name}: not a stage; the stages are {', '.join(STAGES)}")
+        if name not in build_stage_names():
+            raise UserError(f"--force {name}: not a stage; the stages are {', '.join(build_stage_names())}")
         if name not in stages:
             raise UserError(f"--force {name}: this recipe has no {name} stage to redo (it has {', '.join(stages)})")
         forced.update(stages[stages.index(name):])
@@ -379,8 +323,6 @@ def build(recipe: Recipe, workdir: str | Path | None = None, *, force: Iterable[
     state = BuildState(work)
     result = BuildResult(work.root)
     started = time.perf_counter()
-    runners = {"curate": run_curate, "tokenizer": run_tokenizer, "tokenize": run_tokenize,
-               "eval": run_eval, "generate": run_generate}
     for stage in stages:
         key = stage_key(stage, recipe, work)
         output = work.output(stage)
@@ -396,7 +338,7 @@ def build(recipe: Recipe, workdir: str | Path | None = None, *, force: Iterable[
                 state.record(stage, key, None)
                 run_train(recipe, work, quiet, resume, nproc_per_node)
             else:
-                runners[stage](recipe, work, quiet)
+                run_stage(stage, recipe, work, quiet)
         except KeyboardInterrupt:
             again = "training continues from its last checkpoint" if stage == "train" else "finished stages are kept"
             say(f"[{stage}] stopped. Run the same build again to continue ({again}).")
@@ -436,15 +378,16 @@ def print_outcome(result: BuildResult, console=None) -> None:
                   + (f"; kept: {', '.join(result.skipped)}" if result.skipped else "") + ")")
 
 
-def build_cli(args) -> None:
-    """`lmsmith build [RECIPE] [KEY=VALUE ...] [-o WORKDIR] [--force STAGE] [--until STAGE]`."""
+def load_config(stage, recipe_file, overrides: list[str], flags: dict):
+    """A build's config is its recipe: a file or a shipped recipe's name, plus overrides."""
     from lmsmith.recipe import load_recipe
 
-    recipe_arg, overrides = args.recipe, list(args.overrides)
-    if recipe_arg is not None and "=" in recipe_arg and not Path(recipe_arg).exists():  # only overrides were given
-        recipe_arg, overrides = None, [recipe_arg, *overrides]
-    recipe = load_recipe(recipe_arg, overrides)
-    result = build(recipe, args.out, force=args.force, until=args.until, nproc_per_node=args.nproc_per_node,
-                   quiet=args.quiet)
-    print_outcome(result)
+    return load_recipe(recipe_file, list(overrides))
 
+
+def run(config: Recipe, inputs: dict, out: str | Path | None = None, *, quiet: bool = False, force: list[str] = (),
+        until: str | None = None, nproc_per_node: int = 1) -> dict:
+    """`lmsmith build`: the recipe's stages that are not up to date, then the scores and samples."""
+    result = build(config, out, force=force or (), until=until, nproc_per_node=nproc_per_node, quiet=quiet)
+    print_outcome(result)
+    return {"stage": "build", "ran": result.ran, "kept": result.skipped}

@@ -133,10 +133,16 @@ def section_to_dict(obj: Any) -> dict:
 
 def read_yaml(path: str | Path) -> dict:
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"config file {path} is a directory: give the path of a YAML file")
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist: check the path")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        from lmsmith.errors import cannot_read
+
+        raise cannot_read(path, exc) from None
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ConfigError(f"config file {path} is not valid YAML ({first_line}): fix the syntax") from None

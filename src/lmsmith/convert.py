@@ -18,8 +18,8 @@ for export; weights are read with safetensors directly (or `torch.load(weights_o
 from __future__ import annotations
 
 import json
-import pickle
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,10 +29,11 @@ from safetensors.torch import load_file
 
 from lmsmith.atomic import atomic_directory, write_json
 from lmsmith.config import ModelConfig
-from lmsmith.errors import UserError
-from lmsmith.manifest import MANIFEST, check_replaceable, file_sha256, make_manifest
+from lmsmith.errors import UserError, cannot_read, check_readable
+from lmsmith.manifest import MANIFEST, check_replaceable, file_sha256, make_manifest, read_manifest
 from lmsmith.model import GPT
 from lmsmith.model_dir import describe_mismatch, load_model_dir, save_model_dir
+from lmsmith.model_size import check_model_fits
 from lmsmith.tokenizer import EOT, TOKENIZER_FILE, Tokenizer
 
 SUPPORTED = (
@@ -63,6 +64,8 @@ def read_hf_config(hf_dir: Path):
         raw = json.loads(file.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise UserError(f"{file} is corrupted (not valid JSON): restore it from a good copy") from None
+    except OSError as exc:
+        raise cannot_read(file, exc) from None
     model_type = raw.get("model_type") if isinstance(raw, dict) else None
     classes = {"gpt2": "GPT2Config", "llama": "LlamaConfig", "mistral": "MistralConfig"}
     if model_type not in classes:
@@ -368,6 +371,10 @@ def weight_files(hf_dir: Path) -> list[Path]:
             shards = sorted(set(json.loads(file.read_text(encoding="utf-8"))["weight_map"].values()))
         except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError):
             raise UserError(f"{file} is corrupted (not a shard index): restore it from a good copy") from None
+        except OSError as exc:
+            raise cannot_read(file, exc) from None
+        for shard in shards:
+            check_shard_name(file, shard)
         missing = [s for s in shards if not (hf_dir / s).is_file()]
         if missing:
             raise UserError(f"{hf_dir} lacks the shard(s) {', '.join(missing)} listed in {name}: download them too")
@@ -375,16 +382,35 @@ def weight_files(hf_dir: Path) -> list[Path]:
     raise UserError(f"{hf_dir} has no weights (looked for {', '.join(_WEIGHT_FILES)})")
 
 
+def check_shard_name(index: Path, shard) -> None:
+    """A shard named by an index must be a relative path inside the model directory."""
+    if not isinstance(shard, str) or not shard:
+        raise UserError(f"{index} is corrupted (shard name {shard!r} is not a file name): restore it from a good copy")
+    parts = shard.replace("\\", "/").split("/")
+    if shard.startswith(("/", "\\")) or Path(shard).is_absolute() or ".." in parts or ":" in parts[0]:
+        raise UserError(f"{index} names the shard {shard!r}, which lies outside the model directory: "
+                        "refusing it; use an index whose weight_map names files inside the directory")
+
+
 def read_weight_file(file: Path) -> dict[str, torch.Tensor]:
+    check_readable(file)  # safetensors reports an unreadable file as a missing one
     if file.suffix == ".safetensors":
         try:
             return load_file(str(file))
         except SafetensorError as exc:
             raise UserError(f"{file} is truncated or corrupted ({exc}): download it again") from None
     try:
-        state = torch.load(file, map_location="cpu", weights_only=True)  # never unpickle arbitrary objects
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
-        raise UserError(f"{file} cannot be read safely ({str(exc).splitlines()[0]}): use a model.safetensors copy of the weights") from None
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": the refusal below says enough
+            warnings.simplefilter("ignore")
+            state = torch.load(file, map_location="cpu", weights_only=True)  # never unpickle arbitrary objects
+    except OSError as exc:
+        raise cannot_read(file, exc) from None
+    except Exception as exc:  # a corrupt or foreign file fails anywhere in the unpickler, with any exception type
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        if "Weights only load failed" in first:
+            first = "it holds Python objects besides tensors, and lmsmith never unpickles those"
+        raise UserError(f"{file} cannot be read safely: it is not a plain PyTorch weights file ({first[:200]}); "
+                        "use a model.safetensors copy of the weights") from None
     if not isinstance(state, dict) or not all(isinstance(t, torch.Tensor) for t in state.values()):
         raise UserError(f"{file} does not hold a plain dict of tensors: use a model.safetensors copy of the weights")
     return state
@@ -464,17 +490,18 @@ def _read_json(file: Path) -> dict:
 # The two directions, directory to directory
 
 
-def import_hf_dir(hf_dir: str | Path, out: str | Path) -> Path:
+def import_hf_dir(hf_dir: str | Path, out: str | Path, force: bool = False) -> Path:
     """`lmsmith convert --from-hf`: a local Hugging Face GPT-2/Llama directory -> our model directory."""
     hf_dir = Path(hf_dir)
     if not hf_dir.is_dir():
         raise UserError(f"{hf_dir} is not a directory: give a local Hugging Face model directory")
-    check_replaceable(Path(out), "model", source=hf_dir)
+    check_replaceable(Path(out), "model", source=hf_dir, force=force)
     hf_config = read_hf_config(hf_dir)
     config = config_from_hf(hf_config)
     tokenizer = read_hf_tokenizer(hf_dir, hf_config)
     if tokenizer.vocab_size > config.vocab_size:
         raise UserError(f"{hf_dir}: the tokenizer has {tokenizer.vocab_size} tokens but the model only {config.vocab_size}: they do not belong together")
+    check_model_fits(config, source=hf_dir / "config.json")
     files = weight_files(hf_dir)
     state = state_from_hf(hf_config.model_type, read_hf_weights(files), config)
     model = GPT(config)
@@ -493,10 +520,10 @@ def import_hf_dir(hf_dir: str | Path, out: str | Path) -> Path:
     return Path(out)
 
 
-def export_hf_dir(model_dir: str | Path, out: str | Path) -> Path:
+def export_hf_dir(model_dir: str | Path, out: str | Path, force: bool = False) -> Path:
     """`lmsmith convert --to-hf`: our model directory -> a directory transformers loads with
     AutoModelForCausalLM and AutoTokenizer."""
-    check_replaceable(Path(out), "hf-export", source=Path(model_dir))
+    check_replaceable(Path(out), "hf-export", source=Path(model_dir), force=force)
     model, tokenizer = load_model_dir(model_dir)
     hf_family(model.config)  # refuse before any work
     hf_model = ours_to_hf_model(model, eot_id=tokenizer.eot_id)
@@ -522,3 +549,15 @@ def _model_dir_hashes(model_dir: Path) -> dict[str, str]:
 
     path = resolve_model_dir(model_dir)
     return {name: file_sha256(path / name) for name in (WEIGHTS, CONFIG)}
+
+
+def run(config, inputs: dict, out: str | Path, *, quiet: bool = False, force: bool = False) -> dict:
+    """The convert stage: `--from-hf HF_DIR` into our model directory, or `--to-hf MODEL_DIR` into a
+    Hugging Face one, at `out`; returns the manifest written."""
+    from_hf, to_hf = inputs.get("from_hf"), inputs.get("to_hf")
+    if (from_hf is None) == (to_hf is None):
+        raise UserError("give exactly one of --from-hf HF_DIR and --to-hf MODEL_DIR")
+    written = import_hf_dir(from_hf, out, force=force) if from_hf is not None else export_hf_dir(to_hf, out, force=force)
+    if not quiet:
+        print(f"converted {from_hf or to_hf} -> {written}")
+    return read_manifest(written)

@@ -10,3 +10,29 @@ class UserError(Exception):
     """A mistake in the user's input, with a message that names the problem and the fix."""
 
     exit_code = 2
+
+
+def cannot_read(path, exc: OSError) -> UserError:
+    """The UserError for a file that exists but cannot be read (permissions, an I/O error)."""
+    if isinstance(exc, PermissionError):
+        return UserError(f"cannot read {path} (permission denied): fix its permissions (e.g. chmod u+r)")
+    return UserError(f"cannot read {path} ({exc.strerror or exc}): check the file and the disk it is on")
+
+
+def check_readable(path) -> None:
+    """Open `path` once from Python: the Rust readers (safetensors, tokenizers) misreport permission errors."""
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        raise cannot_read(path, exc) from None
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """An OSError with ENOSPC/EDQUOT, or a SafetensorError wrapping one ("... (os error 28)")."""
+    import errno
+
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    text = str(exc)
+    return any(f"(os error {n})" in text for n in (errno.ENOSPC, errno.EDQUOT)) or "No space left on device" in text

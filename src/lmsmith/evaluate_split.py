@@ -9,6 +9,7 @@ compare models with different tokenizers on the same text.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,11 +17,14 @@ from typing import Literal
 
 import torch
 
+from lmsmith.atomic import write_json
 from lmsmith.config import ConfigError
 from lmsmith.errors import UserError
 from lmsmith.evaluate import EvalResult, evaluate_tokens, token_byte_lengths, windows
 from lmsmith.manifest import MANIFEST
 from lmsmith.token_shards import TokensDir, open_tokens_dir, read_split
+
+STAGE = "eval"
 
 
 @dataclass
@@ -149,19 +153,33 @@ def eval_table(scored: SplitEval):
     return table
 
 
-def eval_cli(args) -> None:
-    """`lmsmith eval MODEL_OR_RUN [--data TOKENS] [--split S] [--context N] [--stride N] [--json]`."""
-    config = EvalConfig(split=args.split, context=args.context, stride=args.stride, batch_size=args.batch_size,
-                        device=args.device, precision=args.precision)
-    try:
-        config.check("eval")
-    except ConfigError as exc:  # name the flags, not the recipe keys
-        raise UserError(str(exc).replace("eval.", "--").replace("batch_size", "batch-size")) from None
-    scored = evaluate_split(args.model, args.data, config, quiet=args.quiet or args.json)
-    if args.json:
+RESULT = "result.json"
+
+
+def run(config, inputs: dict, out: str | Path | None = None, *, quiet: bool = False, as_json: bool = False) -> dict:
+    """The eval stage: score `inputs["model"]` on a split of `inputs["data"]` (default: its own tokens).
+
+    With `out`, writes `out/result.json` and its manifest; prints the table (or one JSON line).
+    Returns the scores.
+    """
+    from lmsmith.output import input_record, stage_directory, write_manifest
+
+    cfg: EvalConfig = config.eval
+    model, data = inputs["model"], inputs.get("data")
+    if out is not None:  # refuse a bad -o before minutes of scoring
+        from lmsmith.output import check_output
+
+        check_output(out, STAGE, reads=[model] + ([data] if data else []))
+    scored = evaluate_split(model, data, cfg, quiet=quiet or as_json)
+    if out is not None:
+        with stage_directory(out, STAGE, reads=[model] + ([data] if data else [])) as tmp:
+            write_json(tmp / RESULT, scored.to_dict())
+            write_manifest(tmp, STAGE, config=dataclasses.asdict(cfg), counts=scored.result.to_dict(),
+                           inputs={"model": input_record(scored.model), "tokens": input_record(scored.data)})
+    if as_json:
         print(json.dumps(scored.to_dict()))
-    else:
+    else:  # the scores are the result: shown with --quiet too (which only hides the progress bar)
         from rich.console import Console
 
         Console(highlight=False).print(eval_table(scored))
-
+    return scored.to_dict()

@@ -14,16 +14,20 @@ is never cut short and no position past block_size is ever used.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 import warnings
-from dataclasses import dataclass, field
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
+from lmsmith.atomic import write_json
 from lmsmith.errors import UserError
 from lmsmith.model import GPT, KVCache
+from lmsmith.model_dir import resolve_model_dir
 
 
 class PromptTruncatedWarning(UserWarning):
@@ -435,33 +439,62 @@ class OrderedPrinter:
         self.out.flush()
 
 
-def generate_cli(args) -> None:
-    """`lmsmith generate`: load a model directory, continue the prompts, print as it goes."""
+@dataclass
+class GenerateConfig(GenerationConfig):
+    """The `generate:` section of a recipe, and the settings of `lmsmith generate`: how to sample, from which prompts."""
+
+    prompts: list[str] = field(default_factory=lambda: [""])  # "" starts from scratch, as a new document would
+    device: str = "auto"  # auto | cpu | cuda | mps
+
+    def check(self, where: str = "generate") -> None:
+        super().check(where)
+        if not self.prompts:
+            raise UserError(f"{where}.prompts is empty: give at least one prompt (\"\" writes from scratch)")
+
+    def generation_config(self) -> GenerationConfig:
+        return GenerationConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(GenerationConfig)})
+
+
+STAGE = "generate"
+SAMPLES = "samples.json"
+
+
+def run(config, inputs: dict, out: str | Path | None = None, *, quiet: bool = False, no_stream: bool = False) -> list:
+    """The generate stage: continue every prompt with the model in `inputs["model"]`, printing as it goes.
+
+    With `out`, also writes `out/samples.json` and its manifest. Returns the samples.
+    """
     from lmsmith.device import pick_device
     from lmsmith.model_dir import load_model_dir
+    from lmsmith.output import check_output, input_record, stage_directory, write_manifest
 
-    config = GenerationConfig(
-        max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-        repetition_penalty=args.repetition_penalty, stop=[unescape_newlines(s) for s in args.stop], seed=args.seed,
-    )
-    config.check("--")
-    device = pick_device(args.device)
-    model, tokenizer = load_model_dir(args.model, device)
+    cfg: GenerateConfig = config.generate
+    model_path = inputs["model"]
+    if out is not None:
+        check_output(out, STAGE, reads=[model_path])
+    device = pick_device(cfg.device)
+    model, tokenizer = load_model_dir(model_path, device)
     lay_out_for_decoding(model)
-    if args.prompt:
-        texts = [unescape_newlines(p) for p in args.prompt]
-        prompts: list = texts
-    else:  # no prompt: write from scratch, as if a new document had just begun
-        texts, prompts = [""], [[tokenizer.eot_id]]
+    # An empty prompt starts from the end-of-text token, as a new document in the training stream does.
+    prompts = [p if p else [tokenizer.eot_id] for p in cfg.prompts]
+    printer = None if no_stream else OrderedPrinter(list(cfg.prompts))
     started = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("always", PromptTruncatedWarning)
         warnings.showwarning = lambda message, *_: print(f"warning: {message}", file=sys.stderr)
-        streams = generate_streams(model, tokenizer, prompts, config, on_text=None if args.no_stream else OrderedPrinter(texts))
+        streams = generate_streams(model, tokenizer, prompts, cfg.generation_config(), on_text=printer)
     elapsed = time.perf_counter() - started
-    if args.no_stream:
-        printer = OrderedPrinter(texts)
+    if no_stream:
+        printer = OrderedPrinter(list(cfg.prompts))
         for i, stream in enumerate(streams):
             printer(i, stream.text, True)
-    tokens = sum(s.tokens for s in streams)
-    print(f"[{tokens} new tokens in {elapsed:.2f} s on {device}: {tokens / elapsed:.1f} tokens/s]", file=sys.stderr)
+    samples = [{"prompt": prompt, "text": stream.text} for prompt, stream in zip(cfg.prompts, streams)]
+    if not quiet:
+        tokens = sum(s.tokens for s in streams)
+        print(f"[{tokens} new tokens in {elapsed:.2f} s on {device}: {tokens / elapsed:.1f} tokens/s]", file=sys.stderr)
+    if out is not None:
+        with stage_directory(out, STAGE, reads=[model_path]) as tmp:
+            write_json(tmp / SAMPLES, samples)
+            write_manifest(tmp, STAGE, config=dataclasses.asdict(cfg), counts={"samples": len(samples)},
+                           inputs={"model": input_record(resolve_model_dir(model_path))})
+    return samples

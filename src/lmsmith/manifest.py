@@ -74,13 +74,9 @@ def read_manifest(directory: str | Path, stage: str | tuple[str, ...] | None = N
     return manifest
 
 
-def check_replaceable(out: str | Path, stage: str | tuple[str, ...], source: str | Path | None = None) -> None:
-    """Only a new or empty directory, or an earlier output of the same stage, may be replaced:
-    never the input, and never a directory of the user's own files."""
-    out = Path(out)
-    if source is not None and (out.resolve() == Path(source).resolve() or Path(source).resolve().is_relative_to(out.resolve())):
-        raise UserError(f"the output {out} would replace the input {source}: choose another -o")
-    if out.is_file():
-        raise UserError(f"output {out} is a file: give a directory path to -o")
-    if out.is_dir() and any(out.iterdir()):
-        read_manifest(out, stage, fix=f"choose a new output directory; {out} is kept as it is")
+def check_replaceable(out: str | Path, stage: str | tuple[str, ...], source: str | Path | None = None,
+                      force: bool = False) -> None:
+    """The shared output rules (`lmsmith.output.check_output`) for a stage that reads `source`."""
+    from lmsmith.output import check_output
+
+    check_output(out, stage, reads=[source] if source is not None else [], force=force)

@@ -12,7 +12,7 @@ says exactly what does not fit.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +21,11 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from lmsmith.atomic import atomic_directory
-from lmsmith.config import ConfigError, ModelConfig, load_model_config, parse_section
-from lmsmith.errors import UserError
-from lmsmith.manifest import MANIFEST, check_replaceable, file_sha256, make_manifest
+from lmsmith.config import ConfigError, ModelConfig, parse_section
+from lmsmith.errors import UserError, cannot_read, check_readable
+from lmsmith.manifest import MANIFEST, file_sha256, make_manifest, read_manifest
 from lmsmith.model import GPT
+from lmsmith.model_size import check_model_fits
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
@@ -33,10 +34,13 @@ CONFIG = "config.json"
 def resolve_model_dir(path: str | Path) -> Path:
     """Accept a model directory, or a run directory holding its final model in `model/`."""
     path = Path(path)
-    if not path.exists():
-        raise UserError(f"model directory {path} does not exist: check the path, or make one with `lmsmith init`")
-    if not (path / CONFIG).is_file() and (path / "model" / CONFIG).is_file():
-        return path / "model"
+    try:  # exists() and is_file() raise PermissionError inside a folder that cannot be searched
+        if not path.exists():
+            raise UserError(f"model directory {path} does not exist: check the path, or make one with `lmsmith init`")
+        if not (path / CONFIG).is_file() and (path / "model" / CONFIG).is_file():
+            return path / "model"
+    except OSError as exc:
+        raise cannot_read(exc.filename or path, exc) from None
     return path
 
 
@@ -75,6 +79,8 @@ def read_model_config(path: str | Path) -> ModelConfig:
         raw = json.loads(file.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise UserError(f"{file} is corrupted (not valid JSON): restore it or re-create the model directory") from None
+    except OSError as exc:
+        raise cannot_read(file, exc) from None
     try:
         config = parse_section(ModelConfig, raw, "config.json")
     except ConfigError as exc:
@@ -97,6 +103,7 @@ def load_weights(path: Path, model: GPT) -> None:
     file = path / WEIGHTS
     if not file.is_file():
         raise UserError(f"{path} has no weights ({WEIGHTS}): train the model or re-create it with `lmsmith init`")
+    check_readable(file)  # safetensors reports an unreadable file as a missing one
     expected = model_state_for_saving(model)
     try:
         with safe_open(str(file), framework="pt") as f:
@@ -114,6 +121,9 @@ def load_weights(path: Path, model: GPT) -> None:
                         "the weights were made for another model shape"
                     )
                 loaded[name] = f.get_tensor(name)
+                if loaded[name].is_floating_point() and not bool(torch.isfinite(loaded[name]).all()):
+                    raise UserError(f"{file} holds non-finite weights (NaN or inf) in {name}: the run diverged; "
+                                    "use an earlier checkpoint")
     except SafetensorError as exc:
         raise UserError(f"{file} is truncated or corrupted ({exc}): restore it from a good copy") from None
     model.load_state_dict(loaded, strict=not model.config.tie_embeddings)
@@ -123,6 +133,7 @@ def load_model_dir(path: str | Path, device: str | torch.device = "cpu", with_to
     """Load (model, tokenizer) from a model or run directory; the model is in eval mode."""
     path = resolve_model_dir(path)
     config = read_model_config(path)
+    check_model_fits(config, source=path / CONFIG)
     model = GPT(config)
     load_weights(path, model)
     model.to(device).eval()
@@ -139,23 +150,36 @@ def load_model_dir(path: str | Path, device: str | torch.device = "cpu", with_to
     return model, tokenizer
 
 
-def init_model_dir(config_path: str | None, overrides: list[str], tokenizer_dir: str, out: str, seed: int = 0) -> Path:
-    """`lmsmith init`: a fresh model with random GPT-2-style weights, sized for the tokenizer."""
+@dataclass
+class InitConfig:
+    """What `lmsmith init` needs besides the model's shape."""
+
+    seed: int = 0  # the random initial weights are the same for the same seed
+
+
+def run(config, inputs: dict, out: str | Path, *, quiet: bool = False, force: bool = False) -> dict:
+    """The init stage: a fresh model with random GPT-2-style weights, sized for the tokenizer in
+    `inputs["tokenizer"]`, written to `out/`; returns the manifest."""
+    from lmsmith.output import check_output, remove_leftovers
     from lmsmith.tokenizer import load_tokenizer
 
-    config = load_model_config(config_path, overrides)
-    check_replaceable(out, "model", source=tokenizer_dir)
+    model_config: ModelConfig = config.model
+    tokenizer_dir = inputs["tokenizer"]
+    check_output(out, "model", reads=[tokenizer_dir], force=force)
     tokenizer = load_tokenizer(tokenizer_dir)
-    if config.vocab_size is None:
-        config.vocab_size = tokenizer.vocab_size
-    elif config.vocab_size < tokenizer.vocab_size:
+    if model_config.vocab_size is None:
+        model_config.vocab_size = tokenizer.vocab_size
+    elif model_config.vocab_size < tokenizer.vocab_size:
         raise ConfigError(
-            f"model.vocab_size ({config.vocab_size}) is smaller than the tokenizer's {tokenizer.vocab_size} tokens: "
+            f"model.vocab_size ({model_config.vocab_size}) is smaller than the tokenizer's {tokenizer.vocab_size} tokens: "
             "remove model.vocab_size to take the tokenizer's"
         )
-    torch.manual_seed(seed)
-    model = GPT(config)
+    torch.manual_seed(config.init.seed)
+    model = GPT(model_config)
+    remove_leftovers(out)
     save_model_dir(out, model, tokenizer, made_by="init",
                    inputs={"tokenizer": {"path": str(tokenizer_dir), "sha256": tokenizer.sha256}})
-    print(f"initialised {out}: {model.num_params():,} parameters, vocab {config.vocab_size}, context {config.block_size}")
-    return Path(out)
+    if not quiet:
+        print(f"initialised {out}: {model.num_params():,} parameters, vocab {model_config.vocab_size}, "
+              f"context {model_config.block_size}")
+    return read_manifest(out, "model")

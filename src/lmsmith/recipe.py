@@ -21,104 +21,51 @@ a recipe by `train_recipe`. Everything is checked when the recipe is loaded, bef
 from __future__ import annotations
 
 import copy
-import dataclasses
 import difflib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from lmsmith.config import ConfigError, ModelConfig, apply_overrides, parse_section, read_yaml, section_to_dict
 from lmsmith.data.config import CurateConfig
 from lmsmith.errors import UserError
 from lmsmith.evaluate_split import EvalConfig
-from lmsmith.generate import GenerationConfig
-from lmsmith.token_shards import SHARD_TOKENS
-from lmsmith.tokenizer import check_vocab_size, special_token_list
+from lmsmith.generate import GenerateConfig
+from lmsmith.token_shards import TokenizeConfig
+from lmsmith.tokenizer import TokenizerConfig
 from lmsmith.train.config import TrainConfig, TrainRecipe, plan_batch
 
-STAGES = ("curate", "tokenizer", "tokenize", "train", "eval", "generate")  # in the order build runs them
-SECTIONS = ("curate", "tokenizer", "tokenize", "model", "train", "eval", "generate", "sweep")
 SHIPPED = "configs"  # recipes shipped inside the package: lmsmith/configs/NAME.yaml
 DEFAULT_RECIPE = "quickstart"
 
 
-@dataclass
-class CurateSection(CurateConfig):
-    """`lmsmith curate`'s config plus what to curate."""
+def build_stage_names() -> tuple[str, ...]:
+    """The stages `lmsmith build` runs, in order (from the registry)."""
+    from lmsmith.stages import BUILD_STAGES
 
-    inputs: list[str] = field(default_factory=list)  # files, folders, hf:NAME[:CONFIG][:SPLIT], stdlib
-
-    def check(self, where: str = "curate") -> None:
-        super().check(where)
-        if not self.inputs:
-            raise ConfigError(f"{where}.inputs is empty: name what to curate, e.g. {where}.inputs=[stdlib] "
-                              "or a list of files, folders and hf:DATASET names")
-
-    def curate_config(self) -> CurateConfig:
-        """The section without `inputs`: the config `lmsmith curate` takes."""
-        return CurateConfig(**{f.name: copy.deepcopy(getattr(self, f.name)) for f in dataclasses.fields(CurateConfig)})
+    return tuple(s.name for s in BUILD_STAGES)
 
 
-@dataclass
-class TokenizerSection:
-    kind: Literal["bpe", "char"] = "bpe"
-    vocab_size: int | None = 4096  # everything included (256 bytes, special tokens); char: null keeps every character
-    special_tokens: list[str] = field(default_factory=list)  # besides <|endoftext|>, which is always there
-    sample_mb: float | None = None  # train on the first this many MB of the training text; null: all of it
+def recipe_sections() -> tuple[str, ...]:
+    """The sections a recipe may hold: every section a stage reads (from the registry)."""
+    from lmsmith.stages import all_sections
 
-    def check(self, where: str = "tokenizer") -> None:
-        if self.kind == "bpe" and self.vocab_size is None:
-            raise ConfigError(f"{where}.vocab_size is needed for a BPE tokenizer, e.g. {where}.vocab_size=4096")
-        try:
-            specials = special_token_list(self.special_tokens)
-            if self.vocab_size is not None:
-                check_vocab_size(self.vocab_size, specials)
-        except UserError as exc:
-            raise ConfigError(f"{where}: {exc}") from None
-        if self.sample_mb is not None and not self.sample_mb > 0:
-            raise ConfigError(f"{where}.sample_mb must be positive (or null for all the text), got {self.sample_mb}")
-
-
-@dataclass
-class TokenizeSection:
-    inputs: list[str] = field(default_factory=list)  # text files and folders; only when there is no curate: section
-    val_fraction: float | None = None  # text files only: the last fraction of the tokens held out (default 0.1)
-    shard_tokens: int = SHARD_TOKENS
-
-    def check(self, where: str = "tokenize") -> None:
-        if self.shard_tokens < 1:
-            raise ConfigError(f"{where}.shard_tokens must be at least 1, got {self.shard_tokens}")
-        if self.val_fraction is not None and not 0.0 < self.val_fraction < 1.0:
-            raise ConfigError(f"{where}.val_fraction must be between 0 and 1 (exclusive), got {self.val_fraction}")
-
-
-@dataclass
-class GenerateSection(GenerationConfig):
-    """The samples printed at the end of a build: how to sample, and from which prompts."""
-
-    prompts: list[str] = field(default_factory=lambda: [""])  # "" starts from scratch, as a new document would
-    device: str = "auto"
-
-    def check(self, where: str = "generate") -> None:
-        super().check(where)
-        if not self.prompts:
-            raise ConfigError(f"{where}.prompts is empty: give at least one prompt (\"\" writes from scratch)")
-
-    def generation_config(self) -> GenerationConfig:
-        return GenerationConfig(**{f.name: copy.deepcopy(getattr(self, f.name)) for f in dataclasses.fields(GenerationConfig)})
+    return tuple(all_sections())
 
 
 @dataclass
 class Recipe:
-    curate: CurateSection | None = None
-    tokenizer: TokenizerSection = field(default_factory=TokenizerSection)
-    tokenize: TokenizeSection = field(default_factory=TokenizeSection)
+    curate: CurateConfig | None = None
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    tokenize: TokenizeConfig = field(default_factory=TokenizeConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
-    generate: GenerateSection = field(default_factory=GenerateSection)
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
     sweep: dict[str, Any] | None = None  # checked by `lmsmith sweep`
+    init: Any = None  # `lmsmith init`'s seed; build's train stage makes its own model
+    finetune: dict[str, Any] | None = None  # read by `lmsmith finetune --config`, not by build
     path: Path | None = None  # the file it was read from (not a config key)
 
     @property
@@ -127,7 +74,8 @@ class Recipe:
 
     def to_dict(self) -> dict:
         """The plain-dict form, as it would be written in a recipe file (loads back to an equal Recipe)."""
-        raw = {name: section_to_dict(getattr(self, name)) for name in SECTIONS if name not in ("curate", "sweep")}
+        raw = {name: section_to_dict(getattr(self, name))
+               for name in ("tokenizer", "tokenize", "model", "train", "eval", "generate")}
         if self.curate is not None:
             raw = {"curate": section_to_dict(self.curate), **raw}
         if self.sweep is not None:
@@ -177,20 +125,24 @@ def load_recipe(name_or_path: str | Path | None = None, overrides: list[str] = (
 
 def recipe_from_dict(raw: dict) -> Recipe:
     """A checked Recipe from the plain dict of a recipe file."""
+    sections = recipe_sections()
     for key in raw:
-        if key not in SECTIONS:
-            match = difflib.get_close_matches(str(key), SECTIONS, n=1, cutoff=0.5)
-            hint = f"did you mean '{match[0]}'?" if match else f"a recipe has the sections {', '.join(SECTIONS)}"
+        if key not in sections:
+            match = difflib.get_close_matches(str(key), sections, n=1, cutoff=0.5)
+            hint = f"did you mean '{match[0]}'?" if match else f"a recipe has the sections {', '.join(sections)}"
             raise ConfigError(f"unknown stage '{key}' in the recipe: {hint}")
     recipe = Recipe(
-        curate=parse_section(CurateSection, raw["curate"], "curate") if "curate" in raw else None,
-        tokenizer=parse_section(TokenizerSection, raw.get("tokenizer"), "tokenizer"),
-        tokenize=parse_section(TokenizeSection, raw.get("tokenize"), "tokenize"),
+        curate=parse_section(CurateConfig, raw["curate"], "curate") if "curate" in raw else None,
+        tokenizer=parse_section(TokenizerConfig, raw.get("tokenizer"), "tokenizer"),
+        tokenize=parse_section(TokenizeConfig, raw.get("tokenize"), "tokenize"),
         model=parse_section(ModelConfig, raw.get("model"), "model"),
         train=parse_section(TrainConfig, raw.get("train"), "train"),
         eval=parse_section(EvalConfig, raw.get("eval"), "eval"),
-        generate=parse_section(GenerateSection, raw.get("generate"), "generate"),
+        generate=parse_section(GenerateConfig, raw.get("generate"), "generate"),
     )
+    if recipe.curate is not None and not recipe.curate.inputs:
+        raise ConfigError("curate.inputs is empty: name what to curate, e.g. curate.inputs=[stdlib] "
+                          "or a list of files, folders and hf:DATASET names")
     sweep = raw.get("sweep")
     if sweep is not None and not isinstance(sweep, dict):
         raise ConfigError(f"sweep: expected a mapping of keys to values, got {sweep!r}")

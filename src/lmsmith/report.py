@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lmsmith.atomic import atomic_directory, write_bytes, write_text
+from lmsmith.atomic import write_bytes, write_text
 from lmsmith.errors import UserError
 from lmsmith.manifest import MANIFEST
 
@@ -516,29 +516,30 @@ def draw_all(inputs: ReportInputs) -> dict[str, bytes]:
     return pngs
 
 
-def check_output_dir(out: Path) -> None:
-    """The report directory is replaced as a whole: only a new, empty or earlier report directory may be."""
-    if out.is_file():
-        raise UserError(f"-o {out} is a file: give a directory for the report")
-    if out.is_dir() and any(out.iterdir()) and not (out / REPORT_HTML).is_file():
-        raise UserError(f"{out} already holds files that are not a report: choose another -o; it is kept as it is")
+STAGE = "report"
 
 
 def write_report(path: str | Path, out: str | Path | None = None) -> Path:
     """Render the report of a run or work directory; returns the path of report.html."""
+    from lmsmith.output import check_output, stage_directory, write_manifest
+
     inputs = gather(path)
     out = Path(out) if out is not None else (inputs.workdir or inputs.run) / "report"
-    check_output_dir(out)
+    check_output(out, STAGE, reads=[path])
     pngs = draw_all(inputs)
     page = render_html(inputs, pngs, model_parameters(inputs.config.get("model") or {}))
-    with atomic_directory(out) as tmp:
+    with stage_directory(out, STAGE, reads=[path]) as tmp:
         for name, data in pngs.items():
             write_bytes(tmp / PNGS[name], data)
         write_text(tmp / REPORT_HTML, page)
+        write_manifest(tmp, STAGE, inputs={"run": str(inputs.run), "workdir": str(inputs.workdir or "")},
+                       counts={"pictures": len(pngs)})
     return out / REPORT_HTML
 
 
-def report_cli(args) -> None:
-    written = write_report(args.path, args.out)
-    if not args.quiet:
+def run(config, inputs: dict, out: str | Path | None = None, *, quiet: bool = False) -> dict:
+    """The report stage: report.html and its pictures for a run or a build's work directory."""
+    written = write_report(inputs["path"], out)
+    if not quiet:
         print(f"report written to {written} (and its pictures as PNGs beside it)")
+    return json.loads((written.parent / MANIFEST).read_text(encoding="utf-8"))

@@ -55,7 +55,7 @@ from typing import Any, Callable
 
 import yaml
 
-from lmsmith.atomic import write_bytes, write_text
+from lmsmith.atomic import write_bytes, write_text, write_json
 from lmsmith.config import ConfigError, ModelConfig, apply_overrides, parse_section, read_yaml
 from lmsmith.errors import UserError
 from lmsmith.train.config import TrainConfig, plan_batch
@@ -301,7 +301,7 @@ def run_trial(recipe_file: Path, run_dir: Path, log_file: Path, on_val_loss: Cal
     follower = MetricsFollower(run_dir / METRICS)
     outcome = TrialOutcome([], 0.0, {})
     started = time.perf_counter()
-    command = [sys.executable, "-m", "lmsmith", "train", str(recipe_file), "--quiet"]
+    command = [sys.executable, "-m", "lmsmith", "train", "--config", str(recipe_file), "--quiet"]
     with open(log_file, "w", encoding="utf-8") as log:
         child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                  env={**os.environ, "PYTHONUNBUFFERED": "1"})
@@ -663,8 +663,9 @@ def sweep(recipe_arg: str | None, overrides: list[str] = (), *, trials: int | No
         config.budget_minutes = budget_minutes
     config.check()
     out_dir = Path(out) if out is not None else Path("sweeps") / recipe.name
-    if out_dir.is_file():
-        raise UserError(f"-o {out_dir} is a file: give a directory for the sweep")
+    from lmsmith.output import check_output
+
+    check_output(out_dir, "sweep")  # never over a folder of the user's own results.csv or best.yaml
     base = {k: v for k, v in recipe.to_dict().items() if k != "sweep"}
     plan = SweepPlan(base, config, config.dimensions(), Path("."))
     check_space_edges(plan)  # before any data is prepared: a bad space costs nothing
@@ -675,6 +676,10 @@ def sweep(recipe_arg: str | None, overrides: list[str] = (), *, trials: int | No
 
     plan.data = prepare_tokens(recipe, data, workdir, quiet)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if not (out_dir / "manifest.json").is_file():  # marks the directory as a sweep's, so later runs may continue it
+        from lmsmith.manifest import make_manifest
+
+        write_json(out_dir / "manifest.json", make_manifest("sweep", config={"recipe": str(recipe.path or recipe.name)}))
     storage_url = storage or f"sqlite:///{(out_dir / STUDY_DB).resolve()}"
     name = study_name or recipe.name
     study = open_study(storage_url, name, base, config)
@@ -774,9 +779,15 @@ def finish_sweep(study, plan: SweepPlan, out_dir: Path, storage_url: str, as_wri
     return SweepResult(out_dir, study.study_name, storage_url, counted_trials(study), best, files)
 
 
-def sweep_cli(args) -> None:
-    recipe_arg, overrides = args.recipe, list(args.overrides)
-    if recipe_arg is not None and "=" in recipe_arg and not Path(recipe_arg).exists():  # only overrides were given
-        recipe_arg, overrides = None, [recipe_arg, *overrides]
-    sweep(recipe_arg, overrides, trials=args.trials, budget_minutes=args.budget_minutes, out=args.out,
-          storage=args.storage, study_name=args.study_name, data=args.data, workdir=args.workdir, quiet=args.quiet)
+def load_config(stage, recipe_file, overrides: list[str], flags: dict):
+    """A sweep reads its recipe (the positional input) itself; the flags and overrides go with it."""
+    return {"recipe": recipe_file, "overrides": list(overrides), **{k.split(".", 1)[1]: v for k, v in flags.items()}}
+
+
+def run(config: dict, inputs: dict, out: str | Path | None = None, *, quiet: bool = False, storage: str | None = None,
+        study_name: str | None = None, data: str | None = None, workdir: str | None = None) -> dict:
+    """The sweep stage: run (or continue) a study; returns what it found."""
+    result = sweep(config["recipe"], config["overrides"], trials=config.get("trials"),
+                   budget_minutes=config.get("budget_minutes"), out=out, storage=storage, study_name=study_name,
+                   data=data, workdir=workdir, quiet=quiet)
+    return {"stage": "sweep", "study": result.study_name, "trials": result.trials}

@@ -21,13 +21,14 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Iterable, Iterator
 
 import numpy as np
 
-from lmsmith.atomic import atomic_directory, write_json
-from lmsmith.errors import UserError
-from lmsmith.manifest import MANIFEST, check_replaceable, file_sha256, make_manifest, read_manifest
+from lmsmith.config import parse_section
+from lmsmith.errors import UserError, is_disk_full
+from lmsmith.manifest import MANIFEST, file_sha256, read_manifest
 from lmsmith.tokenizer import TOKENIZER_FILE, TextFiles, Tokenizer, load_tokenizer
 
 STAGE = "tokenize"
@@ -74,17 +75,35 @@ class SplitWriter:
         self._write(np.asarray(ids, dtype=self.dtype))
 
     def _write(self, ids: np.ndarray) -> None:
-        while len(ids):
-            if self._file is None:
-                self._open()
-            room = self.shard_tokens - self._in_shard
-            piece, ids = ids[:room], ids[room:]
-            data = piece.tobytes()
-            self._file.write(data)
-            self._hash.update(data)
-            self._in_shard += len(piece)
-            if self._in_shard == self.shard_tokens:
-                self._close_shard()
+        try:
+            while len(ids):
+                if self._file is None:
+                    self._open()
+                room = self.shard_tokens - self._in_shard
+                piece, ids = ids[:room], ids[room:]
+                data = piece.tobytes()
+                self._file.write(data)
+                self._hash.update(data)
+                self._in_shard += len(piece)
+                if self._in_shard == self.shard_tokens:
+                    self._close_shard()
+        except OSError as exc:
+            raise self._write_failed(exc) from None
+
+    def _write_failed(self, exc: OSError) -> UserError:
+        """A full disk (or another failed write) as one line; the half-written shards are in a temporary folder."""
+        file = self.folder.parent / self.shards[-1]["name"] if self.shards else self.folder
+        if self._file is not None:
+            try:
+                self._file.close()
+            except OSError:
+                pass
+            self._file = None
+        if is_disk_full(exc):
+            return UserError(f"disk full while writing {file}: free some space and run again "
+                             "(an earlier output directory is kept until the new one is complete)")
+        return UserError(f"cannot write {file} ({exc.strerror or exc}): check the disk and its permissions, "
+                         "then run again")
 
     def _open(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -101,7 +120,10 @@ class SplitWriter:
 
     def close(self) -> None:
         if self._file is not None:
-            self._close_shard()
+            try:
+                self._close_shard()
+            except OSError as exc:  # the last buffered bytes are written on close
+                raise self._write_failed(exc) from None
 
     @property
     def tokens(self) -> int:
@@ -187,35 +209,62 @@ def move_tail_to(train: SplitWriter, val: SplitWriter, fraction: float) -> None:
     train.shards = kept
 
 
+@dataclass
+class TokenizeConfig:
+    """The `tokenize:` section of a recipe, and the settings of `lmsmith tokenize`."""
+
+    inputs: list[str] = field(default_factory=list)  # a recipe without curate: the text files and folders
+    val_fraction: float | None = None  # text files only: the last fraction of the tokens held out (default 0.1)
+    shard_tokens: int = SHARD_TOKENS
+
+    def check(self, where: str = "tokenize") -> None:
+        from lmsmith.config import ConfigError
+
+        if self.shard_tokens < 1:
+            raise ConfigError(f"{where}.shard_tokens must be at least 1, got {self.shard_tokens}")
+        if self.val_fraction is not None and not 0.0 < self.val_fraction < 1.0:
+            raise ConfigError(f"{where}.val_fraction must be between 0 and 1 (exclusive), got {self.val_fraction}")
+
+
 def tokenize_corpus(inputs: list[str], tokenizer_dir: str | Path, out: str | Path, *, val_fraction: float | None = None,
                     shard_tokens: int = SHARD_TOKENS, quiet: bool = False) -> dict:
-    """`lmsmith tokenize`: encode a curated directory or text files into `out/`; returns the manifest."""
+    """Encode a curated directory or text files into `out/`; returns the manifest (the stage, called from Python)."""
+    config = SimpleNamespace(tokenize=parse_section(TokenizeConfig, {"val_fraction": val_fraction,
+                                                                     "shard_tokens": shard_tokens}, "tokenize"))
+    return run(config, {"data": inputs, "tokenizer": tokenizer_dir}, out, quiet=quiet)
+
+
+def run(config, inputs: dict, out: str | Path, *, quiet: bool = False) -> dict:
+    """The tokenize stage: `inputs["data"]` (a curated directory, or text files and folders) encoded with
+    the tokenizer in `inputs["tokenizer"]` into shards in `out/`; returns the manifest."""
+    from lmsmith.output import input_record, stage_directory, write_manifest
+
+    cfg: TokenizeConfig = config.tokenize
     out = Path(out)
-    if shard_tokens < 1:
-        raise UserError(f"--shard-tokens must be at least 1, got {shard_tokens}")
+    data = [str(p) for p in (inputs.get("data") or cfg.inputs)]
+    if not data:
+        raise UserError("nothing to tokenize: name a curated directory or text files (lmsmith tokenize DATA -t TOK -o OUT)")
+    tokenizer_dir = inputs["tokenizer"]
     tokenizer = load_tokenizer(tokenizer_dir)
     dtype = token_dtype(tokenizer.vocab_size)
-    curated = _curated_dir(inputs)
+    curated = _curated_dir(data)
+    val_fraction = cfg.val_fraction
     if curated is not None and val_fraction is not None:
-        raise UserError(f"{curated} is a curated directory with its own val split: leave out --val-fraction "
+        raise UserError(f"{curated} is a curated directory with its own val split: leave out tokenize.val_fraction "
                         "(or change split.val_fraction when curating)")
     if curated is None:
         val_fraction = 0.1 if val_fraction is None else val_fraction
-        if not 0.0 < val_fraction < 1.0:
-            raise UserError(f"--val-fraction must be between 0 and 1 (exclusive), got {val_fraction}")
-    for source in ([curated] if curated else inputs):
-        check_replaceable(out, STAGE, source=source)
 
-    with atomic_directory(out) as tmp, _Progress(quiet) as progress:
-        writers = {s: SplitWriter(tmp / s, dtype, shard_tokens, tokenizer.eot_id) for s in SPLITS}
+    with stage_directory(out, STAGE, reads=[*data, tokenizer_dir]) as tmp, _Progress(quiet) as progress:
+        writers = {s: SplitWriter(tmp / s, dtype, cfg.shard_tokens, tokenizer.eot_id) for s in SPLITS}
         if curated is not None:
             source_manifest = read_manifest(curated, "curate")
-            inputs_info = {"data": {"path": str(curated), "manifest_sha256": file_sha256(curated / MANIFEST)}}
+            inputs_info = {"data": input_record(curated)}
             for split in SPLITS:
                 progress.start(split, source_manifest.get("counts", {}).get(f"{split}_bytes"))
                 encode_into(writers[split], tokenizer, _curated_texts(curated, split), progress.advance)
         else:
-            corpus = TextFiles(inputs, exclude=[out])
+            corpus = TextFiles(data, exclude=[out])
             progress.start("train", corpus.total_bytes)
             encode_into(writers["train"], tokenizer, _file_texts(corpus), progress.advance)
             move_tail_to(writers["train"], writers["val"], val_fraction)
@@ -223,18 +272,17 @@ def tokenize_corpus(inputs: list[str], tokenizer_dir: str | Path, out: str | Pat
         if writers["train"].tokens == 0:
             raise UserError("the train split encodes to no tokens at all: give inputs that hold text")
         tokenizer.save(tmp)
-        manifest = make_manifest(
-            STAGE,
+        manifest = write_manifest(
+            tmp, STAGE,
             config={"dtype": dtype.name, "eot_id": tokenizer.eot_id, "vocab_size": tokenizer.vocab_size,
-                    "tokenizer_sha256": tokenizer.sha256, "shard_tokens": shard_tokens,
+                    "tokenizer_sha256": tokenizer.sha256, "shard_tokens": cfg.shard_tokens,
                     "val_fraction": val_fraction if curated is None else None,
                     "documents_joined_by": "eot"},
             inputs={**inputs_info, "tokenizer": {"path": str(tokenizer_dir), "sha256": tokenizer.sha256}},
-            counts={split: {"tokens": w.tokens, "documents": w.documents, "shards": len(w.shards)} for split, w in writers.items()},
-            files={shard["name"]: shard["sha256"] for w in writers.values() for shard in w.shards},
+            counts={split: {"tokens": w.tokens, "documents": w.documents, "shards": len(w.shards)}
+                    for split, w in writers.items()},
+            shards={shard["name"]: shard["tokens"] for w in writers.values() for shard in w.shards},
         )
-        manifest["shards"] = {shard["name"]: shard["tokens"] for w in writers.values() for shard in w.shards}
-        write_json(tmp / MANIFEST, manifest)
     if not quiet:
         counts = ", ".join(f"{s} {w.tokens:,}" for s, w in writers.items() if w.tokens)
         print(f"tokenized into {out}: {counts} tokens ({dtype.name}, vocab {tokenizer.vocab_size})")

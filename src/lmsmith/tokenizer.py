@@ -17,27 +17,30 @@ before anything else, so they are never split, and no learned token ever holds a
 from __future__ import annotations
 
 import codecs
+import dataclasses
 import hashlib
 import json
 import os
 import re
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Literal
 
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers, processors, trainers
 
-from lmsmith.atomic import atomic_directory, write_json, write_text
-from lmsmith.errors import UserError
-from lmsmith.manifest import MANIFEST, check_replaceable, file_sha256, make_manifest
+from lmsmith.atomic import write_json, write_text
+from lmsmith.errors import UserError, cannot_read, check_readable
+from lmsmith.manifest import MANIFEST, read_manifest
 
+STAGE = "tokenizer"
 TOKENIZER_FILE = "tokenizer.json"
 TOKENIZER_CONFIG = "tokenizer_config.json"  # read by transformers.AutoTokenizer
 EOT = "<|endoftext|>"
 KINDS = ("bpe", "char")
 BYTE_ALPHABET = 256  # a byte-level vocabulary always holds one token per byte value
+MAX_VOCAB = 1 << 24  # 16,777,216: far past any real tokenizer, well before the tokenizers library gives out
 _BYTE_TOKEN = re.compile(r"<0x([0-9A-F]{2})>")
 
 
@@ -94,11 +97,23 @@ class Tokenizer:
     def special_tokens(self) -> list[str]:
         return [t.content for _, t in sorted(self.backend.get_added_tokens_decoder().items()) if t.special]
 
-    def encode(self, text: str) -> list[int]:
-        return self.backend.encode(text, add_special_tokens=False).ids
+    def encode(self, text: str, what: str = "the prompt") -> list[int]:
+        """Token ids of `text`; `what` names the text in the UserError for one that is not valid UTF-8."""
+        try:
+            return self.backend.encode(text, add_special_tokens=False).ids
+        except TypeError:  # tokenizers refuses a str holding lone surrogates ("TextInputSequence must be str")
+            if isinstance(text, str):
+                check_text_encodable(text, what)
+            raise
 
-    def encode_batch(self, texts: list[str]) -> list[list[int]]:
-        return [e.ids for e in self.backend.encode_batch(texts, add_special_tokens=False)]
+    def encode_batch(self, texts: list[str], what: str = "the text") -> list[list[int]]:
+        try:
+            return [e.ids for e in self.backend.encode_batch(texts, add_special_tokens=False)]
+        except TypeError:
+            for i, text in enumerate(texts):
+                if isinstance(text, str):
+                    check_text_encodable(text, f"{what} (item {i} of the batch)")
+            raise
 
     def decode(self, ids: list[int]) -> str:
         return self.backend.decode(list(ids), skip_special_tokens=False)
@@ -141,19 +156,36 @@ class Tokenizer:
         return self._byte_level
 
 
+def check_text_encodable(text: str, what: str = "the prompt") -> None:
+    """Refuse text that is not valid Unicode: lone surrogates, which is how Python hands over the bytes
+    of a command-line argument that are not UTF-8 (surrogateescape), and which no tokenizer can encode."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        bad = text[exc.start]
+        escaped = 0xDC80 <= ord(bad) <= 0xDCFF  # a byte that was not UTF-8, kept by surrogateescape
+        detail = f"byte 0x{ord(bad) - 0xDC00:02x}" if escaped else f"lone surrogate U+{ord(bad):04X}"
+        raise UserError(f"{what} is not valid UTF-8 text ({detail} at character {exc.start}): "
+                        "give it as UTF-8 (e.g. convert it with `iconv -t utf-8`)") from None
+
+
 def load_tokenizer(directory: str | Path) -> Tokenizer:
     """Load the tokenizer of a tokenizer, model or run directory."""
     directory = Path(directory)
-    if directory.is_file() and directory.name == TOKENIZER_FILE:
-        directory = directory.parent
-    if not directory.exists():
-        raise UserError(f"tokenizer directory {directory} does not exist: "
-                        "check the path, or train one with `lmsmith tokenizer train`")
-    file = directory / TOKENIZER_FILE
-    if not file.is_file() and (directory / "model" / TOKENIZER_FILE).is_file():
-        directory, file = directory / "model", directory / "model" / TOKENIZER_FILE
-    if not file.is_file():
-        raise UserError(f"{directory} has no {TOKENIZER_FILE}: train one with `lmsmith tokenizer train`")
+    try:  # exists() and is_file() raise PermissionError inside a folder that cannot be searched
+        if directory.is_file() and directory.name == TOKENIZER_FILE:
+            directory = directory.parent
+        if not directory.exists():
+            raise UserError(f"tokenizer directory {directory} does not exist: "
+                            "check the path, or train one with `lmsmith tokenizer train`")
+        file = directory / TOKENIZER_FILE
+        if not file.is_file() and (directory / "model" / TOKENIZER_FILE).is_file():
+            directory, file = directory / "model", directory / "model" / TOKENIZER_FILE
+        if not file.is_file():
+            raise UserError(f"{directory} has no {TOKENIZER_FILE}: train one with `lmsmith tokenizer train`")
+    except OSError as exc:
+        raise cannot_read(exc.filename or directory, exc) from None
+    check_readable(file)  # tokenizers reports an unreadable file as a bare "Permission denied"
     try:
         backend = HFTokenizer.from_file(str(file))
     except Exception as exc:  # tokenizers raises bare Exceptions for malformed JSON and unreadable files
@@ -169,11 +201,9 @@ def load_tokenizer(directory: str | Path) -> Tokenizer:
             kind = config.get("lmsmith_kind", kind)
         except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
             raise UserError(f"{config_file} is corrupted (not a JSON object): restore it or delete it") from None
+        except OSError as exc:
+            raise cannot_read(config_file, exc) from None
     return Tokenizer(backend, eot_token=eot, kind=kind)
-
-
-def tokenizer_file_sha256(directory: str | Path) -> str:
-    return file_sha256(Path(directory) / TOKENIZER_FILE)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -315,6 +345,9 @@ def check_vocab_size(vocab_size: int, special_tokens: list[str]) -> None:
             f"{BYTE_ALPHABET} byte tokens + {len(special_tokens)} special token(s) = {smallest} at least; "
             "ask for more (e.g. --vocab-size 4096)"
         )
+    if vocab_size > MAX_VOCAB:
+        raise UserError(f"vocab size {vocab_size:,} is more than lmsmith's limit of {MAX_VOCAB:,} (2**24) tokens: "
+                        "ask for fewer (GPT-2 has 50,257; e.g. --vocab-size 32768)")
 
 
 def train_bpe(texts: Iterable[str], vocab_size: int, special_tokens: Iterable[str] = (),
@@ -443,49 +476,99 @@ class _TrainingProgress:
 # the `lmsmith tokenizer` verbs
 
 
-def train_tokenizer_cli(inputs: list[str], out: str | Path, kind: str = "bpe", vocab_size: int = 4096,
-                        special_tokens: Iterable[str] = (), quiet: bool = False) -> Path:
-    """`lmsmith tokenizer train`: train on files and folders, write `out/` atomically with a manifest."""
+@dataclass
+class TokenizerConfig:
+    """The `tokenizer:` section of a recipe, and the settings of `lmsmith tokenizer train`."""
+
+    kind: Literal["bpe", "char"] = "bpe"
+    vocab_size: int | None = 4096  # everything included (256 bytes, special tokens); char: null keeps every character
+    special_tokens: list[str] = field(default_factory=list)  # besides <|endoftext|>, which is always there
+    sample_mb: float | None = None  # train on the first this many MB of the training text; null: all of it
+
+    def check(self, where: str = "tokenizer") -> None:
+        from lmsmith.config import ConfigError
+
+        if self.kind == "bpe" and self.vocab_size is None:
+            raise ConfigError(f"{where}.vocab_size is needed for a BPE tokenizer, e.g. {where}.vocab_size=4096")
+        try:
+            specials = special_token_list(self.special_tokens)
+            if self.vocab_size is not None:
+                check_vocab_size(self.vocab_size, specials)
+        except UserError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+        if self.sample_mb is not None and not self.sample_mb > 0:
+            raise ConfigError(f"{where}.sample_mb must be positive (or null for all the text), got {self.sample_mb}")
+
+
+def take_mb(texts: Iterable[str], mb: float | None) -> Iterator[str]:
+    """The texts, stopping once about `mb` megabytes have passed (all of them when mb is None)."""
+    limit, seen = None if mb is None else mb * 1e6, 0
+    for text in texts:
+        yield text
+        seen += len(text.encode("utf-8"))
+        if limit is not None and seen >= limit:
+            return
+
+
+def training_text(data: list[str], exclude: Path) -> tuple[Iterable[str], dict, str]:
+    """What a tokenizer learns from: the train split of a curated directory, or text files and folders.
+
+    Returns the texts, how the manifest names them, and a short description for the summary.
+    """
+    from lmsmith.data.write import iter_split_texts
+    from lmsmith.output import input_record
+
+    curated = [p for p in data if (Path(p) / MANIFEST).is_file()]
+    if curated:
+        if len(data) > 1:
+            raise UserError(f"{curated[0]} is a curated directory; train on it alone, or give only plain text files")
+        read_manifest(curated[0], "curate", fix="give a curated directory (from `lmsmith curate`) or text files")
+        return iter_split_texts(Path(curated[0]), "train"), {"data": input_record(curated[0])}, \
+            f"the train split of {curated[0]}"
+    corpus = TextFiles(data, exclude=[exclude])
+    files = {"files": [{"path": str(f.path), "bytes": f.bytes} for f in corpus.files]}
+    return corpus, files, f"{len(corpus.files)} file(s), {corpus.total_bytes:,} bytes"
+
+
+def run(config, inputs: dict, out: str | Path, *, quiet: bool = False) -> dict:
+    """The tokenizer stage: train on `inputs["data"]` into `out/`; returns the manifest."""
+    from lmsmith.output import stage_directory, write_manifest
+
+    cfg: TokenizerConfig = config.tokenizer
     out = Path(out)
-    if kind not in KINDS:
-        raise UserError(f"unknown tokenizer kind {kind!r}: use one of {', '.join(KINDS)}")
-    specials = special_token_list(special_tokens)
-    check_vocab_size(vocab_size, specials)
-    check_replaceable(out, "tokenizer")
-    corpus = TextFiles(inputs, exclude=[out])
-    train = train_bpe if kind == "bpe" else train_char
-    tokenizer = train(corpus, vocab_size, specials, show_progress=not quiet)
-    config = {"kind": kind, "vocab_size": vocab_size, "special_tokens": specials}
-    write_tokenizer_dir(tokenizer, out, corpus, config)
-    if not quiet:
-        _print_summary(tokenizer, corpus, out, vocab_size)
-    return out
-
-
-def write_tokenizer_dir(tokenizer: Tokenizer, out: str | Path, corpus: TextFiles, config: dict) -> None:
-    """tokenizer.json, tokenizer_config.json and manifest.json, all or nothing."""
-    with atomic_directory(out) as tmp:
+    data = [str(p) for p in inputs["data"]]
+    with stage_directory(out, STAGE, reads=data) as tmp:
+        texts, read, described = training_text(data, exclude=out)
+        corpus = texts if isinstance(texts, TextFiles) else None
+        if cfg.sample_mb is not None:
+            texts = take_mb(texts, cfg.sample_mb)
+        train = train_bpe if cfg.kind == "bpe" else train_char
+        tokenizer = train(texts, cfg.vocab_size, cfg.special_tokens, show_progress=not quiet)
         tokenizer.save(tmp)
-        manifest = make_manifest(
-            "tokenizer",
-            config=config,
-            inputs={"files": [{"path": str(f.path), "bytes": f.bytes, "sha256": f.sha256} for f in corpus.files]},
-            counts={"vocab_size": tokenizer.vocab_size, "special_tokens": len(tokenizer.special_tokens),
-                    "files": len(corpus.files), "bytes": corpus.total_bytes},
-            files={name: file_sha256(tmp / name) for name in (TOKENIZER_FILE, TOKENIZER_CONFIG)},
-        )
-        write_json(tmp / MANIFEST, manifest)
+        counts = {"vocab_size": tokenizer.vocab_size, "special_tokens": len(tokenizer.special_tokens)}
+        if corpus is not None:  # hashes are known once the files have been read
+            read = {"files": [{"path": str(f.path), "bytes": f.bytes, "sha256": f.sha256} for f in corpus.files]}
+            counts.update(files=len(corpus.files), bytes=corpus.total_bytes)
+        manifest = write_manifest(tmp, STAGE, config=dataclasses.asdict(cfg), inputs=read, counts=counts)
+    if not quiet:
+        _print_summary(tokenizer, described, out, cfg.vocab_size)
+    return manifest
 
 
-def _print_summary(tokenizer: Tokenizer, corpus: TextFiles, out: Path, vocab_size: int) -> None:
+def _print_summary(tokenizer: Tokenizer, described: str, out: Path, vocab_size: int | None) -> None:
     from rich.console import Console
 
     what = "byte-level BPE" if tokenizer.kind == "bpe" else "character-level"
     line = (f"{what} tokenizer, {tokenizer.vocab_size} tokens ({len(tokenizer.special_tokens)} special), "
-            f"trained on {len(corpus.files)} file(s), {corpus.total_bytes:,} bytes -> {out}")
-    if tokenizer.kind == "bpe" and tokenizer.vocab_size < vocab_size:
+            f"trained on {described} -> {out}")
+    if tokenizer.kind == "bpe" and vocab_size is not None and tokenizer.vocab_size < vocab_size:
         line += f"\n(asked for {vocab_size}: the text ran out of pairs to merge; more text gives more tokens)"
     Console(highlight=False, soft_wrap=True).print(line, markup=False)
+
+
+def run_show(config, inputs: dict, out=None, *, quiet: bool = False) -> list[int]:
+    """`lmsmith tokenizer show`: how a text splits into pieces and ids; writes nothing."""
+    return show_pieces(load_tokenizer(inputs["tokenizer"]), inputs["text"])
 
 
 def show_pieces(tokenizer: Tokenizer, text: str, console=None) -> list[int]:
@@ -495,7 +578,7 @@ def show_pieces(tokenizer: Tokenizer, text: str, console=None) -> list[int]:
     from rich.text import Text
 
     console = console or Console(highlight=False)
-    ids = tokenizer.encode(text)
+    ids = tokenizer.encode(text, what="the text")
     specials = set(tokenizer.backend.get_added_tokens_decoder())
     table = Table("#", "id", "piece", box=None, pad_edge=False)
     for position, token_id in enumerate(ids):

@@ -259,7 +259,7 @@ def test_the_stdlib_corpus_on_a_subset(tmp_path):
 def test_cli_curates_and_takes_overrides_anywhere(tmp_path, capsys):
     make_corpus(tmp_path / "corpus")
     code = main(["curate", str(tmp_path / "corpus"), "split.val_fraction=0.3", "-o", str(tmp_path / "out"),
-                 "--set", "split.test_fraction=0.3", "--workers", "1"])
+                 "split.test_fraction=0.3", "--workers", "1"])
     assert code == 0
     shown = capsys.readouterr().out
     assert "quality" in shown and "syntax_error" in shown and "redactions: " in shown
@@ -278,7 +278,7 @@ def test_cli_config_file_and_bad_input_exit_codes(tmp_path, capsys):
     for argv, message in [
         ([str(tmp_path / "missing")], "input '.*missing' does not exist"),
         ([str(tmp_path / "corpus"), "split.val_fractoin=0.1"], "unknown key 'curate.split.val_fractoin'"),
-        ([str(tmp_path / "corpus"), "--workers", "0"], "--workers must be at least 1"),
+        ([str(tmp_path / "corpus"), "--workers", "0"], "must be at least 1"),
     ]:
         assert main(["curate", *argv, "-o", str(tmp_path / "bad"), "--quiet"]) == 2
         err = capsys.readouterr().err

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from lmsmith.cli import build_parser, main
+from lmsmith.cli import main, parse_command
 
 FAST = ["train.peak_flops=1e11", "train.micro_batch=16", "train.log_every=100"]
 
@@ -84,9 +84,10 @@ def test_missing_or_misplaced_inputs(tmp_path, capsys, base_dir, kv_file):
 
 
 def test_overrides_may_follow_the_options():
-    args = build_parser().parse_args(["finetune", "runs/main", "--data", "d.jsonl", "-o", "runs/sql", "--method", "lora",
-                                      "lora.rank=16", "train.lr=1e-4"])
-    assert args.base == "runs/main" and args.method == "lora" and args.overrides == ["lora.rank=16", "train.lr=1e-4"]
+    command = parse_command(["finetune", "runs/main", "--data", "d.jsonl", "-o", "runs/sql", "--method", "lora",
+                             "lora.rank=16", "train.lr=1e-4"])
+    assert command.inputs["base"] == "runs/main" and command.config.finetune.method == "lora"
+    assert command.config.finetune.lora.rank == 16 and command.config.train.lr == 1e-4
 
 
 def test_a_hub_model_that_cannot_be_downloaded_is_one_line(tmp_path, capsys, kv_file, monkeypatch):

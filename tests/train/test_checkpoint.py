@@ -62,7 +62,7 @@ def test_full_disk_keeps_the_previous_checkpoint(tmp_path, recipe_file, capsys, 
     monkeypatch.setattr(ckpt, "save_file", save_until_disk_fills)
     run = tmp_path / "run"
     recipe = recipe_file(run, steps=12, save_every=4, eval_every=0)
-    assert main(["train", str(recipe), "--quiet"]) == 2
+    assert main(["train", "--config", str(recipe), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "cannot save the checkpoint of step 8" in err and "the disk is full" in err
     assert "the previous checkpoint step-000004 is intact" in err and "--resume auto" in err
@@ -70,13 +70,13 @@ def test_full_disk_keeps_the_previous_checkpoint(tmp_path, recipe_file, capsys, 
     assert [p.name for p in (run / "checkpoints").iterdir()] == ["step-000004"]
     load_file(run / "checkpoints" / "step-000004" / "optimizer.safetensors")
     monkeypatch.setattr(ckpt, "save_file", real_save)
-    assert main(["train", str(recipe), "--quiet", "--resume", "auto"]) == 0
+    assert main(["train", "--config", str(recipe), "--quiet", "--resume", "auto"]) == 0
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-000008", "step-000012"]
 
 
 def test_checkpoints_are_pruned_to_the_last_k_and_hold_no_pickle(tmp_path, recipe_file, one_thread):
     run = tmp_path / "run"
-    assert main(["train", str(recipe_file(run, steps=20, save_every=4, keep_last=2)), "--quiet"]) == 0
+    assert main(["train", "--config", str(recipe_file(run, steps=20, save_every=4, keep_last=2)), "--quiet"]) == 0
     kept = sorted(p.name for p in (run / "checkpoints").iterdir())
     assert kept == ["step-000016", "step-000020"]
     files = sorted(p.name for p in (run / "checkpoints" / kept[-1]).iterdir())

@@ -46,7 +46,7 @@ def train(tokens: Path, out: Path, ranks: int, **settings) -> Path:
     if ranks > 1:
         # --standalone: torchrun picks a free local port for the rendezvous itself.
         launcher += ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(ranks)]
-    run([*launcher, "-m", "lmsmith", "train", str(recipe), "--quiet"])
+    run([*launcher, "-m", "lmsmith", "train", "--config", str(recipe), "--quiet"])
     return out
 
 

@@ -15,7 +15,7 @@ def test_tiny_model_learns_stdlib_code(tmp_path, recipe_file, tokens_dir, capsys
     run = tmp_path / "run"
     recipe = recipe_file(run, steps=120, batch_tokens=1024, micro_batch=16, lr=4e-3, warmup_steps=8,
                          eval_every=40, eval_batches=8, save_every=60)
-    assert main(["train", str(recipe), "model.block_size=64", "model.n_embd=64", "model.n_head=4",
+    assert main(["train", "--config", str(recipe), "model.block_size=64", "model.n_embd=64", "model.n_head=4",
                  "model.dropout=0.0", "--quiet"]) == 0
 
     lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
@@ -46,7 +46,7 @@ def test_early_stopping_ends_the_run_with_a_model(tmp_path, recipe_file, one_thr
     run = tmp_path / "run"
     # An improvement of more than 10 nats never comes: the second evaluation stops the run.
     recipe = recipe_file(run, steps=40, eval_every=2, early_stop_patience=1, early_stop_min_delta=10.0)
-    assert main(["train", str(recipe), "--quiet"]) == 0
+    assert main(["train", "--config", str(recipe), "--quiet"]) == 0
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["counts"]["steps"] == 4
     assert json.loads((run / "model" / "manifest.json").read_text())["config"]["step"] == 4

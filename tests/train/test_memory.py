@@ -60,7 +60,7 @@ def test_checkpointing_and_sharding_lower_the_estimate():
 
 def test_a_model_too_big_for_the_machine_is_refused_before_allocating(tmp_path, recipe_file, capsys):
     assert available_ram() > 1 << 30
-    code = main(["train", str(recipe_file(tmp_path / "run")), "model.n_layer=48", "model.n_embd=8192",
+    code = main(["train", "--config", str(recipe_file(tmp_path / "run")), "model.n_layer=48", "model.n_embd=8192",
                  "model.n_head=64", "--quiet"])
     err = capsys.readouterr().err
     assert code == 2

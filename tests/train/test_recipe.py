@@ -9,8 +9,8 @@ from lmsmith.cli import main
 from lmsmith.train.config import load_recipe
 
 
-def train_cli(capsys, *args) -> tuple[int, str]:
-    code = main(["train", *map(str, args), "--quiet"])
+def train_cli(capsys, recipe, *args) -> tuple[int, str]:
+    code = main(["train", "--config", str(recipe), *map(str, args), "--quiet"])
     return code, capsys.readouterr().err
 
 
@@ -23,7 +23,7 @@ def train_cli(capsys, *args) -> tuple[int, str]:
     ("train.batch_tokens=300", "train.batch_tokens=300 does not divide into micro-batches of 4 x 32 tokens = 128: "
                                "use train.batch_tokens=256 or 384"),
     ("model.n_embd=33", "not divisible by model.n_head"),
-    ("trian.steps=3", "unknown section 'trian' in the recipe: did you mean 'train'?"),
+    ("trian.steps=3", "unknown key 'trian.steps': did you mean 'train'?"),
 ])
 def test_config_mistakes_exit_2_before_any_work(tmp_path, recipe_file, capsys, override, message):
     code, err = train_cli(capsys, recipe_file(tmp_path / "run"), override)

@@ -20,7 +20,7 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}  # one thr
 def start(recipe: Path, *extra: str) -> subprocess.Popen:
     for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
         ENV.pop(name, None)
-    return subprocess.Popen([sys.executable, "-m", "lmsmith", "train", str(recipe), "--quiet", *extra],
+    return subprocess.Popen([sys.executable, "-m", "lmsmith", "train", "--config", str(recipe), "--quiet", *extra],
                             env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

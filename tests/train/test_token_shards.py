@@ -102,7 +102,7 @@ def test_refuses_missing_foreign_and_damaged_manifests(tmp_path, curated, tokens
     mine.mkdir()
     (mine / "notes.txt").write_text("keep me")
     assert main(["tokenize", str(curated), "-t", str(tokens_dir), "-o", str(mine)]) == 2
-    assert "not made by lmsmith" in capsys.readouterr().err and (mine / "notes.txt").read_text() == "keep me"
+    assert "lmsmith did not make" in capsys.readouterr().err and (mine / "notes.txt").read_text() == "keep me"
 
 
 def test_tokens_and_tokenizer_must_belong_together(tmp_path, tokens_dir):

@@ -29,6 +29,7 @@ from lmsmith.data.write import OutputConfig
 
 @dataclass
 class CurateConfig:
+    inputs: list[str] = field(default_factory=list)  # files, folders, hf:NAME[:CONFIG][:SPLIT], stdlib
     sources: SourceConfig = field(default_factory=SourceConfig)
     html: HtmlConfig = field(default_factory=HtmlConfig)
     format: FormatConfig = field(default_factory=FormatConfig)
@@ -39,6 +40,7 @@ class CurateConfig:
     split: SplitConfig = field(default_factory=SplitConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     workers: int | None = None  # processes for the per-document steps; None: one per CPU core
+    keep_dropped: bool = False  # also write what was removed, with the reason, to OUT/dropped/
     batch_docs: int = 512  # documents per batch handed to a worker ...
     batch_mb: float = 16.0  # ... or fewer, once a batch holds this much text
 

@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
                            TransferSpeedColumn)
 
-from lmsmith.atomic import atomic_directory, write_json
+from lmsmith.atomic import write_json
 from lmsmith.config import section_to_dict
 from lmsmith.data.config import CurateConfig, load_curate_config
 from lmsmith.data.dedup import BoilerplateRemover, Deduplicator, LineFrequencyCounter
@@ -38,7 +38,8 @@ from lmsmith.data.step import Step, StepStats
 from lmsmith.data.workers import StepRunner
 from lmsmith.data.write import DOC_SCHEMA, CurateWriter, ShardWriter, document_row
 from lmsmith.errors import UserError
-from lmsmith.manifest import MANIFEST, file_sha256, make_manifest
+from lmsmith.manifest import read_manifest
+from lmsmith.output import stage_directory, write_manifest
 
 REPORT = "report.json"
 _SPOOL = ".spool"
@@ -270,9 +271,9 @@ def curate(inputs: list[str], out: str | Path, config: CurateConfig | dict | str
     sources = open_inputs([str(i) for i in inputs], cfg.sources)
     out = Path(out).expanduser()
     started = time.perf_counter()
-    with atomic_directory(out) as root:
+    with stage_directory(out, "curate", reads=[s.spec for s in sources]) as root:
         with _progress(quiet) as progress:
-            run = CurateRun(sources, cfg, root, keep_dropped=keep_dropped, workers=n_workers, progress=progress)
+            run = CurateRun(sources, cfg, root, keep_dropped=keep_dropped or cfg.keep_dropped, workers=n_workers, progress=progress)
             reader = run.run()
             sizes = run.writer.close()
         overlap = run.overlap()
@@ -286,10 +287,18 @@ def curate(inputs: list[str], out: str | Path, config: CurateConfig | dict | str
         if kept == 0:
             raise UserError(nothing_survived_message(report))
         write_json(root / REPORT, report)
-        files = {path.relative_to(root).as_posix(): file_sha256(path) for path in run.writer.files()}
         counts = {f"{s}_{k}": sizes[s][k] for s in SPLITS for k in ("docs", "bytes")}
         counts.update(docs_in=report["totals"]["docs_in"], bytes_in=report["totals"]["bytes_in"])
-        manifest = make_manifest("curate", config=section_to_dict(cfg), counts=counts, files=files,
-                                 inputs={s.spec: s.fingerprint() for s in sources})
-        write_json(root / MANIFEST, manifest)
+        write_manifest(root, "curate", config=section_to_dict(cfg), counts=counts,
+                       inputs={s.spec: s.fingerprint() for s in sources})
     return report
+
+
+def run(config, inputs: dict, out: str | Path, *, quiet: bool = False) -> dict:
+    """The curate stage: the sources (`inputs["sources"]`, else `curate.inputs`) into `out/`; returns the manifest."""
+    cfg: CurateConfig = config.curate
+    sources = [str(s) for s in (inputs.get("sources") or cfg.inputs)]
+    if not sources:
+        raise UserError("nothing to curate: name files, folders, hf:DATASET or stdlib (lmsmith curate INPUT... -o OUT)")
+    curate(sources, out, cfg, keep_dropped=cfg.keep_dropped, quiet=quiet)
+    return read_manifest(out, "curate")

@@ -15,12 +15,9 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from lmsmith.errors import UserError
-
-_OVERRIDE = re.compile(r"^[A-Za-z_][\w.]*=")
 
 
 def finetune(base: str, data: str, out: str | Path, config: str | Path | None = None, overrides: list[str] = (),
@@ -36,25 +33,31 @@ def finetune(base: str, data: str, out: str | Path, config: str | Path | None = 
     return run(base, data, out, load_finetune_config(config, list(overrides), **flags), quiet=quiet)
 
 
-def finetune_cli(args) -> None:
-    """`lmsmith finetune`: a run, or with --merge, an adapter folded into its base."""
-    items = ([args.base] if args.base is not None else []) + list(args.overrides)
-    positional = [a for a in items if not _OVERRIDE.match(a) or Path(a).exists()]
-    overrides = [a for a in items if a not in positional]
-    if args.merge:
-        if positional or args.data or overrides or args.config:
+def load_config(stage, config_file, overrides: list[str], flags: dict):
+    """The finetune and train sections, with fine-tuning's own training defaults."""
+    from lmsmith.finetune.config import load_finetune_config
+
+    chosen = {key.split(".", 1)[1]: value for key, value in flags.items()}
+    return load_finetune_config(config_file, list(overrides), **chosen)
+
+
+def run(config, inputs: dict, out: str | Path, *, quiet: bool = False, force: bool = False) -> dict:
+    """The finetune stage: a run directory at `out`, or with `--merge`, an adapter folded into its base."""
+    from lmsmith.finetune.run import finetune as finetune_run
+
+    base, data = inputs.get("base"), inputs.get("data")
+    if inputs.get("merge"):
+        if base or data:
             raise UserError("--merge takes only the run (or adapter directory), -o and optionally --base: "
                             "e.g. lmsmith finetune --merge runs/sql -o models/sql-merged")
         from lmsmith.finetune.adapter_dir import merge_adapter
+        from lmsmith.manifest import read_manifest
 
-        merge_adapter(args.merge, args.out, base=args.merge_base)
-        return
-    if args.merge_base:
+        return read_manifest(merge_adapter(inputs["merge"], out, base=inputs.get("merge_base"), force=force))
+    if inputs.get("merge_base"):
         raise UserError("--base goes with --merge; to fine-tune, give the start model as the first argument")
-    if len(positional) != 1:
-        raise UserError("give exactly one start model (a run or model directory, a Hugging Face directory, or hf:NAME), "
-                        f"got {len(positional)}: {' '.join(positional) or 'none'}")
-    if not args.data:
+    if not base:
+        raise UserError("give the start model (a run or model directory, a Hugging Face directory, or hf:NAME)")
+    if not data:
         raise UserError("--data is missing: give the domain data (a JSONL file for --mode instruct, text for --mode continue)")
-    finetune(positional[0], args.data, args.out, args.config, overrides, quiet=args.quiet,
-             mode=args.mode, method=args.method, template=args.template)
+    return finetune_run(base, data, out, config, quiet=quiet)

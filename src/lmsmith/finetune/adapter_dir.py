@@ -123,7 +123,8 @@ def apply_adapter(model: GPT, adapter: Adapter) -> GPT:
     return model
 
 
-def merge_adapter(run_or_adapter: str | Path, out: str | Path, base: str | Path | None = None) -> Path:
+def merge_adapter(run_or_adapter: str | Path, out: str | Path, base: str | Path | None = None,
+                  force: bool = False) -> Path:
     """`lmsmith finetune --merge`: fold an adapter into its base, write an ordinary model directory."""
     from lmsmith.finetune.start import load_start
     from lmsmith.manifest import check_replaceable
@@ -133,7 +134,7 @@ def merge_adapter(run_or_adapter: str | Path, out: str | Path, base: str | Path 
     source = str(base) if base is not None else adapter.config["base"].get("source")
     if not source:
         raise UserError(f"{adapter.path / ADAPTER_CONFIG} does not say which base it belongs to: give it with --base")
-    check_replaceable(out, "model", source=adapter.path)
+    check_replaceable(out, "model", source=adapter.path, force=force)
     start = load_start(source)
     model = apply_adapter(start.model, adapter)
     merge_lora(model)

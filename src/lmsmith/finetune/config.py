@@ -114,10 +114,11 @@ def load_finetune_config(path: str | Path | None, overrides: list[str] = (), **f
     `flags` (mode, method, template) come from --mode/--method/--template; overrides win over them.
     An override whose first part is not `train.` or `finetune.` belongs to the finetune section.
     """
-    from lmsmith.train.config import OTHER_STAGE_SECTIONS, TrainConfig
+    from lmsmith.stages import all_sections
+    from lmsmith.train.config import TrainConfig
 
     raw = read_yaml(path) if path is not None else {}
-    others = {*OTHER_STAGE_SECTIONS, "model", "data", "out", "eval"} - {"finetune"}  # a whole recipe's other stages
+    others = {*all_sections(), "data", "out"} - {"finetune", "train", "lora", "freeze"}  # a whole recipe's other stages
     if raw and not ({"finetune", "train"} | others) & set(raw):
         raw = {"finetune": raw}  # a file of bare finetune keys
     for key in list(raw):

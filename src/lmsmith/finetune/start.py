@@ -13,7 +13,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from lmsmith.errors import UserError
+from lmsmith.errors import UserError, cannot_read
 from lmsmith.model import GPT
 from lmsmith.tokenizer import Tokenizer
 
@@ -35,12 +35,14 @@ class StartPoint:
 def is_hf_dir(path: Path) -> bool:
     """A Hugging Face model directory: its config.json names a `model_type` (ours holds n_embd instead)."""
     config = path / "config.json"
-    if not config.is_file():
-        return False
     try:
+        if not config.is_file():
+            return False
         return "model_type" in json.loads(config.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (json.JSONDecodeError, UnicodeDecodeError, TypeError):
         return False
+    except OSError as exc:  # unreadable: say so here, not "not a model directory" later
+        raise cannot_read(exc.filename or config, exc) from None
 
 
 def download_from_hub(name: str) -> Path:
@@ -77,7 +79,11 @@ def load_start(source: str | Path) -> StartPoint:
         model, tokenizer = _load_converted(download_from_hub(name))
         return StartPoint(model, tokenizer, text, "hf-hub")
     path = Path(source)
-    if not path.exists():
+    try:
+        exists = path.exists()
+    except OSError as exc:  # inside a folder that cannot be searched
+        raise cannot_read(exc.filename or path, exc) from None
+    if not exists:
         raise UserError(f"start model {path} does not exist: give a run or model directory, a Hugging Face "
                         "model directory, or hf:NAME")
     if is_hf_dir(path):

@@ -15,7 +15,6 @@ gathering the state (FSDP shards must be collected) and rank 0 writes.
 
 from __future__ import annotations
 
-import errno
 import json
 import random
 import re
@@ -30,7 +29,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from lmsmith.atomic import atomic_directory
-from lmsmith.errors import UserError
+from lmsmith.errors import UserError, cannot_read, check_readable, is_disk_full
 from lmsmith.train.distributed import DistInfo, barrier
 from lmsmith.train.parallel import unwrap
 
@@ -136,16 +135,21 @@ def save_checkpoint(run_dir: Path, step: int, model: nn.Module, optimizers: list
         rng_tensors, rng_rest = rng_states()
         payload = {**state, "step": step, "optimizer": opt_rest, "rng": rng_rest,
                    "scaler": scaler.state_dict() if scaler is not None else None}
+        writing = MODEL_FILE
         try:
             with atomic_directory(target) as tmp:
-                save_file(weights, tmp / MODEL_FILE)
-                save_file(opt_tensors, tmp / OPTIMIZER_FILE)
-                save_file(rng_tensors, tmp / RNG_FILE)
+                for writing, tensors in ((MODEL_FILE, weights), (OPTIMIZER_FILE, opt_tensors), (RNG_FILE, rng_tensors)):
+                    save_file(tensors, tmp / writing)
+                writing = STATE_FILE
                 (tmp / STATE_FILE).write_text(json.dumps(payload, indent=1) + "\n")
-        except OSError as exc:
+                writing = f"{target.name} (moving it into place)"
+        except (OSError, SafetensorError) as exc:  # safetensors wraps the OSError of a failed write in its own type
             previous = [p.name for p in checkpoint_dirs(run_dir) if p != target]
             kept = f"the previous checkpoint {previous[-1]} is intact" if previous else "no earlier checkpoint exists"
-            reason = "the disk is full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else f"{exc.strerror or exc}"
+            if is_disk_full(exc):
+                reason = f"the disk is full while writing {writing}"
+            else:
+                reason = f"{getattr(exc, 'strerror', None) or exc} (while writing {writing})"
             raise UserError(f"cannot save the checkpoint of step {step} in {target.parent}: {reason}; {kept}. "
                             "Free some space (or lower train.keep_last), then continue with --resume auto") from None
         for old in checkpoint_dirs(run_dir)[:-keep_last]:
@@ -174,6 +178,8 @@ def find_checkpoint(run_dir: Path, resume: str) -> Path | None:
 def read_checkpoint_state(path: Path) -> dict:
     try:
         return json.loads((path / STATE_FILE).read_text(encoding="utf-8"))
+    except PermissionError as exc:
+        raise cannot_read(path / STATE_FILE, exc) from None
     except (json.JSONDecodeError, UnicodeDecodeError, OSError):
         raise UserError(f"{path / STATE_FILE} is unreadable or corrupted: resume from an earlier checkpoint") from None
 
@@ -200,6 +206,8 @@ def check_same_optimizers(path: Path, saved_groups: list[dict], model: nn.Module
 
 
 def _load(file: Path) -> dict[str, torch.Tensor]:
+    if file.is_file():
+        check_readable(file)  # safetensors reports an unreadable file as a missing one
     try:
         return load_file(file)
     except (SafetensorError, OSError) as exc:

@@ -21,7 +21,6 @@ from typing import Literal
 from lmsmith.config import ConfigError, ModelConfig, apply_overrides, parse_section, read_yaml, section_to_dict
 
 # Sections of a full pipeline recipe that belong to other verbs; `train` accepts and ignores them.
-OTHER_STAGE_SECTIONS = ("curate", "tokenizer", "tokenize", "evaluate", "sweep", "finetune", "generate", "build")
 
 
 @dataclass
@@ -161,13 +160,16 @@ def load_recipe(path: str | Path | None, overrides: list[str] = ()) -> TrainReci
 
 def parse_recipe(raw: dict, default_out: str = "runs/run") -> TrainRecipe:
     """A TrainRecipe from the plain dict of a recipe (other stages' sections are ignored)."""
+    from lmsmith.stages import all_sections
+
     raw = dict(raw)
     known = {"data", "out", "model", "train"}
+    others = set(all_sections()) - known
     for key in list(raw):
-        if key in OTHER_STAGE_SECTIONS:
+        if key in others:
             raw.pop(key)
         elif key not in known:
-            match = difflib.get_close_matches(str(key), sorted(known | set(OTHER_STAGE_SECTIONS)), n=1, cutoff=0.5)
+            match = difflib.get_close_matches(str(key), sorted(known | others), n=1, cutoff=0.5)
             hint = f"did you mean '{match[0]}'?" if match else "a training recipe has data, out, model and train"
             raise ConfigError(f"unknown section '{key}' in the recipe: {hint}")
     for key in ("data", "out"):
@@ -184,11 +186,16 @@ def parse_recipe(raw: dict, default_out: str = "runs/run") -> TrainRecipe:
                           "(make one with `lmsmith tokenize`)")
     if recipe.out is None:
         recipe.out = default_out
+    check_recipe(recipe)
+    return recipe
+
+
+def check_recipe(recipe: TrainRecipe) -> None:
+    """What no single section can check alone: the batch fits the world, and the optimizer the sharding."""
     plan_batch(recipe.train, recipe.model.block_size, launch_world_size())
     if recipe.train.optimizer == "muon" and recipe.train.parallel == "fsdp" and launch_world_size() > 1:
         raise ConfigError("train.optimizer=muon needs whole matrices, but parallel=fsdp shards them across ranks: "
                           "use train.parallel=ddp with Muon, or train.optimizer=adamw with FSDP")
-    return recipe
 
 
 def recipe_to_dict(recipe: TrainRecipe) -> dict:

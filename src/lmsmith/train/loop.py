@@ -20,6 +20,7 @@ step k therefore repeats steps k+1... exactly as the uninterrupted run did.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import signal
 import time
@@ -36,6 +37,7 @@ from lmsmith.config import ConfigError
 from lmsmith.errors import UserError
 from lmsmith.manifest import MANIFEST, file_sha256, make_manifest, read_manifest
 from lmsmith.model import GPT
+from lmsmith.output import directory_lock
 from lmsmith.token_shards import TokensDir, open_tokens_dir
 from lmsmith.train import checkpoint as ckpt
 from lmsmith.train.config import TrainRecipe, plan_batch, recipe_to_dict
@@ -275,6 +277,23 @@ def evaluate(model, batches: EvalBatches, precision: Precision, info: DistInfo) 
 # The run
 
 
+def run(config, inputs: dict, out: str | Path | None = None, *, quiet: bool = False, resume: str | None = None) -> dict:
+    """The train stage: pretrain `config.model` on the tokens in `inputs["tokens"]` into the run directory `out`.
+
+    A config file may name both instead (`data:` and `out:`, as the training recipes that build and
+    sweep write for their child processes do). Returns the run's manifest.
+    """
+    from lmsmith.train.config import check_recipe
+
+    data = inputs.get("tokens") or getattr(config, "data", None)
+    if data is None:
+        raise UserError("no tokens directory: lmsmith train TOKENS_DIR -o RUN (make one with `lmsmith tokenize`)")
+    out = out or getattr(config, "out", None) or Path("runs") / "run"
+    recipe = TrainRecipe(data=str(data), out=str(out), model=config.model, train=config.train)
+    check_recipe(recipe)
+    return read_manifest(train(recipe, resume=resume, quiet=quiet), STAGE)
+
+
 def train(recipe: TrainRecipe, resume: str | None = None, quiet: bool = False) -> Path:
     """Train as the recipe says; returns the run directory. Under torchrun every rank calls this."""
     info = init_distributed(recipe.train.device)
@@ -293,6 +312,13 @@ def _train(recipe: TrainRecipe, info: DistInfo, resume: str | None, quiet: bool)
     val_windows = TokenWindows(tokens, "val", recipe.model.block_size)
     resume_from = prepare_run_dir(run_dir, resume, recipe.data)
     barrier(info)  # every rank has looked at the run directory before rank 0 writes to it
+    # One run at a time writes a run directory: a second would mix its checkpoints into this one's.
+    with directory_lock(run_dir, "training run") if info.is_main else contextlib.nullcontext():
+        return _train_in(recipe, info, run_dir, resume_from, tokens, tokenizer, plan, train_windows, val_windows, quiet)
+
+
+def _train_in(recipe, info, run_dir, resume_from, tokens, tokenizer, plan, train_windows, val_windows, quiet) -> Path:
+    cfg = recipe.train
 
     precision = resolve_precision(cfg.precision, info.device)
     model, _ = build_model(recipe, info, precision, quiet)
