@@ -16,13 +16,13 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
+import lmsmith.train.loop as train_loop
 from lmsmith.build import Workdir, build
 from lmsmith.cli import main
 from lmsmith.config import ConfigError
 from lmsmith.evaluate_split import EvalConfig, evaluate_split
 from lmsmith.recipe import build_stage_names, find_recipe, load_recipe, shipped_recipes
 from lmsmith.tokenizer import load_tokenizer
-import lmsmith.train.loop as train_loop
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN_STEPS = 30

@@ -25,8 +25,15 @@ from lmsmith.tokenizer import Tokenizer
 
 transformers = pytest.importorskip("transformers")
 from transformers import (  # noqa: E402
-    AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel, GPT2Tokenizer,
-    LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    GPT2Config,
+    GPT2LMHeadModel,
+    GPT2Tokenizer,
+    LlamaConfig,
+    LlamaForCausalLM,
+    MistralConfig,
+    MistralForCausalLM,
 )
 
 TEXTS = [

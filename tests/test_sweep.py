@@ -16,7 +16,15 @@ from lmsmith.cli import main  # noqa: E402
 from lmsmith.config import ConfigError  # noqa: E402
 from lmsmith.recipe import load_recipe  # noqa: E402
 from lmsmith.sweep import (  # noqa: E402
-    BEST_RECIPE, PLOTS, RESULTS, STUDY_DB, SweepPlan, check_space_edges, load_sweep_recipe, run_trial, sweep,
+    BEST_RECIPE,
+    PLOTS,
+    RESULTS,
+    STUDY_DB,
+    SweepPlan,
+    check_space_edges,
+    load_sweep_recipe,
+    run_trial,
+    sweep,
 )
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])

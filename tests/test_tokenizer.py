@@ -9,7 +9,15 @@ from hypothesis import strategies as st
 from lmsmith.errors import UserError
 from lmsmith.manifest import file_sha256
 from lmsmith.tokenizer import (
-    EOT, KINDS, TOKENIZER_CONFIG, TOKENIZER_FILE, TextFiles, Tokenizer, load_tokenizer, train_bpe, train_char,
+    EOT,
+    KINDS,
+    TOKENIZER_CONFIG,
+    TOKENIZER_FILE,
+    TextFiles,
+    Tokenizer,
+    load_tokenizer,
+    train_bpe,
+    train_char,
 )
 
 WORDS = ("the model reads tokens and learns to predict the next one; a tokenizer turns text into ids, "
@@ -199,7 +207,7 @@ def test_text_files_cut_chunks_without_breaking_characters(tmp_path, monkeypatch
 
 
 @pytest.mark.parametrize("data, offset", [(b"caf\xe9 au lait", 3), ("é" * 20 + "\n", None), (b"ok\n" * 10 + b"\xff", 30),
-                                          ("日本".encode("utf-8") + b"\xe8\xaa", 6)])
+                                          ("日本".encode() + b"\xe8\xaa", 6)])
 def test_non_utf8_file_is_named_with_the_offset(tmp_path, monkeypatch, data, offset):
     path = tmp_path / "latin1.txt"
     path.write_bytes(data if isinstance(data, bytes) else data.encode("utf-8"))

@@ -23,8 +23,9 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from lmsmith.atomic import atomic_directory, write_json
 from lmsmith.errors import UserError

@@ -35,9 +35,9 @@ from __future__ import annotations
 
 import copy
 import csv
-import importlib.util
 import dataclasses
 import difflib
+import importlib.util
 import io
 import json
 import math
@@ -49,13 +49,14 @@ import sys
 import time
 import typing
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
-from lmsmith.atomic import write_bytes, write_text, write_json
+from lmsmith.atomic import write_bytes, write_json, write_text
 from lmsmith.config import ConfigError, ModelConfig, apply_overrides, parse_section, read_yaml
 from lmsmith.errors import UserError
 from lmsmith.train.config import TrainConfig, plan_batch
@@ -720,7 +721,14 @@ class SweepProgress:
     """A bar of the study's trials with elapsed time and ETA, on a terminal and without --quiet."""
 
     def __init__(self, total: int, done: int, quiet: bool, console):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
         self.bar = None
         if not quiet and console.is_terminal:

@@ -128,7 +128,9 @@ def test_batched_signatures_equal_one_at_a_time():
 def _reference_error(threshold, bands, rows, fp_weight):
     # Independent of the module: trapezoid integration on a fine grid.
     trapezoid = getattr(np, "trapezoid", None) or np.trapz
-    p = lambda s: 1 - (1 - s**rows) ** bands
+    def p(s):
+        return 1 - (1 - s**rows) ** bands
+
     below = np.linspace(0, threshold, 4001)
     above = np.linspace(threshold, 1, 4001)
     return fp_weight * trapezoid(p(below), below) + (1 - fp_weight) * trapezoid(1 - p(above), above)

@@ -10,8 +10,16 @@ from hypothesis import strategies as st
 from lmsmith.config import ConfigError, parse_section
 from lmsmith.data.document import Document
 from lmsmith.data.ngrams import word_hashes
-from lmsmith.data.quality import (CodeQualityConfig, ProseQualityConfig, QualityConfig, QualityStep,
-                                  brackets_balance, duplicate_ngram_share, prose_reason, top_ngram_share)
+from lmsmith.data.quality import (
+    CodeQualityConfig,
+    ProseQualityConfig,
+    QualityConfig,
+    QualityStep,
+    brackets_balance,
+    duplicate_ngram_share,
+    prose_reason,
+    top_ngram_share,
+)
 from lmsmith.data.step import StepStats
 
 PROSE = (

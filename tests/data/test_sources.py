@@ -13,7 +13,7 @@ import zstandard
 
 from lmsmith.config import parse_section
 from lmsmith.data.document import Document
-from lmsmith.data.sources import SourceConfig, Skipped, open_inputs
+from lmsmith.data.sources import Skipped, SourceConfig, open_inputs
 from lmsmith.data.sources.decode import decode_text, looks_binary
 from lmsmith.data.sources.stdlib import stdlib_root
 from lmsmith.errors import UserError
@@ -115,7 +115,7 @@ def test_gzip_and_zstd_forms(tmp_path):
     (tmp_path / "b.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress(record.encode() * 2))
     with gzip.open(tmp_path / "c.md.gz", "wt") as f:
         f.write("# Title\n\ncompressed markdown")
-    (tmp_path / "d.txt.zst").write_bytes(zstandard.ZstdCompressor().compress("zstd text".encode()))
+    (tmp_path / "d.txt.zst").write_bytes(zstandard.ZstdCompressor().compress(b"zstd text"))
     (tmp_path / "e.txt.gz").write_bytes(b"\x1f\x8b\x08\x00broken gzip")
     docs, skips = read([tmp_path])
     texts = sorted(d.text for d in docs)
@@ -180,7 +180,7 @@ def test_python_coding_cookie_is_honoured(tmp_path):
 def test_binary_sniffing():
     assert looks_binary(PNG)
     assert looks_binary(b"\x00\x01\x02\x03" * 100)
-    assert not looks_binary("plain text\twith tabs\n".encode() * 50)
+    assert not looks_binary(b"plain text\twith tabs\n" * 50)
     assert not looks_binary("\ufeffUTF-16 text".encode("utf-16"))
 
 

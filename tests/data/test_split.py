@@ -58,7 +58,7 @@ def reference_overlap(heldout, train, n):
 
 def test_overlap_matches_a_set_based_reference():
     rng = random.Random(3)
-    vocab = ["w%d" % i for i in range(30)]
+    vocab = [f"w{i}" for i in range(30)]
 
     def doc(k):
         return " ".join(rng.choice(vocab) for _ in range(k))

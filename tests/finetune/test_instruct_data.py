@@ -9,15 +9,24 @@ import torch
 import torch.nn.functional as F
 
 from lmsmith.errors import UserError
-from lmsmith.finetune.instruct_data import (Example, InstructBatches, InstructEvalBatches, pack_examples, pad_batch,
-                                            read_jsonl, split_examples, tokenize_example, tokenize_examples)
+from lmsmith.finetune.instruct_data import (
+    Example,
+    InstructBatches,
+    InstructEvalBatches,
+    pack_examples,
+    pad_batch,
+    read_jsonl,
+    split_examples,
+    tokenize_example,
+    tokenize_examples,
+)
 from lmsmith.finetune.templates import get_template
 from lmsmith.model import IGNORE_INDEX
 from lmsmith.train.config import BatchPlan
 
 
 def write_lines(path, lines) -> str:
-    path.write_text("".join((l if isinstance(l, str) else json.dumps(l)) + "\n" for l in lines), encoding="utf-8")
+    path.write_text("".join((line if isinstance(line, str) else json.dumps(line)) + "\n" for line in lines), encoding="utf-8")
     return str(path)
 
 

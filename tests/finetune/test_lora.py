@@ -7,8 +7,17 @@ import torch
 import torch.nn as nn
 
 from lmsmith.config import ConfigError
-from lmsmith.finetune.lora import (LoRALinear, adapter_state, base_weights_sha256, count_parameters, inject_lora,
-                                   load_adapter_state, lora_layers, merge_lora, select_targets)
+from lmsmith.finetune.lora import (
+    LoRALinear,
+    adapter_state,
+    base_weights_sha256,
+    count_parameters,
+    inject_lora,
+    load_adapter_state,
+    lora_layers,
+    merge_lora,
+    select_targets,
+)
 
 SHAPES = {
     "rope-swiglu-tied": dict(),

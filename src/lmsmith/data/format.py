@@ -44,7 +44,7 @@ class FormatStep(Step):
 
     def __init__(self, config: FormatConfig | None = None):
         self.config = config or FormatConfig()
-        self._blank_run = re.compile(r"\n{%d,}" % (self.config.max_blank_lines + 2))
+        self._blank_run = re.compile(rf"\n{{{self.config.max_blank_lines + 2},}}")
         self._ftfy_config = None
 
     def _fix_unicode(self, text: str) -> str:

@@ -28,7 +28,7 @@ class StepStats:
     counters: Counter = field(default_factory=Counter)  # e.g. redactions per kind, lines removed
     seconds: float = 0.0
 
-    def merge(self, other: "StepStats") -> None:
+    def merge(self, other: StepStats) -> None:
         self.docs_in += other.docs_in
         self.bytes_in += other.bytes_in
         self.docs_kept += other.docs_kept

@@ -11,9 +11,9 @@ from __future__ import annotations
 import multiprocessing
 import time
 from collections import deque
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
-from typing import Iterable, Iterator
 
 from lmsmith.data.document import Document
 from lmsmith.data.step import Step, StepStats
@@ -63,7 +63,7 @@ class StepRunner:
         self.keep_dropped = keep_dropped
         self._pool: ProcessPoolExecutor | None = None
 
-    def __enter__(self) -> "StepRunner":
+    def __enter__(self) -> StepRunner:
         if self.workers > 1:
             # spawn, not fork: the main process may hold threads (progress bar, Arrow) by now.
             self._pool = ProcessPoolExecutor(

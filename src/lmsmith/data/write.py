@@ -12,9 +12,10 @@ Rows are buffered and written a row group at a time, and a shard is closed once 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import Literal
 
 import pyarrow as pa
 import pyarrow.parquet as pq

@@ -40,8 +40,13 @@ from lmsmith.errors import UserError
 from lmsmith.finetune.adapter_dir import save_adapter_dir
 from lmsmith.finetune.config import FinetuneRecipe
 from lmsmith.finetune.domain_text import domain_tokens, general_tokens
-from lmsmith.finetune.instruct_data import (InstructBatches, InstructEvalBatches, read_jsonl, split_examples,
-                                            tokenize_examples)
+from lmsmith.finetune.instruct_data import (
+    InstructBatches,
+    InstructEvalBatches,
+    read_jsonl,
+    split_examples,
+    tokenize_examples,
+)
 from lmsmith.finetune.lora import base_weights_sha256, inject_lora, lora_layers, merge_lora
 from lmsmith.finetune.methods import check_method, choose_trainable
 from lmsmith.finetune.start import load_start

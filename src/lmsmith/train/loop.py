@@ -24,9 +24,9 @@ import contextlib
 import math
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -42,7 +42,14 @@ from lmsmith.token_shards import TokensDir, open_tokens_dir
 from lmsmith.train import checkpoint as ckpt
 from lmsmith.train.config import TrainRecipe, plan_batch, recipe_to_dict
 from lmsmith.train.data import EvalBatches, TokenWindows, TrainBatches
-from lmsmith.train.distributed import DistInfo, any_rank, barrier, destroy_distributed, init_distributed, mean_across_ranks
+from lmsmith.train.distributed import (
+    DistInfo,
+    any_rank,
+    barrier,
+    destroy_distributed,
+    init_distributed,
+    mean_across_ranks,
+)
 from lmsmith.train.flops import measure_matmul_peak, mfu
 from lmsmith.train.guard import NonFiniteGuard
 from lmsmith.train.memory import available_memory, check_fits, estimate_memory

@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import contextlib
 import types
-from typing import Iterator, Literal, Protocol
+from collections.abc import Iterator
+from typing import Literal, Protocol
 
 import torch
 import torch.nn as nn

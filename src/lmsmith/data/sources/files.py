@@ -13,8 +13,9 @@ import hashlib
 import io
 import os
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO
 
 import zstandard
 

@@ -11,8 +11,9 @@ import contextlib
 import logging
 import os
 import socket
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from lmsmith.data.document import Document
 from lmsmith.data.sources.source import Skipped, Source, document_id

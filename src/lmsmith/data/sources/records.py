@@ -9,7 +9,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from typing import IO, Any, Iterator
+from collections.abc import Iterator
+from typing import IO, Any
 
 from lmsmith.data.document import Document
 from lmsmith.data.sources.source import Skipped, document_id
@@ -38,7 +39,7 @@ def _record_document(record: Any, *, field: str, source: str, meta: dict, locato
 
 
 def jsonl_items(stream: IO[bytes], *, source: str, path: str, field: str,
-                digest: "hashlib._Hash") -> Iterator[Document | Skipped]:
+                digest: hashlib._Hash) -> Iterator[Document | Skipped]:
     """One document per line of a JSON-lines stream; bad lines are skipped with their number."""
     for number, raw in enumerate(stream, start=1):
         digest.update(raw)

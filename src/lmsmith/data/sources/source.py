@@ -9,8 +9,9 @@ counts it.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 from lmsmith.data.document import Document
 
