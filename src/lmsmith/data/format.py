@@ -69,17 +69,25 @@ class FormatStep(Step):
             stats.counters["line_endings_normalized"] += 1
         if text.startswith("\ufeff"):
             text = text[1:]
-        if not is_code or cfg.fix_unicode_in_code:
-            if cfg.fix_unicode:
-                fixed = self._fix_unicode(text)
-                if fixed != text:
-                    stats.counters["unicode_fixed"] += 1
-                    text = fixed
-            elif cfg.normalization == "NFC":
-                text = unicodedata.normalize("NFC", text)
+        repair = (not is_code or cfg.fix_unicode_in_code) and cfg.fix_unicode
+        if repair:
+            fixed = self._fix_unicode(text)
+            if fixed != text:
+                stats.counters["unicode_fixed"] += 1
+                text = fixed
+        elif (not is_code or cfg.fix_unicode_in_code) and cfg.normalization == "NFC":
+            text = unicodedata.normalize("NFC", text)
         text, removed = _CONTROLS.subn("", text)
-        if removed:
+        while removed:
             stats.counters["control_chars_removed"] += removed
+            if not repair:
+                break
+            # A control character can split mojibake ("Â\x81€"): with it gone, ftfy sees the pair
+            # anew. Repeat until nothing changes, so that cleaning clean text changes nothing.
+            fixed = self._fix_unicode(text)
+            if fixed == text:
+                break
+            text, removed = _CONTROLS.subn("", fixed)
         if cfg.trim_trailing_whitespace:
             # Line by line: a regex anchored at line ends is quadratic in runs of inner spaces.
             text = "\n".join(line.rstrip() for line in text.split("\n"))
