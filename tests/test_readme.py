@@ -17,10 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from lmsmith.cli import assign_inputs, find_stage, main, refuse_config_as_input, unknown_verb, verb_parser
+from lmsmith.cli import find_stage, load_line_config, main, read_line
 from lmsmith.errors import UserError
-from lmsmith.recipe import load_recipe
-from lmsmith.stage import flag_value, is_override, route_override, stage_config
+from lmsmith.stage import route_override
 from lmsmith.stages import STAGES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -132,36 +131,20 @@ def _recipe_or_shipped(recipe: str | None) -> str | None:
 def check_command(argv: list[str]):
     """Read `lmsmith ARGV` as the command line does and build its config; runs nothing. Raises UserError
     (an ArgumentError or ConfigError) for anything `lmsmith` would refuse before starting the stage."""
-    stage, rest = find_stage(argv)
-    if stage is None:
-        raise unknown_verb(argv)
-    args = vars(verb_parser(stage).parse_intermixed_args(rest))
-    items = args["items"]
-    overrides = [i for i in items if is_override(i)]
-    plain = [i for i in items if not is_override(i)]
-    refuse_config_as_input(stage, plain)
-    flagged = {k.split(":", 1)[1]: v for k, v in args.items() if k.startswith("input:")}
-    inputs = assign_inputs(stage, plain, flagged)
-    flags = {f.key: flag_value(stage, f, args[f"flag:{f.key}"]) for f in stage.flags
-             if args.get(f"flag:{f.key}") is not None}
-    for spec in stage.inputs:
-        if spec.key is not None and spec.name in inputs:
-            flags[spec.key] = list(inputs[spec.name]) if spec.many else inputs[spec.name]
+    line = read_line(argv)
+    stage = line.stage
     if stage.config_input is not None:  # build and sweep: the recipe is the input, and holds every section
-        recipe = _recipe_or_shipped(inputs.get(stage.config_input))
-        if stage.name == "sweep":
+        recipe = _recipe_or_shipped(line.config_file)
+        if stage.name == "sweep":  # its own load_config defers every check to the run: check them here
             from lmsmith.sweep import load_sweep_recipe
 
-            _, config, _ = load_sweep_recipe(recipe, overrides + [f"{k}={v}" for k, v in flags.items()])
+            _, config, _ = load_sweep_recipe(recipe, line.overrides + [f"{k}={v}" for k, v in line.flags.items()])
             config.check()
             return config
-        return load_recipe(recipe, overrides)
-    for item in overrides:
+        return load_line_config(line, recipe)
+    for item in line.overrides:
         route_override(stage, item)  # an unknown key, or a section the verb does not read
-    config_file = _existing(args.get("config"))
-    if stage.load_config is not None:
-        return stage.load_config(stage, config_file, overrides, flags)
-    return stage_config(stage, config_file, overrides, flags)
+    return load_line_config(line, _existing(line.config_file))
 
 
 README_COMMANDS = readme_commands(README.read_text(encoding="utf-8"))

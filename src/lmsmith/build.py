@@ -36,7 +36,7 @@ import yaml
 from lmsmith.atomic import write_json, write_text
 from lmsmith.config import section_to_dict
 from lmsmith.errors import UserError
-from lmsmith.manifest import MANIFEST, read_manifest
+from lmsmith.manifest import manifest_or_none, read_manifest
 from lmsmith.recipe import Recipe, build_stage_names
 from lmsmith.train.config import plan_batch
 
@@ -119,12 +119,8 @@ def input_fingerprint(spec: str) -> dict:
 
 def output_fingerprint(directory: Path) -> str | None:
     """A hash of the manifest a stage wrote (its creation time left out); None when there is none."""
-    path = directory / MANIFEST
-    if not path.is_file():
-        return None
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    manifest = manifest_or_none(directory)
+    if manifest is None:
         return None
     manifest.pop("created", None)
     return _digest(manifest)

@@ -11,6 +11,7 @@ and exit code 2; nothing else is caught, so a bug keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import typing
 from dataclasses import dataclass
@@ -127,8 +128,6 @@ def refuse_config_as_input(stage: Stage, items: list[str]) -> None:
 
 def name_flags(stage: Stage, message: str) -> str:
     """A config message names keys (eval.batch_size); add the flag that sets each one."""
-    import re
-
     for flag in stage.flags:
         message = re.sub(rf"\b{re.escape(flag.key)}\b(?! \(-)", f"{flag.key} ({flag.flag.split('/')[-1]})", message)
     return message
@@ -148,39 +147,58 @@ class Command:
         return self.stage.run(self.config, self.inputs, self.out, **self.options)
 
 
-def parse_command(argv: list[str]) -> Command:
-    """Read a whole command line (`lmsmith` left out) into a Command, checking every setting; runs nothing."""
+@dataclass
+class Line:
+    """A command line read against its verb: what was given, before any config is built."""
+
+    stage: Stage
+    inputs: dict
+    overrides: list[str]
+    flags: dict  # config key -> value, from flags and from inputs that are config keys
+    config_file: str | None
+    out: str | None
+    options: dict
+
+
+def read_line(argv: list[str]) -> Line:
+    """Split a command line (`lmsmith` left out) into inputs, overrides, flag settings and options."""
     stage, rest = find_stage(argv)
     if stage is None:
         raise unknown_verb(argv)
     args = vars(verb_parser(stage).parse_intermixed_args(rest))
-    items = args["items"]
-    overrides = [i for i in items if is_override(i)]
-    plain = [i for i in items if not is_override(i)]
+    overrides = [i for i in args["items"] if is_override(i)]
+    plain = [i for i in args["items"] if not is_override(i)]
     refuse_config_as_input(stage, plain)
     flagged = {k.split(":", 1)[1]: v for k, v in args.items() if k.startswith("input:")}
     inputs = assign_inputs(stage, plain, flagged)
-    flags = {}
-    for flag in stage.flags:
-        given = args.get(f"flag:{flag.key}")
-        if given is not None:
-            flags[flag.key] = flag_value(stage, flag, given)
+    flags = {f.key: flag_value(stage, f, args[f"flag:{f.key}"]) for f in stage.flags
+             if args.get(f"flag:{f.key}") is not None}
     for spec in stage.inputs:  # an input that is also a config key (curate's sources are curate.inputs)
         if spec.key is not None and spec.name in inputs:
             flags[spec.key] = list(inputs[spec.name]) if spec.many else inputs[spec.name]
-    config_file = inputs.get(stage.config_input) if stage.config_input else args.get("config")
-    try:
-        if stage.load_config is not None:
-            config = stage.load_config(stage, config_file, overrides, flags)
-        else:
-            config = stage_config(stage, config_file, overrides, flags)
-    except UserError as exc:
-        raise ConfigError(name_flags(stage, str(exc))) from None
     options = {k.split(":", 1)[1]: v for k, v in args.items() if k.startswith("option:")}
     if stage.writes_model:
         options["force"] = args["force"]
     options["quiet"] = args["quiet"]
-    return Command(stage, config, inputs, args.get("out"), options)
+    config_file = inputs.get(stage.config_input) if stage.config_input else args.get("config")
+    return Line(stage, inputs, overrides, flags, config_file, args.get("out"), options)
+
+
+def load_line_config(line: Line, config_file: str | None) -> Any:
+    """The checked config of a line's stage, from `config_file` plus the line's overrides and flags."""
+    stage = line.stage
+    try:
+        if stage.load_config is not None:
+            return stage.load_config(stage, config_file, line.overrides, line.flags)
+        return stage_config(stage, config_file, line.overrides, line.flags)
+    except UserError as exc:
+        raise ConfigError(name_flags(stage, str(exc))) from None
+
+
+def parse_command(argv: list[str]) -> Command:
+    """Read a whole command line into a Command, checking every setting; runs nothing."""
+    line = read_line(argv)
+    return Command(line.stage, load_line_config(line, line.config_file), line.inputs, line.out, line.options)
 
 
 def unknown_verb(argv: list[str]) -> UserError:

@@ -53,6 +53,16 @@ def make_manifest(stage: str, *, config: dict | None = None, inputs: dict[str, A
     }
 
 
+def manifest_or_none(directory: str | Path) -> dict | None:
+    """`directory/manifest.json` as a dict; None when it is missing or unreadable (callers treat both as "none")."""
+    path = Path(directory) / MANIFEST
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return manifest if isinstance(manifest, dict) else None
+
+
 def read_manifest(directory: str | Path, stage: str | tuple[str, ...] | None = None, fix: str = "") -> dict:
     """Read `directory/manifest.json`, refusing a missing, unreadable or wrong-stage manifest."""
     directory = Path(directory)

@@ -19,7 +19,6 @@ two runs cannot mix their checkpoints in one directory.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import time
@@ -29,22 +28,11 @@ from typing import Any
 
 from lmsmith.atomic import atomic_directory, write_json
 from lmsmith.errors import UserError
-from lmsmith.manifest import MANIFEST, file_sha256, make_manifest
+from lmsmith.manifest import MANIFEST, file_sha256, make_manifest, manifest_or_none
 
 # Stages whose output holds a trained model: replacing one needs --force.
 TRAINED = ("model", "train", "finetune")
 LOCK = ".lock"
-
-
-def _manifest_of(directory: Path) -> dict | None:
-    path = directory / MANIFEST
-    if not path.is_file():
-        return None
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return None
-    return manifest if isinstance(manifest, dict) else None
 
 
 def _unlisted_files(directory: Path, manifest: dict) -> list[str]:
@@ -84,7 +72,7 @@ def check_output(out: str | Path, stage: str | tuple[str, ...], reads: Iterable[
     if not out.is_dir() or not any(p.name != LOCK for p in out.iterdir()):
         return
     keep = f"{out} is kept as it is"
-    manifest = _manifest_of(out)
+    manifest = manifest_or_none(out)
     if manifest is None:
         raise UserError(f"{out} already holds files that lmsmith did not make: choose a new directory for {flag}; {keep}")
     made_by = manifest.get("stage")
@@ -126,10 +114,18 @@ def stage_directory(out: str | Path, stage: str | tuple[str, ...], reads: Iterab
 
 
 def write_manifest(directory: Path, stage: str, *, config: dict | None = None, inputs: dict[str, Any] | None = None,
-                   counts: dict[str, Any] | None = None, **extra: Any) -> dict:
-    """Write `directory/manifest.json`, hashing every file the stage wrote there; return it."""
-    files = {path.relative_to(directory).as_posix(): file_sha256(path)
-             for path in sorted(directory.rglob("*")) if path.is_file() and path.name not in (MANIFEST, LOCK)}
+                   counts: dict[str, Any] | None = None, hashed: dict[str, str] | None = None, **extra: Any) -> dict:
+    """Write `directory/manifest.json`, listing every file the stage wrote there with its hash; return it.
+
+    `hashed` holds hashes the stage already computed while writing (token shards), so big files are
+    not read a second time.
+    """
+    hashed = hashed or {}
+    files = {}
+    for path in sorted(directory.rglob("*")):
+        if path.is_file() and path.name not in (MANIFEST, LOCK):
+            name = path.relative_to(directory).as_posix()
+            files[name] = hashed.get(name) or file_sha256(path)
     manifest = make_manifest(stage, config=config, inputs=inputs, counts=counts, files=files)
     manifest.update(extra)
     write_json(directory / MANIFEST, manifest)

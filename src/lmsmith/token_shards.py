@@ -281,6 +281,7 @@ def run(config, inputs: dict, out: str | Path, *, quiet: bool = False) -> dict:
             inputs={**inputs_info, "tokenizer": {"path": str(tokenizer_dir), "sha256": tokenizer.sha256}},
             counts={split: {"tokens": w.tokens, "documents": w.documents, "shards": len(w.shards)}
                     for split, w in writers.items()},
+            hashed={shard["name"]: shard["sha256"] for w in writers.values() for shard in w.shards},
             shards={shard["name"]: shard["tokens"] for w in writers.values() for shard in w.shards},
         )
     if not quiet:

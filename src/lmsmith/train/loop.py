@@ -321,23 +321,17 @@ def _train(recipe: TrainRecipe, info: DistInfo, resume: str | None, quiet: bool)
     barrier(info)  # every rank has looked at the run directory before rank 0 writes to it
     # One run at a time writes a run directory: a second would mix its checkpoints into this one's.
     with directory_lock(run_dir, "training run") if info.is_main else contextlib.nullcontext():
-        return _train_in(recipe, info, run_dir, resume_from, tokens, tokenizer, plan, train_windows, val_windows, quiet)
-
-
-def _train_in(recipe, info, run_dir, resume_from, tokens, tokenizer, plan, train_windows, val_windows, quiet) -> Path:
-    cfg = recipe.train
-
-    precision = resolve_precision(cfg.precision, info.device)
-    model, _ = build_model(recipe, info, precision, quiet)
-    job = TrainingJob(
-        model=model,
-        batches=TrainBatches(train_windows, plan, cfg.seed, info.rank, info.device),
-        eval_batches=EvalBatches(val_windows, plan, cfg.eval_batches, cfg.seed, info.rank, info.device),
-        write_model=plain_model_writer(recipe, tokenizer), stage=STAGE, inputs=tokens_inputs(tokens),
-        config=recipe_to_dict(recipe), tokenizer_sha256=tokens.tokenizer_sha256,
-        train_tokens=tokens.split_tokens("train"),
-    )
-    return run_job(job, cfg, run_dir, info, resume_from, quiet).run_dir
+        precision = resolve_precision(cfg.precision, info.device)
+        model, _ = build_model(recipe, info, precision, quiet)
+        job = TrainingJob(
+            model=model,
+            batches=TrainBatches(train_windows, plan, cfg.seed, info.rank, info.device),
+            eval_batches=EvalBatches(val_windows, plan, cfg.eval_batches, cfg.seed, info.rank, info.device),
+            write_model=plain_model_writer(recipe, tokenizer), stage=STAGE, inputs=tokens_inputs(tokens),
+            config=recipe_to_dict(recipe), tokenizer_sha256=tokens.tokenizer_sha256,
+            train_tokens=tokens.split_tokens("train"),
+        )
+        return run_job(job, cfg, run_dir, info, resume_from, quiet).run_dir
 
 
 def run_job(job: TrainingJob, cfg, run_dir: Path, info: DistInfo, resume_from: Path | None = None,
