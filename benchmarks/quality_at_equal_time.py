@@ -45,8 +45,8 @@ from lmsmith.config import read_yaml
 from lmsmith.errors import UserError
 from lmsmith.model_dir import load_model_dir
 from lmsmith.recipe import find_recipe
-from lmsmith.token_shards import open_tokens_dir, read_split, tokenize_corpus
 from lmsmith.tokenizer import TextFiles, train_char
+from lmsmith.tokens_dir import open_tokens_dir, read_split, tokenize_corpus
 from lmsmith.train.config import load_recipe
 from lmsmith.train.loop import train
 from lmsmith.train.metrics import METRICS

@@ -46,8 +46,8 @@ import torch.nn.functional as F
 
 from lmsmith.config import ModelConfig, parse_section
 from lmsmith.model import GPT
-from lmsmith.token_shards import open_tokens_dir, tokenize_corpus
 from lmsmith.tokenizer import train_char
+from lmsmith.tokens_dir import open_tokens_dir, tokenize_corpus
 from lmsmith.train.config import TrainConfig, plan_batch
 from lmsmith.train.data import TokenWindows, TrainBatches
 from lmsmith.train.distributed import DistInfo

@@ -20,7 +20,7 @@ import lmsmith.train.loop as train_loop
 from lmsmith.build import Workdir, build
 from lmsmith.cli import main
 from lmsmith.config import ConfigError
-from lmsmith.evaluate_split import EvalConfig, evaluate_split
+from lmsmith.evaluate import EvalConfig, evaluate
 from lmsmith.recipe import build_stage_names, find_recipe, load_recipe, shipped_recipes
 from lmsmith.tokenizer import load_tokenizer
 
@@ -93,7 +93,7 @@ def test_a_build_runs_every_stage_into_its_directory(built):
 def test_the_build_scores_the_whole_test_split_of_its_model(built):
     _, work, result = built
     w = Workdir(work)
-    direct = evaluate_split(w.model, w.tokens, EvalConfig(split="test", batch_size=64), quiet=True).to_dict()
+    direct = evaluate(w.model, w.tokens, EvalConfig(split="test", batch_size=64), quiet=True).to_dict()
     assert result.eval == pytest.approx(direct) and result.eval["split"] == "test"
     tokens = json.loads((w.tokens / "manifest.json").read_text())
     assert result.eval["tokens"] == tokens["counts"]["test"]["tokens"] - 1

@@ -11,11 +11,11 @@ import torch
 
 from lmsmith.cli import main
 from lmsmith.config import ModelConfig
-from lmsmith.evaluate import evaluate_tokens, token_byte_lengths
 from lmsmith.model import GPT
 from lmsmith.model_dir import save_model_dir
-from lmsmith.token_shards import open_tokens_dir, read_split, tokenize_corpus
+from lmsmith.scoring import evaluate_tokens, token_byte_lengths
 from lmsmith.tokenizer import TextFiles, load_tokenizer, train_bpe
+from lmsmith.tokens_dir import open_tokens_dir, read_split, tokenize_corpus
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
 TEXT_FILES = [STDLIB / "textwrap.py", STDLIB / "json" / "decoder.py"]

@@ -213,14 +213,14 @@ class _FillingFile(io.FileIO):
         return super().write(data)
 
 
-def test_full_disk_while_writing_token_shards(tmp_path, monkeypatch):
+def test_full_disk_while_writing_tokens_dir(tmp_path, monkeypatch):
     import numpy as np
 
-    from lmsmith import token_shards
+    from lmsmith import tokens_dir
 
     monkeypatch.setattr(_FillingFile, "room", 10)
-    monkeypatch.setattr(token_shards, "open", lambda path, mode: _FillingFile(path, mode), raising=False)
-    writer = token_shards.SplitWriter(tmp_path / "out" / "train", np.dtype("<u2"), shard_tokens=1000, eot_id=0)
+    monkeypatch.setattr(tokens_dir, "open", lambda path, mode: _FillingFile(path, mode), raising=False)
+    writer = tokens_dir.SplitWriter(tmp_path / "out" / "train", np.dtype("<u2"), shard_tokens=1000, eot_id=0)
     writer.add_document([1, 2, 3])  # 6 bytes: they fit
     with pytest.raises(UserError) as caught:
         writer.add_document([4, 5, 6, 7])

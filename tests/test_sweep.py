@@ -106,8 +106,8 @@ def test_sweep_runs_trials_writes_results_and_resumes(tmp_path):
 
 def test_a_trial_is_stopped_when_the_pruner_says_so(tmp_path):
     """The child training stops at the first evaluation whose report asks for it, long before its last step."""
-    from lmsmith.token_shards import tokenize_corpus
     from lmsmith.tokenizer import TextFiles, train_bpe
+    from lmsmith.tokens_dir import tokenize_corpus
 
     files = [str(STDLIB / "textwrap.py"), str(STDLIB / "json" / "decoder.py")]
     train_bpe(TextFiles(files), vocab_size=300, show_progress=False).save(tmp_path / "tok")

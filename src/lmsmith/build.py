@@ -359,8 +359,8 @@ def print_outcome(result: BuildResult, console=None) -> None:
     console = console or Console(highlight=False)
     scored = result.eval
     if scored is not None:
-        from lmsmith.evaluate import EvalResult
-        from lmsmith.evaluate_split import SplitEval, eval_table
+        from lmsmith.evaluate import SplitEval, eval_table
+        from lmsmith.scoring import EvalResult
 
         fields = {k: scored[k] for k in EvalResult.__dataclass_fields__}
         console.print(eval_table(SplitEval(scored["model"], scored["data"], scored["split"], EvalResult(**fields))))

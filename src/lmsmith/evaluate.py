@@ -1,111 +1,185 @@
-"""Held-out evaluation: mean loss, perplexity and bits per byte over a whole split.
+"""`lmsmith eval`: a model's loss, perplexity and bits per byte on a whole split of a tokens directory.
 
-Windows of `context` tokens slide over the split `stride` tokens at a time; each window scores
-only the tokens no earlier window scored, so every token (but the very first, which has no
-history) is scored exactly once, with at least `context - stride` tokens of history once the
-first window is past. Bits per byte divides the total loss in bits by the UTF-8 bytes those
-tokens stand for, which makes models with different tokenizers comparable.
+The model (a model directory, or a run directory whose final model is in `model/`) and the
+tokens must come from the same tokenizer: the tokens' manifest names the hash of the tokenizer
+that made them, and a model whose tokenizer hashes differently is refused, because its ids
+would mean other text. Bits per byte does not depend on the tokenizer, so it is the number to
+compare models with different tokenizers on the same text.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 
+from lmsmith.atomic import write_json
+from lmsmith.config import ConfigError
 from lmsmith.errors import UserError
+from lmsmith.manifest import MANIFEST
+from lmsmith.scoring import EvalResult, evaluate_tokens, token_byte_lengths, windows
+from lmsmith.tokens_dir import TokensDir, open_tokens_dir, read_split
+
+STAGE = "eval"
 
 
 @dataclass
-class EvalResult:
-    loss: float  # mean negative log-likelihood per token, in nats
-    perplexity: float
-    bits_per_byte: float
-    tokens: int  # tokens scored
-    bytes: int  # UTF-8 bytes those tokens stand for
-    context: int
-    stride: int
+class EvalConfig:
+    """The `eval:` section of a recipe, and the options of `lmsmith eval`."""
+
+    split: Literal["val", "test"] = "test"
+    context: int | None = None  # tokens each window sees; null: the model's block_size
+    stride: int | None = None  # tokens a window moves on; null: half the context
+    batch_size: int = 8  # windows per forward pass
+    device: str = "auto"
+    precision: Literal["fp32", "bf16", "fp16", "auto"] = "fp32"  # fp32: exact; auto: the device's fast format
+
+    def check(self, where: str = "eval") -> None:
+        if self.context is not None and self.context < 1:
+            raise ConfigError(f"{where}.context must be at least 1 (or null for the model's block_size), got {self.context}")
+        if self.stride is not None and self.stride < 1:
+            raise ConfigError(f"{where}.stride must be at least 1 (or null for half the context), got {self.stride}")
+        if self.context is not None and self.stride is not None and self.stride > self.context:
+            raise ConfigError(f"{where}.stride ({self.stride}) cannot be longer than {where}.context ({self.context})")
+        if self.batch_size < 1:
+            raise ConfigError(f"{where}.batch_size must be at least 1, got {self.batch_size}")
+
+
+@dataclass
+class SplitEval:
+    """What was scored, and the scores."""
+
+    model: str
+    data: str
+    split: str
+    result: EvalResult
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {"model": self.model, "data": self.data, "split": self.split, **self.result.to_dict()}
 
 
-def token_byte_lengths(tokenizer) -> np.ndarray:
-    """Bytes of text each token id stands for; special tokens (end-of-text) stand for none."""
-    special = {tokenizer.backend.token_to_id(t) for t in tokenizer.special_tokens}
-    return np.array(
-        [0 if i in special else len(tokenizer.token_bytes(i)) for i in range(tokenizer.vocab_size)], dtype=np.int64
-    )
+def tokens_dir_of(model_dir: Path) -> Path:
+    """The tokens directory a trained model was made from, as its manifest records it."""
+    try:
+        manifest = json.loads((model_dir / MANIFEST).read_text(encoding="utf-8"))
+        return Path(manifest["inputs"]["tokens"]["path"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise UserError(f"{model_dir} does not record the tokens it was trained on: name them with --data TOKENS_DIR") from None
 
 
-def windows(n_tokens: int, context: int, stride: int) -> list[tuple[int, int, int]]:
-    """(start, end, first scored target) of each window over a sequence of `n_tokens` tokens.
+def check_same_tokenizer(tokens: TokensDir, model_tokenizer, model_dir: Path) -> None:
+    if model_tokenizer.sha256 != tokens.tokenizer_sha256:
+        raise UserError(
+            f"{tokens.path} was made by another tokenizer than the model in {model_dir} (the tokenizer hashes differ), "
+            f"so its ids mean other text to this model: tokenize the text again with `lmsmith tokenize DATA -t {model_dir} -o DIR`"
+        )
 
-    A window feeds tokens [start, end) and predicts tokens [start + 1, end + 1); it scores only
-    targets from `first scored target` on. The first window scores all its `context` targets,
-    each later one the next `stride`, so the scored ranges tile positions 1 .. n_tokens - 1.
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    from lmsmith.train.precision import resolve_precision
+
+    resolved = resolve_precision(precision, device)
+    return None if resolved.name == "fp32" else resolved.dtype
+
+
+def evaluate(model: str | Path, data: str | Path | None = None, config: EvalConfig | None = None,
+                   quiet: bool = False) -> SplitEval:
+    """Score every token of one split of `data` (default: the tokens the model was trained on)."""
+    from lmsmith.device import pick_device
+    from lmsmith.model_dir import load_model_dir, resolve_model_dir
+
+    config = config or EvalConfig()
+    config.check("eval")
+    model_dir = resolve_model_dir(model)
+    tokens = open_tokens_dir(data if data is not None else tokens_dir_of(model_dir))
+    device = pick_device(config.device)
+    net, model_tokenizer = load_model_dir(model_dir, device)
+    check_same_tokenizer(tokens, model_tokenizer, model_dir)
+    if tokens.split_tokens(config.split) < 2:
+        raise UserError(f"the {config.split} split of {tokens.path} holds {tokens.split_tokens(config.split)} tokens, "
+                        f"nothing to score: evaluate another split (--split val), or hold out more text when curating")
+    ids = read_split(tokens, config.split)
+    context = config.context or net.config.block_size
+    stride = config.stride or max(1, context // 2)
+    with _WindowProgress(len(windows(len(ids), context, stride)), config.batch_size, quiet) as progress:
+        result = evaluate_tokens(net, ids, token_byte_lengths(tokens.tokenizer()), context=context, stride=stride,
+                                 batch_size=config.batch_size, device=device,
+                                 autocast_dtype=autocast_dtype(config.precision, device), progress=progress)
+    return SplitEval(str(model_dir), str(tokens.path), config.split, result)
+
+
+class _WindowProgress:
+    """A rich bar over the windows scored; nothing with quiet or without a terminal."""
+
+    def __init__(self, total_windows: int, batch_size: int, quiet: bool):
+        self.total, self.quiet = total_windows, quiet
+        self.bar = None
+
+    def __enter__(self):
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        console = Console(stderr=True)
+        if not self.quiet and console.is_terminal:
+            self.bar = Progress(TextColumn("[bold]eval"), BarColumn(), MofNCompleteColumn(), TextColumn("windows"),
+                                TimeRemainingColumn(), console=console, transient=True)
+            self.bar.start()
+            self.task = self.bar.add_task("eval", total=self.total)
+        return self
+
+    def __call__(self, n_windows: int) -> None:
+        if self.bar is not None:
+            self.bar.advance(self.task, n_windows)
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def eval_table(scored: SplitEval):
+    """A rich table of the scores, with what was scored in its title."""
+    from rich.table import Table
+
+    r = scored.result
+    table = Table(title=f"{scored.model} on the {scored.split} split of {scored.data}", title_justify="left")
+    for column in ("loss (nats/token)", "perplexity", "bits per byte", "tokens", "bytes", "context / stride"):
+        table.add_column(column, justify="right")
+    table.add_row(f"{r.loss:.4f}", f"{r.perplexity:.2f}", f"{r.bits_per_byte:.4f}", f"{r.tokens:,}", f"{r.bytes:,}",
+                  f"{r.context} / {r.stride}")
+    return table
+
+
+RESULT = "result.json"
+
+
+def run(config, inputs: dict, out: str | Path | None = None, *, quiet: bool = False, as_json: bool = False) -> dict:
+    """The eval stage: score `inputs["model"]` on a split of `inputs["data"]` (default: its own tokens).
+
+    With `out`, writes `out/result.json` and its manifest; prints the table (or one JSON line).
+    Returns the scores.
     """
-    result, scored_from = [], 1
-    while scored_from < n_tokens:
-        new = context if scored_from == 1 else stride
-        last_target = min(scored_from + new - 1, n_tokens - 1)
-        start = max(0, last_target - context)
-        result.append((start, last_target, scored_from))
-        scored_from = last_target + 1
-    return result
+    from lmsmith.output import input_record, stage_directory, write_manifest
 
+    cfg: EvalConfig = config.eval
+    model, data = inputs["model"], inputs.get("data")
+    if out is not None:  # refuse a bad -o before minutes of scoring
+        from lmsmith.output import check_output
 
-@torch.inference_mode()
-def evaluate_tokens(
-    model,
-    tokens: np.ndarray,
-    byte_lengths: np.ndarray,
-    context: int | None = None,
-    stride: int | None = None,
-    batch_size: int = 8,
-    device: str | torch.device = "cpu",
-    autocast_dtype: torch.dtype | None = None,
-    progress=None,
-) -> EvalResult:
-    """Score every token of `tokens` (a 1-D array of ids) with `model`."""
-    context = context or model.config.block_size
-    stride = stride or context // 2
-    if context > model.config.block_size:
-        raise UserError(f"eval context {context} is longer than the model's block_size {model.config.block_size}: lower --context")
-    if not 0 < stride <= context:
-        raise UserError(f"eval stride must be between 1 and the context ({context}), got {stride}")
-    if len(tokens) < 2:
-        raise UserError("the split has fewer than 2 tokens, so there is nothing to score: curate more data or use another split")
-    spans = windows(len(tokens), context, stride)
-    total_nats, total_tokens, total_bytes = 0.0, 0, 0
-    model.eval()
-    for first in range(0, len(spans), batch_size):
-        batch = spans[first:first + batch_size]
-        length = max(end - start for start, end, _ in batch)
-        inputs = torch.zeros(len(batch), length, dtype=torch.long)
-        targets = torch.full((len(batch), length), -100, dtype=torch.long)  # -100: not scored
-        for row, (start, end, scored_from) in enumerate(batch):
-            window = torch.from_numpy(tokens[start:end + 1].astype(np.int64))
-            inputs[row, :end - start] = window[:-1]
-            skip = scored_from - start - 1  # targets an earlier window already scored
-            targets[row, skip:end - start] = window[1 + skip:]
-        inputs, targets = inputs.to(device), targets.to(device)
-        with torch.autocast(device_type=torch.device(device).type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-            logits = model(inputs).logits
-        nll = F.cross_entropy(logits.to(torch.promote_types(logits.dtype, torch.float32)).reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100, reduction="sum")
-        scored = targets[targets != -100].cpu().numpy()
-        total_nats += float(nll)
-        total_tokens += scored.size
-        total_bytes += int(byte_lengths[scored].sum())
-        if progress is not None:
-            progress(len(batch))
-    loss = total_nats / total_tokens
-    bits = total_nats / math.log(2)
-    return EvalResult(
-        loss=loss, perplexity=math.exp(min(loss, 700.0)),
-        bits_per_byte=bits / total_bytes if total_bytes else float("nan"),
-        tokens=total_tokens, bytes=total_bytes, context=context, stride=stride,
-    )
+        check_output(out, STAGE, reads=[model] + ([data] if data else []))
+    scored = evaluate(model, data, cfg, quiet=quiet or as_json)
+    if out is not None:
+        with stage_directory(out, STAGE, reads=[model] + ([data] if data else [])) as tmp:
+            write_json(tmp / RESULT, scored.to_dict())
+            write_manifest(tmp, STAGE, config=dataclasses.asdict(cfg), counts=scored.result.to_dict(),
+                           inputs={"model": input_record(scored.model), "tokens": input_record(scored.data)})
+    if as_json:
+        print(json.dumps(scored.to_dict()))
+    else:  # the scores are the result: shown with --quiet too (which only hides the progress bar)
+        from rich.console import Console
+
+        Console(highlight=False).print(eval_table(scored))
+    return scored.to_dict()

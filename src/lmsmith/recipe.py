@@ -30,10 +30,10 @@ from typing import Any
 from lmsmith.config import ConfigError, ModelConfig, apply_overrides, parse_section, read_yaml, section_to_dict
 from lmsmith.data.config import CurateConfig
 from lmsmith.errors import UserError
-from lmsmith.evaluate_split import EvalConfig
+from lmsmith.evaluate import EvalConfig
 from lmsmith.generate import GenerateConfig
-from lmsmith.token_shards import TokenizeConfig
 from lmsmith.tokenizer import TokenizerConfig
+from lmsmith.tokens_dir import TokenizeConfig
 from lmsmith.train.config import TrainConfig, TrainRecipe, plan_batch
 
 SHIPPED = "configs"  # recipes shipped inside the package: lmsmith/configs/NAME.yaml

@@ -8,7 +8,7 @@ reads all come from this one list, so they cannot drift apart. To add a stage, w
 from __future__ import annotations
 
 from lmsmith import build as build_module
-from lmsmith import convert, evaluate_split, generate, model_dir, report, sweep, token_shards, tokenizer
+from lmsmith import convert, evaluate, generate, model_dir, report, sweep, tokenizer, tokens_dir
 from lmsmith import finetune as finetune_module
 from lmsmith.config import ModelConfig
 from lmsmith.data import pipeline
@@ -50,7 +50,7 @@ TOKENIZER = Stage(
 
 TOKENIZE = Stage(
     "tokenize", "encode a curated directory (or text files) into token shards for training",
-    sections={"tokenize": token_shards.TokenizeConfig}, run=token_shards.run, in_build=True,
+    sections={"tokenize": tokens_dir.TokenizeConfig}, run=tokens_dir.run, in_build=True,
     inputs=(Input("data", "a curated directory (from `lmsmith curate`), or text files and folders", many=True,
                   metavar="DATA"),
             Input("tokenizer", "tokenizer directory (from `lmsmith tokenizer train`)", flag="-t/--tokenizer")),
@@ -80,7 +80,7 @@ TRAIN = Stage(
 
 EVAL = Stage(
     "eval", "loss, perplexity and bits per byte of a model on a whole held-out split",
-    sections={"eval": evaluate_split.EvalConfig}, run=evaluate_split.run, in_build=True, output="optional",
+    sections={"eval": evaluate.EvalConfig}, run=evaluate.run, in_build=True, output="optional",
     inputs=(MODEL_INPUT,
             Input("data", "tokens directory (default: the one the model was trained on)", flag="--data",
                   required=False, metavar="TOKENS_DIR")),

@@ -639,7 +639,7 @@ def load_sweep_recipe(recipe_arg: str | None, overrides: list[str]):
 def prepare_tokens(recipe, data: str | None, workdir: str | None, quiet: bool) -> Path:
     """The tokens every trial trains on: --data, or the recipe's stages up to tokenize (as build makes them)."""
     if data is not None:
-        from lmsmith.token_shards import open_tokens_dir
+        from lmsmith.tokens_dir import open_tokens_dir
 
         open_tokens_dir(data)  # refuse a wrong directory before the first trial
         return Path(data).resolve()

@@ -21,7 +21,7 @@ import numpy as np
 
 from lmsmith.errors import UserError
 from lmsmith.manifest import MANIFEST
-from lmsmith.token_shards import TokensDir, open_tokens_dir, read_split, tokenize_corpus
+from lmsmith.tokens_dir import TokensDir, open_tokens_dir, read_split, tokenize_corpus
 
 
 def stage_of(path: Path) -> str | None:

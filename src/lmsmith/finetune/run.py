@@ -210,7 +210,7 @@ def general_loss(model, tokens: np.ndarray | None, tokenizer, device) -> dict | 
     """Loss and bits per byte of the general validation text, scored in non-overlapping windows."""
     if tokens is None:
         return None
-    from lmsmith.evaluate import evaluate_tokens, token_byte_lengths
+    from lmsmith.scoring import evaluate_tokens, token_byte_lengths
 
     was_training = model.training
     context = model.config.block_size

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from lmsmith.errors import UserError
-from lmsmith.token_shards import TokensDir
+from lmsmith.tokens_dir import TokensDir
 from lmsmith.train.config import BatchPlan
 
 _TRAIN, _EVAL = 0, 1  # stream ids in the seed, so training and validation draws never coincide

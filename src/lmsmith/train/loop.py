@@ -3,7 +3,7 @@
 Read top to bottom, `train` does what a textbook training script does, with each concern in its
 own module of this package:
 
-    join the ranks (distributed)         open the tokens (token_shards, data)
+    join the ranks (distributed)         open the tokens (tokens_dir, data)
     build the model, check it fits (memory), apply checkpointing/compile/DDP/FSDP (parallel)
     make the optimizers (optim)          resume from a checkpoint if asked (checkpoint)
     for each step:
@@ -38,7 +38,7 @@ from lmsmith.errors import UserError
 from lmsmith.manifest import MANIFEST, file_sha256, make_manifest, read_manifest
 from lmsmith.model import GPT
 from lmsmith.output import directory_lock
-from lmsmith.token_shards import TokensDir, open_tokens_dir
+from lmsmith.tokens_dir import TokensDir, open_tokens_dir
 from lmsmith.train import checkpoint as ckpt
 from lmsmith.train.config import TrainRecipe, plan_batch, recipe_to_dict
 from lmsmith.train.data import EvalBatches, TokenWindows, TrainBatches

@@ -1,4 +1,4 @@
-"""Token shards: a corpus encoded once into flat binary files that training memory-maps.
+"""The tokens directory that `lmsmith tokenize` writes: a corpus encoded once into flat binary files that training memory-maps.
 
     TOKENS/train/shard-00000.bin ...   token ids, little-endian uint16 (vocab <= 65536) or uint32
     TOKENS/val/ ...  TOKENS/test/ ...

@@ -8,8 +8,8 @@ import torch
 
 from lmsmith.config import ModelConfig
 from lmsmith.errors import UserError
-from lmsmith.evaluate import evaluate_tokens, token_byte_lengths, windows
 from lmsmith.model import GPT
+from lmsmith.scoring import evaluate_tokens, token_byte_lengths, windows
 from lmsmith.tokenizer import train_bpe
 
 TEXT = "The quick brown fox jumps over the lazy dog. Ünïcödé and emoji 🦊 too.\n" * 8

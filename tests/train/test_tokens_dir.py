@@ -13,8 +13,8 @@ from lmsmith.data.document import Document
 from lmsmith.data.write import CurateWriter, OutputConfig
 from lmsmith.errors import UserError
 from lmsmith.manifest import MANIFEST, file_sha256, make_manifest
-from lmsmith.token_shards import SplitWriter, open_tokens_dir, read_split, token_dtype, tokenize_corpus
 from lmsmith.tokenizer import load_tokenizer
+from lmsmith.tokens_dir import SplitWriter, open_tokens_dir, read_split, token_dtype, tokenize_corpus
 
 DOCS = {
     "train": [f"def f{i}(x):\n    return x * {i}  # ünïcode {'😀' * (i % 3)}\n" for i in range(40)],
