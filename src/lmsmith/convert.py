@@ -441,7 +441,9 @@ def read_hf_tokenizer(hf_dir: Path, hf_config) -> Tokenizer:
         )
     eot = end_of_text_token(hf_dir, hf_config, backend)
     backend.add_special_tokens([eot])  # keeps its id; makes sure "<|endoftext|>" in text is one token
-    return Tokenizer(backend, eot_token=eot)
+    from lmsmith.chat_template import read_chat_template
+
+    return Tokenizer(backend, eot_token=eot, chat_template=read_chat_template(hf_dir))  # the model's own chat format
 
 
 def byte_level_bpe(vocab: Path, merges: Path):

@@ -72,10 +72,11 @@ _BYTE_OF_STAND_IN = _byte_level_stand_ins()
 class Tokenizer:
     """A trained tokenizer and its end-of-text token."""
 
-    def __init__(self, backend: HFTokenizer, eot_token: str = EOT, kind: str = "bpe"):
+    def __init__(self, backend: HFTokenizer, eot_token: str = EOT, kind: str = "bpe", chat_template: str | None = None):
         self.backend = backend
         self.kind = kind
         self.eot_token = eot_token
+        self.chat_template = chat_template  # Jinja, as transformers reads it (see lmsmith.chat_template)
         eot_id = backend.token_to_id(eot_token)
         if eot_id is None:
             raise UserError(f"the tokenizer has no end-of-text token {eot_token!r}: retrain it, or name its token")
@@ -144,6 +145,7 @@ class Tokenizer:
             # transformers would otherwise "tidy" spaces before punctuation on decode and break round trips
             "clean_up_tokenization_spaces": False,
             "lmsmith_kind": self.kind,
+            **({"chat_template": self.chat_template} if self.chat_template else {}),
         })
 
     def _json(self) -> str:
@@ -204,7 +206,9 @@ def load_tokenizer(directory: str | Path) -> Tokenizer:
             raise UserError(f"{config_file} is corrupted (not a JSON object): restore it or delete it") from None
         except OSError as exc:
             raise cannot_read(config_file, exc) from None
-    return Tokenizer(backend, eot_token=eot, kind=kind)
+    from lmsmith.chat_template import read_chat_template
+
+    return Tokenizer(backend, eot_token=eot, kind=kind, chat_template=read_chat_template(directory))
 
 
 # ---------------------------------------------------------------------------------------------

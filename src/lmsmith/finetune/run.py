@@ -124,10 +124,16 @@ def continue_data(recipe: FinetuneRecipe, data: str, tokenizer, plan, info, work
 
 
 def add_template_tokens(recipe: FinetuneRecipe, model: GPT, tokenizer, quiet: bool):
-    """The tokenizer with the chat template's special tokens, added if missing (the embedding grows to match)."""
+    """The tokenizer with the chat template's special tokens, added if missing (the embedding grows to match),
+    and the template itself as Jinja, so the model directory says how to chat with it."""
+    from lmsmith.chat_template import jinja_source
+    from lmsmith.tokenizer import Tokenizer
+
     if recipe.finetune.mode != "instruct":
         return tokenizer, []
     template = get_template(recipe.finetune.template)
+    tokenizer = Tokenizer(tokenizer.backend, eot_token=tokenizer.eot_token, kind=tokenizer.kind,
+                          chat_template=jinja_source(template))
     missing = missing_special_tokens(tokenizer, template.special_tokens)
     if not missing:
         return tokenizer, []

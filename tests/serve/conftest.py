@@ -1,0 +1,60 @@
+"""Tiny models for the serving tests: built here in seconds, nothing downloaded."""
+
+from __future__ import annotations
+
+import json
+import string
+
+import pytest
+import torch
+
+from lmsmith.config import ModelConfig
+from lmsmith.model import GPT
+from lmsmith.model_dir import save_model_dir
+from lmsmith.tokenizer import Tokenizer, train_char
+
+ALPHABET = string.ascii_letters + string.digits + " .,:;?!'\"-_=*()<>#|\n"
+BLOCK_SIZE = 128
+
+
+@pytest.fixture(scope="session")
+def char_tokenizer() -> Tokenizer:
+    return train_char([ALPHABET], show_progress=False)
+
+
+def tiny_model(vocab_size: int, seed: int = 0, **shape) -> GPT:
+    """A two-block model with weights off their initial values, so its outputs vary with the input."""
+    settings = dict(vocab_size=vocab_size, block_size=BLOCK_SIZE, n_layer=2, n_head=2, n_embd=32)
+    settings.update(shape)
+    torch.manual_seed(seed)
+    model = GPT(ModelConfig(**settings)).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+    return model
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory, char_tokenizer):
+    """A saved tiny model with random weights and no chat template."""
+    path = tmp_path_factory.mktemp("serve") / "model"
+    return save_model_dir(path, tiny_model(char_tokenizer.vocab_size), char_tokenizer, made_by="test")
+
+
+@pytest.fixture(scope="session")
+def chat_model_dir(tmp_path_factory, model_dir):
+    """The tiny model after two steps of instruction tuning with the chatml template: it carries the template."""
+    from lmsmith.finetune import finetune
+
+    work = tmp_path_factory.mktemp("chat")
+    data = work / "chat.jsonl"
+    pairs = [{"prompt": f"{a}+{b}=", "response": str(a + b)} for a in range(6) for b in range(6)]
+    data.write_text("".join(json.dumps(p) + "\n" for p in pairs), encoding="utf-8")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        finetune(str(model_dir), str(data), work / "run", quiet=True, template="chatml", overrides=[
+            "train.steps=2", "train.eval_every=2", "train.micro_batch=8", "train.peak_flops=1e11", "exact_match=0"])
+    finally:
+        torch.set_num_threads(before)
+    return work / "run" / "model"
