@@ -183,7 +183,7 @@ def test_truncated_or_foreign_weights_file_is_a_clear_error(tmp_path, tokenizer,
 
 @pytest.mark.parametrize("content, message", [
     ('{"n_layer": 2, ', r"config.json is corrupted \(not valid JSON\)"),
-    ("[1, 2]", "expected a mapping"),
+    ("[1, 2]", r"config.json is corrupted \(not a JSON object\)"),
     ('{"vocab_size": 280, "n_layers": 2}', "unknown key 'config.json.n_layers': did you mean 'n_layer'"),
     ('{"vocab_size": 280, "n_embd": 30, "n_head": 4}', r"n_embd \(30\) is not divisible by config.json.n_head \(4\)"),
     ('{"vocab_size": 280, "n_layer": "two"}', "expected a whole number"),

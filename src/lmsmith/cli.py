@@ -202,12 +202,12 @@ def parse_command(argv: list[str]) -> Command:
 
 
 def unknown_verb(argv: list[str]) -> UserError:
-    from lmsmith.stage import closest_hint
+    from lmsmith.config import closest_hint
     from lmsmith.stages import STAGES
 
     known = sorted({" ".join(s.words) for s in STAGES})
     given = " ".join(argv[:2]) if argv[:1] == ["tokenizer"] else (argv[0] if argv else "")
-    return ArgumentError(f"unknown verb '{given}': {closest_hint(given, known, 'the verbs are')}")
+    return ArgumentError(f"unknown verb '{given}': {closest_hint(given, known, 'the verbs are ' + ', '.join(sorted(known)))}")
 
 
 def find_stage(argv: list[str]) -> tuple[Stage | None, list[str]]:

@@ -30,9 +30,13 @@ class ConfigError(UserError):
 # Turning plain dicts into checked dataclasses
 
 
-def _closest(key: str, known: list[str]) -> str:
-    match = difflib.get_close_matches(key, known, n=1, cutoff=0.5)
-    return f"did you mean '{match[0]}'?" if match else f"known keys: {', '.join(sorted(known))}"
+def closest_hint(word: str, known: typing.Iterable[str], otherwise: str | None = None, cutoff: float = 0.5) -> str:
+    """'did you mean X?' for the nearest known word; else `otherwise`, or the list of known words."""
+    known = sorted(str(k) for k in known)
+    match = difflib.get_close_matches(str(word), known, n=1, cutoff=cutoff)
+    if match:
+        return f"did you mean '{match[0]}'?"
+    return otherwise or f"known: {', '.join(known)}"
 
 
 def _type_name(tp: Any) -> str:
@@ -114,7 +118,7 @@ def parse_section(cls: type, raw: Any, where: str) -> Any:
     for key, value in raw.items():
         dotted = f"{where}.{key}" if where else str(key)
         if key not in fields:
-            raise ConfigError(f"unknown key '{dotted}': {_closest(str(key), list(fields))}")
+            raise ConfigError(f"unknown key '{dotted}': {closest_hint(key, fields, 'known keys: ' + ', '.join(sorted(fields)))}")
         values[key] = _coerce(value, hints[key], dotted)
     obj = cls(**values)
     if hasattr(obj, "check"):

@@ -30,6 +30,8 @@ from safetensors.torch import load_file
 from lmsmith.atomic import atomic_directory, write_json
 from lmsmith.config import ModelConfig
 from lmsmith.errors import UserError, cannot_read, check_readable
+from lmsmith.extras import require
+from lmsmith.json_file import read_json
 from lmsmith.manifest import MANIFEST, check_replaceable, file_sha256, make_manifest, read_manifest
 from lmsmith.model import GPT
 from lmsmith.model_dir import describe_mismatch, load_model_dir, save_model_dir
@@ -44,11 +46,7 @@ SUPPORTED = (
 
 
 def _transformers():
-    try:
-        import transformers
-    except ImportError:
-        raise UserError("converting to or from Hugging Face needs transformers: pip install 'lmsmith[hf]'") from None
-    return transformers
+    return require("transformers", extra="hf", purpose="converting to or from Hugging Face")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -60,13 +58,8 @@ def read_hf_config(hf_dir: Path):
     file = hf_dir / "config.json"
     if not file.is_file():
         raise UserError(f"{hf_dir} has no config.json: it is not a Hugging Face model directory")
-    try:
-        raw = json.loads(file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise UserError(f"{file} is corrupted (not valid JSON): restore it from a good copy") from None
-    except OSError as exc:
-        raise cannot_read(file, exc) from None
-    model_type = raw.get("model_type") if isinstance(raw, dict) else None
+    raw = read_json(file, fix="restore it from a good copy")
+    model_type = raw.get("model_type")
     classes = {"gpt2": "GPT2Config", "llama": "LlamaConfig", "mistral": "MistralConfig"}
     if model_type not in classes:
         raise UserError(f"{hf_dir}: architecture {model_type!r} is not supported; lmsmith converts {SUPPORTED}")
@@ -479,13 +472,7 @@ def end_of_text_token(hf_dir: Path, hf_config, backend) -> str:
 
 
 def _read_json(file: Path) -> dict:
-    if not file.is_file():
-        return {}
-    try:
-        data = json.loads(file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise UserError(f"{file} is corrupted (not valid JSON): restore or delete it") from None
-    return data if isinstance(data, dict) else {}
+    return read_json(file, fix="restore or delete it") if file.is_file() else {}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from lmsmith.atomic import write_json
 from lmsmith.config import ConfigError
 from lmsmith.errors import UserError
 from lmsmith.manifest import MANIFEST
+from lmsmith.progress import progress_bar
 from lmsmith.scoring import EvalResult, evaluate_tokens, token_byte_lengths, windows
 from lmsmith.tokens_dir import TokensDir, open_tokens_dir, read_split
 
@@ -113,31 +114,24 @@ def evaluate(model: str | Path, data: str | Path | None = None, config: EvalConf
 
 
 class _WindowProgress:
-    """A rich bar over the windows scored; nothing with quiet or without a terminal."""
+    """A bar over the windows scored."""
 
     def __init__(self, total_windows: int, batch_size: int, quiet: bool):
-        self.total, self.quiet = total_windows, quiet
-        self.bar = None
+        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+
+        self.bar = progress_bar(TextColumn("[bold]eval"), BarColumn(), MofNCompleteColumn(), TextColumn("windows"),
+                                TimeRemainingColumn(), quiet=quiet)
+        self.task = self.bar.add_task("eval", total=total_windows)
 
     def __enter__(self):
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        console = Console(stderr=True)
-        if not self.quiet and console.is_terminal:
-            self.bar = Progress(TextColumn("[bold]eval"), BarColumn(), MofNCompleteColumn(), TextColumn("windows"),
-                                TimeRemainingColumn(), console=console, transient=True)
-            self.bar.start()
-            self.task = self.bar.add_task("eval", total=self.total)
+        self.bar.start()
         return self
 
     def __call__(self, n_windows: int) -> None:
-        if self.bar is not None:
-            self.bar.advance(self.task, n_windows)
+        self.bar.advance(self.task, n_windows)
 
     def __exit__(self, *exc) -> None:
-        if self.bar is not None:
-            self.bar.stop()
+        self.bar.stop()
 
 
 def eval_table(scored: SplitEval):

@@ -16,6 +16,7 @@ from typing import Any
 
 from lmsmith import __version__
 from lmsmith.errors import UserError
+from lmsmith.json_file import read_json
 
 MANIFEST = "manifest.json"
 _VERSIONED = ("torch", "tokenizers", "safetensors", "numpy", "transformers", "datasets", "pyarrow")
@@ -72,10 +73,7 @@ def read_manifest(directory: str | Path, stage: str | tuple[str, ...] | None = N
         raise UserError(f"{directory} is not a directory{hint}")
     if not path.is_file():
         raise UserError(f"{directory} has no {MANIFEST}, so it was not made by lmsmith{hint}")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise UserError(f"{path} is corrupted (not valid JSON){hint}") from None
+    manifest = read_json(path, fix=fix or "make it again with the stage that wrote it")
     stages = (stage,) if isinstance(stage, str) else stage
     if stages and manifest.get("stage") not in stages:
         raise UserError(

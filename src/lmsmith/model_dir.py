@@ -23,6 +23,7 @@ from safetensors.torch import save_file
 from lmsmith.atomic import atomic_directory
 from lmsmith.config import ConfigError, ModelConfig, parse_section
 from lmsmith.errors import UserError, cannot_read, check_readable
+from lmsmith.json_file import read_json
 from lmsmith.manifest import MANIFEST, file_sha256, make_manifest, read_manifest
 from lmsmith.model import GPT
 from lmsmith.model_size import check_model_fits
@@ -75,12 +76,7 @@ def read_model_config(path: str | Path) -> ModelConfig:
     file = path / CONFIG
     if not file.is_file():
         raise UserError(f"{path} has no {CONFIG}: it is not an lmsmith model directory (make one with `lmsmith init` or `lmsmith convert --from-hf`)")
-    try:
-        raw = json.loads(file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise UserError(f"{file} is corrupted (not valid JSON): restore it or re-create the model directory") from None
-    except OSError as exc:
-        raise cannot_read(file, exc) from None
+    raw = read_json(file, fix="restore it or re-create the model directory")
     try:
         config = parse_section(ModelConfig, raw, "config.json")
     except ConfigError as exc:

@@ -21,13 +21,20 @@ a recipe by `train_recipe`. Everything is checked when the recipe is loaded, bef
 from __future__ import annotations
 
 import copy
-import difflib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from lmsmith.config import ConfigError, ModelConfig, apply_overrides, parse_section, read_yaml, section_to_dict
+from lmsmith.config import (
+    ConfigError,
+    ModelConfig,
+    apply_overrides,
+    closest_hint,
+    parse_section,
+    read_yaml,
+    section_to_dict,
+)
 from lmsmith.data.config import CurateConfig
 from lmsmith.errors import UserError
 from lmsmith.evaluate import EvalConfig
@@ -109,8 +116,7 @@ def find_recipe(name_or_path: str | Path | None) -> Path:
     shipped = shipped_recipes()
     if "/" not in stem and "\\" not in stem and stem in shipped:
         return Path(str(resources.files("lmsmith") / SHIPPED / f"{stem}.yaml"))
-    match = difflib.get_close_matches(Path(stem).name, shipped, n=1, cutoff=0.5)
-    hint = f"did you mean '{match[0]}'?" if match else f"the shipped recipes are {', '.join(shipped)}"
+    hint = closest_hint(Path(stem).name, shipped, f"the shipped recipes are {', '.join(shipped)}")
     raise UserError(f"recipe {name_or_path} does not exist: give a YAML file or a shipped recipe name ({hint})")
 
 
@@ -128,8 +134,7 @@ def recipe_from_dict(raw: dict) -> Recipe:
     sections = recipe_sections()
     for key in raw:
         if key not in sections:
-            match = difflib.get_close_matches(str(key), sections, n=1, cutoff=0.5)
-            hint = f"did you mean '{match[0]}'?" if match else f"a recipe has the sections {', '.join(sections)}"
+            hint = closest_hint(key, sections, f"a recipe has the sections {', '.join(sections)}")
             raise ConfigError(f"unknown stage '{key}' in the recipe: {hint}")
     recipe = Recipe(
         curate=parse_section(CurateConfig, raw["curate"], "curate") if "curate" in raw else None,

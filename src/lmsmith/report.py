@@ -26,6 +26,7 @@ from pathlib import Path
 
 from lmsmith.atomic import write_bytes, write_text
 from lmsmith.errors import UserError
+from lmsmith.extras import require
 from lmsmith.manifest import MANIFEST
 
 REPORT_HTML = "report.html"
@@ -154,10 +155,7 @@ def gather(path: str | Path) -> ReportInputs:
 
 
 def _pyplot():
-    try:
-        import matplotlib
-    except ImportError:
-        raise UserError("lmsmith report draws with matplotlib: pip install 'lmsmith[report]'") from None
+    matplotlib = require("matplotlib", extra="report", purpose="lmsmith report's pictures")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

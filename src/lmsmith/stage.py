@@ -16,7 +16,6 @@ few flags) into that config, the same way for every verb.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import re
 import types
 import typing
@@ -28,7 +27,7 @@ from typing import Any, Literal
 
 import yaml
 
-from lmsmith.config import ConfigError, apply_overrides, parse_section, read_yaml
+from lmsmith.config import ConfigError, apply_overrides, closest_hint, parse_section, read_yaml
 
 OVERRIDE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*=")
 
@@ -36,13 +35,6 @@ OVERRIDE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*=")
 def is_override(item: str) -> bool:
     """`section.key=value` is an override; anything else on the line is an input (write ./a=b for such a path)."""
     return bool(OVERRIDE.match(item))
-
-
-def closest_hint(word: str, known: typing.Iterable[str], what: str = "known") -> str:
-    """'did you mean X?' for the nearest known word, or the list of known words."""
-    known = sorted(known)
-    match = difflib.get_close_matches(word, known, n=1, cutoff=0.5)
-    return f"did you mean '{match[0]}'?" if match else f"{what}: {', '.join(known)}"
 
 
 @dataclass(frozen=True)
@@ -191,7 +183,7 @@ def config_file_sections(stage: Stage, path: str | Path) -> dict:
         if key in stage.sections or key in stage.file_keys:
             kept[key] = value
         elif key not in known:
-            raise ConfigError(f"unknown section '{key}' in {path}: {closest_hint(str(key), known, 'the sections are')}")
+            raise ConfigError(f"unknown section '{key}' in {path}: {closest_hint(key, known, 'the sections are ' + ', '.join(sorted(known)))}")
     return kept
 
 
@@ -212,7 +204,7 @@ def route_override(stage: Stage, item: str) -> str:
         raise ConfigError(f"{key}: `lmsmith {' '.join(stage.words)}` does not read the {head}: section "
                           f"(it reads {readable})")
     names = [f.name for f in dataclasses.fields(own)] + list(known)
-    raise ConfigError(f"unknown key '{key}': {closest_hint(head, names, 'known keys')}")
+    raise ConfigError(f"unknown key '{key}': {closest_hint(head, names, 'known keys: ' + ', '.join(sorted(names)))}")
 
 
 def stage_config(stage: Stage, config_file: str | Path | None = None, overrides: list[str] = (),

@@ -36,7 +36,6 @@ from __future__ import annotations
 import copy
 import csv
 import dataclasses
-import difflib
 import importlib.util
 import io
 import json
@@ -57,8 +56,10 @@ from typing import Any
 import yaml
 
 from lmsmith.atomic import write_bytes, write_json, write_text
-from lmsmith.config import ConfigError, ModelConfig, apply_overrides, parse_section, read_yaml
+from lmsmith.config import ConfigError, ModelConfig, apply_overrides, closest_hint, parse_section, read_yaml
 from lmsmith.errors import UserError
+from lmsmith.extras import require
+from lmsmith.progress import progress_bar
 from lmsmith.train.config import TrainConfig, plan_batch
 from lmsmith.train.metrics import METRICS
 
@@ -121,8 +122,7 @@ def parse_dimension(key: str, spec: Any, where: str) -> Dimension:
     section, _, name = key.partition(".")
     known = [f"{s}.{f.name}" for s, cls in SWEPT_SECTIONS.items() for f in dataclasses.fields(cls) if f.name != "preset"]
     if key not in known:
-        match = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
-        hint = f"did you mean '{match[0]}'?" if match else "keys are model.* and train.* settings, e.g. train.lr or model.n_layer"
+        hint = closest_hint(key, known, "keys are model.* and train.* settings, e.g. train.lr or model.n_layer", cutoff=0.6)
         raise ConfigError(f"{where}: unknown key '{key}': {hint}")
     if not isinstance(spec, dict) or len(spec) != 1:
         raise ConfigError(f"{where}.{key}: give one distribution, e.g. {{log_uniform: [1.0e-4, 1.0e-2]}} "
@@ -131,8 +131,7 @@ def parse_dimension(key: str, spec: Any, where: str) -> Dimension:
     if isinstance(values, list):
         values = [_number_from_text(v) for v in values]
     if kind not in DISTRIBUTIONS:
-        match = difflib.get_close_matches(str(kind), DISTRIBUTIONS, n=1, cutoff=0.5)
-        hint = f"did you mean '{match[0]}'?" if match else f"use one of {', '.join(DISTRIBUTIONS)}"
+        hint = closest_hint(kind, DISTRIBUTIONS, f"use one of {', '.join(DISTRIBUTIONS)}")
         raise ConfigError(f"{where}.{key}: unknown distribution '{kind}': {hint}")
     here = f"{where}.{key}.{kind}"
     if kind == "choice":
@@ -365,10 +364,7 @@ def tidy_trial_run(run_dir: Path) -> None:
 
 
 def _optuna():
-    try:
-        import optuna
-    except ImportError:
-        raise UserError("lmsmith sweep needs Optuna: pip install 'lmsmith[sweep]'") from None
+    optuna = require("optuna", extra="sweep", purpose="lmsmith sweep")
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     return optuna
@@ -699,7 +695,7 @@ def sweep(recipe_arg: str | None, overrides: list[str] = (), *, trials: int | No
         + (f" ({done_before} already in the study)" if done_before else "")
         + (f", at most {config.budget_minutes:g} minutes" if budget_s else "") + f"; storage {storage_url}")
 
-    with SweepProgress(config.trials, done_before, quiet, console) as progress:
+    with SweepProgress(config.trials, done_before, quiet) as progress:
         def after_trial(study, _trial) -> None:
             counted = counted_trials(study)
             progress.update(counted)
@@ -718,36 +714,25 @@ def sweep(recipe_arg: str | None, overrides: list[str] = (), *, trials: int | No
 
 
 class SweepProgress:
-    """A bar of the study's trials with elapsed time and ETA, on a terminal and without --quiet."""
+    """A bar of the study's trials with elapsed time and ETA."""
 
-    def __init__(self, total: int, done: int, quiet: bool, console):
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
+    def __init__(self, total: int, done: int, quiet: bool):
+        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-        self.bar = None
-        if not quiet and console.is_terminal:
-            self.bar = Progress(TextColumn("[bold]sweep"), BarColumn(), MofNCompleteColumn(), TextColumn("trials"),
-                                TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=console)
-            self.task = self.bar.add_task("sweep", total=total, completed=done)
+        self.bar = progress_bar(TextColumn("[bold]sweep"), BarColumn(), MofNCompleteColumn(), TextColumn("trials"),
+                                TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), quiet=quiet,
+                                transient=False)
+        self.task = self.bar.add_task("sweep", total=total, completed=done)
 
     def __enter__(self) -> SweepProgress:
-        if self.bar is not None:
-            self.bar.start()
+        self.bar.start()
         return self
 
     def update(self, done: int) -> None:
-        if self.bar is not None:
-            self.bar.update(self.task, completed=done)
+        self.bar.update(self.task, completed=done)
 
     def stop(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
+        self.bar.stop()
 
     def __exit__(self, *exc) -> None:
         self.stop()

@@ -33,7 +33,9 @@ from tokenizers import decoders, models, pre_tokenizers, processors, trainers
 
 from lmsmith.atomic import write_json, write_text
 from lmsmith.errors import UserError, cannot_read, check_readable
+from lmsmith.json_file import read_json
 from lmsmith.manifest import MANIFEST, read_manifest
+from lmsmith.progress import progress_bar
 
 STAGE = "tokenizer"
 TOKENIZER_FILE = "tokenizer.json"
@@ -196,16 +198,11 @@ def load_tokenizer(directory: str | Path) -> Tokenizer:
     eot, kind = EOT, "bpe"
     config_file = directory / TOKENIZER_CONFIG
     if config_file.is_file():
-        try:
-            config = json.loads(config_file.read_text(encoding="utf-8"))
-            eot = config.get("eos_token") or EOT
-            if isinstance(eot, dict):  # transformers may store AddedToken dicts
-                eot = eot.get("content", EOT)
-            kind = config.get("lmsmith_kind", kind)
-        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
-            raise UserError(f"{config_file} is corrupted (not a JSON object): restore it or delete it") from None
-        except OSError as exc:
-            raise cannot_read(config_file, exc) from None
+        config = read_json(config_file, fix="restore it or delete it")
+        eot = config.get("eos_token") or EOT
+        if isinstance(eot, dict):  # transformers may store AddedToken dicts
+            eot = eot.get("content", EOT)
+        kind = config.get("lmsmith_kind", kind)
     from lmsmith.chat_template import read_chat_template
 
     return Tokenizer(backend, eot_token=eot, kind=kind, chat_template=read_chat_template(directory))
@@ -433,21 +430,13 @@ def _training_pieces(texts: Iterable[str], specials: list[str], progress: _Train
 
 
 class _TrainingProgress:
-    """A progress bar on stderr over the bytes of `TextFiles`, or over the count of other texts."""
+    """A bar over the bytes of `TextFiles`, or over the count of other texts."""
 
     def __init__(self, texts: Iterable[str], show: bool, last_step: str):
-        self.texts, self.show, self.last_step = texts, show, last_step
-        self.bar = self.task = None
-
-    def __enter__(self) -> _TrainingProgress:
-        if not self.show:
-            return self
-        from rich.console import Console
         from rich.progress import (
             BarColumn,
             DownloadColumn,
             MofNCompleteColumn,
-            Progress,
             SpinnerColumn,
             TextColumn,
             TimeElapsedColumn,
@@ -455,35 +444,31 @@ class _TrainingProgress:
             TransferSpeedColumn,
         )
 
+        self.texts, self.last_step = texts, last_step
         head = [SpinnerColumn(), TextColumn("{task.description}"), BarColumn()]
-        if isinstance(self.texts, TextFiles):
-            columns, total = [DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn()], self.texts.total_bytes
+        if isinstance(texts, TextFiles):
+            columns, total = [DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn()], texts.total_bytes
         else:
-            total = len(self.texts) if hasattr(self.texts, "__len__") else None
+            total = len(texts) if hasattr(texts, "__len__") else None
             columns = [MofNCompleteColumn(), TextColumn("texts"), TimeElapsedColumn()]
-        console = Console(stderr=True)
-        if not console.is_terminal:  # a log file gets no bar: rich would only leave blank lines there
-            return self
-        self.bar = Progress(*head, *columns, console=console, transient=True)
-        self.bar.start()
+        self.bar = progress_bar(*head, *columns, quiet=not show)
         self.task = self.bar.add_task("reading text", total=total)
+
+    def __enter__(self) -> _TrainingProgress:
+        self.bar.start()
         return self
 
     def advance(self) -> None:
-        if self.bar is None:
-            return
         if isinstance(self.texts, TextFiles):
             self.bar.update(self.task, completed=self.texts.bytes_read)
         else:
             self.bar.advance(self.task)
 
     def reading_done(self) -> None:
-        if self.bar is not None:
-            self.bar.update(self.task, description=self.last_step)
+        self.bar.update(self.task, description=self.last_step)
 
     def __exit__(self, *exc) -> None:
-        if self.bar is not None:
-            self.bar.stop()
+        self.bar.stop()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ import numpy as np
 from lmsmith.config import parse_section
 from lmsmith.errors import UserError, is_disk_full
 from lmsmith.manifest import MANIFEST, file_sha256, read_manifest
+from lmsmith.progress import progress_bar
 from lmsmith.tokenizer import TOKENIZER_FILE, TextFiles, Tokenizer, load_tokenizer
 
 STAGE = "tokenize"
@@ -303,43 +304,27 @@ def _curated_dir(inputs: list[str]) -> Path | None:
 
 
 class _Progress:
-    """A rich bar over the bytes of text encoded, per split; nothing with quiet or without a terminal."""
+    """A bar over the bytes of text encoded, one task per split."""
 
     def __init__(self, quiet: bool):
-        self.quiet = quiet
-        self.bar = self.task = None
+        from rich.progress import BarColumn, DownloadColumn, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+
+        self.bar = progress_bar(TextColumn("tokenizing {task.description}"), BarColumn(), DownloadColumn(),
+                                TransferSpeedColumn(), TimeRemainingColumn(), quiet=quiet)
+        self.task = None
 
     def __enter__(self):
-        if self.quiet:
-            return self
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            DownloadColumn,
-            Progress,
-            TextColumn,
-            TimeRemainingColumn,
-            TransferSpeedColumn,
-        )
-
-        console = Console(stderr=True)
-        if console.is_terminal:
-            self.bar = Progress(TextColumn("tokenizing {task.description}"), BarColumn(), DownloadColumn(),
-                                TransferSpeedColumn(), TimeRemainingColumn(), console=console, transient=True)
-            self.bar.start()
+        self.bar.start()
         return self
 
     def start(self, split: str, total_bytes: int | None) -> None:
-        if self.bar is not None:
-            self.task = self.bar.add_task(split, total=total_bytes)
+        self.task = self.bar.add_task(split, total=total_bytes)
 
     def advance(self, n_bytes: int) -> None:
-        if self.bar is not None:
-            self.bar.advance(self.task, n_bytes)
+        self.bar.advance(self.task, n_bytes)
 
     def __exit__(self, *exc) -> None:
-        if self.bar is not None:
-            self.bar.stop()
+        self.bar.stop()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -40,6 +40,7 @@ from lmsmith.data.write import DOC_SCHEMA, CurateWriter, ShardWriter, document_r
 from lmsmith.errors import UserError
 from lmsmith.manifest import read_manifest
 from lmsmith.output import stage_directory, write_manifest
+from lmsmith.progress import progress_bar
 
 REPORT = "report.json"
 _SPOOL = ".spool"
@@ -249,11 +250,8 @@ class CurateRun:
 
 
 def _progress(quiet: bool) -> Progress:
-    return Progress(
-        TextColumn("[bold]curate"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
-        TextColumn("{task.fields[docs]:,} docs"),
-        console=Console(stderr=True), disable=quiet, transient=True,
-    )
+    return progress_bar(TextColumn("[bold]curate"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                        TimeRemainingColumn(), TextColumn("{task.fields[docs]:,} docs"), quiet=quiet)
 
 
 def curate(inputs: list[str], out: str | Path, config: CurateConfig | dict | str | Path | None = None, *,

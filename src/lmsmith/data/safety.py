@@ -23,6 +23,7 @@ from lmsmith.config import ConfigError
 from lmsmith.data.document import Document
 from lmsmith.data.step import Dropped, Step, StepStats
 from lmsmith.errors import UserError
+from lmsmith.extras import require
 
 _WORD = re.compile(r"\w+")
 _URL_HOST = re.compile(r"(?i)\b(?:https?|ftp)://(?:[^\s/?#@\"'<>]*@)?([a-z0-9.-]+)")
@@ -256,12 +257,8 @@ class SafetyFilter(Step):
     # -- classifier -------------------------------------------------------------------------
 
     def _load_classifier(self):
-        try:
-            from transformers import pipeline
-        except ImportError:
-            raise UserError(
-                "safety.classifier needs the transformers library: pip install 'lmsmith[hf]', or unset safety.classifier.model"
-            ) from None
+        pipeline = require("transformers", extra="hf", purpose="safety.classifier",
+                           also=", or unset safety.classifier.model").pipeline
 
         cfg = self.config.classifier
         if cfg.device == "auto":

@@ -25,6 +25,7 @@ from lmsmith.atomic import atomic_directory
 from lmsmith.errors import UserError
 from lmsmith.finetune.lora import adapter_state, base_weights_sha256, inject_lora, load_adapter_state, merge_lora
 from lmsmith.finetune.vocabulary import grow_vocabulary
+from lmsmith.json_file import read_json
 from lmsmith.manifest import MANIFEST, file_sha256, make_manifest
 from lmsmith.model import GPT
 
@@ -89,11 +90,8 @@ def load_adapter_dir(path: str | Path) -> Adapter:
     from lmsmith.tokenizer import load_tokenizer
 
     path = resolve_adapter_dir(path)
-    try:
-        config = json.loads((path / ADAPTER_CONFIG).read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise UserError(f"{path / ADAPTER_CONFIG} is corrupted (not valid JSON): train the adapter again") from None
-    if not isinstance(config, dict) or config.get("format") != ADAPTER_FORMAT:
+    config = read_json(path / ADAPTER_CONFIG, fix="train the adapter again")
+    if config.get("format") != ADAPTER_FORMAT:
         raise UserError(f"{path / ADAPTER_CONFIG} is not an lmsmith LoRA adapter config (format {ADAPTER_FORMAT})")
     try:
         state = load_file(str(path / ADAPTER_WEIGHTS))

@@ -252,19 +252,15 @@ def check_output(out: Path, base: str, data: str) -> None:
 
 def finetune(base: str, data: str, out: str | Path, recipe: FinetuneRecipe, quiet: bool = False) -> dict:
     """Fine-tune `base` on `data` into the run directory `out`; returns the report (also RUN/finetune.json)."""
-    from lmsmith.train.distributed import destroy_distributed, init_distributed
+    from lmsmith.train.distributed import process_group
 
     out = Path(out)
     check_output(out, base, data)
     if recipe.finetune.mode == "instruct" and Path(data).is_dir():
         raise UserError(f"--mode instruct reads a JSONL file, but {data} is a directory: give the .jsonl file, "
                         "or use --mode continue for domain text")
-    info = init_distributed(recipe.train.device)
-    try:
-        with tempfile.TemporaryDirectory(prefix="lmsmith-finetune-") as work:
-            return _finetune(base, data, out, recipe, info, Path(work), quiet)
-    finally:
-        destroy_distributed()
+    with process_group(recipe.train.device) as info, tempfile.TemporaryDirectory(prefix="lmsmith-finetune-") as work:
+        return _finetune(base, data, out, recipe, info, Path(work), quiet)
 
 
 def _finetune(base: str, data: str, out: Path, recipe: FinetuneRecipe, info, work: Path, quiet: bool) -> dict:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lmsmith.errors import UserError, cannot_read
+from lmsmith.extras import require
 from lmsmith.model import GPT
 from lmsmith.tokenizer import Tokenizer
 
@@ -46,12 +47,9 @@ def is_hf_dir(path: Path) -> bool:
 
 
 def download_from_hub(name: str) -> Path:
+    hub = require("huggingface_hub", extra="hf", purpose="hf:NAME")
     try:
-        from huggingface_hub import snapshot_download
-    except ImportError:
-        raise UserError("hf:NAME needs huggingface_hub: pip install 'lmsmith[hf]'") from None
-    try:
-        return Path(snapshot_download(name, allow_patterns=HUB_FILES))
+        return Path(hub.snapshot_download(name, allow_patterns=HUB_FILES))
     except Exception as exc:  # network, unknown repository, gated model: all end the same way for the user
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise UserError(f"could not download {name} from the Hugging Face Hub ({first}): check the name and "

@@ -12,13 +12,20 @@ work starts, including what depends on the launch (the number of ranks under tor
 
 from __future__ import annotations
 
-import difflib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from lmsmith.config import ConfigError, ModelConfig, apply_overrides, parse_section, read_yaml, section_to_dict
+from lmsmith.config import (
+    ConfigError,
+    ModelConfig,
+    apply_overrides,
+    closest_hint,
+    parse_section,
+    read_yaml,
+    section_to_dict,
+)
 
 # Sections of a full pipeline recipe that belong to other verbs; `train` accepts and ignores them.
 
@@ -169,8 +176,7 @@ def parse_recipe(raw: dict, default_out: str = "runs/run") -> TrainRecipe:
         if key in others:
             raw.pop(key)
         elif key not in known:
-            match = difflib.get_close_matches(str(key), sorted(known | others), n=1, cutoff=0.5)
-            hint = f"did you mean '{match[0]}'?" if match else "a training recipe has data, out, model and train"
+            hint = closest_hint(key, known | others, "a training recipe has data, out, model and train")
             raise ConfigError(f"unknown section '{key}' in the recipe: {hint}")
     for key in ("data", "out"):
         if raw.get(key) is not None and not isinstance(raw[key], str):

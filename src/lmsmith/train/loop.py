@@ -46,9 +46,8 @@ from lmsmith.train.distributed import (
     DistInfo,
     any_rank,
     barrier,
-    destroy_distributed,
-    init_distributed,
     mean_across_ranks,
+    process_group,
 )
 from lmsmith.train.flops import measure_matmul_peak, mfu
 from lmsmith.train.guard import NonFiniteGuard
@@ -303,11 +302,8 @@ def run(config, inputs: dict, out: str | Path | None = None, *, quiet: bool = Fa
 
 def train(recipe: TrainRecipe, resume: str | None = None, quiet: bool = False) -> Path:
     """Train as the recipe says; returns the run directory. Under torchrun every rank calls this."""
-    info = init_distributed(recipe.train.device)
-    try:
+    with process_group(recipe.train.device) as info:
         return _train(recipe, info, resume, quiet)
-    finally:
-        destroy_distributed()
 
 
 def _train(recipe: TrainRecipe, info: DistInfo, resume: str | None, quiet: bool) -> Path:

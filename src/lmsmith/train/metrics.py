@@ -13,7 +13,7 @@ import math
 from pathlib import Path
 
 from lmsmith.atomic import write_text
-from lmsmith.errors import UserError
+from lmsmith.extras import require
 
 METRICS = "metrics.jsonl"
 
@@ -74,19 +74,12 @@ def require_extras(tensorboard: bool, wandb: bool) -> None:
 
 
 def _import_tensorboard():
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        raise UserError("train.tensorboard=true needs the tensorboard package: pip install 'lmsmith[tensorboard]'") from None
-    return SummaryWriter
+    return require("torch.utils.tensorboard", extra="tensorboard", purpose="train.tensorboard=true",
+                   package="tensorboard").SummaryWriter
 
 
 def _import_wandb():
-    try:
-        import wandb
-    except ImportError:
-        raise UserError("train.wandb=true needs the wandb package: pip install 'lmsmith[wandb]' (and `wandb login`)") from None
-    return wandb
+    return require("wandb", extra="wandb", purpose="train.wandb=true", also=" (and `wandb login`)")
 
 
 def _tensorboard_writer(run_dir: Path):
