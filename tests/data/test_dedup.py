@@ -235,7 +235,20 @@ def test_later_batches_are_compared_with_earlier_ones():
     assert dropped == {"again": "exact_duplicate", "near": "near_duplicate"}
 
 
-def test_near_duplicate_clusters_recover_planted_groups():
+def greedy_reference(texts: list[str], threshold: float = 0.8) -> list[list[int]]:
+    """Brute force, from Python sets: in order, a text goes when it is similar to an earlier text that stayed."""
+    kept: list[int] = []
+    groups: dict[int, list[int]] = {}
+    for j, text in enumerate(texts):
+        match = next((i for i in kept if jaccard(texts[i], text) >= threshold), None)
+        if match is None:
+            kept.append(j)
+        else:
+            groups.setdefault(match, [match]).append(j)
+    return [groups[k] for k in sorted(groups)]
+
+
+def test_near_duplicate_clusters_equal_a_brute_force_reference():
     rng = random.Random(9)
     texts, truth = [], []
     for _ in range(20):
@@ -244,22 +257,50 @@ def test_near_duplicate_clusters_recover_planted_groups():
         texts.append(base)
         for _ in range(rng.randint(0, 3)):
             group.append(len(texts))
-            texts.append(mutate(rng, base, 2))
+            texts.append(mutate(rng, base, 1))  # Jaccard >= 0.92 among the group: LSH finds such pairs
         truth.append(group)
     order = list(range(len(texts)))
     rng.shuffle(order)
     shuffled = [texts[i] for i in order]
     clusters = near_duplicate_clusters(shuffled)
+    assert clusters == greedy_reference(shuffled)
     found = sorted(sorted(order[i] for i in c) for c in clusters)
     assert found == sorted(g for g in truth if len(g) > 1)
 
 
+def test_a_pair_just_below_the_threshold_stays_even_when_its_signatures_agree():
+    # Signatures agreeing on >= 80% of positions at a true Jaccard below 0.8 are what cost
+    # precision; verify="jaccard" must keep such a pair, verify="signature" drops it.
+    rng = random.Random(3)
+    for _ in range(400):
+        base = random_text(rng, 200)
+        other = mutate(rng, base, 5)
+        true = jaccard(base, other)
+        hasher = MinHasher(128, 1)
+        estimate = estimated_jaccard(hasher.signature(shingle_hashes(base, 5)), hasher.signature(shingle_hashes(other, 5)))
+        if true < 0.8 <= estimate:
+            break
+    else:
+        pytest.fail("no pair found whose estimate crosses the threshold")
+    assert near_duplicate_clusters([base, other], DedupConfig(verify="signature", bands=16, rows=8)) == [[0, 1]]
+    assert near_duplicate_clusters([base, other], DedupConfig(bands=16, rows=8)) == []
+
+
+def test_exact_jaccard_of_the_kept_sets_equals_python_sets():
+    rng = random.Random(4)
+    for _ in range(30):
+        a = random_text(rng, rng.randint(5, 300))
+        b = mutate(rng, a, rng.randint(0, min(20, len(a.split())))) if rng.random() < 0.8 else random_text(rng, 50)
+        ours = dedup.sorted_set_jaccard(dedup.shingle_set(a, 5), dedup.shingle_set(b, 5))
+        assert ours == pytest.approx(jaccard(a, b), abs=1e-12)
+
+
 def test_unverified_candidates_are_accepted_and_no_signatures_are_kept():
     docs, _, near, _ = _docs()
-    index = NearDuplicateIndex(DedupConfig(verify=False, bands=14, rows=9))
+    index = NearDuplicateIndex(DedupConfig(verify="none", bands=14, rows=9))
     results = index.add_batch([d.text for d in docs])
-    assert index.signatures.shape[0] == 0
-    flagged = {docs[i].id for i, r in enumerate(results) if r is not None and r[1]}
+    assert len(index.evidence) == 0
+    flagged = {docs[i].id for i, r in enumerate(results) if r is not None and r[1] is not None}
     assert {f"near{i}" for i, _ in near} <= flagged
     assert results[-1] is None and results[-2] is None  # no words
 

@@ -289,7 +289,8 @@ def test_cli_config_file_and_bad_input_exit_codes(tmp_path, capsys):
 
 def test_document_steps_follow_the_config():
     config = pipeline.resolve_config({"safety": {"enabled": False}, "html": {"enabled": False}})
-    assert [s.name for s in pipeline.document_steps(config)] == ["format", "quality", "pii"]
+    assert [s.name for s in pipeline.document_steps(config)] == ["format", "quality", "pii", "minhash"]
+    assert "minhash" not in [s.name for s in pipeline.document_steps(pipeline.resolve_config({"dedup": {"enabled": False}}))]
 
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"

@@ -7,16 +7,16 @@ Near: each document becomes the set of its word n-grams ("shingles"). MinHash ke
 of `num_perm` random hash functions, the smallest hash over the set; two documents agree on a
 position with probability equal to their Jaccard similarity. Locality-sensitive hashing cuts the
 signature into `bands` of `rows`; documents that agree on a whole band become candidates, and
-(with `verify`) a candidate counts only when the signatures agree on at least `threshold` of
-their positions. Matches are joined into clusters (union-find); the first document of a cluster
-stays, later ones go as `near_duplicate`.
+a candidate is a duplicate only when the exact Jaccard similarity of the two shingle sets reaches
+`threshold` (`verify`; the MinHash estimate alone errs by +-0.035 at 0.8 with 128 hashes). A
+document goes as `near_duplicate` when it is that similar to a document kept earlier.
 
 Boilerplate: lines (licence headers, navigation, footers) that recur in many documents are
 counted in a first pass (`LineFrequencyCounter`) and removed in a second (`BoilerplateRemover`).
 
-Memory: the step keeps one 64-bit hash per distinct document, and per document that has words,
-its signature (4 bytes x num_perm; none without `verify`) plus about 12 bytes per band: roughly
-0.7 kB a document at the defaults, 0.7 GB for a million documents.
+Memory: the step keeps one 64-bit hash per distinct document, and per kept document that has
+words, its shingle set (4 bytes a shingle: about as much as its text; with verify="signature"
+its signature instead, 4 bytes x num_perm) plus about 12 bytes per band.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ from __future__ import annotations
 import functools
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Literal
 
 import numpy as np
 import xxhash
@@ -66,8 +67,9 @@ class DedupConfig:
     num_perm: int = 128  # MinHash hash functions: more is more precise and slower
     bands: int | None = None  # None: chosen with rows for the threshold (see optimal_bands_rows)
     rows: int | None = None
-    false_positive_weight: float | None = None  # None: 0.1 with verify (a false candidate costs only a check), else 0.5
-    verify: bool = True  # confirm each LSH candidate by the similarity its signature estimates
+    false_positive_weight: float | None = None  # None: 0.1 when verified (a false candidate costs only a check), else 0.5
+    # how an LSH candidate is confirmed: "jaccard" (its shingle sets, exactly), "signature" (MinHash estimate), "none"
+    verify: Literal["jaccard", "signature", "none"] = "jaccard"
     seed: int = 1
     boilerplate: BoilerplateConfig = field(default_factory=BoilerplateConfig)
 
@@ -94,7 +96,7 @@ class DedupConfig:
             return self.bands, self.rows
         weight = self.false_positive_weight
         if weight is None:
-            weight = 0.1 if self.verify else 0.5
+            weight = 0.1 if self.verify != "none" else 0.5
         return optimal_bands_rows(self.threshold, self.num_perm, weight)
 
 
@@ -293,124 +295,209 @@ class _Buckets:
         self.recent, self.n_recent = {}, 0
 
 
-class NearDuplicateIndex:
-    """Streams documents through MinHash LSH; remembers every signature and joins matches into clusters.
+class _ArrayList:
+    """Variable-length uint32 arrays appended one after another into one growing buffer (no per-array object)."""
 
-    `add_batch` returns, for each text, whether it belongs to a cluster seen earlier (a near
-    duplicate), or None when it has no words to compare.
+    def __init__(self) -> None:
+        self.data = np.empty(1 << 16, dtype=np.uint32)
+        self.ends: list[int] = []
+
+    def __len__(self) -> int:
+        return len(self.ends)
+
+    @property
+    def n_values(self) -> int:
+        return self.ends[-1] if self.ends else 0
+
+    def append(self, values: np.ndarray) -> int:
+        """Store `values`; returns its slot number."""
+        start = self.n_values
+        needed = start + len(values)
+        if needed > len(self.data):
+            grown = np.empty(max(needed, 2 * len(self.data)), dtype=np.uint32)
+            grown[:start] = self.data[:start]
+            self.data = grown
+        self.data[start:needed] = values
+        self.ends.append(needed)
+        return len(self.ends) - 1
+
+    def __getitem__(self, slot: int) -> np.ndarray:
+        return self.data[(self.ends[slot - 1] if slot else 0) : self.ends[slot]]
+
+
+def sorted_set_jaccard(a: np.ndarray, b: np.ndarray) -> float:
+    """|a & b| / |a | b| for two sorted arrays of distinct values."""
+    if len(a) > len(b):
+        a, b = b, a
+    if not len(a):
+        return 1.0 if not len(b) else 0.0
+    at = np.minimum(np.searchsorted(b, a), len(b) - 1)
+    shared = int(np.count_nonzero(b[at] == a))
+    return shared / (len(a) + len(b) - shared)
+
+
+class NearDuplicateIndex:
+    """Streams documents through MinHash LSH; a document is a near duplicate when it is similar
+    enough to a document kept earlier that shares a band with it.
+
+    Only kept documents are filed under their band keys and compared against: what is judged a
+    duplicate is always judged against something that is in the output, chains (A ~ B ~ C with
+    C far from A) cannot drop a document for its likeness to one that was itself dropped, and
+    the outcome is a function of the documents' order alone, which another executor can
+    reproduce from the candidate pairs (see `resolve_near_duplicates`).
+
+    How a candidate is confirmed (`verify`): "jaccard" compares the two shingle sets exactly, so
+    the kept evidence is each kept document's set of shingle hashes (4 bytes a shingle, about
+    the size of its text); "signature" the share of MinHash positions that agree (its standard
+    error at 0.8 is 0.035 with 128 hashes, which is why pairs at 0.75 slipped through); "none"
+    takes every candidate.
     """
 
     def __init__(self, config: DedupConfig):
         self.config = config
         self.bands, self.rows = config.bands_rows()
         self.hasher = MinHasher(config.num_perm, config.seed)
-        self.buckets = _Buckets()
-        self.parent: list[int] = []  # union-find over document numbers; a root is its cluster's first document
-        self.signatures = np.empty((0, config.num_perm), dtype=np.uint32)
+        self.buckets = _Buckets()  # band key -> slots of kept documents
+        self.evidence = _ArrayList()  # slot -> shingle set or signature of a kept document
+        self.kept_docs: list[int] = []  # slot -> document number
+        self.duplicate_of: dict[int, int] = {}  # document number -> the kept document it duplicates
+        self.n_docs = 0
         self.n_candidates = 0
         self.n_rejected = 0
 
-    def find(self, node: int) -> int:
-        parent = self.parent
-        while parent[node] != node:
-            parent[node] = parent[parent[node]]  # path halving
-            node = parent[node]
-        return node
+    def add_batch(self, texts: list[str]) -> list[tuple[int, int | None] | None]:
+        """Per text: (document number, the kept document it duplicates or None), or None without words."""
+        return self.add_fingerprints(fingerprints(texts, self.config, self.hasher))
 
-    def _union(self, a: int, b: int) -> None:
-        ra, rb = self.find(a), self.find(b)
-        if ra != rb:
-            self.parent[max(ra, rb)] = min(ra, rb)  # the earlier document stays the root
-
-    def _store(self, signatures: np.ndarray) -> int:
-        """Append signatures; returns the first new document number."""
-        first = len(self.parent)
-        self.parent.extend(range(first, first + len(signatures)))
-        if self.config.verify:
-            needed = first + len(signatures)
-            if needed > len(self.signatures):
-                grown = np.empty((max(needed, 2 * len(self.signatures), 1024), self.config.num_perm), dtype=np.uint32)
-                grown[:first] = self.signatures[:first]
-                self.signatures = grown
-            self.signatures[first:needed] = signatures
-        return first
-
-    def add_batch(self, texts: list[str]) -> list[tuple[int, bool] | None]:
-        """Per text: (document number, is a near duplicate of an earlier one), or None without words."""
-        return self.add_signatures(minhash_signatures(texts, self.config, self.hasher))
-
-    def add_signatures(self, signatures_or_none: list[np.ndarray | None]) -> list[tuple[int, bool] | None]:
-        """`add_batch` for signatures computed elsewhere (None for a text without words)."""
-        present = [i for i, s in enumerate(signatures_or_none) if s is not None]
-        results: list[tuple[int, bool] | None] = [None] * len(signatures_or_none)
+    def add_fingerprints(self, prints: list[Fingerprint]) -> list[tuple[int, int | None] | None]:
+        """`add_batch` for fingerprints computed elsewhere (in the worker processes)."""
+        present = [i for i, p in enumerate(prints) if p.signature is not None]
+        results: list[tuple[int, int | None] | None] = [None] * len(prints)
         if not present:
             return results
-        signatures = np.stack([signatures_or_none[i] for i in present])
-        keys = band_keys(signatures, self.bands, self.rows, self.config.seed)
+        keys = band_keys(np.stack([prints[i].signature for i in present]), self.bands, self.rows, self.config.seed)
         lo, hi = self.buckets.ranges(keys)
-        first = self._store(signatures)
         keys_list = keys.tolist()
         for row, i in enumerate(present):
-            node = first + row
-            members = self._bucket_members(keys_list[row], lo[row], hi[row])
-            matched = self._match(node, signatures[row], members)
-            self._file(node, keys_list[row], members)
-            results[i] = (node, matched)
+            node = self.n_docs
+            self.n_docs += 1
+            slots = self._bucket_members(keys_list[row], lo[row], hi[row])
+            match = self._first_match(prints[i], slots)
+            if match is None:
+                self._file(node, prints[i], keys_list[row])
+            else:
+                self.duplicate_of[node] = self.kept_docs[match]
+            results[i] = (node, None if match is None else self.kept_docs[match])
         self.buckets.merge_if_due()
         return results
 
-    def _bucket_members(self, keys: list[int], lo: np.ndarray, hi: np.ndarray) -> list[list[int]]:
-        members = []
+    def _bucket_members(self, keys: list[int], lo: np.ndarray, hi: np.ndarray) -> list[int]:
+        slots: set[int] = set()
         for key, start, end in zip(keys, lo.tolist(), hi.tolist()):
-            found = self.buckets.docs[start:end].tolist() if end > start else []
-            found += self.buckets.recent.get(key, ())
-            members.append(found)
-        return members
+            if end > start:
+                slots.update(self.buckets.docs[start:end].tolist())
+            slots.update(self.buckets.recent.get(key, ()))
+        return sorted(slots)
 
-    def _match(self, node: int, signature: np.ndarray, members: list[list[int]]) -> bool:
-        candidates = sorted({m for ms in members for m in ms})
-        if not candidates:
-            return False
-        self.n_candidates += len(candidates)
-        if self.config.verify:
-            agreement = (self.signatures[candidates] == signature).mean(axis=1)
-            accepted = [c for c, a in zip(candidates, agreement.tolist()) if a >= self.config.threshold]
-            self.n_rejected += len(candidates) - len(accepted)
+    def _evidence_of(self, fingerprint: Fingerprint) -> np.ndarray:
+        return fingerprint.shingles if self.config.verify == "jaccard" else fingerprint.signature
+
+    def _first_match(self, fingerprint: Fingerprint, slots: list[int]) -> int | None:
+        """The earliest kept candidate that is similar enough, or None."""
+        if not slots:
+            return None
+        self.n_candidates += len(slots)
+        if self.config.verify == "none":
+            return slots[0]
+        evidence = self._evidence_of(fingerprint)
+        if self.config.verify == "jaccard":
+            similar = [sorted_set_jaccard(self.evidence[s], evidence) >= self.config.threshold for s in slots]
         else:
-            accepted = candidates
-        for other in accepted:
-            self._union(node, other)
-        return bool(accepted)
+            agree = (np.stack([self.evidence[s] for s in slots]) == evidence).mean(axis=1)
+            similar = (agree >= self.config.threshold).tolist()
+        self.n_rejected += len(slots) - sum(similar)
+        return next((s for s, ok in zip(slots, similar) if ok), None)
 
-    def _file(self, node: int, keys: list[int], members: list[list[int]]) -> None:
-        # A bucket needs one member per cluster: more would only repeat the same comparison.
-        root = self.find(node)
-        for key, ms in zip(keys, members):
-            if not any(self.find(m) == root for m in ms):
-                self.buckets.add(key, node)
+    def _file(self, node: int, fingerprint: Fingerprint, keys: list[int]) -> None:
+        slot = len(self.kept_docs)
+        self.kept_docs.append(node)
+        if self.config.verify != "none":
+            self.evidence.append(self._evidence_of(fingerprint))
+        for key in keys:
+            self.buckets.add(key, slot)
 
     def clusters(self) -> list[list[int]]:
-        """Every cluster of two or more document numbers, each sorted, in order of first member."""
+        """Every kept document that others duplicate, with them: sorted lists of document numbers."""
         groups: dict[int, list[int]] = {}
-        for node in range(len(self.parent)):
-            groups.setdefault(self.find(node), []).append(node)
-        return [g for g in groups.values() if len(g) > 1]
+        for node, kept in self.duplicate_of.items():
+            groups.setdefault(kept, [kept]).append(node)
+        return [sorted(groups[k]) for k in sorted(groups)]
+
+
+def resolve_near_duplicates(n_docs: int, similar_pairs: list[tuple[int, int]]) -> dict[int, int]:
+    """Document -> the kept document it duplicates, from all similar candidate pairs (i < j).
+
+    The rule `NearDuplicateIndex` applies while streaming, applied afterwards: in document
+    order, a document goes when it is similar to an earlier document that stayed.
+    """
+    earlier: dict[int, list[int]] = {}
+    for i, j in similar_pairs:
+        earlier.setdefault(j, []).append(i)
+    duplicate_of: dict[int, int] = {}
+    for j in sorted(earlier):
+        kept = [i for i in sorted(earlier[j]) if i not in duplicate_of]
+        if kept:
+            duplicate_of[j] = kept[0]
+    return duplicate_of
+
+
+@dataclass
+class Fingerprint:
+    """What dedup needs of a document, computed where the document is (a worker process)."""
+
+    exact: int  # exact_key of the text
+    signature: np.ndarray | None = None  # MinHash (uint32, num_perm); None without words or without near dedup
+    shingles: np.ndarray | None = None  # sorted distinct 32-bit shingle hashes, for verify="jaccard"
+
+
+def shingle_set(text: str, size: int, seed: int = 1) -> np.ndarray:
+    """The sorted distinct shingle hashes of `text`, cut to 32 bits.
+
+    32 bits keep the set about the size of the text; two distinct shingles of a pair share a
+    hash with probability 2^-32, so the Jaccard similarity computed from these sets is the
+    exact one except with odds of about (shingles in the pair)^2 / 2^33 that it is off by one
+    shingle (1e-4 for two documents of 1,000 words).
+    """
+    return _distinct32(shingle_hashes(text, size, seed))
+
+
+def _distinct32(hashes: np.ndarray) -> np.ndarray:
+    return np.unique(hashes.astype(np.uint32))
+
+
+def fingerprints(texts: list[str], config: DedupConfig, hasher: MinHasher | None = None) -> list[Fingerprint]:
+    """Each text's exact key and, for near dedup, its MinHash signature (and shingle set when verified exactly)."""
+    out = [Fingerprint(exact_key(t)) for t in texts]
+    if not config.near:
+        return out
+    hasher = hasher or MinHasher(config.num_perm, config.seed)
+    hashes = [shingle_hashes(t, config.shingle_size, config.seed) for t in texts]
+    present = [i for i, h in enumerate(hashes) if len(h)]
+    if present:
+        for i, signature in zip(present, hasher.signatures([hashes[i] for i in present])):
+            out[i].signature = signature
+            if config.verify == "jaccard":
+                out[i].shingles = _distinct32(hashes[i])
+    return out
 
 
 def minhash_signatures(texts: list[str], config: DedupConfig, hasher: MinHasher | None = None) -> list[np.ndarray | None]:
     """Each text's MinHash signature, or None for a text without words."""
-    hasher = hasher or MinHasher(config.num_perm, config.seed)
-    shingles = [shingle_hashes(t, config.shingle_size, config.seed) for t in texts]
-    present = [i for i, s in enumerate(shingles) if len(s)]
-    out: list[np.ndarray | None] = [None] * len(texts)
-    if present:
-        for i, signature in zip(present, hasher.signatures([shingles[i] for i in present])):
-            out[i] = signature
-    return out
+    return [f.signature for f in fingerprints(texts, replace(config, near=True, verify="none"), hasher)]
 
 
 def near_duplicate_clusters(texts: list[str], config: DedupConfig | None = None) -> list[list[int]]:
-    """Clusters (lists of indices into `texts`, two or more each) of near-duplicate texts."""
+    """Clusters (lists of indices into `texts`, two or more each): a kept text and the texts that duplicate it."""
     config = config or DedupConfig()
     index = NearDuplicateIndex(config)
     node_to_text: list[int] = []
@@ -434,9 +521,9 @@ FINGERPRINT_KEY = "_dedup_fingerprint"  # in Document.meta, from MinHashSigner t
 
 
 class MinHashSigner(Step):
-    """Puts each document's exact-duplicate key and MinHash signature in its meta, so that the
-    hashing runs with the other per-document steps, on every core; `Deduplicator` takes them
-    out again. Optional: without it, `Deduplicator` computes the same values itself."""
+    """Puts each document's `Fingerprint` in its meta, so that the hashing runs with the other
+    per-document steps in the worker processes; `Deduplicator` takes it out again. It runs last
+    of them, on what they kept."""
 
     name = "minhash"
 
@@ -445,15 +532,13 @@ class MinHashSigner(Step):
         self.hasher = MinHasher(self.config.num_perm, self.config.seed)
 
     def apply(self, docs: list[Document], stats: StepStats) -> tuple[list[Document], list[Dropped]]:
-        texts = [doc.text for doc in docs]
-        signatures = minhash_signatures(texts, self.config, self.hasher) if self.config.near else [None] * len(docs)
-        for doc, text, signature in zip(docs, texts, signatures):
-            doc.meta[FINGERPRINT_KEY] = (exact_key(text), signature)
+        for doc, fingerprint in zip(docs, fingerprints([doc.text for doc in docs], self.config, self.hasher)):
+            doc.meta[FINGERPRINT_KEY] = fingerprint
         return docs, []
 
 
 class Deduplicator(Step):
-    """Drops exact duplicates, then near duplicates; remembers what it saw across batches.
+    """Drops exact duplicates, then near duplicates; remembers what it kept across batches.
 
     Stateful, so it runs in one process (the main one) over the batches in order.
     """
@@ -465,38 +550,42 @@ class Deduplicator(Step):
         self.exact_seen: set[int] = set()
         self.exact_groups: set[int] = set()  # keys that had a duplicate, for the cluster count
         self.near = NearDuplicateIndex(self.config) if self.config.near else None
-        self.near_roots: set[int] = set()  # clusters that lost a document
+        self.near_roots: set[int] = set()  # kept documents that others duplicate
 
     def apply(self, docs: list[Document], stats: StepStats) -> tuple[list[Document], list[Dropped]]:
-        fingerprints = self._fingerprints(docs)
-        kept, dropped = (self._drop_exact(docs, fingerprints, stats) if self.config.exact else (list(docs), []))
+        prints = self._fingerprints(docs)
+        kept, dropped = (self._drop_exact(docs, prints, stats) if self.config.exact else (list(docs), []))
         if self.near is not None and kept:
-            kept, near_dropped = self._drop_near(kept, fingerprints, stats)
+            kept, near_dropped = self._drop_near(kept, prints, stats)
             dropped += near_dropped
         return kept, dropped
 
-    def _fingerprints(self, docs: list[Document]) -> dict[int, tuple[int, np.ndarray | None]]:
-        """id(doc) -> (exact key, signature): taken from MinHashSigner's meta, or computed here."""
+    def _fingerprints(self, docs: list[Document]) -> dict[int, Fingerprint]:
+        """id(doc) -> its Fingerprint: taken from MinHashSigner's meta, or computed here."""
         out, missing = {}, []
         for doc in docs:
             given = doc.meta.pop(FINGERPRINT_KEY, None)
-            if given is not None and (given[1] is None or len(given[1]) == self.config.num_perm):
+            if isinstance(given, Fingerprint) and self._fits(given):
                 out[id(doc)] = given
             else:
                 missing.append(doc)
         if missing:
-            texts = [doc.text for doc in missing]
-            signatures = [None] * len(missing)
-            if self.near is not None:
-                signatures = minhash_signatures(texts, self.config, self.near.hasher)
-            for doc, text, signature in zip(missing, texts, signatures):
-                out[id(doc)] = (exact_key(text), signature)
+            hasher = self.near.hasher if self.near is not None else None
+            for doc, fingerprint in zip(missing, fingerprints([doc.text for doc in missing], self.config, hasher)):
+                out[id(doc)] = fingerprint
         return out
 
-    def _drop_exact(self, docs: list[Document], fingerprints: dict, stats: StepStats) -> tuple[list[Document], list[Dropped]]:
+    def _fits(self, fingerprint: Fingerprint) -> bool:
+        """Whether a fingerprint made elsewhere was made with this config's settings."""
+        if self.near is None or fingerprint.signature is None:
+            return self.near is None or fingerprint.shingles is None
+        return len(fingerprint.signature) == self.config.num_perm and (
+            self.config.verify != "jaccard" or fingerprint.shingles is not None)
+
+    def _drop_exact(self, docs: list[Document], prints: dict, stats: StepStats) -> tuple[list[Document], list[Dropped]]:
         kept, dropped = [], []
         for doc in docs:
-            key = fingerprints[id(doc)][0]
+            key = prints[id(doc)].exact
             if key in self.exact_seen:
                 dropped.append((doc, "exact_duplicate"))
                 if key not in self.exact_groups:
@@ -507,20 +596,19 @@ class Deduplicator(Step):
                 kept.append(doc)
         return kept, dropped
 
-    def _drop_near(self, docs: list[Document], fingerprints: dict, stats: StepStats) -> tuple[list[Document], list[Dropped]]:
+    def _drop_near(self, docs: list[Document], prints: dict, stats: StepStats) -> tuple[list[Document], list[Dropped]]:
         before = (self.near.n_candidates, self.near.n_rejected)
-        results = self.near.add_signatures([fingerprints[id(doc)][1] for doc in docs])
+        results = self.near.add_fingerprints([prints[id(doc)] for doc in docs])
         stats.counters["near_duplicate_candidates"] += self.near.n_candidates - before[0]
         stats.counters["near_duplicate_candidates_rejected"] += self.near.n_rejected - before[1]
         kept, dropped = [], []
         for doc, result in zip(docs, results):
-            if result is None or not result[1]:
+            if result is None or result[1] is None:
                 kept.append(doc)
                 continue
             dropped.append((doc, "near_duplicate"))
-            root = self.near.find(result[0])
-            if root not in self.near_roots:
-                self.near_roots.add(root)
+            if result[1] not in self.near_roots:
+                self.near_roots.add(result[1])
                 stats.counters["near_duplicate_clusters"] += 1
         return kept, dropped
 

@@ -24,7 +24,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 from lmsmith.atomic import write_json
 from lmsmith.config import section_to_dict
 from lmsmith.data.config import CurateConfig, load_curate_config
-from lmsmith.data.dedup import BoilerplateRemover, Deduplicator, LineFrequencyCounter
+from lmsmith.data.dedup import BoilerplateRemover, Deduplicator, LineFrequencyCounter, MinHashSigner
 from lmsmith.data.document import Document
 from lmsmith.data.format import FormatStep
 from lmsmith.data.pii import PiiRedactor
@@ -59,6 +59,8 @@ def document_steps(config: CurateConfig) -> list[Step]:
         steps.append(SafetyFilter(config.safety))
     if config.pii.enabled:
         steps.append(PiiRedactor(config.pii))
+    if config.dedup.enabled:  # the hashing half of dedup: on every core, on what the steps before it kept
+        steps.append(MinHashSigner(config.dedup))
     return steps
 
 

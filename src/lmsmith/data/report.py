@@ -14,7 +14,7 @@ from rich.table import Table
 from lmsmith.data.split import SPLITS
 from lmsmith.data.step import StepStats
 
-_PIPELINE_ORDER = ("read", "html", "format", "quality", "safety", "pii", "dedup", "boilerplate")
+_PIPELINE_ORDER = ("read", "html", "format", "quality", "safety", "pii", "minhash", "dedup", "boilerplate")
 
 
 def build_report(*, inputs: list[str], stats: dict[str, StepStats], issues: list[dict], sizes: dict,
