@@ -164,6 +164,16 @@ def test_unreadable_checkpoint_files(tmp_path, monkeypatch):
         ckpt.read_checkpoint_state(saved)
 
 
+def test_resuming_from_a_diverged_checkpoint_is_refused(tmp_path):
+    model, optimizers, state = tiny_run()
+    with torch.no_grad():
+        next(model.blocks[0].parameters()).fill_(float("nan"))
+    saved = ckpt.save_checkpoint(tmp_path / "run", 1, model, optimizers, None, state, DistInfo(), keep_last=2)
+    fresh, fresh_optimizers, _ = tiny_run(seed=1)
+    with pytest.raises(UserError, match=r"holds NaN or inf: the run had diverged .* resume from an earlier one"):
+        ckpt.load_checkpoint(saved, fresh, fresh_optimizers, None, DistInfo(), tied=True)
+
+
 # What safetensors raises when the disk fills under it (seen on a full tmpfs): its own type, not an OSError.
 SAFETENSORS_DISK_FULL = SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
 
@@ -227,6 +237,25 @@ def test_full_disk_while_writing_tokens_dir(tmp_path, monkeypatch):
     shard = tmp_path / "out" / "train" / "shard-00000.bin"
     assert one_line(caught) == (f"disk full while writing {shard}: free some space and run again "
                                 "(an earlier output directory is kept until the new one is complete)")
+
+
+def test_full_disk_in_any_stage_is_one_line_and_leaves_nothing(tmp_path, monkeypatch, capsys):
+    """A write no stage guards itself (here the tokenizer's files): the CLI still says it in one line."""
+    from lmsmith import atomic
+    from lmsmith.cli import main
+
+    text = tmp_path / "text.txt"
+    text.write_text("hello world, a small text to train on. " * 50)
+
+    def full(target, data):
+        raise OSError(errno.ENOSPC, "No space left on device", str(target))
+
+    monkeypatch.setattr(atomic, "write_bytes", full)
+    code = main(["tokenizer", "train", str(text), "-o", str(tmp_path / "tok"), "--vocab-size", "300", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert err.startswith("error: the disk is full while writing ") and "free some space" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["text.txt"]  # no half-written tokenizer folder
 
 
 # -- 3. text that is not UTF-8 -----------------------------------------------------------------------

@@ -19,7 +19,7 @@ from typing import Any
 
 from lmsmith import __version__
 from lmsmith.config import ConfigError
-from lmsmith.errors import UserError
+from lmsmith.errors import UserError, is_disk_full
 from lmsmith.stage import Stage, field_default, field_type, flag_value, is_override, stage_config
 
 
@@ -249,6 +249,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        if not is_disk_full(exc):
+            raise  # a bug in lmsmith: keep the traceback
+        # Any stage, any file: every write is atomic, so what was there before is still whole.
+        where = f" while writing {exc.filename}" if getattr(exc, "filename", None) else ""
+        print(f"error: the disk is full{where}: free some space and run the command again "
+              "(earlier outputs are intact; unfinished files are removed on the next run)", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -227,6 +227,9 @@ def load_checkpoint(path: Path, model: nn.Module, optimizers: list, scaler, info
             got = list(weights[name].shape) if name in weights else "nothing"
             raise UserError(f"{path / MODEL_FILE}: {name} is {got}, the model needs {list(shape)}: "
                             "the checkpoint was made for another model shape")
+        if weights[name].is_floating_point() and not bool(torch.isfinite(weights[name]).all()):
+            raise UserError(f"{path / MODEL_FILE}: {name} holds NaN or inf: the run had diverged when this checkpoint "
+                            "was saved; resume from an earlier one (--resume PATH) with a lower train.lr")
     if tied:
         weights["head.weight"] = weights["tok_emb.weight"]
     set_model_state_dict(model, weights, options=_options(info))
