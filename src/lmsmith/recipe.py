@@ -73,6 +73,7 @@ class Recipe:
     sweep: dict[str, Any] | None = None  # checked by `lmsmith sweep`
     init: Any = None  # `lmsmith init`'s seed; build's train stage makes its own model
     finetune: dict[str, Any] | None = None  # read by `lmsmith finetune --config`, not by build
+    export: dict[str, Any] | None = None  # read by `lmsmith export --config`, not by build
     path: Path | None = None  # the file it was read from (not a config key)
 
     @property

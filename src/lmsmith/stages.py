@@ -13,6 +13,7 @@ from lmsmith import finetune as finetune_module
 from lmsmith.config import ModelConfig
 from lmsmith.data import pipeline
 from lmsmith.data.config import CurateConfig
+from lmsmith.export import gguf as gguf_export
 from lmsmith.finetune.config import FinetuneConfig
 from lmsmith.generate import GenerateConfig
 from lmsmith.stage import Flag, Input, Option, Stage
@@ -115,6 +116,15 @@ CONVERT = Stage(
     output_help="output directory",
 )
 
+EXPORT = Stage(
+    "export", "write a model as one GGUF file for llama.cpp (and a Modelfile for Ollama)",
+    sections={"export": gguf_export.ExportConfig}, run=gguf_export.run,
+    inputs=(MODEL_INPUT,),
+    flags=(Flag("--quant", "export.quant", "type of the weight matrices (vectors stay f32)"),
+           Flag("--ollama", "export.ollama", "-o is a directory: model.gguf, a Modelfile and manifest.json")),
+    output_help="the .gguf file to write (with --ollama: a directory)",
+)
+
 FINETUNE = Stage(
     "finetune", "specialise a model on domain data: full fine-tuning or LoRA, instruction tuning or continued pretraining",
     sections={"finetune": FinetuneConfig, "train": TrainConfig}, run=finetune_module.run,
@@ -177,7 +187,7 @@ BUILD = Stage(
 
 # Every verb, in the order `lmsmith --help` lists them; the in_build ones in the order build runs them.
 STAGES: tuple[Stage, ...] = (BUILD, CURATE, TOKENIZER, TOKENIZER_SHOW, TOKENIZE, INIT, TRAIN, EVAL, GENERATE, CONVERT,
-                             FINETUNE, SWEEP, REPORT)
+                             EXPORT, FINETUNE, SWEEP, REPORT)
 BUILD_STAGES: tuple[Stage, ...] = tuple(s for s in STAGES if s.in_build)
 
 
