@@ -120,9 +120,13 @@ def _number_from_text(value: Any) -> Any:
 def parse_dimension(key: str, spec: Any, where: str) -> Dimension:
     """One entry of `sweep.space`, with its key and range checked."""
     section, _, name = key.partition(".")
-    known = [f"{s}.{f.name}" for s, cls in SWEPT_SECTIONS.items() for f in dataclasses.fields(cls) if f.name != "preset"]
+    known = [
+        f"{s}.{f.name}" for s, cls in SWEPT_SECTIONS.items() for f in dataclasses.fields(cls) if f.name != "preset"
+    ]
     if key not in known:
-        hint = closest_hint(key, known, "keys are model.* and train.* settings, e.g. train.lr or model.n_layer", cutoff=0.6)
+        hint = closest_hint(
+            key, known, "keys are model.* and train.* settings, e.g. train.lr or model.n_layer", cutoff=0.6
+        )
         raise ConfigError(f"{where}: unknown key '{key}': {hint}")
     if not isinstance(spec, dict) or len(spec) != 1:
         raise ConfigError(f"{where}.{key}: give one distribution, e.g. {{log_uniform: [1.0e-4, 1.0e-2]}} "
@@ -154,7 +158,9 @@ def parse_dimension(key: str, spec: Any, where: str) -> Dimension:
     if kind in ("int", "log_int") and not all(isinstance(v, int) for v in values):
         raise ConfigError(f"{here}: the ends of an int range must be whole numbers, got [{low}, {high}]")
     if whole and kind in ("uniform", "log_uniform"):
-        raise ConfigError(f"{here}: {key} is a whole number: use {{int: [{math.ceil(low)}, {math.floor(high)}]}} or choice")
+        raise ConfigError(
+            f"{here}: {key} is a whole number: use {{int: [{math.ceil(low)}, {math.floor(high)}]}} or choice"
+        )
     numeric = whole or _field_type(section, name) is float or float in typing.get_args(_field_type(section, name))
     if not numeric:
         raise ConfigError(f"{here}: {key} is not a number: use choice")
@@ -210,8 +216,12 @@ class SweepPlan:
 
     def trial_train_dict(self, values: dict[str, Any], out: Path) -> dict:
         """The training recipe (data, out, model, train) of one trial as a plain dict."""
-        raw = {"data": str(self.data), "out": str(out),
-               "model": copy.deepcopy(self.base.get("model") or {}), "train": copy.deepcopy(self.base.get("train") or {})}
+        raw = {
+            "data": str(self.data),
+            "out": str(out),
+            "model": copy.deepcopy(self.base.get("model") or {}),
+            "train": copy.deepcopy(self.base.get("train") or {}),
+        }
         raw = apply_overrides(raw, [f"{k}={json.dumps(v)}" for k, v in values.items()])
         train = raw["train"]
         steps = self.config.steps or train.get("steps", TrainConfig.steps)
@@ -311,7 +321,11 @@ def run_trial(recipe_file: Path, run_dir: Path, log_file: Path, on_val_loss: Cal
                 for record in follower.new_records():
                     if "val_loss" in record and isinstance(record["val_loss"], (int, float)):
                         outcome.val_losses.append((record["step"], float(record["val_loss"])))
-                        if outcome.stopped is None and not finished and on_val_loss(record["step"], float(record["val_loss"])):
+                        if (
+                            outcome.stopped is None
+                            and not finished
+                            and on_val_loss(record["step"], float(record["val_loss"]))
+                        ):
                             outcome.stopped = "pruned"
                     elif "loss" in record:
                         outcome.last_train = record
@@ -347,7 +361,8 @@ def stop_child(child: subprocess.Popen, grace_seconds: float = 30.0) -> None:
 
 
 def last_error_line(log_file: Path, returncode: int) -> str:
-    lines = [line.strip() for line in log_file.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
+    text = log_file.read_text(encoding="utf-8", errors="replace")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
     errors = [line for line in lines if line.startswith("error:")]
     detail = errors[-1] if errors else (lines[-1] if lines else "no output")
     return f"training exited with code {returncode}: {detail} (log: {log_file})"
@@ -458,7 +473,10 @@ class Objective:
             trial.set_user_attr("stopped", outcome.stopped)
             why = "pruned" if outcome.stopped == "pruned" else "stopped at the time budget"
             last = f"val loss {outcome.val_losses[-1][1]:.4f} " if outcome.val_losses else ""
-            self.say(f"trial {trial.number}: {why} at step {reached} ({last}after {outcome.seconds:.0f} s) {describe(values)}")
+            self.say(
+                f"trial {trial.number}: {why} at step {reached} ({last}after {outcome.seconds:.0f} s) "
+                f"{describe(values)}"
+            )
             raise optuna.TrialPruned(why)
         best = outcome.best
         if not math.isfinite(best):
@@ -527,7 +545,9 @@ def print_results(rows: list[dict], keys: list[str], best_number: int | None, co
     titles = short if len(set(short)) == len(short) else keys
     for name in ("trial", "state", "val loss", "steps", "s", *titles):
         table.add_column(name, justify="left" if name == "state" else "right")
-    ranked = sorted(rows, key=lambda r: (r["val_loss"] is None, r["val_loss"] if r["val_loss"] is not None else 0, r["trial"]))
+    ranked = sorted(
+        rows, key=lambda r: (r["val_loss"] is None, r["val_loss"] if r["val_loss"] is not None else 0, r["trial"])
+    )
     for row in ranked:
         style = "bold green" if row["trial"] == best_number else None
         loss = f"{row['val_loss']:.4f}" if row["val_loss"] is not None else "-"
@@ -537,7 +557,9 @@ def print_results(rows: list[dict], keys: list[str], best_number: int | None, co
     console.print(table)
 
 
-def write_best_recipe(path: Path, recipe_raw: dict, best, study_name: str, recipe_path: Path | None, steps: int) -> None:
+def write_best_recipe(
+    path: Path, recipe_raw: dict, best, study_name: str, recipe_path: Path | None, steps: int
+) -> None:
     raw = best_recipe_dict(recipe_raw, best.params)
     source = str(recipe_path) if recipe_path is not None else "the default recipe"
     header = (f"# The best of study '{study_name}' (lmsmith sweep {source}): trial {best.number}, "
@@ -567,7 +589,10 @@ def write_plots(study, out: Path) -> dict[str, Path]:
     complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
     varied = {k for t in complete for k in t.params if len({repr(u.params.get(k)) for u in complete}) > 1}
     makers = {
-        "history": (lambda: optuna_plots.plot_optimization_history(study, target_name="validation loss"), len(complete) >= 1),
+        "history": (
+            lambda: optuna_plots.plot_optimization_history(study, target_name="validation loss"),
+            len(complete) >= 1,
+        ),
         "importance": (lambda: optuna_plots.plot_param_importances(study, target_name="validation loss"),
                        len(complete) >= 2 and varied),
         "curves": (lambda: plot_curves(study), any(t.intermediate_values for t in study.get_trials(deepcopy=False))),
@@ -595,7 +620,10 @@ def plot_curves(study):
         steps = sorted(t.intermediate_values)
         losses = [t.intermediate_values[s] for s in steps]
         if t.number == best:
-            ax.plot(steps, losses, color="tab:green", linewidth=2.2, marker="o", markersize=3, label=f"best (trial {t.number})", zorder=3)
+            ax.plot(
+                steps, losses, color="tab:green", linewidth=2.2, marker="o", markersize=3,
+                label=f"best (trial {t.number})", zorder=3,
+            )
         elif t.state == TrialState.PRUNED:
             ax.plot(steps, losses, color="tab:red", alpha=0.6, linestyle="--", linewidth=1, marker="x", markersize=5)
         else:
@@ -676,7 +704,9 @@ def sweep(recipe_arg: str | None, overrides: list[str] = (), *, trials: int | No
     if not (out_dir / "manifest.json").is_file():  # marks the directory as a sweep's, so later runs may continue it
         from lmsmith.manifest import make_manifest
 
-        write_json(out_dir / "manifest.json", make_manifest("sweep", config={"recipe": str(recipe.path or recipe.name)}))
+        write_json(
+            out_dir / "manifest.json", make_manifest("sweep", config={"recipe": str(recipe.path or recipe.name)})
+        )
     storage_url = storage or f"sqlite:///{(out_dir / STUDY_DB).resolve()}"
     name = study_name or recipe.name
     study = open_study(storage_url, name, base, config)
@@ -704,7 +734,9 @@ def sweep(recipe_arg: str | None, overrides: list[str] = (), *, trials: int | No
 
         objective = Objective(plan, out_dir / "trials" / name, time.time() + budget_s if budget_s else None, say)
         try:
-            study.optimize(objective, n_trials=remaining, timeout=budget_s, callbacks=[after_trial], catch=(TrialFailed,))
+            study.optimize(
+                objective, n_trials=remaining, timeout=budget_s, callbacks=[after_trial], catch=(TrialFailed,)
+            )
         except KeyboardInterrupt:
             progress.stop()
             say("stopped: the finished trials are kept in the study; run the same command again to continue it")
