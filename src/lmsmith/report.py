@@ -88,11 +88,14 @@ def find_run(path: Path) -> tuple[Path, Path | None]:
     runs = sorted(p for p in (path / "runs").glob("*") if p.is_dir() and _stage_of(p) == RUN_STAGE) \
         if (path / "runs").is_dir() else []
     if not runs:
-        raise UserError(f"{path} holds no training run (no manifest.json of a training run here or in {path / 'runs'}/*): "
+        raise UserError(f"{path} holds no training run "
+                        f"(no manifest.json of a training run here or in {path / 'runs'}/*): "
                         "give a run directory made by `lmsmith train` or a work directory made by `lmsmith build`")
     chosen = next((r for r in runs if r.name == "main"), None)
     if chosen is None and len(runs) > 1:
-        raise UserError(f"{path} holds several runs ({', '.join(r.name for r in runs)}): give one of them, e.g. {runs[0]}")
+        raise UserError(
+            f"{path} holds several runs ({', '.join(r.name for r in runs)}): give one of them, e.g. {runs[0]}"
+        )
     return chosen or runs[0], path
 
 
@@ -146,7 +149,9 @@ def gather(path: str | Path) -> ReportInputs:
         samples = _read_json(workdir / "samples" / "samples.json")
         inputs.samples = [s for s in samples if isinstance(s, dict)] if isinstance(samples, list) else []
         stages = (_read_json(workdir / "build.json") or {}).get("stages", {})
-        inputs.stage_seconds = {k: v["seconds"] for k, v in stages.items() if isinstance(v, dict) and _is_number(v.get("seconds"))}
+        inputs.stage_seconds = {
+            k: v["seconds"] for k, v in stages.items() if isinstance(v, dict) and _is_number(v.get("seconds"))
+        }
     return inputs
 
 
@@ -321,7 +326,8 @@ h1 { font-size: 1.6em; margin-bottom: 0.1em; } h2 { font-size: 1.2em; margin-top
 table { border-collapse: collapse; margin: 0.6em 0; font-size: 0.92em; }
 th, td { border-bottom: 1px solid #e4e4e4; padding: 0.3em 0.8em; text-align: right; }
 th:first-child, td:first-child { text-align: left; } th { background: #f6f6f6; }
-img { max-width: 100%; } pre { background: #f6f8fa; padding: 0.8em; overflow-x: auto; border-radius: 6px; font-size: 0.88em; }
+img { max-width: 100%; }
+pre { background: #f6f8fa; padding: 0.8em; overflow-x: auto; border-radius: 6px; font-size: 0.88em; }
 .prompt { font-weight: 700; color: #0a58ca; } .note { color: #666; font-size: 0.9em; }
 """
 
@@ -373,7 +379,9 @@ def headline_cards(inputs: ReportInputs, n_params: int | None) -> str:
     steps = counts.get("steps") or (inputs.train_lines[-1]["step"] if inputs.train_lines else None)
     if steps:
         cards.append(card("steps", f"{steps:,}"))
-    tokens = counts.get("tokens") or (tokens_at(inputs.train_lines[-1], inputs.tokens_per_step) if inputs.train_lines else None)
+    tokens = counts.get("tokens") or (
+        tokens_at(inputs.train_lines[-1], inputs.tokens_per_step) if inputs.train_lines else None
+    )
     if tokens:
         cards.append(card("tokens trained on", human_count(tokens)))
     seconds = counts.get("seconds") or (inputs.train_lines[-1].get("elapsed_s") if inputs.train_lines else None)
@@ -399,11 +407,13 @@ def model_summary(inputs: ReportInputs) -> str:
     model, train = inputs.config.get("model") or {}, inputs.config.get("train") or {}
     shape = [("layers", model.get("n_layer")), ("heads", model.get("n_head")), ("width", model.get("n_embd")),
              ("context", model.get("block_size")), ("vocabulary", model.get("vocab_size")),
-             ("positions", model.get("position")), ("norm", model.get("norm")), ("feed-forward", model.get("feed_forward"))]
+             ("positions", model.get("position")), ("norm", model.get("norm")),
+             ("feed-forward", model.get("feed_forward"))]
     muon_lr = train.get("muon_lr") if train.get("optimizer") == "muon" else None
     how = [("optimizer", train.get("optimizer")), ("peak lr", train.get("lr")), ("Muon peak lr", muon_lr),
            ("batch tokens", train.get("batch_tokens")),
-           ("schedule", train.get("schedule")), ("precision", train.get("precision")), ("weight decay", train.get("weight_decay"))]
+           ("schedule", train.get("schedule")), ("precision", train.get("precision")),
+           ("weight decay", train.get("weight_decay"))]
     shape_text = ", ".join(f"{k} {v}" for k, v in shape if v is not None)
     how_text = ", ".join(f"{k} {v}" for k, v in how if v is not None)
     return f"<p><b>Model:</b> {esc(shape_text)}.<br><b>Training:</b> {esc(how_text)}.</p>"
@@ -424,7 +434,9 @@ def samples_section(samples: list[dict]) -> str:
     for sample in samples:
         prompt, text = str(sample.get("prompt", "")), str(sample.get("text", ""))
         title = f"prompt {prompt!r}" if prompt else "from scratch"
-        blocks.append(f'<p class="note">{esc(title)}</p><pre><span class="prompt">{esc(prompt)}</span>{esc(text)}</pre>')
+        blocks.append(
+            f'<p class="note">{esc(title)}</p><pre><span class="prompt">{esc(prompt)}</span>{esc(text)}</pre>'
+        )
     return "<h2>Samples</h2>" + "".join(blocks)
 
 
@@ -444,8 +456,8 @@ def curation_section(curation: dict, path: Path | None, funnel_png: bytes | None
     parts.append(html_table(["step", "docs in", "kept", "dropped", "MB kept", "why dropped"], rows))
     splits = curation.get("splits") or {}
     if splits:
-        parts.append(html_table(["split", "documents", "MB"],
-                                [[name, f"{s.get('docs', 0):,}", f"{s.get('bytes', 0) / 1e6:,.2f}"] for name, s in splits.items()]))
+        split_rows = [[name, f"{s.get('docs', 0):,}", f"{s.get('bytes', 0) / 1e6:,.2f}"] for name, s in splits.items()]
+        parts.append(html_table(["split", "documents", "MB"], split_rows))
     extra = []
     if curation.get("redactions"):
         extra.append("redacted: " + ", ".join(f"{k} {v:,}" for k, v in sorted(curation["redactions"].items())))
@@ -472,8 +484,10 @@ def render_html(inputs: ReportInputs, pngs: dict[str, bytes], n_params: int | No
     if inputs.samples:
         body.append(samples_section(inputs.samples))
     body.append("<h2>How it learned</h2>")
-    body.append('<p class="note">Training loss is measured on each step\'s batch (light line; the dark line smooths it); '
-                "validation loss on the same held-out windows at every evaluation. A widening gap between them is overfitting.</p>")
+    body.append('<p class="note">Training loss is measured on each step\'s batch '
+                "(light line; the dark line smooths it); "
+                "validation loss on the same held-out windows at every evaluation. "
+                "A widening gap between them is overfitting.</p>")
     for key, alt in (("loss", "loss against tokens"), ("lr", "learning rate"), ("throughput", "tokens per second")):
         if key in pngs:
             body.append(image(pngs[key], alt))
