@@ -75,7 +75,10 @@ def read_model_config(path: str | Path) -> ModelConfig:
     path = resolve_model_dir(path)
     file = path / CONFIG
     if not file.is_file():
-        raise UserError(f"{path} has no {CONFIG}: it is not an lmsmith model directory (make one with `lmsmith init` or `lmsmith convert --from-hf`)")
+        raise UserError(
+            f"{path} has no {CONFIG}: it is not an lmsmith model directory "
+            "(make one with `lmsmith init` or `lmsmith convert --from-hf`)"
+        )
     raw = read_json(file, fix="restore it or re-create the model directory")
     try:
         config = parse_section(ModelConfig, raw, "config.json")
@@ -91,7 +94,9 @@ def describe_mismatch(missing: list[str], unexpected: list[str], shown: int = 5)
     def some(names: list[str]) -> str:
         return ", ".join(names[:shown]) + (" ..." if len(names) > shown else "")
 
-    return "; ".join(([f"missing {some(missing)}"] if missing else []) + ([f"unexpected {some(unexpected)}"] if unexpected else []))
+    return "; ".join(
+        ([f"missing {some(missing)}"] if missing else []) + ([f"unexpected {some(unexpected)}"] if unexpected else [])
+    )
 
 
 def load_weights(path: Path, model: GPT) -> None:
@@ -107,13 +112,17 @@ def load_weights(path: Path, model: GPT) -> None:
             missing = sorted(set(expected) - names)
             unexpected = sorted(names - set(expected))
             if missing or unexpected:
-                raise UserError(f"{file} does not fit {CONFIG} ({describe_mismatch(missing, unexpected)}): the weights were made for another model shape")
+                raise UserError(
+                    f"{file} does not fit {CONFIG} ({describe_mismatch(missing, unexpected)}): "
+                    "the weights were made for another model shape"
+                )
             loaded = {}
             for name in sorted(names):
                 shape = tuple(f.get_slice(name).get_shape())
                 if shape != tuple(expected[name].shape):
                     raise UserError(
-                        f"{file}: tensor {name} has shape {list(shape)} but {CONFIG} needs {list(expected[name].shape)}: "
+                        f"{file}: tensor {name} has shape {list(shape)} "
+                        f"but {CONFIG} needs {list(expected[name].shape)}: "
                         "the weights were made for another model shape"
                     )
                 loaded[name] = f.get_tensor(name)
@@ -167,7 +176,8 @@ def run(config, inputs: dict, out: str | Path, *, quiet: bool = False, force: bo
         model_config.vocab_size = tokenizer.vocab_size
     elif model_config.vocab_size < tokenizer.vocab_size:
         raise ConfigError(
-            f"model.vocab_size ({model_config.vocab_size}) is smaller than the tokenizer's {tokenizer.vocab_size} tokens: "
+            f"model.vocab_size ({model_config.vocab_size}) is smaller than "
+            f"the tokenizer's {tokenizer.vocab_size} tokens: "
             "remove model.vocab_size to take the tokenizer's"
         )
     torch.manual_seed(config.init.seed)
