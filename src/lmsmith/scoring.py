@@ -74,11 +74,15 @@ def evaluate_tokens(
     context = context or model.config.block_size
     stride = stride or context // 2
     if context > model.config.block_size:
-        raise UserError(f"eval context {context} is longer than the model's block_size {model.config.block_size}: lower --context")
+        raise UserError(
+            f"eval context {context} is longer than the model's block_size {model.config.block_size}: lower --context"
+        )
     if not 0 < stride <= context:
         raise UserError(f"eval stride must be between 1 and the context ({context}), got {stride}")
     if len(tokens) < 2:
-        raise UserError("the split has fewer than 2 tokens, so there is nothing to score: curate more data or use another split")
+        raise UserError(
+            "the split has fewer than 2 tokens, so there is nothing to score: curate more data or use another split"
+        )
     spans = windows(len(tokens), context, stride)
     total_nats, total_tokens, total_bytes = 0.0, 0, 0
     model.eval()
@@ -93,9 +97,16 @@ def evaluate_tokens(
             skip = scored_from - start - 1  # targets an earlier window already scored
             targets[row, skip:end - start] = window[1 + skip:]
         inputs, targets = inputs.to(device), targets.to(device)
-        with torch.autocast(device_type=torch.device(device).type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+        with torch.autocast(
+            device_type=torch.device(device).type, dtype=autocast_dtype, enabled=autocast_dtype is not None
+        ):
             logits = model(inputs).logits
-        nll = F.cross_entropy(logits.to(torch.promote_types(logits.dtype, torch.float32)).reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100, reduction="sum")
+        nll = F.cross_entropy(
+            logits.to(torch.promote_types(logits.dtype, torch.float32)).reshape(-1, logits.size(-1)),
+            targets.reshape(-1),
+            ignore_index=-100,
+            reduction="sum",
+        )
         scored = targets[targets != -100].cpu().numpy()
         total_nats += float(nll)
         total_tokens += scored.size
