@@ -1,4 +1,5 @@
-"""The tokens directory that `lmsmith tokenize` writes: a corpus encoded once into flat binary files that training memory-maps.
+"""The tokens directory that `lmsmith tokenize` writes: a corpus encoded once into flat binary files
+that training memory-maps.
 
     TOKENS/train/shard-00000.bin ...   token ids, little-endian uint16 (vocab <= 65536) or uint32
     TOKENS/val/ ...  TOKENS/test/ ...
@@ -181,7 +182,9 @@ def move_tail_to(train: SplitWriter, val: SplitWriter, fraction: float) -> None:
     total = train.tokens
     n_val = max(1, int(round(total * fraction)))
     if n_val >= total:
-        raise UserError(f"the text has only {total} tokens, too few to hold out {fraction:.0%} for validation: give more text")
+        raise UserError(
+            f"the text has only {total} tokens, too few to hold out {fraction:.0%} for validation: give more text"
+        )
     cut = total - n_val
     root = train.folder.parent
     val.add_document([])  # opens the stream; the tail continues train's last document
@@ -244,7 +247,9 @@ def run(config, inputs: dict, out: str | Path, *, quiet: bool = False) -> dict:
     out = Path(out)
     data = [str(p) for p in (inputs.get("data") or cfg.inputs)]
     if not data:
-        raise UserError("nothing to tokenize: name a curated directory or text files (lmsmith tokenize DATA -t TOK -o OUT)")
+        raise UserError(
+            "nothing to tokenize: name a curated directory or text files (lmsmith tokenize DATA -t TOK -o OUT)"
+        )
     tokenizer_dir = inputs["tokenizer"]
     tokenizer = load_tokenizer(tokenizer_dir)
     dtype = token_dtype(tokenizer.vocab_size)
