@@ -194,7 +194,9 @@ def load_tokenizer(directory: str | Path) -> Tokenizer:
     try:
         backend = HFTokenizer.from_file(str(file))
     except Exception as exc:  # tokenizers raises bare Exceptions for malformed JSON and unreadable files
-        raise UserError(f"{file} is not a valid tokenizer ({str(exc).splitlines()[0]}): retrain or restore it") from None
+        raise UserError(
+            f"{file} is not a valid tokenizer ({str(exc).splitlines()[0]}): retrain or restore it"
+        ) from None
     eot, kind = EOT, "bpe"
     config_file = directory / TOKENIZER_CONFIG
     if config_file.is_file():
@@ -299,7 +301,9 @@ def _find_files(inputs: list[str], excluded: set[Path]) -> list[TextFile]:
         if path.is_dir():
             candidates = _files_under(path, excluded)
             if not candidates:
-                raise UserError(f"folder {path} holds no files (hidden ones are skipped): give a folder with text files")
+                raise UserError(
+                    f"folder {path} holds no files (hidden ones are skipped): give a folder with text files"
+                )
         elif path.exists():
             candidates = [path]
         else:
@@ -581,7 +585,9 @@ def show_pieces(tokenizer: Tokenizer, text: str, console=None) -> list[int]:
     specials = set(tokenizer.backend.get_added_tokens_decoder())
     table = Table("#", "id", "piece", box=None, pad_edge=False)
     for position, token_id in enumerate(ids):
-        table.add_row(str(position), str(token_id), _readable_piece(tokenizer.token_bytes(token_id), token_id in specials))
+        table.add_row(
+            str(position), str(token_id), _readable_piece(tokenizer.token_bytes(token_id), token_id in specials)
+        )
     console.print(f"{tokenizer.kind} tokenizer, {tokenizer.vocab_size} tokens", markup=False)
     console.print(table)
     n_bytes = len(text.encode("utf-8"))
