@@ -41,7 +41,9 @@ class EvalConfig:
 
     def check(self, where: str = "eval") -> None:
         if self.context is not None and self.context < 1:
-            raise ConfigError(f"{where}.context must be at least 1 (or null for the model's block_size), got {self.context}")
+            raise ConfigError(
+                f"{where}.context must be at least 1 (or null for the model's block_size), got {self.context}"
+            )
         if self.stride is not None and self.stride < 1:
             raise ConfigError(f"{where}.stride must be at least 1 (or null for half the context), got {self.stride}")
         if self.context is not None and self.stride is not None and self.stride > self.context:
@@ -69,14 +71,17 @@ def tokens_dir_of(model_dir: Path) -> Path:
         manifest = json.loads((model_dir / MANIFEST).read_text(encoding="utf-8"))
         return Path(manifest["inputs"]["tokens"]["path"])
     except (OSError, ValueError, KeyError, TypeError):
-        raise UserError(f"{model_dir} does not record the tokens it was trained on: name them with --data TOKENS_DIR") from None
+        raise UserError(
+            f"{model_dir} does not record the tokens it was trained on: name them with --data TOKENS_DIR"
+        ) from None
 
 
 def check_same_tokenizer(tokens: TokensDir, model_tokenizer, model_dir: Path) -> None:
     if model_tokenizer.sha256 != tokens.tokenizer_sha256:
         raise UserError(
             f"{tokens.path} was made by another tokenizer than the model in {model_dir} (the tokenizer hashes differ), "
-            f"so its ids mean other text to this model: tokenize the text again with `lmsmith tokenize DATA -t {model_dir} -o DIR`"
+            "so its ids mean other text to this model: "
+            f"tokenize the text again with `lmsmith tokenize DATA -t {model_dir} -o DIR`"
         )
 
 
