@@ -59,7 +59,9 @@ def check_output(out: str | Path, stage: str | tuple[str, ...], reads: Iterable[
     out = Path(out).expanduser()
     stages = (stage,) if isinstance(stage, str) else tuple(stage)
     if out.is_symlink() and not out.exists():
-        raise UserError(f"{flag} {out} is a link to nothing ({os.readlink(out)}): remove the link or choose another {flag}")
+        raise UserError(
+            f"{flag} {out} is a link to nothing ({os.readlink(out)}): remove the link or choose another {flag}"
+        )
     if out.exists() and not out.is_dir():
         raise UserError(f"{flag} {out} is a file, not a directory: choose a new directory path for {flag}")
     target = out.resolve()
@@ -74,7 +76,9 @@ def check_output(out: str | Path, stage: str | tuple[str, ...], reads: Iterable[
     keep = f"{out} is kept as it is"
     manifest = manifest_or_none(out)
     if manifest is None:
-        raise UserError(f"{out} already holds files that lmsmith did not make: choose a new directory for {flag}; {keep}")
+        raise UserError(
+            f"{out} already holds files that lmsmith did not make: choose a new directory for {flag}; {keep}"
+        )
     made_by = manifest.get("stage")
     if made_by not in stages:
         raise UserError(f"{out} holds the output of stage '{made_by}', not of {' or '.join(stages)}: "
