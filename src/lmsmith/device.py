@@ -34,12 +34,17 @@ def pick_device(requested: str | None = "auto") -> torch.device:
         raise UserError(f"unknown device {requested!r}: use auto, {', '.join(DEVICE_KINDS)} or cuda:N")
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise UserError(f"device {requested!r} was asked for but this machine has no usable CUDA GPU: use --device auto or cpu")
+            raise UserError(
+                f"device {requested!r} was asked for but this machine has no usable CUDA GPU: use --device auto or cpu"
+            )
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise UserError(
                 f"device {requested!r} does not exist: this machine has {torch.cuda.device_count()} CUDA GPU(s), "
                 f"cuda:0 to cuda:{torch.cuda.device_count() - 1}"
             )
     if device.type == "mps" and not mps_available():
-        raise UserError(f"device {requested!r} was asked for but this machine has no usable Apple GPU (mps): use --device auto or cpu")
+        raise UserError(
+            f"device {requested!r} was asked for but this machine has no usable Apple GPU (mps): "
+            "use --device auto or cpu"
+        )
     return device
