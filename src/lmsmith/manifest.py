@@ -77,7 +77,8 @@ def read_manifest(directory: str | Path, stage: str | tuple[str, ...] | None = N
     stages = (stage,) if isinstance(stage, str) else stage
     if stages and manifest.get("stage") not in stages:
         raise UserError(
-            f"{directory} was made by stage '{manifest.get('stage')}', but {' or '.join(stages)} output is needed here{hint}"
+            f"{directory} was made by stage '{manifest.get('stage')}', "
+            f"but {' or '.join(stages)} output is needed here{hint}"
         )
     return manifest
 
