@@ -129,14 +129,16 @@ def main() -> None:
     parser.add_argument("--child", choices=["lora", "full"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(measure(args.child, args.shape, args.steps, args.warmup, args.micro_batch, args.length, args.device)))
+        print(json.dumps(
+            measure(args.child, args.shape, args.steps, args.warmup, args.micro_batch, args.length, args.device)
+        ))
         return
     results: dict[str, dict] = {}
     for _ in range(args.repeats):  # alternating, so that a busy spell of a shared machine hits both methods
         for method in ("full", "lora"):
             command = [sys.executable, __file__, "--child", method, "--shape", args.shape, "--steps", str(args.steps),
-                       "--warmup", str(args.warmup), "--micro-batch", str(args.micro_batch), "--length", str(args.length),
-                       "--device", args.device]
+                       "--warmup", str(args.warmup), "--micro-batch", str(args.micro_batch),
+                       "--length", str(args.length), "--device", args.device]
             done = subprocess.run(command, capture_output=True, text=True, check=True)
             result = json.loads(done.stdout.strip().splitlines()[-1])
             if method not in results or result["tokens_per_s"] > results[method]["tokens_per_s"]:
