@@ -18,8 +18,9 @@ vocab 65) and its CPU "baby" model (4, 4, 128, block 64, batch 12). With a CUDA 
 124M shape at block 1024 (bf16, torch.compile) is measured too. MFU is model FLOPs per second
 (GPT.flops_per_token) over this device's matrix-product peak, measured in the same run, in the
 precision the step runs in: square products of that precision take turns with the steps, and
-each round's MFU is its step's FLOP/s over its own product's. The data-and-logging share is the part of our step spent drawing
-batches (TrainBatches) and writing metrics (MetricsLog, the progress bar) if logging every step.
+each round's MFU is its step's FLOP/s over its own product's. The data-and-logging share is the
+part of our step spent drawing batches (TrainBatches) and writing metrics (MetricsLog, the
+progress bar) if logging every step.
 
 Prints one JSON line.
 
@@ -157,7 +158,9 @@ def reference_step(s: Shape, data: np.ndarray, device: torch.device):
 
 
 def model_config(s: Shape, architecture: str) -> ModelConfig:
-    size = dict(vocab_size=s.vocab, block_size=s.block_size, n_layer=s.n_layer, n_head=s.n_head, n_embd=s.n_embd, dropout=0.0)
+    size = dict(
+        vocab_size=s.vocab, block_size=s.block_size, n_layer=s.n_layer, n_head=s.n_head, n_embd=s.n_embd, dropout=0.0
+    )
     if architecture == "gpt2":  # the reference's layout: learned positions, LayerNorm, exact GELU, biases, tied head
         size.update(preset="gpt2", gelu_approximate="none")
     return parse_section(ModelConfig, size, "model")
@@ -251,7 +254,8 @@ def measure_shape(name: str, s: Shape, windows: TokenWindows, data: np.ndarray, 
     """Per-round seconds, FLOPs per token, precision and size of each contender; our side share."""
     reference, ref_params = reference_step(s, data, device)
     ours = {"ours_gpt2": EngineStep(s, "gpt2", windows, device, compile, precision, folder / f"{name}-gpt2")}
-    assert ours["ours_gpt2"].params == ref_params, (ours["ours_gpt2"].params, ref_params)  # the same model, weight for weight
+    # the same model, weight for weight
+    assert ours["ours_gpt2"].params == ref_params, (ours["ours_gpt2"].params, ref_params)
     if ours["ours_gpt2"].precision.name != "fp32":  # how much of the gain is the precision, how much the rest
         ours["ours_gpt2_fp32"] = EngineStep(s, "gpt2", windows, device, compile, "fp32", folder / f"{name}-gpt2-fp32")
     ours["ours_default"] = EngineStep(s, "default", windows, device, compile, precision, folder / f"{name}-default")
@@ -281,13 +285,16 @@ def measure_shape(name: str, s: Shape, windows: TokenWindows, data: np.ndarray, 
 def summarize(s: Shape, measured: dict) -> dict:
     """tokens/s (median and best round); MFU and speedup as medians of per-round ratios."""
     tokens = s.batch * s.block_size
-    peak_rate = {key.removeprefix("peak_"): [flops / t for t in seconds] for key, (seconds, flops) in measured["peaks"].items()}
+    peak_rate = {
+        key.removeprefix("peak_"): [flops / t for t in seconds] for key, (seconds, flops) in measured["peaks"].items()
+    }
     reference = measured["contenders"]["reference"]["times"]
     out = {"params": measured["contenders"]["reference"]["params"], "tokens_per_step": tokens}
     for name, c in measured["contenders"].items():
         seconds = c["times"]
         rate = [c["flops_per_token"] * tokens / t for t in seconds]
-        entry = {"tokens_per_s": round(tokens / statistics.median(seconds)), "best_tokens_per_s": round(tokens / min(seconds)),
+        entry = {"tokens_per_s": round(tokens / statistics.median(seconds)),
+                 "best_tokens_per_s": round(tokens / min(seconds)),
                  "mfu": round(statistics.median(r / p for r, p in zip(rate, peak_rate[c["precision"]])), 4),
                  "precision": c["precision"]}
         if name != "reference":
@@ -323,7 +330,10 @@ def main() -> None:
     device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
     compile = args.compile or device.type == "cuda"
     shapes = {**SHAPES, **(GPU_SHAPES if device.type == "cuda" else {})}
-    rounds = {name: args.steps or (3 if args.quick else 8 if s.block_size * s.batch > 2048 else 30) for name, s in shapes.items()}
+    rounds = {
+        name: args.steps or (3 if args.quick else 8 if s.block_size * s.batch > 2048 else 30)
+        for name, s in shapes.items()
+    }
 
     measured = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -332,7 +342,9 @@ def main() -> None:
         data = tokens.shards("train")[0]
         for name, s in shapes.items():
             windows = TokenWindows(tokens, "train", s.block_size)
-            measured[name] = measure_shape(name, s, windows, data, device, rounds[name], compile, args.precision, folder)
+            measured[name] = measure_shape(
+                name, s, windows, data, device, rounds[name], compile, args.precision, folder
+            )
     results = {name: summarize(shapes[name], m) for name, m in measured.items()}
 
     main_shape = results["shakespeare"]
