@@ -242,7 +242,9 @@ def test_a_recipe_without_any_input_says_where_to_put_one(tmp_path):
 
 
 def test_a_missing_input_is_refused_before_any_work(tmp_path, capsys):
-    recipe_file = write_recipe(tmp_path / "r.yaml", {**TINY, "curate": {**TINY["curate"], "inputs": [str(tmp_path / "gone")]}})
+    recipe_file = write_recipe(
+        tmp_path / "r.yaml", {**TINY, "curate": {**TINY["curate"], "inputs": [str(tmp_path / "gone")]}}
+    )
     assert main(["build", str(recipe_file), "-o", str(tmp_path / "work")]) == 2
     err = capsys.readouterr().err
     assert f"input '{tmp_path / 'gone'}' does not exist" in err and err.count("\n") == 1
@@ -262,7 +264,10 @@ def test_a_deleted_stage_output_is_made_again(built):
 def test_bad_build_options_are_refused(built, tmp_path, capsys):
     recipe_file, work, _ = built
     assert main(["build", str(recipe_file), "-o", str(work), "--force", "trainn"]) == 2
-    assert "--force trainn: not a stage; the stages are curate, tokenizer, tokenize, train, eval, generate" in capsys.readouterr().err
+    assert (
+        "--force trainn: not a stage; the stages are curate, tokenizer, tokenize, train, eval, generate"
+        in capsys.readouterr().err
+    )
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "thesis.tex").write_text("precious")
     assert main(["build", str(recipe_file), "-o", str(tmp_path / "mine")]) == 2
