@@ -6,7 +6,9 @@ from lmsmith.config import ConfigError, ModelConfig, apply_overrides, load_model
 
 
 def test_overrides_reach_nested_keys_and_parse_values():
-    raw = apply_overrides({"model": {"n_layer": 2}}, ["model.n_layer=4", "model.dropout=0.1", "model.bias=true", "train.lr=3e-4"])
+    raw = apply_overrides(
+        {"model": {"n_layer": 2}}, ["model.n_layer=4", "model.dropout=0.1", "model.bias=true", "train.lr=3e-4"]
+    )
     assert raw == {"model": {"n_layer": 4, "dropout": 0.1, "bias": True}, "train": {"lr": 3e-4}}
 
 
@@ -36,7 +38,8 @@ def test_unknown_key_suggests_the_closest():
         ({"bias": "yes"}, r"model.bias: expected true or false"),
         ({"position": "alibi"}, r"model.position: 'alibi' is not one of 'learned', 'sinusoidal', 'rope'"),
         ({"n_embd": 100, "n_head": 3}, r"model.n_embd \(100\) is not divisible by model.n_head \(3\)"),
-        ({"n_head": 6, "n_embd": 384, "n_kv_head": 4}, r"model.n_head \(6\) is not divisible by model.n_kv_head \(4\): pick n_kv_head among \[1, 2, 3, 6\]"),
+        ({"n_head": 6, "n_embd": 384, "n_kv_head": 4},
+         r"model.n_head \(6\) is not divisible by model.n_kv_head \(4\): pick n_kv_head among \[1, 2, 3, 6\]"),
         ({"dropout": 1.5}, r"model.dropout must be in \[0, 1\)"),
         ({"preset": "gpt3"}, r"model.preset: 'gpt3' is not one of"),
     ],
