@@ -42,7 +42,9 @@ def run_json(capsys, *argv) -> dict:
 
 def test_eval_equals_evaluate_tokens_on_the_whole_split(setup, capsys):
     root, model, tokenizer = setup
-    got = run_json(capsys, root / "run" / "model", "--data", root / "tokens", "--split", "val", "--context", 16, "--stride", 8)
+    got = run_json(
+        capsys, root / "run" / "model", "--data", root / "tokens", "--split", "val", "--context", 16, "--stride", 8
+    )
     ids = read_split(open_tokens_dir(root / "tokens"), "val")
     expected = evaluate_tokens(model, ids, token_byte_lengths(tokenizer), context=16, stride=8)
     assert got["tokens"] == len(ids) - 1 == expected.tokens  # every token of the split but the first
@@ -82,7 +84,8 @@ def test_tokens_of_another_tokenizer_are_refused(setup, tmp_path, capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["--split", "test"], "holds 0 tokens"),  # plain text files are split into train and val only
-    (["--split", "val", "--context", "8", "--stride", "9"], "eval.stride (--stride) (9) cannot be longer than eval.context (--context) (8)"),
+    (["--split", "val", "--context", "8", "--stride", "9"],
+     "eval.stride (--stride) (9) cannot be longer than eval.context (--context) (8)"),
     (["--split", "val", "--context", "64"], "longer than the model's block_size"),
     (["--split", "val", "--batch-size", "0"], "eval.batch_size (--batch-size) must be at least 1"),
 ])
