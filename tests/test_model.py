@@ -301,7 +301,10 @@ def tokenizer_dir(tmp_path_factory):
 def test_init_makes_a_loadable_model_sized_for_the_tokenizer(tmp_path, tokenizer_dir, capsys):
     config = tmp_path / "tiny.yaml"
     config.write_text("model:\n  n_layer: 2\n  n_head: 2\n  n_embd: 32\n  block_size: 64\n")
-    assert main(["init", "--config", str(config), "model.n_kv_head=1", "--tokenizer", str(tokenizer_dir), "-o", str(tmp_path / "m")]) == 0
+    assert main([
+        "init", "--config", str(config), "model.n_kv_head=1",
+        "--tokenizer", str(tokenizer_dir), "-o", str(tmp_path / "m"),
+    ]) == 0
     model, tokenizer = load_model_dir(tmp_path / "m")
     assert model.config.vocab_size == tokenizer.vocab_size
     assert (model.config.n_layer, model.config.n_kv_head, model.config.block_size) == (2, 1, 64)
@@ -313,7 +316,8 @@ def test_init_makes_a_loadable_model_sized_for_the_tokenizer(tmp_path, tokenizer
 
 @pytest.mark.parametrize("overrides, message", [
     (["model.n_embd=30", "model.n_head=4"], "model.n_embd (30) is not divisible by model.n_head (4)"),
-    (["model.n_head=6", "model.n_embd=48", "model.n_kv_head=4"], "model.n_head (6) is not divisible by model.n_kv_head (4)"),
+    (["model.n_head=6", "model.n_embd=48", "model.n_kv_head=4"],
+     "model.n_head (6) is not divisible by model.n_kv_head (4)"),
     (["model.n_layers=2"], "unknown key 'model.n_layers': did you mean 'n_layer'?"),
     (["model.n_layer=two"], "model.n_layer: expected a whole number"),
     (["model.n_embd=36", "model.n_head=4"], "rope needs an even head size"),
