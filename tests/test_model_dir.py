@@ -153,7 +153,9 @@ def test_weights_of_another_shape_name_the_tensor(tmp_path, tokenizer, capsys):
     path, _ = saved(tmp_path / "a", tokenizer, ffn_hidden=64)
     other, _ = saved(tmp_path / "b", tokenizer, ffn_hidden=96)
     shutil.copy(other / "model.safetensors", path / "model.safetensors")
-    expect_refusal(path, r"tensor blocks\.0\.ffn\.fc\.weight has shape \[192, 32\] but config.json needs \[128, 32\]", capsys)
+    expect_refusal(
+        path, r"tensor blocks\.0\.ffn\.fc\.weight has shape \[192, 32\] but config.json needs \[128, 32\]", capsys
+    )
 
 
 def test_weights_with_other_tensor_names_list_them(tmp_path, tokenizer, capsys):
@@ -198,4 +200,6 @@ def test_bad_config_json_is_a_clear_error(tmp_path, tokenizer, capsys, content, 
 def test_tokenizer_larger_than_the_model_vocab_is_refused(tmp_path, tokenizer, capsys):
     model = tiny_model(tokenizer.vocab_size - 10)
     path = save_model_dir(tmp_path / "m", model, tokenizer, made_by="test")
-    expect_refusal(path, f"the tokenizer has {tokenizer.vocab_size} tokens but the model only {tokenizer.vocab_size - 10}", capsys)
+    expect_refusal(
+        path, f"the tokenizer has {tokenizer.vocab_size} tokens but the model only {tokenizer.vocab_size - 10}", capsys
+    )
