@@ -161,7 +161,8 @@ def test_no_verb_writes_over_a_folder_of_the_users_files(verb, made, tmp_path, c
         pytest.importorskip("transformers")
     folder = user_folder(tmp_path)
     assert main([*verb_lines(made, folder)[verb], "--quiet"]) == 2
-    assert (folder / "notes.txt").read_text() == "my own notes" and sorted(p.name for p in folder.iterdir()) == ["notes.txt"]
+    assert (folder / "notes.txt").read_text() == "my own notes"
+    assert sorted(p.name for p in folder.iterdir()) == ["notes.txt"]
     assert capsys.readouterr().err.count("\n") == 1
 
 
