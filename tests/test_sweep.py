@@ -76,7 +76,8 @@ def test_sweep_runs_trials_writes_results_and_resumes(tmp_path):
     assert len({(t.params["train.lr"], t.params["model.n_layer"]) for t in trials}) == 3
     for t in trials:
         # The objective is the best validation loss that the trial's own run logged.
-        logged = [json.loads(line) for line in (out / "trials" / "tiny" / f"{t.number:04d}" / "run" / "metrics.jsonl").read_text().splitlines()]
+        metrics = out / "trials" / "tiny" / f"{t.number:04d}" / "run" / "metrics.jsonl"
+        logged = [json.loads(line) for line in metrics.read_text().splitlines()]
         assert t.value == pytest.approx(min(r["val_loss"] for r in logged if "val_loss" in r))
         assert sorted(t.intermediate_values) == [8, 16, 24]
         config = yaml.safe_load((out / "trials" / "tiny" / f"{t.number:04d}" / "run" / "config.yaml").read_text())
