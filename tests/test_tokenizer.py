@@ -56,7 +56,8 @@ PIECES = ["😀", "👩‍👩‍👧‍👦", "👍🏽", "日本語", "中文"
           "<|pad|>", "<|", "<0x41>", "Ġ", "the", " model", "ü", "\U0010ffff", "\ud7ff"]
 any_text = st.one_of(st.text(), st.lists(st.sampled_from(PIECES), max_size=40).map("".join))
 
-examples = ["", " ", " " * 1000, "\t\t\n \n\n\r\n   \t", "😀", "👩‍👩‍👧‍👦 and 👍🏽", "日本語のテキストです。", "\x00\x01\x1f\x7f",
+examples = ["", " ", " " * 1000, "\t\t\n \n\n\r\n   \t", "😀", "👩‍👩‍👧‍👦 and 👍🏽", "日本語のテキストです。",
+            "\x00\x01\x1f\x7f",
             "a<|endoftext|>b<|pad|>c", "<|endoftext|><|endoftext|>", "<0x41><0xFF>", "ĠĠ Ġ", "e\u0301 \u0301",
             "\ufeffstart", "end\U0010ffff", "x" * 5000]
 
@@ -206,8 +207,8 @@ def test_text_files_cut_chunks_without_breaking_characters(tmp_path, monkeypatch
     assert files.bytes_read == files.total_bytes == path.stat().st_size
 
 
-@pytest.mark.parametrize("data, offset", [(b"caf\xe9 au lait", 3), ("é" * 20 + "\n", None), (b"ok\n" * 10 + b"\xff", 30),
-                                          ("日本".encode() + b"\xe8\xaa", 6)])
+@pytest.mark.parametrize("data, offset", [(b"caf\xe9 au lait", 3), ("é" * 20 + "\n", None),
+                                          (b"ok\n" * 10 + b"\xff", 30), ("日本".encode() + b"\xe8\xaa", 6)])
 def test_non_utf8_file_is_named_with_the_offset(tmp_path, monkeypatch, data, offset):
     path = tmp_path / "latin1.txt"
     path.write_bytes(data if isinstance(data, bytes) else data.encode("utf-8"))
