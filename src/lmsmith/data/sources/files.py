@@ -1,12 +1,15 @@
 """Files and folders: walk, filter by globs, and read each file by its kind.
 
-Prose, HTML and code files are one document each. JSON lines, JSON and Parquet files are
-one document per record. Any of them may be gzip- or zstd-compressed. A file that cannot be
+Prose, HTML and code files are one document each, and so are PDF papers and EPUB books. JSON
+lines, JSON and Parquet files are one document per record (a conversation record becomes
+dialogue text), a Wikipedia XML dump one per article. Any of them may be gzip-, zstd- or
+bzip2-compressed. A file that cannot be
 read (binary, empty, too large, unreadable, undecodable) is skipped with that reason.
 """
 
 from __future__ import annotations
 
+import bz2
 import fnmatch
 import gzip
 import hashlib
@@ -21,9 +24,12 @@ import zstandard
 
 from lmsmith.data.document import Document
 from lmsmith.data.sources.decode import SNIFF_BYTES, NotText, decode_text, looks_binary, python_source_encoding
+from lmsmith.data.sources.epub import epub_items
 from lmsmith.data.sources.kinds import classify, split_compression
+from lmsmith.data.sources.pdf import pdf_items
 from lmsmith.data.sources.records import json_items, jsonl_items, parquet_items
 from lmsmith.data.sources.source import ContentDigest, Skipped, Source, document_id
+from lmsmith.data.sources.wikipedia import dump_items, looks_like_dump
 from lmsmith.manifest import file_sha256
 
 # Folders that hold tool state, never corpus text.
@@ -43,6 +49,8 @@ def matches_any(rel: str, patterns: list[str]) -> bool:
 def open_decompressed(path: Path, compression: str | None) -> IO[bytes]:
     if compression == "gzip":
         return gzip.open(path, "rb")
+    if compression == "bz2":
+        return bz2.open(path, "rb")
     if compression == "zstd":
         return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), closefd=True))
     return open(path, "rb")
@@ -135,6 +143,12 @@ class FileTreeSource(Source):
             if fmt in ("jsonl", "parquet"):
                 yield from self._record_file_items(path, fmt, compression, source, rel)
                 return
+            if fmt in ("pdf", "epub"):
+                yield from self._book_items(path, fmt, compression, source, rel)
+                return
+            if fmt == "wikipedia" or (flavour == "xml" and self._is_dump(path, compression)):
+                yield from self._dump_items(path, compression, source, rel)
+                return
             if fmt is None and self.config.unknown_files == "skip":
                 yield Skipped(source, "unsupported_type", size, f"no reader for '{inner_name}'", meta)
                 self.digest.add(rel, "-")
@@ -176,6 +190,27 @@ class FileTreeSource(Source):
         else:
             meta.update(kind="prose", format=flavour or "text")
         return Document(document_id(source, rel), text, source, meta)
+
+    def _book_items(self, path: Path, fmt: str, compression: str | None, source: str,
+                    rel: str) -> Iterator[Document | Skipped]:
+        """A PDF or EPUB: their libraries read a seekable file, so a compressed one is unpacked in memory."""
+        self.digest.add(rel, file_sha256(path))
+        file = path
+        if compression:
+            with open_decompressed(path, compression) as stream:
+                file = io.BytesIO(_read_capped(stream, int(self.config.max_file_mb * 1e6)))
+        reader = pdf_items if fmt == "pdf" else epub_items
+        yield from reader(file, source=source, rel=rel, size=path.stat().st_size)
+
+    @staticmethod
+    def _is_dump(path: Path, compression: str | None) -> bool:
+        with open_decompressed(path, compression) as stream:
+            return looks_like_dump(stream.read(4096))
+
+    def _dump_items(self, path: Path, compression: str | None, source: str, rel: str) -> Iterator[Document | Skipped]:
+        self.digest.add(rel, file_sha256(path))
+        with open_decompressed(path, compression) as stream:
+            yield from dump_items(stream, source=source, path=rel)
 
     def _record_file_items(self, path: Path, fmt: str, compression: str | None, source: str,
                            rel: str) -> Iterator[Document | Skipped]:

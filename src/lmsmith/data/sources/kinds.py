@@ -8,14 +8,15 @@ from __future__ import annotations
 
 from pathlib import PurePath
 
-COMPRESSIONS = {".gz": "gzip", ".zst": "zstd", ".zstd": "zstd"}
+COMPRESSIONS = {".gz": "gzip", ".zst": "zstd", ".zstd": "zstd", ".bz2": "bz2"}
 
 # Formats a file can be read as; `sources.formats` maps extra suffixes onto these.
-FORMATS = ("text", "html", "code", "jsonl", "json", "parquet")
+FORMATS = ("text", "html", "code", "jsonl", "json", "parquet", "pdf", "epub", "wikipedia")
 
 PROSE_SUFFIXES = {".txt": "text", ".md": "markdown", ".markdown": "markdown", ".rst": "rst", ".text": "text"}
 HTML_SUFFIXES = {".html", ".htm", ".xhtml"}
 RECORD_SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".parquet": "parquet"}
+BOOK_SUFFIXES = {".pdf": "pdf", ".epub": "epub"}  # binary containers of text, each read by its own library
 
 CODE_LANGUAGES = {
     ".py": "python", ".pyi": "python", ".pyw": "python",
@@ -70,6 +71,8 @@ def classify(name: str, extra_formats: dict[str, str]) -> tuple[str | None, str 
         return "html", None
     if suffix in RECORD_SUFFIXES:
         return RECORD_SUFFIXES[suffix], None
+    if suffix in BOOK_SUFFIXES:
+        return BOOK_SUFFIXES[suffix], None
     if suffix in CODE_LANGUAGES:
         return "code", CODE_LANGUAGES[suffix]
     return None, None

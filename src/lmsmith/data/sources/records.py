@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from typing import IO, Any
 
 from lmsmith.data.document import Document
+from lmsmith.data.sources.conversations import BadConversation, conversation_turns, render_conversation
 from lmsmith.data.sources.source import Skipped, document_id
 
 _RAW_KEPT = 2000  # characters of a malformed record kept for --keep-dropped
@@ -27,6 +28,10 @@ def _record_document(record: Any, *, field: str, source: str, meta: dict, locato
     if not isinstance(record, dict):
         return Skipped(source, "not_a_record", n_bytes, f"expected a JSON object, got {type(record).__name__}", meta)
     text = record.get(field)
+    if text is None:
+        conversation = _conversation_document(record, source=source, meta=meta, locator=locator, n_bytes=n_bytes)
+        if conversation is not None:
+            return conversation
     if not isinstance(text, str):
         detail = f"no text field '{field}'" if text is None else f"field '{field}' is {type(text).__name__}, not text"
         fields = ", ".join(sorted(map(str, record))[:8])
@@ -36,6 +41,21 @@ def _record_document(record: Any, *, field: str, source: str, meta: dict, locato
     url = record.get("url")
     extra = {"url": url} if isinstance(url, str) else {}
     return Document(document_id(source, locator), text, source, {"kind": "prose", **meta, **extra})
+
+
+def _conversation_document(record: dict, *, source: str, meta: dict, locator: str,
+                           n_bytes: int) -> Document | Skipped | None:
+    """A {"messages": [...]} or {"conversations": [...]} record as dialogue text; None for other records."""
+    where = f"line {meta['line']}: " if "line" in meta else f"record {meta['record']}: " if "record" in meta else ""
+    try:
+        turns = conversation_turns(record)
+        if turns is None:
+            return None
+        text = render_conversation(turns)
+    except BadConversation as exc:
+        return Skipped(source, "bad_conversation", n_bytes, f"{where}{exc}", meta)
+    return Document(document_id(source, locator), text, source,
+                    {"kind": "conversation", "turns": len(turns), **meta})
 
 
 def jsonl_items(stream: IO[bytes], *, source: str, path: str, field: str,
