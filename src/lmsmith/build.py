@@ -374,6 +374,15 @@ def print_outcome(result: BuildResult, console=None) -> None:
                   + (f"; kept: {', '.join(result.skipped)}" if result.skipped else "") + ")")
 
 
+def train_for_minutes(recipe: Recipe, minutes: float) -> None:
+    """`--minutes N`: a time budget replaces the recipe's train.steps (the budget plans the steps)."""
+    from lmsmith.train.budget import UNCAPPED
+
+    if not minutes > 0:
+        raise UserError(f"--minutes must be positive, got {minutes:g}")
+    recipe.train.max_minutes, recipe.train.steps = minutes, UNCAPPED
+
+
 def load_config(stage, recipe_file, overrides: list[str], flags: dict):
     """A build's config is its recipe: a file or a shipped recipe's name, plus overrides."""
     from lmsmith.recipe import load_recipe
@@ -382,8 +391,10 @@ def load_config(stage, recipe_file, overrides: list[str], flags: dict):
 
 
 def run(config: Recipe, inputs: dict, out: str | Path | None = None, *, quiet: bool = False, force: list[str] = (),
-        until: str | None = None, nproc_per_node: int = 1) -> dict:
+        until: str | None = None, nproc_per_node: int = 1, minutes: float | None = None) -> dict:
     """`lmsmith build`: the recipe's stages that are not up to date, then the scores and samples."""
+    if minutes is not None:
+        train_for_minutes(config, minutes)
     result = build(config, out, force=force or (), until=until, nproc_per_node=nproc_per_node, quiet=quiet)
     print_outcome(result)
     return {"stage": "build", "ran": result.ran, "kept": result.skipped}

@@ -74,6 +74,7 @@ TRAIN = Stage(
     file_keys=("data", "out"),
     inputs=(Input("tokens", "tokens directory (from `lmsmith tokenize`); or data: in the --config file",
                   required=False, metavar="TOKENS"),),
+    flags=(Flag("--minutes", "train.max_minutes", "a time budget: plan the steps that fit (train.steps at most)"),),
     options=(Option("--resume", "continue from the run's newest checkpoint (auto; starts fresh if there is none) "
                                 "or from PATH", metavar="auto|PATH"),),
     output_help="the run directory (default: out: in the --config file, else runs/run)",
@@ -181,7 +182,9 @@ BUILD = Stage(
                     metavar="STAGE", repeat=True),
              Option("--until", "stop after this stage", metavar="STAGE"),
              Option("--nproc-per-node", "train with N processes under torchrun (e.g. one per GPU)", metavar="N",
-                    type=int, default=1)),
+                    type=int, default=1),
+             Option("--minutes", "train for N minutes: the steps that fit are planned (train.steps is ignored)",
+                    metavar="N", type=float)),
     output_help="work directory (default: work/RECIPE_NAME)",
 )
 

@@ -36,7 +36,8 @@ class TrainConfig:
 
     seed: int = 1337
     device: str = "auto"  # auto (cuda, then mps, then cpu) | cpu | cuda | mps
-    steps: int = 1000  # optimizer steps
+    steps: int = 1000  # optimizer steps (with max_minutes: the most the budget may plan)
+    max_minutes: float | None = None  # a time budget: plan the steps that fit, warmup and decay included
     batch_tokens: int = 16384  # global batch: tokens per optimizer step, over all ranks and micro-batches
     micro_batch: int = 16  # sequences per forward/backward on one rank; gradient accumulation makes up the rest
 
@@ -105,6 +106,8 @@ class TrainConfig:
             raise ConfigError(f"{where}.early_stop_patience must be at least 1 (or null for no early stopping)")
         if self.early_stop_patience is not None and self.eval_every == 0:
             raise ConfigError(f"{where}.early_stop_patience needs evaluations during training: set {where}.eval_every")
+        if self.max_minutes is not None and not self.max_minutes > 0:
+            raise ConfigError(f"{where}.max_minutes must be positive (or null for no time budget), got {self.max_minutes}")
         if self.peak_flops is not None and self.peak_flops <= 0:
             raise ConfigError(f"{where}.peak_flops must be positive, got {self.peak_flops}")
 

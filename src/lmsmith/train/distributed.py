@@ -153,6 +153,16 @@ def sum_across_ranks(value: float | torch.Tensor, info: DistInfo) -> float:
     return _sum_over_ranks(value, info)
 
 
+def from_rank_zero(value: int, info: DistInfo) -> int:
+    """Rank 0's value on every rank: a plan (the steps of a time budget) that all ranks must follow."""
+    if not info.is_distributed:
+        return value
+    where = info.device if info.backend == "nccl" else torch.device("cpu")
+    tensor = torch.tensor([value], dtype=torch.int64, device=where)
+    dist.broadcast(tensor, src=0)
+    return int(tensor.item())
+
+
 def any_rank(flag: bool, info: DistInfo) -> bool:
     """True if the flag is set on any rank, so all ranks take the same branch (skip a step, stop)."""
     return sum_across_ranks(1.0 if flag else 0.0, info) > 0

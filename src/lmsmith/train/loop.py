@@ -40,12 +40,14 @@ from lmsmith.model import GPT
 from lmsmith.output import directory_lock
 from lmsmith.tokens_dir import TokensDir, open_tokens_dir
 from lmsmith.train import checkpoint as ckpt
+from lmsmith.train.budget import UNCAPPED, TimeBudget
 from lmsmith.train.config import TrainRecipe, plan_batch, recipe_to_dict
 from lmsmith.train.data import EvalBatches, TokenWindows, TrainBatches
 from lmsmith.train.distributed import (
     DistInfo,
     any_rank,
     barrier,
+    from_rank_zero,
     mean_across_ranks,
     process_group,
 )
@@ -73,6 +75,8 @@ class RunState:
     evals_since_best: int = 0
     last_val_loss: float | None = None
     skipped_steps: int = 0
+    planned_steps: int | None = None  # with train.max_minutes: the steps that fit the budget
+    train_seconds: float = 0.0  # time spent in the loop, over every resumption
 
 
 @dataclass
@@ -368,7 +372,10 @@ def run_job(job: TrainingJob, cfg, run_dir: Path, info: DistInfo, resume_from: P
     peak = cfg.peak_flops or (measure_matmul_peak(info.device, precision.dtype) if info.is_main else 0.0)
     if info.is_main and not quiet:
         start = f"resuming from {resume_from.name}" if resume_from else "starting"
-        print(f"{start}: {cfg.steps} steps of {plan.tokens:,} tokens ({plan.rows} x {plan.block_size}; "
+        length = f"{cfg.steps} steps"
+        if cfg.max_minutes:
+            length = f"{cfg.max_minutes:g} minutes" + (f" (at most {cfg.steps} steps)" if cfg.steps < UNCAPPED else "")
+        print(f"{start}: {length} of {plan.tokens:,} tokens ({plan.rows} x {plan.block_size}; "
               f"micro-batch {plan.micro_batch} x {plan.grad_accum} accumulation x {info.world_size} rank(s)), "
               f"{precision.name} on {info.device}" + (f", {job.train_tokens:,} train tokens" if job.train_tokens else ""))
 
@@ -397,21 +404,35 @@ def run_job(job: TrainingJob, cfg, run_dir: Path, info: DistInfo, resume_from: P
         return cfg.early_stop_patience is not None and state.evals_since_best >= cfg.early_stop_patience
 
     started = time.perf_counter()
+    seconds_before = state.train_seconds
+    budget = None
+    if cfg.max_minutes:  # a validation pass costs about a third of a step per micro-batch (forward only)
+        budget = TimeBudget(cfg.max_minutes, cfg.steps, cfg.warmup_steps, cfg.eval_every,
+                            eval_share=cfg.eval_batches / (3 * plan.grad_accum), used_seconds=seconds_before)
+    total = state.planned_steps or cfg.steps
     stopped_early = False
     window_start, window_steps, data_seconds = time.perf_counter(), 0, batches.seconds
-    with StopRequest() as stop, TrainProgress(cfg.steps, state.step, quiet) as progress:
+    with StopRequest() as stop, TrainProgress(total, state.step, quiet) as progress:
         model.train()
-        while state.step < cfg.steps:
+        while state.step < total:
             torch.manual_seed(step_seed(cfg.seed, state.step, info.rank))
-            lr_scale = set_learning_rates(optimizers, state.step, cfg)
+            lr_scale = set_learning_rates(optimizers, state.step, cfg, total)
             loss, grad_norm = train_step(model, optimizers, scaler, batches, state.step, precision, cfg.grad_clip)
             bad = any_rank(NonFiniteGuard.is_bad(loss, grad_norm) if scaler is None else not math.isfinite(loss), info)
             state.step += 1
             window_steps += 1
             guard.record(bad, state.step)
             state.skipped_steps = guard.skipped
+            state.train_seconds = seconds_before + time.perf_counter() - started
+            if budget is not None:
+                # Every rank follows rank 0's plan, so all stop at the same step.
+                planned = budget.after_step(state.step, state.planned_steps)
+                state.planned_steps = planned if planned is None else from_rank_zero(planned, info)
+                if state.planned_steps and state.planned_steps != total:
+                    total = state.planned_steps
+                    progress.set_total(total)
 
-            log_now = state.step % cfg.log_every == 0 or state.step == cfg.steps
+            log_now = state.step % cfg.log_every == 0 or state.step == total
             if log_now:
                 loss = mean_across_ranks(loss, info)
             elapsed = time.perf_counter() - window_start
@@ -429,10 +450,10 @@ def run_job(job: TrainingJob, cfg, run_dir: Path, info: DistInfo, resume_from: P
                 window_start, window_steps, data_seconds = time.perf_counter(), 0, batches.seconds
 
             early_stop = False
-            if (cfg.eval_every and state.step % cfg.eval_every == 0) or state.step == cfg.steps:
+            if (cfg.eval_every and state.step % cfg.eval_every == 0) or state.step == total:
                 early_stop = run_evaluation(progress)
                 window_start, window_steps, data_seconds = time.perf_counter(), 0, batches.seconds  # not training time
-            if state.step % cfg.save_every == 0 or state.step == cfg.steps or early_stop:
+            if state.step % cfg.save_every == 0 or state.step == total or early_stop:
                 save()
             stopping = any_rank(stop.signal is not None, info)
             if stopping:

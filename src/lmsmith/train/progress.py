@@ -31,6 +31,10 @@ class TrainProgress:
         if self.bar.disable and log_line and not self.quiet:
             self.console.print(f"step {step}: loss {fields['loss']}  lr {fields['lr']}  {fields['rate']} tok/s  MFU {fields['mfu']}")
 
+    def set_total(self, total_steps: int) -> None:
+        """A time budget has planned the run's length."""
+        self.bar.update(self.task, total=total_steps)
+
     def print(self, text: str) -> None:
         if not self.quiet:
             self.console.print(text, markup=False)

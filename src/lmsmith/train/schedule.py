@@ -16,9 +16,13 @@ import math
 from lmsmith.train.config import TrainConfig
 
 
-def lr_factor(step: int, config: TrainConfig) -> float:
-    """Multiplier of the peak learning rate for optimizer step `step` (counted from 0)."""
-    warmup, total, floor = config.warmup_steps, config.steps, config.min_lr_ratio
+def lr_factor(step: int, config: TrainConfig, total: int | None = None) -> float:
+    """Multiplier of the peak learning rate for optimizer step `step` (counted from 0) of `total` steps.
+
+    `total` is `config.steps` unless a time budget planned another number (see budget.py).
+    """
+    warmup, floor = config.warmup_steps, config.min_lr_ratio
+    total = config.steps if total is None else total
     if step < warmup:
         return (step + 1) / warmup  # never 0: the first step already moves the weights a little
     if config.schedule == "constant":
@@ -34,9 +38,9 @@ def lr_factor(step: int, config: TrainConfig) -> float:
     return 1.0 - (1.0 - floor) * min(1.0, progress)
 
 
-def set_learning_rates(optimizers, step: int, config: TrainConfig) -> float:
+def set_learning_rates(optimizers, step: int, config: TrainConfig, total: int | None = None) -> float:
     """Scale every group to its peak rate times the schedule; returns the factor."""
-    factor = lr_factor(step, config)
+    factor = lr_factor(step, config, total)
     for optimizer in optimizers:
         for group in optimizer.param_groups:
             group["lr"] = group["peak_lr"] * factor
