@@ -161,6 +161,10 @@ class CausalSelfAttention(nn.Module):
         self.k_norm = nn.RMSNorm(self.head_dim, eps=config.norm_eps) if config.qk_norm else None
         self.dropout = config.dropout
         self.resid_dropout = nn.Dropout(config.dropout)
+        # lmsmith explain sets keep_weights: the same attention is then computed in the open and
+        # its weights (B, heads, T, keys) are kept in .weights, for a learner to look at.
+        self.keep_weights = False
+        self.weights: torch.Tensor | None = None
 
     def forward(self, x, positions, rope: RotaryEmbedding | None, cache: KVCache | None, mask):
         B, T, _ = x.shape
@@ -177,13 +181,30 @@ class CausalSelfAttention(nn.Module):
         if cache is not None:
             k, v = cache.store(self.layer, k, v)
         is_causal = mask is None and (cache is None or cache.length == 0) and T > 1
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, is_causal=is_causal,
-            dropout_p=self.dropout if self.training else 0.0,
-            enable_gqa=self.n_kv_head != self.n_head,
-        )
+        if self.keep_weights:
+            y = self.attention_in_the_open(q, k, v, mask, is_causal)
+        else:
+            y = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, is_causal=is_causal,
+                dropout_p=self.dropout if self.training else 0.0,
+                enable_gqa=self.n_kv_head != self.n_head,
+            )
         y = y.transpose(1, 2).reshape(B, T, self.n_head * self.head_dim)
         return self.resid_dropout(self.proj(y))
+
+    def attention_in_the_open(self, q, k, v, mask, is_causal: bool) -> torch.Tensor:
+        """softmax(q k^T * scale, masked) v, step by step, keeping the weights (no dropout: for looking at)."""
+        if self.n_kv_head != self.n_head:  # each key/value head serves a group of neighbouring query heads
+            k = k.repeat_interleave(self.n_head // self.n_kv_head, dim=1)
+            v = v.repeat_interleave(self.n_head // self.n_kv_head, dim=1)
+        scale = 1.0 / math.sqrt(self.head_dim)
+        scores = (q @ k.transpose(-2, -1)).float() * scale
+        if is_causal:
+            mask = torch.ones(scores.shape[-2:], dtype=torch.bool, device=q.device).tril()
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask
+        self.weights = scores.softmax(dim=-1)
+        return self.weights.type_as(v) @ v
 
 
 # ---------------------------------------------------------------------------------------------
