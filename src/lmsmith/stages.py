@@ -33,7 +33,9 @@ CURATE = Stage(
     inputs=(Input("sources", "files, folders, hf:NAME[:CONFIG][:SPLIT], or stdlib", many=True, metavar="INPUT",
                   key="curate.inputs"),),
     flags=(Flag("--keep-dropped", "curate.keep_dropped", "also write what was removed, with the reason, to OUT/dropped/"),
-           Flag("--workers", "curate.workers", "processes for the per-document steps (default: one per core)")),
+           Flag("--workers", "curate.workers", "processes for the per-document steps (default: one per core)"),
+           Flag("--bias-report", "curate.bias.enabled",
+                "count gendered and identity terms, languages, sources and kinds per split (report.json, summary)")),
     output_help="output directory: data/{train,val,test}/, report.json, manifest.json",
 )
 

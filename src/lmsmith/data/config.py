@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lmsmith.config import ConfigError, apply_overrides, parse_section, read_yaml
+from lmsmith.data.bias import BiasConfig
 from lmsmith.data.dedup import DedupConfig
 from lmsmith.data.format import FormatConfig
 from lmsmith.data.pii import PiiConfig
@@ -39,6 +40,7 @@ class CurateConfig:
     dedup: DedupConfig = field(default_factory=DedupConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    bias: BiasConfig = field(default_factory=BiasConfig)  # the bias report (--bias-report): measures, changes nothing
     workers: int | None = None  # processes for the per-document steps; None: one per CPU core
     keep_dropped: bool = False  # also write what was removed, with the reason, to OUT/dropped/
     batch_docs: int = 512  # documents per batch handed to a worker ...

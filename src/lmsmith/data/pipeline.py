@@ -23,6 +23,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 
 from lmsmith.atomic import write_json
 from lmsmith.config import section_to_dict
+from lmsmith.data.bias import BiasProbe, BiasTally
 from lmsmith.data.config import CurateConfig, load_curate_config
 from lmsmith.data.dedup import BoilerplateRemover, Deduplicator, LineFrequencyCounter, MinHashSigner
 from lmsmith.data.document import Document
@@ -59,6 +60,8 @@ def document_steps(config: CurateConfig) -> list[Step]:
         steps.append(SafetyFilter(config.safety))
     if config.pii.enabled:
         steps.append(PiiRedactor(config.pii))
+    if config.bias.enabled:  # counts the text as it will be written: after redaction
+        steps.append(BiasProbe(config.bias))
     if config.dedup.enabled:  # the hashing half of dedup: on every core, on what the steps before it kept
         steps.append(MinHashSigner(config.dedup))
     return steps
@@ -164,6 +167,7 @@ class CurateRun:
         self.line_counter = LineFrequencyCounter(boilerplate) if boilerplate.enabled else None
         self.spool = ShardWriter(root / _SPOOL, DOC_SCHEMA, config.output) if self.line_counter else None
         self.heldout: dict[str, list[str]] = {"val": [], "test": []}
+        self.bias = BiasTally(config.bias) if config.bias.enabled else None
         sizes = [source.total_bytes() for source in sources]
         total = None if None in sizes else sum(sizes)  # unknown for streamed datasets: no ETA then
         self.task = progress.add_task("curate", total=total, docs=0)
@@ -234,6 +238,8 @@ class CurateRun:
     def _split_and_write(self, docs: list[Document]) -> None:
         for doc in docs:
             split = split_of(doc.text, self.config.split)
+            if self.bias is not None:
+                self.bias.add(split, doc)
             self.writer.write(split, doc)
             if split != "train" and self.config.split.overlap_ngram:
                 self.heldout[split].append(doc.text)
@@ -280,6 +286,7 @@ def curate(inputs: list[str], out: str | Path, config: CurateConfig | dict | str
         report = build_report(
             inputs=[s.spec for s in sources], stats=run.stats, issues=reader.issues, sizes=sizes,
             overlap=overlap, seconds=time.perf_counter() - started, workers=n_workers, out=out,
+            bias=run.bias.report(run.stats.get("safety")) if run.bias is not None else None,
         )
         if not quiet:
             print_summary(report, Console())

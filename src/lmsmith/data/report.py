@@ -14,11 +14,11 @@ from rich.table import Table
 from lmsmith.data.split import SPLITS
 from lmsmith.data.step import StepStats
 
-_PIPELINE_ORDER = ("read", "html", "format", "quality", "safety", "pii", "minhash", "dedup", "boilerplate")
+_PIPELINE_ORDER = ("read", "html", "format", "quality", "safety", "pii", "bias", "minhash", "dedup", "boilerplate")
 
 
 def build_report(*, inputs: list[str], stats: dict[str, StepStats], issues: list[dict], sizes: dict,
-                 overlap: dict | None, seconds: float, workers: int, out: Path) -> dict:
+                 overlap: dict | None, seconds: float, workers: int, out: Path, bias: dict | None = None) -> dict:
     ordered = sorted(stats.values(), key=lambda s: _PIPELINE_ORDER.index(s.name) if s.name in _PIPELINE_ORDER else 99)
     read = stats["read"]
     counters = {s.name: s.counters for s in ordered}
@@ -47,6 +47,7 @@ def build_report(*, inputs: list[str], stats: dict[str, StepStats], issues: list
         "throughput": {"mb_per_s": round(read.bytes_in / 1e6 / max(seconds, 1e-9), 3),
                        "docs_per_s": round(read.docs_in / max(seconds, 1e-9), 1)},
         "workers": workers,
+        **({"bias": bias} if bias is not None else {}),
     }
 
 
@@ -89,6 +90,8 @@ def print_summary(report: dict, console: Console) -> None:
                  f"({overlap[split]['docs_mostly_in_train']} of {overlap[split]['docs']} docs mostly)"
                  for split in ("val", "test") if split in overlap]
         console.print(f"held-out {overlap['n']}-grams also in train: " + "; ".join(parts))
+    if report.get("bias"):
+        print_bias_table(report["bias"], console)
     totals, speed = report["totals"], report["throughput"]
     console.print(f"{totals['docs_in']:,} docs ({_mb(totals['bytes_in'])} MB) in, {totals['docs_out']:,} docs "
                   f"({_mb(totals['bytes_out'])} MB) out in {report['timings']['seconds']:.1f} s: "
@@ -97,6 +100,30 @@ def print_summary(report: dict, console: Console) -> None:
         first = report["read_issues"][0]
         where = first.get("path", first["source"]) + (f":{first['line']}" if "line" in first else "")
         console.print(f"skipped inputs are listed in report.json (first: {where}: {first['reason']}, {first['detail']})")
+
+
+def _percent(share: float | None) -> str:
+    return "-" if share is None else f"{100 * share:.0f}%"
+
+
+def _top(shares: dict, n: int = 3) -> str:
+    return ", ".join(f"{k} {_percent(v['share'])}" for k, v in list(shares.items())[:n]) or "-"
+
+
+def print_bias_table(bias: dict, console: Console) -> None:
+    """Per split: the female share of gendered pronouns and terms, identity mentions, languages, kinds."""
+    table = Table(title="bias report (measured, nothing changed)", title_justify="left")
+    for name in ("split", "docs", "female pronouns", "female terms", "identity /1k words", "languages", "kinds"):
+        table.add_column(name, justify="right" if name == "docs" else "left")
+    for split, data in bias["splits"].items():
+        identity = sorted(data["identity"].items(), key=lambda kv: -kv[1]["per_1000_words"])
+        mentions = ", ".join(f"{g} {v['per_1000_words']:.2f}" for g, v in identity[:3] if v["count"]) or "none"
+        table.add_row(split, f"{data['docs']:,}", _percent(data["female_share_of_gendered_pronouns"]),
+                      _percent(data["female_share_of_gendered_terms"]), mentions,
+                      _top(data["languages"]), _top(data["kinds"]))
+    console.print(table)
+    flagged = (bias.get("safety_flagged") or {}).get("docs") or {}
+    console.print("safety flagged: " + (", ".join(f"{k} {v:,}" for k, v in sorted(flagged.items())) or "none"))
 
 
 def nothing_survived_message(report: dict) -> str:

@@ -93,8 +93,10 @@ class ShardWriter:
 
 
 def document_row(doc: Document) -> dict:
+    # Keys that start with "_" are notes between steps (fingerprints, bias counts), never output.
+    meta = {k: v for k, v in doc.meta.items() if not k.startswith("_")}
     return {"id": doc.id, "text": doc.text, "source": doc.source,
-            "meta": json.dumps(doc.meta, ensure_ascii=False, sort_keys=True, default=str)}
+            "meta": json.dumps(meta, ensure_ascii=False, sort_keys=True, default=str)}
 
 
 class CurateWriter:
