@@ -31,7 +31,8 @@ from lmsmith.manifest import MANIFEST
 
 REPORT_HTML = "report.html"
 RUN_STAGE = "train"
-PNGS = {"loss": "loss.png", "lr": "learning_rate.png", "throughput": "throughput.png", "funnel": "curation_funnel.png"}
+PNGS = {"loss": "loss.png", "lr": "learning_rate.png", "throughput": "throughput.png", "funnel": "curation_funnel.png",
+        "bias": "curation_bias.png"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -472,6 +473,19 @@ def curation_section(curation: dict, path: Path | None, funnel_png: bytes | None
     return "".join(parts)
 
 
+def bias_section(bias: dict, png: bytes | None) -> str:
+    from lmsmith.data.bias_pictures import bias_rows
+
+    flagged = (bias.get("safety_flagged") or {}).get("docs") or {}
+    parts = ["<h2>Data: the bias report</h2>",
+             '<p class="note">Counted in the curated splits; curation measured these and changed nothing. '
+             f"Safety step flagged: {esc(', '.join(f'{k} {v:,}' for k, v in sorted(flagged.items())) or 'none')}.</p>"]
+    if png:
+        parts.append(image(png, "bias report"))
+    parts.append(html_table(*bias_rows(bias)))
+    return "".join(parts)
+
+
 def render_html(inputs: ReportInputs, pngs: dict[str, bytes], n_params: int | None) -> str:
     title = f"lmsmith report: {inputs.workdir.name if inputs.workdir else inputs.run.name}"
     made = inputs.manifest.get("created", "")
@@ -493,6 +507,8 @@ def render_html(inputs: ReportInputs, pngs: dict[str, bytes], n_params: int | No
             body.append(image(pngs[key], alt))
     if inputs.curation:
         body.append(curation_section(inputs.curation, inputs.curation_path, pngs.get("funnel")))
+        if inputs.curation.get("bias"):
+            body.append(bias_section(inputs.curation["bias"], pngs.get("bias")))
     if inputs.stage_seconds:
         body.append("<h2>Build stages</h2>" + html_table(
             ["stage", "time"], [[stage, duration(seconds)] for stage, seconds in inputs.stage_seconds.items()]))
@@ -520,6 +536,10 @@ def draw_all(inputs: ReportInputs) -> dict[str, bytes]:
         makers["throughput"] = lambda: plot_throughput(inputs)
     if inputs.curation and inputs.curation.get("steps"):
         makers["funnel"] = lambda: plot_funnel(inputs.curation)
+    if inputs.curation and inputs.curation.get("bias"):
+        from lmsmith.data.bias_pictures import plot_bias
+
+        makers["bias"] = lambda: plot_bias(inputs.curation["bias"], plt)
     pngs = {}
     for name, make in makers.items():
         fig = make()

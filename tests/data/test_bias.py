@@ -9,8 +9,10 @@ from collections import Counter
 
 import pyarrow.parquet as pq
 
+from lmsmith import report as report_page
 from lmsmith.cli import main
 from lmsmith.data.bias import DEFAULT_IDENTITY_TERMS, GENDERED
+from lmsmith.data.bias_pictures import plot_bias
 from lmsmith.data.pipeline import curate
 from lmsmith.data.write import split_files
 from tests.data.test_pipeline import SENTENCES
@@ -80,6 +82,15 @@ def test_the_bias_report_counts_what_an_independent_count_finds(tmp_path):
     assert kinds == {"prose/text": 13, "prose/markdown": 1, "code/python": 1}
     assert set(bias["identity_groups"]) == set(identity)
     assert bias["safety_flagged"] == {"docs": {}, "counters": {}}
+    # lmsmith report draws it: a picture and a table, one row per split
+    plt = report_page._pyplot()
+    fig = plot_bias(bias, plt)
+    png = report_page.png_bytes(fig)
+    plt.close(fig)
+    assert png.startswith(b"\x89PNG")
+    section = report_page.bias_section(bias, png)
+    assert section.count("<tr>") == 1 + len(bias["splits"]) and "data:image/png" in section
+    (tmp_path / "bias.png").write_bytes(png)
 
 
 def test_bias_report_flag_prints_the_table_and_is_off_by_default(tmp_path, capsys):
