@@ -445,6 +445,8 @@ class GenerateConfig(GenerationConfig):
 
     prompts: list[str] = field(default_factory=lambda: [""])  # "" starts from scratch, as a new document would
     device: str = "auto"  # auto | cpu | cuda | mps
+    chat: bool = False  # each prompt is a user's message, rendered through the model's chat template
+    template: str | None = None  # with chat: chatml | plain | raw, for a model without its own chat_template
 
     def check(self, where: str = "generate") -> None:
         super().check(where)
@@ -453,6 +455,16 @@ class GenerateConfig(GenerationConfig):
 
     def generation_config(self) -> GenerationConfig:
         return GenerationConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(GenerationConfig)})
+
+
+def chat_prompts(cfg: GenerateConfig, tokenizer, model_path) -> tuple[list[str], list[str]]:
+    """With --chat: each prompt as a one-message conversation in the model's template, and the stop
+    strings with the template's end of an answer added."""
+    from lmsmith.chat_template import chat_format
+
+    fmt = chat_format(tokenizer, model_path, cfg.template)
+    prompts = [fmt.prompt([{"role": "user", "content": p}]) for p in cfg.prompts]
+    return prompts, cfg.stop + ([fmt.answer_end] if fmt.answer_end and fmt.answer_end not in cfg.stop else [])
 
 
 STAGE = "generate"
@@ -475,14 +487,18 @@ def run(config, inputs: dict, out: str | Path | None = None, *, quiet: bool = Fa
     device = pick_device(cfg.device)
     model, tokenizer = load_model_dir(model_path, device)
     lay_out_for_decoding(model)
+    generation = cfg.generation_config()
+    texts = cfg.prompts
+    if cfg.chat:
+        texts, generation.stop = chat_prompts(cfg, tokenizer, resolve_model_dir(model_path))
     # An empty prompt starts from the end-of-text token, as a new document in the training stream does.
-    prompts = [p if p else [tokenizer.eot_id] for p in cfg.prompts]
+    prompts = [p if p else [tokenizer.eot_id] for p in texts]
     printer = None if no_stream else OrderedPrinter(list(cfg.prompts))
     started = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("always", PromptTruncatedWarning)
         warnings.showwarning = lambda message, *_: print(f"warning: {message}", file=sys.stderr)
-        streams = generate_streams(model, tokenizer, prompts, cfg.generation_config(), on_text=printer)
+        streams = generate_streams(model, tokenizer, prompts, generation, on_text=printer)
     elapsed = time.perf_counter() - started
     if no_stream:
         printer = OrderedPrinter(list(cfg.prompts))

@@ -74,6 +74,8 @@ class Recipe:
     init: Any = None  # `lmsmith init`'s seed; build's train stage makes its own model
     finetune: dict[str, Any] | None = None  # read by `lmsmith finetune --config`, not by build
     export: dict[str, Any] | None = None  # read by `lmsmith export --config`, not by build
+    serve: dict[str, Any] | None = None  # read by `lmsmith serve --config`, not by build
+    chat: dict[str, Any] | None = None  # read by `lmsmith chat --config`, not by build
     path: Path | None = None  # the file it was read from (not a config key)
 
     @property

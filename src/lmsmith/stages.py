@@ -16,6 +16,9 @@ from lmsmith.data.config import CurateConfig
 from lmsmith.export import gguf as gguf_export
 from lmsmith.finetune.config import FinetuneConfig
 from lmsmith.generate import GenerateConfig
+from lmsmith.serve import chat as chat_module
+from lmsmith.serve import server as serve_module
+from lmsmith.serve.config import ServeConfig
 from lmsmith.stage import Flag, Input, Option, Stage
 from lmsmith.train import loop
 from lmsmith.train.config import TrainConfig
@@ -105,9 +108,38 @@ GENERATE = Stage(
            Flag("--top-k", "generate.top_k"), Flag("--top-p", "generate.top_p"),
            Flag("--repetition-penalty", "generate.repetition_penalty"),
            Flag("--stop", "generate.stop", "stop string (repeatable)", _unescape),
-           Flag("--seed", "generate.seed"), Flag("--device", "generate.device")),
+           Flag("--seed", "generate.seed"), Flag("--device", "generate.device"),
+           Flag("--chat", "generate.chat", "each prompt is a user's message, put through the model's chat template"),
+           Flag("--template", "generate.template", "with --chat: chatml, plain or raw, for a model without its own")),
     options=(Option("--no-stream", "print each text when it is complete", boolean=True),),
     output_help="also write samples.json and its manifest here",
+)
+
+SERVE = Stage(
+    "serve", "serve a model over OpenAI's API (completions and chat), many users at once",
+    sections={"serve": ServeConfig}, run=serve_module.run, output="none",
+    inputs=(MODEL_INPUT,),
+    flags=(Flag("--host", "serve.host", "address to listen on; 0.0.0.0 for every network"),
+           Flag("--port", "serve.port", "port to listen on (0: any free one)"),
+           Flag("--api-key-file", "serve.api_key_file", "file holding the key clients must send"),
+           Flag("--max-batch", "serve.max_batch", "requests decoded together"),
+           Flag("--max-queue", "serve.max_queue", "requests waiting for a slot before 429"),
+           Flag("--model-name", "serve.model_name", "the model id clients name (default: the directory's name)"),
+           Flag("--template", "serve.template", "chat template for a model without its own"),
+           Flag("--log-text", "serve.log_text", "also log prompts and outputs"),
+           Flag("--device", "serve.device")),
+    options=(Option("--api-key", "the key clients must send (prefer --api-key-file: a key here shows in `ps`)",
+                    metavar="KEY"),),
+)
+
+CHAT = Stage(
+    "chat", "talk with a model in the terminal, its answers streamed", sections={"chat": chat_module.ChatConfig},
+    run=chat_module.run, output="none", inputs=(MODEL_INPUT,),
+    flags=(Flag("--system", "chat.system", "a system message to start with"),
+           Flag("--temperature", "chat.temperature", "0 is greedy"), Flag("--top-p", "chat.top_p"),
+           Flag("--top-k", "chat.top_k"), Flag("--max-new-tokens", "chat.max_new_tokens"),
+           Flag("--template", "chat.template", "chat template for a model without its own"),
+           Flag("--seed", "chat.seed"), Flag("--device", "chat.device")),
 )
 
 CONVERT = Stage(
@@ -191,8 +223,8 @@ BUILD = Stage(
 )
 
 # Every verb, in the order `lmsmith --help` lists them; the in_build ones in the order build runs them.
-STAGES: tuple[Stage, ...] = (BUILD, CURATE, TOKENIZER, TOKENIZER_SHOW, TOKENIZE, INIT, TRAIN, EVAL, GENERATE, CONVERT,
-                             EXPORT, FINETUNE, SWEEP, REPORT)
+STAGES: tuple[Stage, ...] = (BUILD, CURATE, TOKENIZER, TOKENIZER_SHOW, TOKENIZE, INIT, TRAIN, EVAL, GENERATE, SERVE,
+                             CHAT, CONVERT, EXPORT, FINETUNE, SWEEP, REPORT)
 BUILD_STAGES: tuple[Stage, ...] = tuple(s for s in STAGES if s.in_build)
 
 

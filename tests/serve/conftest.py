@@ -58,3 +58,4 @@ def chat_model_dir(tmp_path_factory, model_dir):
     finally:
         torch.set_num_threads(before)
     return work / "run" / "model"
+

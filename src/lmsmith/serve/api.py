@@ -1,0 +1,315 @@
+"""The HTTP layer: OpenAI's API (models, completions, chat completions) over the engine.
+
+It only translates: a JSON body becomes engine requests (protocol.py checks it), engine events
+become a JSON answer or a stream of server-sent events. No endpoint reads or writes files, and
+the logs record each request's size and timing, not its text (unless serve.log_text is set).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.exceptions import HTTPException
+
+from lmsmith.chat_template import ChatFormat, TemplateError
+from lmsmith.serve.choices import Choice, Choices
+from lmsmith.serve.engine import Engine, Sampling
+from lmsmith.serve.errors import ApiError, bad_request
+from lmsmith.serve.protocol import ChatBody, CompletionBody, Limits, Sampled, check_fits, read_chat, read_completion
+
+log = logging.getLogger("lmsmith.serve")
+
+DEFAULT_COMPLETION_TOKENS = 16  # OpenAI's default max_tokens for /v1/completions
+
+
+@dataclass
+class ServedModel:
+    """Everything the HTTP layer needs: the engine, how to read and write text, and the limits."""
+
+    name: str
+    engine: Engine
+    tokenizer: object
+    limits: Limits
+    chat: ChatFormat | None = None
+    no_chat_reason: str = ""  # why chat is unavailable, for the 400
+    api_key: str | None = None
+    max_body_bytes: int = 1 << 20
+    log_text: bool = False
+    created: int = 0
+
+
+def create_app(served: ServedModel) -> FastAPI:
+    app = FastAPI(title="lmsmith", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.served = served
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse(exc.body(), status_code=exc.status)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:  # unknown path, wrong method
+        return JSONResponse(ApiError(exc.status_code, str(exc.detail)).body(), status_code=exc.status_code)
+
+    @app.middleware("http")
+    async def log_requests(request: Request, call_next):
+        started = time.perf_counter()
+        response = await call_next(request)
+        log.info("%s %s -> %d in %.0f ms", request.method, request.url.path, response.status_code,
+                 (time.perf_counter() - started) * 1000)
+        return response
+
+    @app.get("/v1/models")
+    async def models(request: Request) -> dict:
+        authorize(request, served)
+        return {"object": "list", "data": [model_card(served)]}
+
+    @app.get("/v1/models/{name}")
+    async def model(name: str, request: Request) -> dict:
+        authorize(request, served)
+        check_model(served, name)
+        return model_card(served)
+
+    @app.post("/v1/completions")
+    async def completions(request: Request):
+        authorize(request, served)
+        body = read_completion(await read_body(request, served), served.limits, served.tokenizer.vocab_size)
+        return await complete(request, served, body)
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request):
+        authorize(request, served)
+        body = read_chat(await read_body(request, served), served.limits)
+        return await chat(request, served, body)
+
+    return app
+
+
+# ---------------------------------------------------------------------------------------------
+# Checks every request passes
+
+
+def authorize(request: Request, served: ServedModel) -> None:
+    """With an API key set, every request must carry it as a bearer token (compared in constant time)."""
+    if served.api_key is None:
+        return
+    header = request.headers.get("authorization", "")
+    scheme, _, given = header.partition(" ")
+    if scheme.lower() != "bearer" or not secrets.compare_digest(given.strip().encode(), served.api_key.encode()):
+        raise ApiError(401, "missing or wrong API key: send it as 'Authorization: Bearer KEY'", code="invalid_api_key")
+
+
+async def read_body(request: Request, served: ServedModel):
+    """The JSON body, read no further than the size limit."""
+    limit = served.max_body_bytes
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise bad_request(f"the request body is {int(declared)} bytes; this server takes at most {limit}")
+    data = bytearray()
+    async for chunk in request.stream():
+        data += chunk
+        if len(data) > limit:
+            raise bad_request(f"the request body is over {limit} bytes, the most this server takes")
+    try:
+        return json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise bad_request(f"the request body is not valid JSON ({exc})") from None
+
+
+def check_model(served: ServedModel, name: str | None) -> None:
+    if name is not None and name != served.name:
+        raise ApiError(404, f"model '{name}' does not exist: this server serves '{served.name}'", "model",
+                       "model_not_found")
+
+
+def model_card(served: ServedModel) -> dict:
+    return {"id": served.name, "object": "model", "created": served.created, "owned_by": "lmsmith",
+            "max_model_len": served.limits.context}
+
+
+# ---------------------------------------------------------------------------------------------
+# Completions
+
+
+async def complete(request: Request, served: ServedModel, body: CompletionBody):
+    check_model(served, body.model)
+    if body.stream and body.logprobs is not None:
+        raise bad_request("'logprobs' with stream: true is not supported: ask without streaming", "logprobs")
+    tokenizer = served.tokenizer
+    prompts = [tokenizer.encode(p) if isinstance(p, str) else list(p) for p in body.prompts]
+    if any(not p for p in prompts):
+        raise bad_request("a prompt encodes to no tokens: give some text (or token ids) to continue", "prompt")
+    longest = max(len(p) for p in prompts)
+    check_fits(longest, 0, served.limits)
+    max_tokens = body.max_tokens
+    if max_tokens is None:
+        max_tokens = min(DEFAULT_COMPLETION_TOKENS, served.limits.context - longest)
+    for i, prompt in enumerate(prompts):
+        check_fits(len(prompt), max_tokens, served.limits, i)
+    prompt_logprobs = body.logprobs if body.echo and body.logprobs is not None else None
+    choices = start_choices(served, prompts, body, max_tokens, body.logprobs, prompt_logprobs,
+                            frozenset({tokenizer.eot_id}))
+    log_request(served, "completion", prompts, body)
+    ids = Ids("cmpl", "text_completion", served.name)
+    if body.stream:
+        return sse(stream_completion(request, choices, body, ids, tokenizer))
+    async for _ in choices.pieces(request.is_disconnected):
+        pass
+    return {**ids.head(), "choices": [completion_choice(c, body, tokenizer) for c in choices.choices],
+            "usage": usage(choices)}
+
+
+def completion_choice(choice: Choice, body: CompletionBody, tokenizer) -> dict:
+    prompt_text = tokenizer.decode(choice.prompt) if body.echo else ""
+    text = prompt_text + choice.text
+    logprobs = None
+    if body.logprobs is not None:
+        logprobs = completion_logprobs(choice, body, tokenizer)
+    return {"index": choice.index, "text": text, "logprobs": logprobs, "finish_reason": choice.finish_reason}
+
+
+def completion_logprobs(choice: Choice, body: CompletionBody, tokenizer) -> dict:
+    """OpenAI's legacy logprobs: the token strings, each one's log-probability, the top ones, and offsets."""
+    ids, lps, tops = [], [], []
+    if body.echo and choice.scores is not None:
+        ids += choice.prompt
+        lps += choice.scores.logprobs
+        tops += [None if t is None else t for t in choice.scores.top]
+    for token in choice.tokens:
+        ids.append(token.id)
+        lps.append(token.logprob)
+        tops.append(token.top)
+    strings = [tokenizer.decode([t]) for t in ids]
+    offsets, at = [], 0
+    for s in strings:
+        offsets.append(at)
+        at += len(s)
+    top_dicts = [None if top is None else {tokenizer.decode([t]): lp for t, lp in top} for top in tops]
+    return {"tokens": strings, "token_logprobs": lps, "top_logprobs": top_dicts, "text_offset": offsets}
+
+
+async def stream_completion(request: Request, choices: Choices, body: CompletionBody, ids, tokenizer):
+    if body.echo:
+        for choice in choices.choices:
+            yield ids.chunk([{"index": choice.index, "text": tokenizer.decode(choice.prompt), "logprobs": None,
+                              "finish_reason": None}])
+    async for choice, piece in choices.pieces(request.is_disconnected):
+        finish = choice.finish_reason if not piece else None
+        yield ids.chunk([{"index": choice.index, "text": piece, "logprobs": None, "finish_reason": finish}])
+    if body.include_usage:
+        yield ids.chunk([], usage=usage(choices))
+
+
+# ---------------------------------------------------------------------------------------------
+# Chat completions
+
+
+async def chat(request: Request, served: ServedModel, body: ChatBody):
+    check_model(served, body.model)
+    if served.chat is None:
+        raise bad_request(served.no_chat_reason, "messages")
+    try:
+        text = served.chat.prompt(body.messages)
+    except TemplateError as exc:
+        raise bad_request(str(exc), "messages") from None
+    prompt = served.tokenizer.encode(text)
+    check_fits(len(prompt), body.max_tokens or 0, served.limits)
+    max_tokens = body.max_tokens or min(served.limits.max_tokens, served.limits.context - len(prompt))
+    if max_tokens < 1:
+        check_fits(len(prompt), 1, served.limits)
+    stop_ids = {served.tokenizer.eot_id}
+    end = served.chat.answer_end
+    if end is not None and served.tokenizer.backend.token_to_id(end) is not None:
+        stop_ids.add(served.tokenizer.backend.token_to_id(end))
+    choices = start_choices(served, [prompt], body, max_tokens, None, None, frozenset(stop_ids))
+    log_request(served, "chat", [prompt], body)
+    ids = Ids("chatcmpl", "chat.completion", served.name)
+    if body.stream:
+        return sse(stream_chat(request, choices, body, ids))
+    async for _ in choices.pieces(request.is_disconnected):
+        pass
+    return {**ids.head(), "choices": [
+        {"index": c.index, "message": {"role": "assistant", "content": c.text}, "logprobs": None,
+         "finish_reason": c.finish_reason} for c in choices.choices], "usage": usage(choices)}
+
+
+async def stream_chat(request: Request, choices: Choices, body: ChatBody, ids):
+    ids.object = "chat.completion.chunk"
+    for choice in choices.choices:
+        yield ids.chunk([{"index": choice.index, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
+                          "finish_reason": None}])
+    async for choice, piece in choices.pieces(request.is_disconnected):
+        if piece:
+            yield ids.chunk([{"index": choice.index, "delta": {"content": piece}, "logprobs": None,
+                              "finish_reason": None}])
+        else:
+            yield ids.chunk([{"index": choice.index, "delta": {}, "logprobs": None,
+                              "finish_reason": choice.finish_reason}])
+    if body.include_usage:
+        yield ids.chunk([], usage=usage(choices))
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared pieces
+
+
+def start_choices(served: ServedModel, prompts: list[list[int]], body: Sampled, max_tokens: int,
+                  logprobs: int | None, prompt_logprobs: int | None, stop_ids: frozenset[int]) -> Choices:
+    def sampling(j: int) -> Sampling:
+        # n choices with one seed would all be the same text: choice j samples with seed + j
+        seed = None if body.seed is None else body.seed + j
+        return Sampling(max_tokens=max_tokens, temperature=body.temperature, top_p=body.top_p, top_k=body.top_k,
+                        seed=seed, logprobs=logprobs, prompt_logprobs=prompt_logprobs)
+
+    choices = Choices(served.engine, served.tokenizer, prompts, body.n, sampling, body.stop, stop_ids)
+    choices.submit()
+    return choices
+
+
+def usage(choices: Choices) -> dict:
+    prompt_tokens = sum(len(p) for p in choices.prompts)  # each prompt once, however many choices it has
+    completion_tokens = sum(c.completion_tokens for c in choices.choices)
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens}
+
+
+class Ids:
+    """The id, object type, creation time and model name every response and chunk repeats."""
+
+    def __init__(self, prefix: str, object: str, model: str):
+        self.id = f"{prefix}-{uuid.uuid4().hex[:24]}"
+        self.object, self.model, self.created = object, model, int(time.time())
+
+    def head(self) -> dict:
+        return {"id": self.id, "object": self.object, "created": self.created, "model": self.model}
+
+    def chunk(self, choices: list[dict], usage: dict | None = None) -> str:
+        data = {**self.head(), "choices": choices}
+        if usage is not None:
+            data["usage"] = usage
+        return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+
+def sse(events: AsyncIterator[str]) -> StreamingResponse:
+    """Server-sent events, ended by OpenAI's `data: [DONE]`."""
+    async def body():
+        async for event in events:
+            yield event
+        yield "data: [DONE]\n\n"
+
+    return StreamingResponse(body(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
+def log_request(served: ServedModel, kind: str, prompts: list[list[int]], body: Sampled) -> None:
+    log.info("%s: %d prompt(s) of %s tokens, n=%d, stream=%s", kind, len(prompts),
+             "/".join(str(len(p)) for p in prompts), body.n, body.stream)
+    if served.log_text:
+        for prompt in prompts:
+            log.info("%s prompt: %r", kind, served.tokenizer.decode(prompt))

@@ -1,0 +1,430 @@
+"""The serving engine: one decode loop over every request in flight (continuous batching).
+
+    submit(request) ──▶ waiting (bounded: a full queue refuses at once)
+                          │  admitted while a slot is free
+                          ▼
+                      prefilling: the prompt goes through the model in chunks, into the request's own cache;
+                          │       one chunk per turn of the loop, so a long prompt never stalls the others
+                          ▼
+                      decoding: a row of the slot cache; every turn of the loop is one forward pass over
+                          │     all decoding rows together, each at its own position, with its own sampling
+                          ▼
+                      finished (a stop token, max_tokens, or cancelled): its row is freed for the next request
+
+Requests join and leave between steps, so a short answer is never held up by a long one. The
+engine knows nothing of HTTP: a request carries a callback that receives its events (on the
+engine's thread); the HTTP layer turns them into responses.
+
+The decoding rows are kept packed at the front of the slot cache (a leaving row is filled by
+moving the last row into it), so each step reads one contiguous block of the cache and copies a
+row only when a request joins or leaves, never per step.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from lmsmith.generate import GenerationConfig, TokenSampler
+from lmsmith.model import GPT, KVCache
+
+log = logging.getLogger("lmsmith.serve")
+
+
+# ---------------------------------------------------------------------------------------------
+# What a request asks for, and what it gets back
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """One request's sampling settings (checked by the HTTP layer before they get here)."""
+
+    max_tokens: int
+    temperature: float = 1.0  # 0 is greedy
+    top_p: float | None = None
+    top_k: int | None = None
+    seed: int | None = None
+    logprobs: int | None = None  # with each new token, the log-probabilities of this many most likely ones
+    prompt_logprobs: int | None = None  # the same for every prompt token (echo=true with logprobs)
+
+    def generation_config(self) -> GenerationConfig:
+        return GenerationConfig(max_new_tokens=max(self.max_tokens, 1), temperature=self.temperature,
+                                top_k=self.top_k, top_p=self.top_p, seed=self.seed)
+
+
+@dataclass
+class Token:
+    """One generated token, with its log-probability and the most likely alternatives if asked."""
+
+    id: int
+    logprob: float | None = None
+    top: list[tuple[int, float]] | None = None
+
+
+@dataclass
+class PromptScores:
+    """Per prompt token: its log-probability given the tokens before it (None for the first), and the top ones."""
+
+    logprobs: list[float | None]
+    top: list[list[tuple[int, float]] | None]
+
+
+@dataclass
+class Finished:
+    reason: str  # "stop" (a stop token), "length" (max_tokens), "cancelled"
+    prompt_tokens: int
+    completion_tokens: int
+
+
+Event = Token | PromptScores | Finished
+
+
+class QueueFull(Exception):
+    """More requests are waiting than the engine accepts; the client should retry later."""
+
+
+class EngineStopped(Exception):
+    """The engine is shutting down and takes no new requests."""
+
+
+_ids = itertools.count(1)
+
+
+@dataclass(eq=False)
+class Request:
+    prompt: list[int]
+    sampling: Sampling
+    stop_ids: frozenset[int]
+    on_event: Callable[[Event], None]  # called on the engine's thread; must not block
+    id: int = field(default_factory=lambda: next(_ids))
+    cancelled: bool = False
+    # the engine's bookkeeping
+    cache: KVCache | None = None  # during prefill: the request's own cache
+    done_prompt: int = 0  # prompt tokens prefilled so far
+    last_logits: torch.Tensor | None = None  # logits after the last prefilled token
+    scores: PromptScores | None = None
+    sampler: TokenSampler | None = None
+    next_token: int | None = None  # the token to feed at the next decode step
+    generated: int = 0
+
+    def cancel(self) -> None:
+        """Stop generating (the client went away, or a stop string was found); safe from any thread."""
+        self.cancelled = True
+
+
+# ---------------------------------------------------------------------------------------------
+# The slot cache and the view the model sees for one batched decode step
+
+
+class SlotCache:
+    """Keys and values for `slots` sequences, each up to the model's context, preallocated once."""
+
+    def __init__(self, model: GPT, slots: int):
+        param = next(model.parameters())
+        config = model.config
+        shape = (slots, config.kv_heads, config.block_size, config.head_dim)
+        self.keys = [torch.zeros(shape, device=param.device, dtype=param.dtype) for _ in range(config.n_layer)]
+        self.values = [torch.zeros(shape, device=param.device, dtype=param.dtype) for _ in range(config.n_layer)]
+
+    def fill(self, row: int, cache: KVCache) -> None:
+        """Copy a prefilled single-sequence cache into `row`."""
+        for layer in range(len(self.keys)):
+            self.keys[layer][row, :, : cache.length] = cache.keys[layer][0, :, : cache.length]
+            self.values[layer][row, :, : cache.length] = cache.values[layer][0, :, : cache.length]
+
+    def move(self, source: int, target: int, length: int) -> None:
+        for layer in range(len(self.keys)):
+            self.keys[layer][target, :, :length] = self.keys[layer][source, :, :length]
+            self.values[layer][target, :, :length] = self.values[layer][source, :, :length]
+
+
+class DecodeStep:
+    """What `GPT.forward` reads as its cache for one decode step over the first n rows of a SlotCache.
+
+    Each row is at its own position (`lengths`); the model's own KVCache has one length for all
+    rows, so this stands in for it with the same four members. `length` is the longest row, which
+    is all the model uses it for (its bound check); the engine advances the rows' lengths itself.
+    """
+
+    def __init__(self, slots: SlotCache, lengths: torch.Tensor):
+        self.slots = slots
+        self.lengths = lengths  # (n,) slots filled per row
+        self.rows = torch.arange(lengths.numel(), device=lengths.device)
+        self.length = int(lengths.max())
+        self.end = self.length + 1
+
+    def store(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        n = self.rows.numel()
+        keys, values = self.slots.keys[layer], self.slots.values[layer]
+        keys[self.rows, :, self.lengths] = k[:, :, 0]
+        values[self.rows, :, self.lengths] = v[:, :, 0]
+        return keys[:n, :, : self.end], values[:n, :, : self.end]
+
+    def positions(self, new: int, device) -> torch.Tensor:
+        return self.lengths[:, None]
+
+    def mask(self, new: int, device) -> torch.Tensor:
+        """Each row sees its own filled slots and the new one; the rest of the block (shorter rows) is hidden."""
+        key = torch.arange(self.end, device=device)
+        return (key[None, :] <= self.lengths[:, None])[:, None, None, :]
+
+
+# ---------------------------------------------------------------------------------------------
+# The engine
+
+
+def top_logprobs(logprobs: torch.Tensor, n: int) -> list[list[tuple[int, float]]]:
+    """For each row of (rows, V) log-probabilities, its n most likely (token, logprob)."""
+    if n <= 0:
+        return [[] for _ in range(logprobs.size(0))]
+    values, ids = logprobs.topk(min(n, logprobs.size(-1)), dim=-1)
+    return [list(zip(i, v)) for i, v in zip(ids.tolist(), values.tolist())]
+
+
+class Engine:
+    """Owns the model and its KV cache slots; runs the decode loop on its own thread."""
+
+    def __init__(self, model: GPT, vocab_size: int | None = None, max_batch: int = 32, max_queue: int = 256,
+                 prefill_chunk: int = 256):
+        self.model = model.eval()
+        self.vocab_size = min(vocab_size or model.config.vocab_size, model.config.vocab_size)
+        self.max_batch = max_batch
+        self.max_queue = max_queue
+        self.prefill_chunk = prefill_chunk
+        self.device = next(model.parameters()).device
+        self.slots = SlotCache(model, max_batch)
+        self.waiting: deque[Request] = deque()
+        self.prefilling: list[Request] = []
+        self.decoding: list[Request] = []  # row i of the slot cache is decoding[i]
+        self.lengths: list[int] = []  # slots filled, per decoding row
+        self.lock = threading.Condition()
+        self.accepting = True
+        self.thread: threading.Thread | None = None
+        self.steps = 0  # decode steps run, for tests and stats
+        self.largest_batch = 0
+
+    # ---- the outside: submit, start, stop (any thread)
+
+    def submit(self, request: Request) -> Request:
+        with self.lock:
+            if not self.accepting:
+                raise EngineStopped("the server is shutting down")
+            if len(self.waiting) >= self.max_queue:
+                raise QueueFull(f"{len(self.waiting)} requests are already waiting")
+            self.waiting.append(request)
+            self.lock.notify()
+        return request
+
+    def start(self) -> Engine:
+        self.thread = threading.Thread(target=self._run, name="lmsmith-engine", daemon=True)
+        self.thread.start()
+        return self
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Take no new requests, finish the ones already accepted, then end the loop."""
+        with self.lock:
+            self.accepting = False
+            self.lock.notify()
+        if self.thread is not None:
+            self.thread.join(timeout)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self.waiting) + len(self.prefilling) + len(self.decoding)
+
+    # ---- the loop (the engine's thread only)
+
+    def _run(self) -> None:
+        with torch.inference_mode():
+            while self._wait_for_work():
+                try:
+                    self._turn()
+                except Exception:  # a bug here must not leave clients hanging: fail what is in flight, go on
+                    log.exception("engine step failed; ending the requests in flight")
+                    self._fail_all()
+
+    def _wait_for_work(self) -> bool:
+        with self.lock:
+            while not (self.waiting or self.prefilling or self.decoding):
+                if not self.accepting:
+                    return False
+                self.lock.wait()
+            while self.waiting and len(self.prefilling) + len(self.decoding) < self.max_batch:
+                self.prefilling.append(self.waiting.popleft())
+            return True
+
+    def _turn(self) -> None:
+        """One turn: drop cancelled requests, prefill up to `prefill_chunk` prompt tokens (shortest remaining
+        prompts first, so short requests reach their first token quickly even behind a long prompt), then
+        one decode step for every decoding row."""
+        self._drop_cancelled()
+        budget = self.prefill_chunk  # prompt tokens per turn: short prompts go in together, a long one in chunks
+        for request in sorted(self.prefilling, key=lambda r: len(r.prompt) - r.done_prompt):
+            if budget <= 0:
+                break
+            budget -= self._prefill_chunk(request, budget)
+        if self.decoding:
+            self._decode_step()
+
+    def _drop_cancelled(self) -> None:
+        for request in [r for r in self.prefilling if r.cancelled]:
+            self.prefilling.remove(request)
+            self._finish(request, "cancelled")
+        for row in reversed(range(len(self.decoding))):
+            if self.decoding[row].cancelled:
+                self._leave(row, "cancelled")
+
+    # ---- prefill
+
+    def _prefill_chunk(self, request: Request, budget: int) -> int:
+        """Run the next at most `budget` tokens of the prompt; returns how many ran."""
+        if request.cache is None:
+            param = next(self.model.parameters())
+            request.cache = KVCache(self.model.config, 1, len(request.prompt), param.device, param.dtype)
+            if request.sampling.prompt_logprobs is not None:
+                request.scores = PromptScores([None], [None])
+        start = request.done_prompt
+        chunk = torch.tensor([request.prompt[start: start + budget]], dtype=torch.long, device=self.device)
+        scoring = request.scores is not None
+        logits = self.model(chunk, cache=request.cache, last_only=not scoring).logits[0]
+        if scoring:
+            self._score_chunk(request, chunk[0], logits)
+        request.done_prompt += chunk.size(1)
+        request.last_logits = logits[-1:]
+        if request.done_prompt == len(request.prompt):
+            self.prefilling.remove(request)
+            self._begin_decoding(request)
+        return chunk.size(1)
+
+    def _score_chunk(self, request: Request, chunk: torch.Tensor, logits: torch.Tensor) -> None:
+        """Log-probabilities of this chunk's tokens: each from the logits of the position before it."""
+        before = logits[:-1] if request.last_logits is None else torch.cat([request.last_logits, logits[:-1]])
+        targets = chunk if request.last_logits is not None else chunk[1:]
+        if targets.numel() == 0:
+            return
+        logprobs = before[:, : self.vocab_size].float().log_softmax(dim=-1)
+        request.scores.logprobs += logprobs.gather(1, targets[:, None])[:, 0].tolist()
+        request.scores.top += top_logprobs(logprobs, request.sampling.prompt_logprobs)
+
+    def _begin_decoding(self, request: Request) -> None:
+        """The prompt is in: report its scores, pick the first token, and give the request a row."""
+        if request.scores is not None:
+            self._emit(request, request.scores)
+        if request.sampling.max_tokens == 0:
+            self._finish(request, "length")
+            return
+        prompt = torch.tensor([request.prompt], dtype=torch.long, device=self.device)
+        request.sampler = TokenSampler(request.sampling.generation_config(), self.vocab_size, prompt,
+                                       real=torch.ones_like(prompt, dtype=torch.bool))
+        token = self._sample([request], request.last_logits)[0]
+        request.last_logits = None
+        if self._deliver(request, token):
+            return
+        if len(request.prompt) >= self.model.config.block_size:  # no room left for another token
+            self._finish(request, "length")
+            return
+        row = len(self.decoding)
+        self.slots.fill(row, request.cache)
+        request.cache = None
+        self.decoding.append(request)
+        self.lengths.append(len(request.prompt))
+
+    # ---- decode
+
+    def _decode_step(self) -> None:
+        tokens = torch.tensor([[r.next_token] for r in self.decoding], dtype=torch.long, device=self.device)
+        lengths = torch.tensor(self.lengths, dtype=torch.long, device=self.device)
+        logits = self.model(tokens, cache=DecodeStep(self.slots, lengths)).logits[:, -1]
+        self.steps += 1
+        self.largest_batch = max(self.largest_batch, len(self.decoding))
+        self.lengths = [n + 1 for n in self.lengths]
+        picked = self._sample(self.decoding, logits)
+        for row in reversed(range(len(self.decoding))):  # backwards: a leaving row is refilled from the end
+            request = self.decoding[row]
+            if self._deliver(request, picked[row]):
+                self._leave(row, None)
+            elif self.lengths[row] >= self.model.config.block_size:  # the context is full
+                self._leave(row, "length")
+
+    def _sample(self, requests: list[Request], logits: torch.Tensor) -> list[Token]:
+        """The next token of each request. Greedy rows are picked together in one argmax; sampled
+        rows each use their own sampler (and random generator), so a seeded request gives the same
+        text whatever else is in the batch."""
+        logits = logits[:, : self.vocab_size].float()
+        picked = [0] * len(requests)
+        greedy = [i for i, r in enumerate(requests) if r.sampling.temperature == 0]
+        if greedy:
+            best = logits[greedy].argmax(dim=-1).tolist()
+            for i, token in zip(greedy, best):
+                picked[i] = token
+        for i, request in enumerate(requests):
+            if request.sampling.temperature != 0:
+                picked[i] = int(request.sampler(logits[i: i + 1])[0])
+        wanting = [i for i, r in enumerate(requests) if r.sampling.logprobs is not None]
+        tokens = [Token(t) for t in picked]
+        if wanting:
+            logprobs = logits[wanting].log_softmax(dim=-1)
+            chosen = logprobs.gather(1, torch.tensor([[picked[i]] for i in wanting], device=logits.device))[:, 0]
+            for j, i in enumerate(wanting):
+                tokens[i].logprob = float(chosen[j])
+                tokens[i].top = top_logprobs(logprobs[j: j + 1], requests[i].sampling.logprobs)[0]
+        return tokens
+
+    def _deliver(self, request: Request, token: Token) -> bool:
+        """Hand a new token to its request; True when the request is finished by it."""
+        request.generated += 1
+        self._emit(request, token)  # a stop token too: its log-probability is part of a scored text
+        if token.id in request.stop_ids:
+            self._finish(request, "stop")
+            return True
+        request.next_token = token.id
+        if request.generated >= request.sampling.max_tokens:
+            self._finish(request, "length")
+            return True
+        return False
+
+    def _emit(self, request: Request, event: Event) -> None:
+        """Give an event to its request's callback; a callback that fails cancels its request, no one else's."""
+        try:
+            request.on_event(event)
+        except Exception:
+            log.exception("request %d: its event callback failed; cancelling it", request.id)
+            request.cancel()
+
+    def _leave(self, row: int, reason: str | None) -> None:
+        """Free a decoding row: the last row moves into it, so the rows stay packed."""
+        request = self.decoding[row]
+        last = len(self.decoding) - 1
+        if row != last:
+            self.slots.move(last, row, self.lengths[last])
+            self.decoding[row], self.lengths[row] = self.decoding[last], self.lengths[last]
+        self.decoding.pop()
+        self.lengths.pop()
+        if reason is not None:
+            self._finish(request, reason)
+
+    def _finish(self, request: Request, reason: str) -> None:
+        request.cache = request.sampler = request.last_logits = None
+        log.info("request %d %s: %d prompt + %d new tokens", request.id,
+                 "finished" if reason in ("stop", "length") else reason, len(request.prompt), request.generated)
+        self._emit(request, Finished(reason, len(request.prompt), request.generated))
+
+    def _fail_all(self) -> None:
+        for request in [*self.prefilling, *self.decoding]:
+            self._finish(request, "error")
+        self.prefilling, self.decoding, self.lengths = [], [], []
+
+
+def wait_idle(engine: Engine, timeout: float = 10.0) -> bool:
+    """True once nothing is in flight (for tests and shutdown)."""
+    deadline = time.monotonic() + timeout
+    while engine.in_flight and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return not engine.in_flight

@@ -1,0 +1,190 @@
+"""The OpenAI request bodies, read and checked: what a client may ask, and the 400 for what it may not.
+
+Only the fields this server acts on are read; a field it cannot honour (chat logprobs, tools)
+is refused by name instead of being silently ignored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from lmsmith.serve.errors import ApiError, bad_request
+
+MAX_STOP_STRINGS = 4
+MAX_LOGPROBS = 20
+UNSUPPORTED_CHAT = ("tools", "tool_choice", "functions", "function_call", "response_format")
+
+
+@dataclass
+class Limits:
+    """What one request may ask for, from the server's settings and the model's context."""
+
+    context: int  # the model's block size: prompt + new tokens must fit
+    max_tokens: int  # the most new tokens per request
+    max_n: int  # the most choices per request
+
+
+@dataclass
+class Sampled:
+    """The fields completions and chat share."""
+
+    model: str | None
+    max_tokens: int | None  # None: the endpoint's default
+    temperature: float = 1.0
+    top_p: float | None = None
+    top_k: int | None = None
+    stop: list[str] = field(default_factory=list)
+    seed: int | None = None
+    n: int = 1
+    stream: bool = False
+    include_usage: bool = False
+
+
+@dataclass
+class CompletionBody(Sampled):
+    prompts: list[str | list[int]] = field(default_factory=list)
+    echo: bool = False
+    logprobs: int | None = None
+
+
+@dataclass
+class ChatBody(Sampled):
+    messages: list[dict] = field(default_factory=list)
+
+
+def _number(body: dict, name: str, default, low: float, high: float, integer: bool = False):
+    value = body.get(name)
+    if value is None:
+        return default
+    kind = "an integer" if integer else "a number"
+    if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
+        raise bad_request(f"'{name}' must be {kind}, got {value!r}", name)
+    if not low <= value <= high:
+        raise bad_request(f"'{name}' must be between {low} and {high}, got {value}", name)
+    return value
+
+
+def _flag(body: dict, name: str) -> bool:
+    value = body.get(name, False)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise bad_request(f"'{name}' must be true or false, got {value!r}", name)
+    return value
+
+
+def _stop(body: dict) -> list[str]:
+    value = body.get("stop")
+    if value is None:
+        return []
+    stops = [value] if isinstance(value, str) else value
+    if not isinstance(stops, list) or not all(isinstance(s, str) and s for s in stops):
+        raise bad_request("'stop' must be a non-empty string or a list of them", "stop")
+    if len(stops) > MAX_STOP_STRINGS:
+        raise bad_request(f"'stop' holds {len(stops)} strings; at most {MAX_STOP_STRINGS} are allowed", "stop")
+    return stops
+
+
+def _sampled(body: dict, limits: Limits, token_field: str = "max_tokens") -> dict:
+    model = body.get("model")
+    if model is not None and not isinstance(model, str):
+        raise bad_request("'model' must be a string", "model")
+    max_tokens = _number(body, token_field, None, 0, float("inf"), integer=True) if body.get(token_field) is not None \
+        else None
+    if max_tokens is not None and max_tokens > limits.max_tokens:
+        raise bad_request(f"'{token_field}' is {max_tokens}, but this server allows at most {limits.max_tokens} "
+                          f"new tokens (the model's context is {limits.context} tokens)", token_field)
+    top_k = _number(body, "top_k", None, -1, float("inf"), integer=True)
+    top_p = _number(body, "top_p", None, 0, 1)
+    if top_p is not None and top_p <= 0:
+        raise bad_request("'top_p' must be greater than 0 (1 keeps every token)", "top_p")
+    options = body.get("stream_options")
+    stream = _flag(body, "stream")
+    if options is not None and (not isinstance(options, dict) or not stream):
+        raise bad_request("'stream_options' is an object, allowed only with stream: true", "stream_options")
+    return dict(
+        model=model, max_tokens=max_tokens,
+        temperature=_number(body, "temperature", 1.0, 0, 2),
+        top_p=None if top_p in (None, 1) else top_p,
+        top_k=None if top_k in (None, -1, 0) else top_k,  # -1 / 0: no top-k, as vLLM reads it
+        stop=_stop(body), seed=_number(body, "seed", None, -(2**63), 2**63 - 1, integer=True),
+        n=_number(body, "n", 1, 1, limits.max_n, integer=True), stream=stream,
+        include_usage=bool(options and options.get("include_usage")),
+    )
+
+
+def _prompts(value: Any, vocab_size: int) -> list[str | list[int]]:
+    """`prompt` as text, a list of texts, token ids, or a list of token-id lists."""
+    def token_list(items) -> bool:
+        return isinstance(items, list) and bool(items) and all(isinstance(t, int) and not isinstance(t, bool)
+                                                               for t in items)
+
+    if isinstance(value, str):
+        prompts = [value]
+    elif token_list(value):
+        prompts = [value]
+    elif isinstance(value, list) and value and all(isinstance(p, str) or token_list(p) for p in value):
+        prompts = list(value)
+    else:
+        raise bad_request("'prompt' must be a string, a list of strings, a list of token ids, or a list of such lists",
+                          "prompt")
+    for prompt in prompts:
+        if isinstance(prompt, list) and not all(0 <= t < vocab_size for t in prompt):
+            raise bad_request(f"'prompt' holds a token id outside the vocabulary (0..{vocab_size - 1})", "prompt")
+    return prompts
+
+
+def read_completion(body: Any, limits: Limits, vocab_size: int) -> CompletionBody:
+    body = _object(body)
+    if "prompt" not in body:
+        raise bad_request("'prompt' is required", "prompt")
+    parsed = CompletionBody(**_sampled(body, limits), prompts=_prompts(body["prompt"], vocab_size),
+                            echo=_flag(body, "echo"),
+                            logprobs=_number(body, "logprobs", None, 0, MAX_LOGPROBS, integer=True))
+    if len(parsed.prompts) * parsed.n > limits.max_n:
+        raise bad_request(f"{len(parsed.prompts)} prompts x n={parsed.n} asks for {len(parsed.prompts) * parsed.n} "
+                          f"choices; this server gives at most {limits.max_n} per request", "n")
+    if parsed.max_tokens == 0 and not parsed.echo:
+        raise bad_request("'max_tokens' is 0: that returns nothing unless echo is true", "max_tokens")
+    return parsed
+
+
+def read_chat(body: Any, limits: Limits) -> ChatBody:
+    body = _object(body)
+    for name in UNSUPPORTED_CHAT:
+        if body.get(name) is not None:
+            raise bad_request(f"'{name}' is not supported by this server", name)
+    if body.get("logprobs"):
+        raise bad_request("'logprobs' on chat completions is not supported: use /v1/completions with logprobs",
+                          "logprobs")
+    if "messages" not in body:
+        raise bad_request("'messages' is required: a list of {role, content} objects", "messages")
+    token_field = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
+    parsed = ChatBody(**_sampled(body, limits, token_field), messages=body["messages"])
+    if parsed.max_tokens == 0:
+        raise bad_request(f"'{token_field}' must be at least 1", token_field)
+    if not isinstance(parsed.messages, list):
+        raise bad_request("'messages' must be a list of {role, content} objects", "messages")
+    for i, message in enumerate(parsed.messages):
+        if isinstance(message, dict) and isinstance(message.get("content"), list):  # content parts: text only
+            parts = message["content"]
+            if not all(isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str) for p in parts):
+                raise bad_request(f"messages[{i}].content: only text parts are supported", "messages")
+            parsed.messages[i] = {**message, "content": "".join(p["text"] for p in parts)}
+    return parsed
+
+
+def _object(body: Any) -> dict:
+    if not isinstance(body, dict):
+        raise bad_request("the request body must be a JSON object")
+    return body
+
+
+def check_fits(prompt_tokens: int, max_tokens: int, limits: Limits, index: int = 0) -> None:
+    """A prompt plus the tokens asked for must fit the model's context (400 naming the limit)."""
+    if prompt_tokens + max_tokens > limits.context:
+        where = f"prompt {index + 1}" if index else "the prompt"
+        raise ApiError(400, f"this model's maximum context length is {limits.context} tokens; {where} has "
+                            f"{prompt_tokens} tokens and {max_tokens} new tokens were asked for: shorten the "
+                            "prompt or lower max_tokens", "prompt", "context_length_exceeded")
