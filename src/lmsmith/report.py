@@ -31,8 +31,8 @@ from lmsmith.manifest import MANIFEST
 
 REPORT_HTML = "report.html"
 RUN_STAGE = "train"
-PNGS = {"loss": "loss.png", "lr": "learning_rate.png", "throughput": "throughput.png", "funnel": "curation_funnel.png",
-        "bias": "curation_bias.png"}
+PNGS = {"loss": "loss.png", "lr": "learning_rate.png", "throughput": "throughput.png", "funnel": "curation_funnel.png"}
+OPTIONAL_PNGS = {"bias": "curation_bias.png"}  # only when the data was curated with --bias-report
 
 
 # ---------------------------------------------------------------------------------------------
@@ -562,7 +562,7 @@ def write_report(path: str | Path, out: str | Path | None = None) -> Path:
     page = render_html(inputs, pngs, model_parameters(inputs.config.get("model") or {}))
     with stage_directory(out, STAGE, reads=[path]) as tmp:
         for name, data in pngs.items():
-            write_bytes(tmp / PNGS[name], data)
+            write_bytes(tmp / {**PNGS, **OPTIONAL_PNGS}[name], data)
         write_text(tmp / REPORT_HTML, page)
         write_manifest(tmp, STAGE, inputs={"run": str(inputs.run), "workdir": str(inputs.workdir or "")},
                        counts={"pictures": len(pngs)})
