@@ -350,10 +350,11 @@ def write_config(path: Path, **fields) -> Path:
 
 @pytest.mark.parametrize("config, message", [
     (dict(model_type="bert"), "'bert' is not supported; lmsmith converts gpt2"),
-    (dict(model_type="qwen2"), "'qwen2' is not supported"),
+    (dict(model_type="phi3"), "'phi3' is not supported"),
     (dict(model_type="llama", hidden_size=64, num_attention_heads=4, rope_scaling={"rope_type": "linear", "factor": 2.0}),
      "RoPE scaling 'linear'"),
-    (dict(model_type="llama", hidden_size=64, num_attention_heads=4, head_dim=32), "head_dim 32 != hidden_size"),
+    (dict(model_type="qwen3", hidden_size=64, num_attention_heads=4, head_dim=32, attention_bias=True),
+     "attention_bias=True with mlp_bias=False"),
     (dict(model_type="llama", hidden_size=64, num_attention_heads=4, attention_bias=True), "one bias switch"),
     (dict(model_type="llama", hidden_size=64, num_attention_heads=4, hidden_act="gelu"), "hidden_act 'gelu'"),
     (dict(model_type="gpt2", n_embd=64, n_head=4, scale_attn_by_inverse_layer_idx=True), "scale_attn_by_inverse_layer_idx"),
@@ -420,12 +421,12 @@ def test_model_outside_both_families_is_refused_with_the_misfits(tmp_path, gpt2_
     with pytest.raises(UserError) as err:
         export_hf_dir(our_dir, tmp_path / "hf")
     message = str(err.value)
-    assert 'as GPT-2 it would need position="learned" (has "sinusoidal")' in message
+    assert 'as gpt2 it would need position="learned" (has "sinusoidal")' in message
     assert 'feed_forward="gelu" (has "relu2")' in message
-    assert 'as Llama it would need position="rope"' in message and "qk_norm=false (has true)" in message
+    assert 'as llama it would need position="rope"' in message and "qk_norm=false (has true)" in message
     assert 'norm="rmsnorm"' in message and "layernorm" in message
     assert main(["convert", "--to-hf", str(our_dir), "-o", str(tmp_path / "hf")]) == 2
-    assert "fits neither Hugging Face family" in capsys.readouterr().err
+    assert "fits no Hugging Face family" in capsys.readouterr().err
     assert not (tmp_path / "hf").exists()
 
 

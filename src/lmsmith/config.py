@@ -230,6 +230,10 @@ class ModelConfig:
     norm: NormKind = "rmsnorm"
     norm_eps: float = 1e-5
     qk_norm: bool = False
+    head_size: int | None = None  # width of one attention head; None: n_embd // n_head (Qwen3's are wider)
+    qkv_bias: bool | None = None  # biases on the query/key/value projection; None: as `bias` (Qwen2: true, GPT-Neo: false)
+    attention_scale: Literal["inverse_sqrt", "none"] = "inverse_sqrt"  # scores divided by sqrt(head size), or not (GPT-Neo)
+    attention_windows: list[int | None] | None = None  # per layer: how many recent positions a query sees; None: all
     feed_forward: FeedForwardKind = "swiglu"
     gelu_approximate: Literal["tanh", "none"] = "tanh"  # GPT-2 uses the tanh form
     bias: bool = False
@@ -252,7 +256,7 @@ class ModelConfig:
 
     @property
     def head_dim(self) -> int:
-        return self.n_embd // self.n_head
+        return self.head_size or self.n_embd // self.n_head
 
     @property
     def hidden_size(self) -> int:
@@ -269,7 +273,13 @@ class ModelConfig:
                 raise ConfigError(f"{where}.{name} must be at least 1, got {getattr(self, name)}")
         if self.vocab_size is not None and self.vocab_size < 1:
             raise ConfigError(f"{where}.vocab_size must be at least 1, got {self.vocab_size}")
-        if self.n_embd % self.n_head:
+        if self.head_size is not None and self.head_size < 1:
+            raise ConfigError(f"{where}.head_size must be at least 1 (or null for n_embd/n_head), got {self.head_size}")
+        if self.attention_windows is not None and (
+                len(self.attention_windows) != self.n_layer or any(w is not None and w < 1 for w in self.attention_windows)):
+            raise ConfigError(f"{where}.attention_windows must list one window (at least 1, or null for all positions) "
+                              f"per layer: {self.n_layer} entries, got {self.attention_windows}")
+        if self.n_embd % self.n_head and self.head_size is None:
             raise ConfigError(
                 f"{where}.n_embd ({self.n_embd}) is not divisible by {where}.n_head ({self.n_head}): "
                 f"pick n_embd a multiple of n_head, e.g. {where}.n_embd={self.n_head * max(1, round(self.n_embd / self.n_head))}"

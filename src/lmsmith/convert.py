@@ -1,7 +1,13 @@
-"""Interop with Hugging Face: GPT-2 and Llama family directories, both ways.
+"""Interop with Hugging Face: GPT-2, GPT-Neo, Llama, Mistral, Qwen2 and Qwen3 directories, both ways.
 
 Our presets `gpt2` and `llama` compute exactly what `GPT2LMHeadModel` and `LlamaForCausalLM`
-compute, so converting is renaming tensors, with three twists:
+compute; the other families are one of those plus named settings of ModelConfig:
+
+    GPT-Neo   GPT-2 with attention_scale="none", qkv_bias=false and attention_windows (its local layers)
+    Qwen2     Llama with qkv_bias=true (biases on q, k, v only)
+    Qwen3     Llama with qk_norm=true and head_size (heads wider than n_embd / n_head)
+
+So converting is renaming tensors, with three twists:
 
     GPT-2's Conv1D layers store weights as (in, out); nn.Linear stores (out, in): transpose.
     Llama's q_proj, k_proj, v_proj are one fused `attn.qkv` here: stack their rows.
@@ -41,7 +47,9 @@ from lmsmith.tokenizer import EOT, TOKENIZER_FILE, Tokenizer
 SUPPORTED = (
     "gpt2 (GPT-2, DistilGPT2 and other GPT2LMHeadModel checkpoints), "
     "llama (LlamaForCausalLM: Llama 1/2, TinyLlama, SmolLM, ... with unscaled RoPE), "
-    "mistral (MistralForCausalLM whose sliding window does not cut into the context)"
+    "mistral (MistralForCausalLM whose sliding window does not cut into the context), "
+    "gpt_neo (GPTNeoForCausalLM: GPT-Neo 125M/1.3B/2.7B, global and local attention layers), "
+    "qwen2 (Qwen2ForCausalLM: Qwen2, Qwen2.5), qwen3 (Qwen3ForCausalLM, dense)"
 )
 
 
@@ -60,7 +68,8 @@ def read_hf_config(hf_dir: Path):
         raise UserError(f"{hf_dir} has no config.json: it is not a Hugging Face model directory")
     raw = read_json(file, fix="restore it from a good copy")
     model_type = raw.get("model_type")
-    classes = {"gpt2": "GPT2Config", "llama": "LlamaConfig", "mistral": "MistralConfig"}
+    classes = {"gpt2": "GPT2Config", "llama": "LlamaConfig", "mistral": "MistralConfig", "gpt_neo": "GPTNeoConfig",
+               "qwen2": "Qwen2Config", "qwen3": "Qwen3Config"}
     if model_type not in classes:
         raise UserError(f"{hf_dir}: architecture {model_type!r} is not supported; lmsmith converts {SUPPORTED}")
     config_class = getattr(_transformers(), classes[model_type])
@@ -74,8 +83,10 @@ def config_from_hf(hf_config) -> ModelConfig:
     """The ModelConfig that computes what `hf_config` describes, or a UserError saying why none does."""
     if hf_config.model_type == "gpt2":
         config = _gpt2_config_from_hf(hf_config)
-    elif hf_config.model_type in ("llama", "mistral"):
+    elif hf_config.model_type in ("llama", "mistral", "qwen2", "qwen3"):
         config = _llama_config_from_hf(hf_config)
+    elif hf_config.model_type == "gpt_neo":
+        config = _gpt_neo_config_from_hf(hf_config)
     else:
         raise UserError(f"architecture {hf_config.model_type!r} is not supported; lmsmith converts {SUPPORTED}")
     config.check("converted config")
@@ -105,16 +116,45 @@ def _gpt2_config_from_hf(c) -> ModelConfig:
     )
 
 
+def _gpt_neo_config_from_hf(c) -> ModelConfig:
+    """GPT-Neo: GPT-2's blocks, but attention scores are not divided by sqrt(head size), q/k/v have no
+    biases, and the local layers see only the last `window_size` positions."""
+    refuse = []
+    if c.activation_function not in _GELU_APPROXIMATION:
+        refuse.append(f"activation_function {c.activation_function!r} (supported: {', '.join(_GELU_APPROXIMATION)})")
+    kinds = sorted(set(c.attention_layers) - {"global", "local"})
+    if kinds:
+        refuse.append(f"attention types {kinds} (only global and local)")
+    if len(c.attention_layers) != c.num_layers:
+        refuse.append(f"{len(c.attention_layers)} attention types for {c.num_layers} layers")
+    _refuse_if("gpt_neo", refuse)
+    block_size = c.max_position_embeddings
+    # A window as long as the context is no window at all.
+    windows = [c.window_size if kind == "local" and c.window_size < block_size else None for kind in c.attention_layers]
+    return ModelConfig(
+        vocab_size=c.vocab_size, block_size=block_size, n_layer=c.num_layers, n_head=c.num_heads,
+        n_embd=c.hidden_size, ffn_hidden=c.intermediate_size or 4 * c.hidden_size, position="learned",
+        norm="layernorm", norm_eps=c.layer_norm_epsilon, feed_forward="gelu",
+        gelu_approximate=_GELU_APPROXIMATION[c.activation_function], bias=True, qkv_bias=False,
+        attention_scale="none", attention_windows=windows if any(windows) else None,
+        tie_embeddings=bool(c.tie_word_embeddings), dropout=float(c.resid_dropout), init_std=c.initializer_range,
+    )
+
+
 def _llama_config_from_hf(c) -> ModelConfig:
+    """Llama and the families that are Llama plus one named difference: Mistral (a sliding window),
+    Qwen2 (biases on q, k, v only), Qwen3 (RMSNorm of each query and key head, QK-norm)."""
     refuse = []
     heads = c.num_attention_heads
     head_dim = getattr(c, "head_dim", None) or c.hidden_size // heads
-    if head_dim * heads != c.hidden_size:
-        refuse.append(f"head_dim {head_dim} != hidden_size/num_attention_heads ({c.hidden_size}/{heads})")
+    head_size = head_dim if head_dim * heads != c.hidden_size else None
     if c.hidden_act != "silu":
         refuse.append(f"hidden_act {c.hidden_act!r} (only 'silu' is SwiGLU)")
     attention_bias, mlp_bias = getattr(c, "attention_bias", False), getattr(c, "mlp_bias", False)
-    if attention_bias != mlp_bias:
+    qkv_bias = None
+    if c.model_type == "qwen2":
+        qkv_bias = True  # Qwen2's q, k and v projections always have biases, its other layers none
+    elif attention_bias != mlp_bias:
         refuse.append(f"attention_bias={attention_bias} with mlp_bias={mlp_bias} (lmsmith has one bias switch for both)")
     rope_type, theta, partial = _rope_settings(c)
     if rope_type not in (None, "default"):
@@ -123,6 +163,10 @@ def _llama_config_from_hf(c) -> ModelConfig:
         refuse.append(f"partial_rotary_factor {partial} (only full RoPE is supported)")
     block_size = c.max_position_embeddings
     window = getattr(c, "sliding_window", None)
+    layer_types = getattr(c, "layer_types", None)
+    if c.model_type in ("qwen2", "qwen3") and not (getattr(c, "use_sliding_window", False)
+                                                   or "sliding_attention" in (layer_types or ())):
+        window = None  # Qwen keeps a sliding_window value that only use_sliding_window turns on
     if window:
         # Within a context no longer than the window, sliding-window attention is plain causal attention.
         block_size = min(block_size, window)
@@ -132,7 +176,8 @@ def _llama_config_from_hf(c) -> ModelConfig:
         vocab_size=c.vocab_size, block_size=block_size, n_layer=c.num_hidden_layers, n_head=heads,
         n_kv_head=kv_heads if kv_heads != heads else None, n_embd=c.hidden_size,
         ffn_hidden=c.intermediate_size, position="rope", rope_theta=float(theta), norm="rmsnorm",
-        norm_eps=c.rms_norm_eps, feed_forward="swiglu", bias=bool(attention_bias),
+        norm_eps=c.rms_norm_eps, feed_forward="swiglu", bias=bool(attention_bias) and qkv_bias is None,
+        qkv_bias=qkv_bias, qk_norm=c.model_type == "qwen3", head_size=head_size,
         tie_embeddings=bool(c.tie_word_embeddings), dropout=float(getattr(c, "attention_dropout", 0.0) or 0.0),
         init_std=c.initializer_range,
     )
@@ -160,31 +205,80 @@ def _refuse_if(model_type: str, reasons: list[str]) -> None:
 # Configs: ours -> theirs
 
 
-def hf_family(config: ModelConfig) -> str:
-    """'gpt2' or 'llama': the Hugging Face family that computes what `config` does."""
-    gpt2 = {"position": "learned", "norm": "layernorm", "feed_forward": "gelu", "qk_norm": False}
-    llama = {"position": "rope", "norm": "rmsnorm", "feed_forward": "swiglu", "qk_norm": False}
+# What each Hugging Face family needs of a ModelConfig; "qkv_bias" is the effective switch (qkv_bias, else bias).
+_FAMILIES: dict[str, dict[str, object]] = {
+    "gpt2": {"position": "learned", "norm": "layernorm", "feed_forward": "gelu", "qk_norm": False,
+             "attention_scale": "inverse_sqrt", "attention_windows": None, "head_size": None},
+    "gpt_neo": {"position": "learned", "norm": "layernorm", "feed_forward": "gelu", "qk_norm": False,
+                "attention_scale": "none", "bias": True, "qkv_bias": False, "head_size": None},
+    "llama": {"position": "rope", "norm": "rmsnorm", "feed_forward": "swiglu", "qk_norm": False,
+              "attention_scale": "inverse_sqrt", "attention_windows": None},
+    "qwen2": {"position": "rope", "norm": "rmsnorm", "feed_forward": "swiglu", "qk_norm": False, "bias": False,
+              "qkv_bias": True, "attention_scale": "inverse_sqrt", "attention_windows": None},
+    "qwen3": {"position": "rope", "norm": "rmsnorm", "feed_forward": "swiglu", "qk_norm": True, "bias": False,
+              "qkv_bias": False, "attention_scale": "inverse_sqrt", "attention_windows": None},
+}
+
+
+def _setting(config: ModelConfig, key: str):
+    if key == "qkv_bias":
+        return config.bias if config.qkv_bias is None else config.qkv_bias
+    if key == "head_size":
+        return None if config.head_dim * config.n_head == config.n_embd else config.head_size
+    return getattr(config, key)
+
+
+def family_misfits(config: ModelConfig) -> dict[str, list[str]]:
+    """For each Hugging Face family, the settings of `config` it does not compute (empty: it fits)."""
     misfits = {}
-    for family, wanted in (("gpt2", gpt2), ("llama", llama)):
-        misfits[family] = [f"{key}={json.dumps(value)} (has {json.dumps(getattr(config, key))})"
-                           for key, value in wanted.items() if getattr(config, key) != value]
+    for family, wanted in _FAMILIES.items():
+        misfits[family] = [f"{key}={json.dumps(value)} (has {json.dumps(_setting(config, key))})"
+                           for key, value in wanted.items() if _setting(config, key) != value]
     if config.kv_heads != config.n_head:
-        misfits["gpt2"].append(f"n_kv_head=null (has {config.n_kv_head}; GPT-2 has no grouped-query attention)")
-    for family in ("gpt2", "llama"):
-        if not misfits[family]:
+        for family in ("gpt2", "gpt_neo"):
+            misfits[family].append(f"n_kv_head=null (has {config.n_kv_head}; {family} has no grouped-query attention)")
+    if _setting(config, "qkv_bias") != config.bias and config.qkv_bias is not None:
+        misfits["llama"].append(f"qkv_bias=null (has {json.dumps(config.qkv_bias)}; Llama has one bias switch)")
+    windows = {w for w in config.attention_windows or () if w is not None}
+    if len(windows) > 1:
+        misfits["gpt_neo"].append(f"one window for every local layer (has {sorted(windows)})")
+    return misfits
+
+
+def hf_family(config: ModelConfig) -> str:
+    """The Hugging Face family that computes what `config` does: gpt2, gpt_neo, llama, qwen2 or qwen3."""
+    misfits = family_misfits(config)
+    for family, reasons in misfits.items():
+        if not reasons:
             return family
-    raise UserError(
-        "this model fits neither Hugging Face family: as GPT-2 it would need "
-        f"{', '.join(misfits['gpt2'])}; as Llama it would need {', '.join(misfits['llama'])} "
-        "(models made with model.preset=gpt2 or model.preset=llama always fit)"
-    )
+    needs = "; ".join(f"as {family} it would need {', '.join(reasons)}" for family, reasons in misfits.items())
+    raise UserError(f"this model fits no Hugging Face family: {needs} "
+                    "(models made with model.preset=gpt2 or model.preset=llama always fit)")
+
+
+_HF_CLASSES = {"gpt2": ("GPT2Config", "GPT2LMHeadModel"), "gpt_neo": ("GPTNeoConfig", "GPTNeoForCausalLM"),
+               "llama": ("LlamaConfig", "LlamaForCausalLM"), "mistral": ("MistralConfig", "MistralForCausalLM"),
+               "qwen2": ("Qwen2Config", "Qwen2ForCausalLM"), "qwen3": ("Qwen3Config", "Qwen3ForCausalLM")}
 
 
 def hf_config_from_ours(config: ModelConfig, eot_id: int | None = None):
-    """A GPT2Config or LlamaConfig that computes what `config` does."""
+    """The transformers config (GPT2Config, GPTNeoConfig, LlamaConfig, Qwen2Config, Qwen3Config) that computes
+    what `config` does."""
     transformers = _transformers()
     family = hf_family(config)
     special = {"bos_token_id": eot_id, "eos_token_id": eot_id}
+    if family == "gpt_neo":
+        windows = config.attention_windows or [None] * config.n_layer
+        return transformers.GPTNeoConfig(
+            vocab_size=config.vocab_size, max_position_embeddings=config.block_size, hidden_size=config.n_embd,
+            num_layers=config.n_layer, num_heads=config.n_head, intermediate_size=config.hidden_size,
+            attention_types=[[["global" if w is None else "local"], 1] for w in windows],
+            window_size=next((w for w in windows if w is not None), 256),
+            activation_function="gelu_new" if config.gelu_approximate == "tanh" else "gelu",
+            resid_dropout=config.dropout, embed_dropout=config.dropout, attention_dropout=config.dropout,
+            layer_norm_epsilon=config.norm_eps, initializer_range=config.init_std,
+            tie_word_embeddings=config.tie_embeddings, architectures=["GPTNeoForCausalLM"], **special,
+        )
     if family == "gpt2":
         return transformers.GPT2Config(
             vocab_size=config.vocab_size, n_positions=config.block_size, n_embd=config.n_embd,
@@ -194,14 +288,17 @@ def hf_config_from_ours(config: ModelConfig, eot_id: int | None = None):
             layer_norm_epsilon=config.norm_eps, initializer_range=config.init_std,
             tie_word_embeddings=config.tie_embeddings, architectures=["GPT2LMHeadModel"], **special,
         )
-    llama = transformers.LlamaConfig(
+    config_class, model_class = _HF_CLASSES[family]
+    extra = {"attention_bias": config.bias, "mlp_bias": config.bias} if family == "llama" else {}
+    if family == "qwen3":
+        extra = {"attention_bias": False}
+    llama = getattr(transformers, config_class)(
         vocab_size=config.vocab_size, hidden_size=config.n_embd, intermediate_size=config.hidden_size,
         num_hidden_layers=config.n_layer, num_attention_heads=config.n_head,
         num_key_value_heads=config.kv_heads, head_dim=config.head_dim, hidden_act="silu",
         max_position_embeddings=config.block_size, rms_norm_eps=config.norm_eps,
         initializer_range=config.init_std, tie_word_embeddings=config.tie_embeddings,
-        attention_bias=config.bias, mlp_bias=config.bias, attention_dropout=config.dropout,
-        architectures=["LlamaForCausalLM"], **special,
+        attention_dropout=config.dropout, architectures=[model_class], **extra, **special,
     )
     if hasattr(llama, "rope_parameters"):  # transformers >= 5
         llama.rope_parameters = {"rope_type": "default", "rope_theta": config.rope_theta}
@@ -225,9 +322,10 @@ class Link:
 
 # Their tensor names without the base-model prefix ("transformer." or "model."), which some
 # checkpoints (the original gpt2 on the Hub) leave out.
-_PREFIX = {"gpt2": "transformer.", "llama": "model.", "mistral": "model."}
+_PREFIX = {"gpt2": "transformer.", "gpt_neo": "transformer.", "llama": "model.", "mistral": "model.",
+           "qwen2": "model.", "qwen3": "model."}
 # Buffers that old checkpoints saved alongside the weights: a causal mask, RoPE frequencies.
-_IGNORED = re.compile(r"(^|\.)(attn\.bias|attn\.masked_bias|rotary_emb\.inv_freq)$")
+_IGNORED = re.compile(r"(^|\.)(attn\.bias|attn\.masked_bias|attention\.bias|attention\.masked_bias|rotary_emb\.inv_freq)$")
 
 
 def _gpt2_links(config: ModelConfig) -> list[Link]:
@@ -247,17 +345,41 @@ def _gpt2_links(config: ModelConfig) -> list[Link]:
     return links
 
 
+def _gpt_neo_links(config: ModelConfig) -> list[Link]:
+    links = [Link("tok_emb.weight", ("wte.weight",)), Link("pos_emb.table.weight", ("wpe.weight",))]
+    for i in range(config.n_layer):
+        ours, theirs = f"blocks.{i}.", f"h.{i}."
+        attn = f"{theirs}attn.attention."
+        links.append(Link(f"{ours}attn.qkv.weight", (f"{attn}q_proj.weight", f"{attn}k_proj.weight", f"{attn}v_proj.weight")))
+        for p in ("weight", "bias"):
+            links += [
+                Link(f"{ours}attn_norm.{p}", (f"{theirs}ln_1.{p}",)),
+                Link(f"{ours}attn.proj.{p}", (f"{attn}out_proj.{p}",)),
+                Link(f"{ours}ffn_norm.{p}", (f"{theirs}ln_2.{p}",)),
+                Link(f"{ours}ffn.fc.{p}", (f"{theirs}mlp.c_fc.{p}",)),
+                Link(f"{ours}ffn.proj.{p}", (f"{theirs}mlp.c_proj.{p}",)),
+            ]
+    links += [Link("norm.weight", ("ln_f.weight",)), Link("norm.bias", ("ln_f.bias",))]
+    return links
+
+
 def _llama_links(config: ModelConfig) -> list[Link]:
+    """Llama's names, which Mistral, Qwen2 and Qwen3 share (Qwen3 adds q_norm and k_norm)."""
     links = [Link("tok_emb.weight", ("embed_tokens.weight",))]
     params = ("weight", "bias") if config.bias else ("weight",)
+    qkv_params = ("weight", "bias") if _setting(config, "qkv_bias") else ("weight",)
     for i in range(config.n_layer):
         ours, theirs = f"blocks.{i}.", f"layers.{i}."
+        attn, mlp = f"{theirs}self_attn.", f"{theirs}mlp."
         links += [Link(f"{ours}attn_norm.weight", (f"{theirs}input_layernorm.weight",)),
                   Link(f"{ours}ffn_norm.weight", (f"{theirs}post_attention_layernorm.weight",))]
+        links += [Link(f"{ours}attn.qkv.{p}", (f"{attn}q_proj.{p}", f"{attn}k_proj.{p}", f"{attn}v_proj.{p}"))
+                  for p in qkv_params]
+        if config.qk_norm:
+            links += [Link(f"{ours}attn.q_norm.weight", (f"{attn}q_norm.weight",)),
+                      Link(f"{ours}attn.k_norm.weight", (f"{attn}k_norm.weight",))]
         for p in params:
-            attn, mlp = f"{theirs}self_attn.", f"{theirs}mlp."
             links += [
-                Link(f"{ours}attn.qkv.{p}", (f"{attn}q_proj.{p}", f"{attn}k_proj.{p}", f"{attn}v_proj.{p}")),
                 Link(f"{ours}attn.proj.{p}", (f"{attn}o_proj.{p}",)),
                 Link(f"{ours}ffn.fc.{p}", (f"{mlp}gate_proj.{p}", f"{mlp}up_proj.{p}")),
                 Link(f"{ours}ffn.proj.{p}", (f"{mlp}down_proj.{p}",)),
@@ -267,7 +389,7 @@ def _llama_links(config: ModelConfig) -> list[Link]:
 
 
 def _links(model_type: str, config: ModelConfig) -> list[Link]:
-    links = _gpt2_links(config) if model_type == "gpt2" else _llama_links(config)
+    links = {"gpt2": _gpt2_links, "gpt_neo": _gpt_neo_links}.get(model_type, _llama_links)(config)
     prefix = _PREFIX[model_type]
     links = [Link(link.ours, tuple(prefix + name for name in link.theirs), link.conv1d) for link in links]
     if not config.tie_embeddings:
@@ -315,7 +437,7 @@ def state_to_hf(model_type: str, state: dict[str, torch.Tensor], config: ModelCo
         for name, part in zip(link.theirs, parts):
             hf_state[name] = (part.t() if link.conv1d else part).contiguous()
     if config.tie_embeddings:
-        hf_state["lm_head.weight"] = hf_state[_PREFIX[model_type] + ("wte.weight" if model_type == "gpt2" else "embed_tokens.weight")]
+        hf_state["lm_head.weight"] = hf_state[_PREFIX[model_type] + ("wte.weight" if model_type in ("gpt2", "gpt_neo") else "embed_tokens.weight")]
     return hf_state
 
 
@@ -338,8 +460,7 @@ def ours_to_hf_model(model: GPT, eot_id: int | None = None):
     on the same device and in the same dtype, in eval mode."""
     transformers = _transformers()
     hf_config = hf_config_from_ours(model.config, eot_id)
-    model_class = transformers.GPT2LMHeadModel if hf_config.model_type == "gpt2" else transformers.LlamaForCausalLM
-    hf_model = model_class(hf_config)
+    hf_model = getattr(transformers, _HF_CLASSES[hf_config.model_type][1])(hf_config)
     hf_model.load_state_dict(state_to_hf(hf_config.model_type, model.state_dict(), model.config))
     first = next(model.parameters())
     return hf_model.to(device=first.device, dtype=first.dtype).eval()

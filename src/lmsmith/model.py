@@ -147,6 +147,8 @@ class CausalSelfAttention(nn.Module):
 
     With n_kv_head < n_head, groups of query heads share one key/value head (grouped-query
     attention), which shrinks the KV cache. Query, key and value come from one fused matmul.
+    A layer with a window sees only that many most recent positions (itself included): GPT-Neo's
+    local layers. Scores are divided by sqrt(head size), except with attention_scale="none" (GPT-Neo).
     """
 
     def __init__(self, config: ModelConfig, layer: int):
@@ -154,7 +156,10 @@ class CausalSelfAttention(nn.Module):
         self.layer = layer
         self.n_head, self.n_kv_head, self.head_dim = config.n_head, config.kv_heads, config.head_dim
         qkv_out = (self.n_head + 2 * self.n_kv_head) * self.head_dim
-        self.qkv = nn.Linear(config.n_embd, qkv_out, bias=config.bias)
+        qkv_bias = config.bias if config.qkv_bias is None else config.qkv_bias
+        self.qkv = nn.Linear(config.n_embd, qkv_out, bias=qkv_bias)
+        self.scale = 1.0 if config.attention_scale == "none" else None  # None: SDPA's 1/sqrt(head_dim)
+        self.window = config.attention_windows[layer] if config.attention_windows else None
         self.proj = nn.Linear(self.n_head * self.head_dim, config.n_embd, bias=config.bias)
         self.proj.is_residual_projection = True
         self.q_norm = nn.RMSNorm(self.head_dim, eps=config.norm_eps) if config.qk_norm else None
@@ -180,12 +185,14 @@ class CausalSelfAttention(nn.Module):
             q, k = rope(q, positions), rope(k, positions)
         if cache is not None:
             k, v = cache.store(self.layer, k, v)
+        if self.window is not None:
+            mask = self.window_mask(positions, k.size(2), cache, mask)
         is_causal = mask is None and (cache is None or cache.length == 0) and T > 1
         if self.keep_weights:
             y = self.attention_in_the_open(q, k, v, mask, is_causal)
         else:
             y = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=mask, is_causal=is_causal,
+                q, k, v, attn_mask=mask, is_causal=is_causal, scale=self.scale,
                 dropout_p=self.dropout if self.training else 0.0,
                 enable_gqa=self.n_kv_head != self.n_head,
             )
@@ -197,7 +204,7 @@ class CausalSelfAttention(nn.Module):
         if self.n_kv_head != self.n_head:  # each key/value head serves a group of neighbouring query heads
             k = k.repeat_interleave(self.n_head // self.n_kv_head, dim=1)
             v = v.repeat_interleave(self.n_head // self.n_kv_head, dim=1)
-        scale = 1.0 / math.sqrt(self.head_dim)
+        scale = self.scale if self.scale is not None else 1.0 / math.sqrt(self.head_dim)
         scores = (q @ k.transpose(-2, -1)).float() * scale
         if is_causal:
             mask = torch.ones(scores.shape[-2:], dtype=torch.bool, device=q.device).tril()
@@ -205,6 +212,17 @@ class CausalSelfAttention(nn.Module):
             scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask
         self.weights = scores.softmax(dim=-1)
         return self.weights.type_as(v) @ v
+
+    def window_mask(self, positions: torch.Tensor, keys: int, cache, mask: torch.Tensor | None) -> torch.Tensor:
+        """The causal mask (and the cache's own, if any) narrowed to keys fewer than `window` positions back."""
+        query = positions[..., :, None]  # (T, 1) or (B, T, 1)
+        key = torch.arange(keys, device=positions.device)
+        pad = getattr(cache, "pad", None)  # left padding: slot s holds position s - pad
+        key = key[None, None, :] - pad[:, None, None] if pad is not None else key
+        # Pad slots (negative positions) are left to the cache's mask, which lets a pad query see itself.
+        allowed = (key <= query) & ((query - key < self.window) | (key < 0))
+        allowed = allowed[:, None] if allowed.dim() == 3 else allowed[None, None]  # (B or 1, 1, T, keys)
+        return allowed if mask is None else allowed & mask
 
 
 # ---------------------------------------------------------------------------------------------

@@ -39,7 +39,12 @@ SHAPES = {
     "llama-mha-tied": dict(n_layer=1, n_head=2, n_embd=32, norm_eps=1e-6),
     "gpt2-tied": dict(n_layer=2, n_head=4, n_embd=64, position="learned", norm="layernorm", feed_forward="gelu",
                       bias=True),
+    "qwen2-qkv-bias": dict(n_layer=2, n_head=4, n_kv_head=2, n_embd=64, qkv_bias=True, rope_theta=1e6,
+                           tie_embeddings=False),
+    "qwen3-qk-norm-wide-heads": dict(n_layer=2, n_head=4, n_kv_head=2, n_embd=64, qk_norm=True, head_size=24),
 }
+ARCHITECTURE = {"llama-gqa-untied": "llama", "llama-mha-tied": "llama", "gpt2-tied": "gpt2",
+                "qwen2-qkv-bias": "qwen2", "qwen3-qk-norm-wide-heads": "qwen3"}
 TOLERANCE = {"f32": 1e-4, "f16": 2e-2, "q8_0": 0.3}
 
 
@@ -64,20 +69,23 @@ def make_model_dir(path: Path, tokenizer, seed: int = 0, template: str | None = 
 def load_with_transformers(file: Path, block_size: int = 64):
     from transformers import AutoModelForCausalLM
 
-    # transformers reads gpt2's context length into n_ctx, which GPT2Config no longer uses: say it here.
     reader = gguf.GGUFReader(str(file))
     arch = bytes(reader.fields["general.architecture"].parts[-1]).decode()
-    extra = {"n_positions": block_size} if arch == "gpt2" else {}
+    extra = {}
+    if arch == "gpt2":  # transformers reads gpt2's context length into n_ctx, which GPT2Config no longer uses
+        extra = {"n_positions": block_size}
+    elif arch == "qwen3":  # ... and does not read qwen3's head width (attention.key_length): say it here
+        extra = {"head_dim": int(reader.fields["qwen3.attention.key_length"].parts[-1][0])}
     return AutoModelForCausalLM.from_pretrained(str(file.parent), gguf_file=file.name, **extra).eval()
 
 
 @pytest.mark.parametrize("quant", TOLERANCE)
-@pytest.mark.parametrize("shape", SHAPES.values(), ids=SHAPES.keys())
-def test_transformers_loads_the_file_with_our_logits(tmp_path, tokenizer, shape, quant):
-    model_dir = make_model_dir(tmp_path / "model", tokenizer, **shape)
+@pytest.mark.parametrize("name", SHAPES)
+def test_transformers_loads_the_file_with_our_logits(tmp_path, tokenizer, name, quant):
+    model_dir = make_model_dir(tmp_path / "model", tokenizer, **SHAPES[name])
     out = tmp_path / "gguf" / f"model-{quant}.gguf"
     written = export_gguf(model_dir, out, quant)
-    assert written["architecture"] == ("gpt2" if shape.get("position") == "learned" else "llama")
+    assert written["architecture"] == ARCHITECTURE[name]
     ours, _ = load_model_dir(model_dir)
     theirs = load_with_transformers(out)
     idx = torch.randint(0, tokenizer.vocab_size, (2, 40), generator=torch.Generator().manual_seed(1))
@@ -108,7 +116,8 @@ def test_file_carries_the_tokenizer_and_chat_template(tmp_path, tokenizer):
 
 @pytest.mark.parametrize("settings, named", [
     (dict(position="sinusoidal"), 'position="rope" (has "sinusoidal")'),
-    (dict(qk_norm=True), "qk_norm=false (has true)"),
+    (dict(qk_norm=True, qkv_bias=True), "qk_norm=false (has true)"),
+    (dict(attention_scale="none"), 'attention_scale="inverse_sqrt" (has "none")'),
     (dict(feed_forward="relu2"), 'feed_forward="swiglu" (has "relu2")'),
     (dict(position="learned", norm="layernorm", feed_forward="gelu", gelu_approximate="none"),
      'gelu_approximate="tanh" (has "none")'),
@@ -165,7 +174,7 @@ def _llama_cpp():
     return llama_cpp
 
 
-@pytest.mark.parametrize("shape", ["llama-gqa-untied", "gpt2-tied"])
+@pytest.mark.parametrize("shape", ["llama-gqa-untied", "gpt2-tied", "qwen2-qkv-bias"])
 def test_llama_cpp_generates_the_tokens_lmsmith_generates(tmp_path, tokenizer, shape):
     llama_cpp = _llama_cpp()
     model_dir = make_model_dir(tmp_path / "model", tokenizer, seed=3, **SHAPES[shape])

@@ -10,6 +10,8 @@ writer. llama.cpp computes a fixed set of architectures, so a model is exported 
 computes exactly what ours does:
 
     llama   RoPE, RMSNorm, SwiGLU, no biases, tied or untied head, grouped-query attention
+    qwen2   the same with biases on the query, key and value projections (Qwen2, Qwen2.5)
+    qwen3   the same with QK-norm and no biases; heads may be wider than n_embd / n_head (Qwen3)
     gpt2    learned positions, LayerNorm with biases, tanh-GELU, multi-head attention
 
 Anything else (sinusoidal positions, QK-norm on a llama, relu2, exact-erf GELU, ...) is refused with
@@ -76,34 +78,44 @@ def _gguf():
 # Which llama.cpp architecture computes our model
 
 
-# What each architecture needs of a ModelConfig; every other setting must be at its plain value.
+# What each architecture needs of a ModelConfig. "qkv_bias" is the effective switch (qkv_bias, else bias);
+# "head_size" is null when heads are n_embd / n_head wide.
+_PLAIN = {"attention_scale": "inverse_sqrt", "attention_windows": None}
 _ARCHITECTURES: dict[str, dict[str, object]] = {
-    "llama": {"position": "rope", "norm": "rmsnorm", "feed_forward": "swiglu", "qk_norm": False, "bias": False},
+    "llama": {"position": "rope", "norm": "rmsnorm", "feed_forward": "swiglu", "qk_norm": False, "bias": False,
+              "qkv_bias": False, **_PLAIN},
+    "qwen2": {"position": "rope", "norm": "rmsnorm", "feed_forward": "swiglu", "qk_norm": False, "bias": False,
+              "qkv_bias": True, "head_size": None, **_PLAIN},
+    "qwen3": {"position": "rope", "norm": "rmsnorm", "feed_forward": "swiglu", "qk_norm": True, "bias": False,
+              "qkv_bias": False, **_PLAIN},
     "gpt2": {"position": "learned", "norm": "layernorm", "feed_forward": "gelu", "gelu_approximate": "tanh",
-             "qk_norm": False},
+             "qk_norm": False, "head_size": None, **_PLAIN},
 }
-# Settings that later model options add; at these values the model is one of the architectures above.
-_PLAIN = {"attention_scale": "inverse_sqrt", "attention_windows": None, "qkv_bias": False}
+
+
+def _setting(config: ModelConfig, key: str):
+    if key == "qkv_bias":
+        return config.bias if config.qkv_bias is None else config.qkv_bias
+    if key == "head_size":
+        return None if config.head_dim * config.n_head == config.n_embd else config.head_size
+    return getattr(config, key)
 
 
 def gguf_architecture(config: ModelConfig) -> str:
-    """'llama' or 'gpt2': the llama.cpp architecture that computes what `config` does, or a UserError naming
-    for each the settings that differ."""
+    """The llama.cpp architecture that computes what `config` does (llama, qwen2, qwen3 or gpt2), or a
+    UserError naming for each the settings that differ."""
     misfits: dict[str, list[str]] = {}
     for arch, wanted in _ARCHITECTURES.items():
-        wanted = {**{k: v for k, v in _PLAIN.items() if hasattr(config, k)}, **wanted}
-        misfits[arch] = [f"{key}={json.dumps(value)} (has {json.dumps(getattr(config, key))})"
-                         for key, value in wanted.items() if getattr(config, key) != value]
+        misfits[arch] = [f"{key}={json.dumps(value)} (has {json.dumps(_setting(config, key))})"
+                         for key, value in wanted.items() if _setting(config, key) != value]
     if config.kv_heads != config.n_head:
         misfits["gpt2"].append(f"n_kv_head=null (has {config.n_kv_head}; llama.cpp's gpt2 has no grouped-query attention)")
     for arch, reasons in misfits.items():
         if not reasons:
             return arch
-    raise UserError(
-        "GGUF cannot express this model exactly: as llama.cpp's llama it would need "
-        f"{', '.join(misfits['llama'])}; as gpt2 it would need {', '.join(misfits['gpt2'])} "
-        "(models made with model.preset=llama or model.preset=gpt2 always export)"
-    )
+    needs = "; ".join(f"as {arch} it would need {', '.join(reasons)}" for arch, reasons in misfits.items())
+    raise UserError(f"GGUF cannot express this model exactly: {needs} "
+                    "(models made with model.preset=llama or model.preset=gpt2 always export)")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -162,6 +174,11 @@ def tokenizer_metadata(tokenizer, vocab_size: int) -> dict:
     return {"pre": pre, "tokens": tokens, "types": types, "merges": merges}
 
 
+def model_chat_template(tokenizer, model_dir: Path) -> str | None:
+    """The Jinja chat template of a model: the tokenizer's (lmsmith.chat_template), else tokenizer_config.json's."""
+    return getattr(tokenizer, "chat_template", None) or chat_template(model_dir)
+
+
 def chat_template(model_dir: Path) -> str | None:
     """The Jinja chat template a model directory carries in tokenizer_config.json, if any."""
     file = model_dir / "tokenizer_config.json"
@@ -189,17 +206,26 @@ def gguf_tensors(state: dict[str, torch.Tensor], config: ModelConfig, arch: str)
     """llama.cpp's tensor names and layouts (weights as (out, in), as nn.Linear stores them) from our state dict."""
     q_rows, kv_rows = config.n_head * config.head_dim, config.kv_heads * config.head_dim
     out = {"token_embd.weight": state["tok_emb.weight"]}
+    rope_rows_interleaved = arch == "llama"  # qwen2 and qwen3 rotate halves in llama.cpp too (its "neox" RoPE)
     if arch == "gpt2":
         out["position_embd.weight"] = state["pos_emb.table.weight"]
     for i in range(config.n_layer):
         ours, blk = f"blocks.{i}.", f"blk.{i}."
-        if arch == "llama":
+        if arch != "gpt2":
             q, k, v = state[f"{ours}attn.qkv.weight"].split([q_rows, kv_rows, kv_rows], dim=0)
+            if rope_rows_interleaved:
+                q, k = rope_interleave(q, config.n_head), rope_interleave(k, config.kv_heads)
             gate, up = state[f"{ours}ffn.fc.weight"].chunk(2, dim=0)
+            if f"{ours}attn.qkv.bias" in state:  # qwen2
+                for part, bias in zip("qkv", state[f"{ours}attn.qkv.bias"].split([q_rows, kv_rows, kv_rows])):
+                    out[f"{blk}attn_{part}.bias"] = bias
+            if config.qk_norm:  # qwen3
+                out[f"{blk}attn_q_norm.weight"] = state[f"{ours}attn.q_norm.weight"]
+                out[f"{blk}attn_k_norm.weight"] = state[f"{ours}attn.k_norm.weight"]
             out.update({
                 f"{blk}attn_norm.weight": state[f"{ours}attn_norm.weight"],
-                f"{blk}attn_q.weight": rope_interleave(q, config.n_head),
-                f"{blk}attn_k.weight": rope_interleave(k, config.kv_heads),
+                f"{blk}attn_q.weight": q,
+                f"{blk}attn_k.weight": k,
                 f"{blk}attn_v.weight": v,
                 f"{blk}attn_output.weight": state[f"{ours}attn.proj.weight"],
                 f"{blk}ffn_norm.weight": state[f"{ours}ffn_norm.weight"],
@@ -224,7 +250,7 @@ def gguf_tensors(state: dict[str, torch.Tensor], config: ModelConfig, arch: str)
     return out
 
 
-def quantize(name: str, tensor: torch.Tensor, quant: str):
+def quantize(tensor: torch.Tensor, quant: str):
     """(data, raw_dtype) to hand to GGUFWriter.add_tensor, and the type actually written."""
     gguf = _gguf()
     array = tensor.detach().float().cpu().numpy()
@@ -267,8 +293,10 @@ def write_gguf(path: Path, model, tokenizer, quant: str, *, name: str, template:
     writer.add_feed_forward_length(config.hidden_size)
     writer.add_head_count(config.n_head)
     writer.add_vocab_size(config.vocab_size)
-    if arch == "llama":
+    if arch != "gpt2":
         writer.add_head_count_kv(config.kv_heads)
+        writer.add_key_length(config.head_dim)
+        writer.add_value_length(config.head_dim)
         writer.add_rope_dimension_count(config.head_dim)
         writer.add_rope_freq_base(config.rope_theta)
         writer.add_layer_norm_rms_eps(config.norm_eps)
@@ -293,7 +321,7 @@ def write_gguf(path: Path, model, tokenizer, quant: str, *, name: str, template:
     written: dict[str, int] = {}
     state = {k: v for k, v in model.state_dict().items()}
     for tensor_name, tensor in gguf_tensors(state, config, arch).items():
-        data, raw_dtype, kind = quantize(tensor_name, tensor, quant)
+        data, raw_dtype, kind = quantize(tensor, quant)
         if raw_dtype is None:
             writer.add_tensor(tensor_name, data)
         else:
@@ -351,7 +379,7 @@ def export_gguf(model_dir: str | Path, out: str | Path, quant: str = "f16", *, n
     try:
         with torch.no_grad():
             written = write_gguf(tmp, model, tokenizer, quant, name=name or model_dir.resolve().name,
-                                 template=chat_template(model_dir), source=source)
+                                 template=model_chat_template(tokenizer, model_dir), source=source)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, out)

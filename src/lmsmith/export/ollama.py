@@ -115,7 +115,7 @@ def export_ollama(model_dir: str | Path, out: str | Path, settings) -> dict:
     """Write OUT/model.gguf, OUT/Modelfile and OUT/manifest.json, atomically as a whole directory."""
     from dataclasses import asdict
 
-    from lmsmith.export.gguf import GGUF_FILE, MODELFILE, chat_template, export_gguf, gguf_architecture
+    from lmsmith.export.gguf import GGUF_FILE, MODELFILE, export_gguf, gguf_architecture, model_chat_template
     from lmsmith.model_dir import read_model_config, resolve_model_dir
     from lmsmith.output import stage_directory, write_manifest
     from lmsmith.tokenizer import load_tokenizer
@@ -124,7 +124,7 @@ def export_ollama(model_dir: str | Path, out: str | Path, settings) -> dict:
     config = read_model_config(model_dir)
     gguf_architecture(config)
     tokenizer = load_tokenizer(model_dir)
-    template, stops = go_template(chat_template(model_dir), tokenizer.eot_token)
+    template, stops = go_template(model_chat_template(tokenizer, model_dir), tokenizer.eot_token)
     with stage_directory(out, "export", reads=[model_dir]) as tmp:
         result = export_gguf(model_dir, tmp / GGUF_FILE, settings.quant, name=Path(out).name)
         stops = [*stops, *result["stop"]]
