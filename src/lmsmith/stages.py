@@ -13,6 +13,8 @@ from lmsmith import finetune as finetune_module
 from lmsmith.config import ModelConfig
 from lmsmith.data import pipeline
 from lmsmith.data.config import CurateConfig
+from lmsmith.explain import explanation as explain_module
+from lmsmith.explain import stage as explain_stage
 from lmsmith.export import gguf as gguf_export
 from lmsmith.finetune.config import FinetuneConfig
 from lmsmith.generate import GenerateConfig
@@ -200,6 +202,22 @@ REPORT = Stage(
     output_help="where report.html and the PNGs go (default: RUN_OR_WORKDIR/report)",
 )
 
+EXPLAIN = Stage(
+    "explain", "see inside a model: tokens, attention, the logit lens, next-token odds, embeddings, head roles",
+    sections={"explain": explain_module.ExplainConfig}, run=explain_stage.run, output="optional",
+    inputs=(MODEL_INPUT,
+            Input("text", "text to explain (\\n is a newline); may be left out with --heads", required=False,
+                  metavar="TEXT"),
+            Input("data", "--heads: tokens directory whose val split is the held-out text (default: the model's)",
+                  flag="--data", required=False, metavar="TOKENS_DIR")),
+    flags=(Flag("--focus", "explain.focus", "a token of the text: which earlier tokens each head looks at from it"),
+           Flag("--heads", "explain.heads", "also measure what each head does over held-out text"),
+           Flag("--top-k", "explain.top_k", "guesses shown per position"),
+           Flag("--temperature", "explain.temperature", "of the sampled pick (default: the recipe's)"),
+           Flag("--seed", "explain.seed"), Flag("--device", "explain.device")),
+    output_help="where index.html, the PNGs and explain.json go (default: RUN/explain)",
+)
+
 TOKENIZER_SHOW = Stage(
     "tokenizer-show", "show how a text splits into pieces and ids", verb=("tokenizer", "show"), sections={},
     run=tokenizer.run_show, output="none",
@@ -224,7 +242,7 @@ BUILD = Stage(
 
 # Every verb, in the order `lmsmith --help` lists them; the in_build ones in the order build runs them.
 STAGES: tuple[Stage, ...] = (BUILD, CURATE, TOKENIZER, TOKENIZER_SHOW, TOKENIZE, INIT, TRAIN, EVAL, GENERATE, SERVE,
-                             CHAT, CONVERT, EXPORT, FINETUNE, SWEEP, REPORT)
+                             CHAT, CONVERT, EXPORT, FINETUNE, SWEEP, REPORT, EXPLAIN)
 BUILD_STAGES: tuple[Stage, ...] = tuple(s for s in STAGES if s.in_build)
 
 

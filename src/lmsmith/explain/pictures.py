@@ -1,0 +1,160 @@
+"""The PNG pictures of an explanation, drawn from its dict (explain.json) and nothing else."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from lmsmith.report import _pyplot, png_bytes
+
+LABELLED = 48  # up to this many tokens, every row and column of a heatmap names its token
+
+
+def shown(text: str) -> str:
+    """A token as a label: spaces, line breaks and tabs made visible."""
+    return text.replace(" ", "\u2423").replace("\n", "\u21b5").replace("\t", "\u21e5") or "\u2205"
+
+
+def _token_ticks(ax, labels: list[str], axis: str) -> None:
+    step = 1 if len(labels) <= LABELLED else int(np.ceil(len(labels) / LABELLED))
+    where = list(range(0, len(labels), step))
+    names = [labels[i] for i in where]
+    if axis == "x":
+        ax.set_xticks(where, names, rotation=90, fontsize=7)
+    else:
+        ax.set_yticks(where, names, fontsize=7)
+
+
+def attention_layer(explanation: dict, layer: int):
+    """Every head of one layer: row t is where token t looks (its weights over tokens 0..t)."""
+    plt = _pyplot()
+    weights = np.asarray(explanation["attention"][layer])  # (heads, T, T)
+    heads, T = weights.shape[0], weights.shape[-1]
+    labels = [shown(t["text"]) for t in explanation["tokens"]]
+    cols = min(heads, 4)
+    rows = int(np.ceil(heads / cols))
+    size = min(3.2 + 0.09 * T, 7.0)
+    fig, axes = plt.subplots(rows, cols, figsize=(size * cols, size * rows), squeeze=False)
+    for h in range(rows * cols):
+        ax = axes[h // cols][h % cols]
+        if h >= heads:
+            ax.axis("off")
+            continue
+        ax.grid(False)
+        image = ax.imshow(np.ma.masked_where(np.triu(np.ones((T, T)), 1) > 0, weights[h]), cmap="Blues",
+                          vmin=0.0, vmax=1.0, interpolation="nearest")
+        ax.set_title(f"layer {layer}, head {h}", fontsize=9)
+        _token_ticks(ax, labels, "x")
+        _token_ticks(ax, labels, "y")
+    fig.colorbar(image, ax=axes, shrink=0.6, label="attention weight")
+    fig.suptitle(f"Attention in layer {layer}: each row is one token, its colours where it looks", fontsize=11)
+    return fig
+
+
+def focus_bars(explanation: dict):
+    """The earlier tokens the focus token looks at, averaged over every head of every layer."""
+    plt = _pyplot()
+    focus, tokens = explanation["focus"], explanation["tokens"]
+    ranked = focus["all_heads"]
+    fig, ax = plt.subplots(figsize=(7, 0.45 * max(len(ranked), 2) + 1.2))
+    names = [f"{shown(tokens[r['position']]['text'])}  (#{r['position']})" for r in ranked][::-1]
+    ax.barh(names, [r["weight"] for r in ranked][::-1], color="tab:blue")
+    ax.set_xlabel("attention weight, mean over all heads")
+    ax.set_title(f"What {shown(focus['text'])!s} (#{focus['position']}) looks at")
+    return fig
+
+
+def logit_lens(explanation: dict, last: int = 16):
+    """Each layer's top guess for the next token at the last `last` positions, coloured by its probability."""
+    plt = _pyplot()
+    lens, vocab = explanation["logit_lens"], explanation["vocab"]
+    ids, probs = np.asarray(lens["ids"])[:, :, 0], np.asarray(lens["probs"])[:, :, 0]  # (layers+1, T)
+    T = ids.shape[1]
+    start = max(0, T - last)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.75 * (T - start), 0.5 * ids.shape[0] + 1.6))
+    ax.grid(False)
+    image = ax.imshow(probs[:, start:], cmap="Greens", vmin=0, vmax=1, aspect="auto")
+    for layer in range(ids.shape[0]):
+        for col, t in enumerate(range(start, T)):
+            ax.text(col, layer, shown(vocab.get(str(int(ids[layer, t])), "?"))[:8], ha="center", va="center",
+                    fontsize=7, color="white" if probs[layer, t] > 0.6 else "black")
+    ax.set_yticks(range(ids.shape[0]), lens["layers"], fontsize=8)
+    ax.set_xticks(range(T - start), [shown(explanation["tokens"][t]["text"]) for t in range(start, T)],
+                  rotation=90, fontsize=7)
+    ax.set_xlabel("input token (each column: the guess for the token after it)")
+    fig.colorbar(image, ax=ax, label="probability of the top guess", shrink=0.8)
+    ax.set_title("Logit lens: the guess after each layer")
+    return fig
+
+
+def next_token_bars(explanation: dict):
+    """The top next-token probabilities after the last token."""
+    plt = _pyplot()
+    nxt, vocab = explanation["next_token"], explanation["vocab"]
+    ids, probs = np.asarray(nxt["ids"])[-1], np.asarray(nxt["probs"])[-1]
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(ids) + 1.2))
+    ax.barh([repr(vocab.get(str(int(i)), "?")) for i in ids][::-1], probs[::-1], color="tab:green")
+    ax.set_xlabel("probability")
+    ax.set_title(f"Next token after {shown(explanation['tokens'][-1]['text'])}")
+    return fig
+
+
+def embedding_map(explanation: dict):
+    """The most frequent tokens on the first two principal components of their embeddings."""
+    plt = _pyplot()
+    m, vocab = explanation["embeddings"]["map"], explanation["vocab"]
+    xy = np.asarray(m["xy"])
+    fig, ax = plt.subplots(figsize=(9, 7))
+    ax.scatter(xy[:, 0], xy[:, 1], s=8, color="tab:gray", alpha=0.5)
+    for (x, y), i in zip(xy, m["ids"]):
+        ax.annotate(shown(vocab.get(str(int(i)), "?")), (x, y), fontsize=7, alpha=0.85)
+    v = m["variance"]
+    ax.set_xlabel(f"first principal component ({100 * v[0]:.0f}% of the variance)")
+    ax.set_ylabel(f"second principal component ({100 * v[1]:.0f}%)")
+    ax.set_title(f"Embedding map: {len(m['ids'])} frequent tokens")
+    return fig
+
+
+def head_scores(heads: dict):
+    """The four scores of every head, as layer-by-head grids."""
+    plt = _pyplot()
+    names = (("previous", "previous token"), ("first", "first token (sink)"), ("induction", "induction"),
+             ("distance", "mean distance back"))
+    fig, axes = plt.subplots(1, 4, figsize=(14, 3.6))
+    for ax, (key, title) in zip(axes, names):
+        grid = np.asarray(heads["scores"][key])
+        ax.grid(False)
+        vmax = 1.0 if key != "distance" else max(float(grid.max()), 1.0)
+        image = ax.imshow(grid, cmap="Purples", vmin=0, vmax=vmax, aspect="auto")
+        for (layer, head), value in np.ndenumerate(grid):
+            ax.text(head, layer, f"{value:.2f}" if key != "distance" else f"{value:.1f}", ha="center", va="center",
+                    fontsize=7, color="white" if value > 0.6 * vmax else "black")
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("head")
+        ax.set_ylabel("layer")
+        ax.set_xticks(range(grid.shape[1]))
+        ax.set_yticks(range(grid.shape[0]))
+        fig.colorbar(image, ax=ax, shrink=0.8)
+    fig.suptitle("What each head does, measured", fontsize=11)
+    return fig
+
+
+def draw_all(explanation: dict) -> dict[str, bytes]:
+    """Every picture the explanation has data for: {file name: PNG bytes}."""
+    plt = _pyplot()
+    makers = {}
+    if "attention" in explanation:
+        for layer in range(len(explanation["attention"])):
+            makers[f"attention_layer{layer}.png"] = lambda layer=layer: attention_layer(explanation, layer)
+        makers["logit_lens.png"] = lambda: logit_lens(explanation)
+        makers["next_token.png"] = lambda: next_token_bars(explanation)
+        makers["embedding_map.png"] = lambda: embedding_map(explanation)
+    if explanation.get("focus"):
+        makers["focus.png"] = lambda: focus_bars(explanation)
+    if explanation.get("heads"):
+        makers["heads.png"] = lambda: head_scores(explanation["heads"])
+    pngs = {}
+    for name, make in makers.items():
+        fig = make()
+        pngs[name] = png_bytes(fig)
+        plt.close(fig)
+    return pngs
