@@ -2,6 +2,7 @@
 
     python benchmarks/curate.py                 # stdlib + a generated 200 MB corpus + datatrove if installed
     python benchmarks/curate.py --size-mb 20    # a smaller generated corpus
+    python benchmarks/curate.py --only near     # one part: near (duplicates), prose (technical prose)
 
 Measures, each run in a fresh process (so peak memory is its own):
 - the whole default pipeline on the `stdlib` corpus and on a generated corpus (JSON lines of
@@ -11,7 +12,10 @@ Measures, each run in a fresh process (so peak memory is its own):
   ratio. datatrove's English word splitting needs spaCy; both sides split on whitespace here;
 - near-duplicate detection on planted copies at known Jaccard similarities (5-word shingles):
   precision of what was flagged, the share dropped per similarity band, and the time, with
-  candidates confirmed by exact Jaccard and (the reference, in the same run) by the MinHash estimate.
+  candidates confirmed by exact Jaccard and (the reference, in the same run) by the MinHash estimate;
+- technical prose: the keep rate per kind of real documentation (Python's manual topics, standard-
+  library docstrings, licence texts, SQL) and the drop rate per kind of planted junk, under our rules
+  and under the Gopher rules alone.
 
 Prints ONE JSON line. datatrove is not a dependency of lmsmith: `pip install datatrove` to compare.
 """
@@ -222,6 +226,27 @@ def near_duplicates(n_base: int) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------
+# Technical prose against planted junk
+
+
+def technical_prose() -> dict:
+    """Keep rate per kind of real documentation, drop rate per kind of junk: our rules and Gopher's alone."""
+    from lmsmith.data.quality import ProseQualityConfig
+    from lmsmith.data.technical_heldout import heldout_rates
+
+    ours = heldout_rates(system_licences=True)
+    gopher = heldout_rates(ProseQualityConfig(set_aside_blocks=False, technical_repetition_factor=1.0),
+                           system_licences=True)
+
+    def summary(rates: dict) -> dict:
+        return {"kept": {k: v["kept"] for k, v in rates["technical"].items()},
+                "junk_dropped": {k: v["dropped"] for k, v in rates["junk"].items()}}
+
+    return {"ours": ours, "gopher_rules_only": summary(gopher),
+            "docs": {k: v["docs"] for k, v in ours["technical"].items()}}
+
+
+# ---------------------------------------------------------------------------------------------
 # Runs, each in its own process
 
 
@@ -351,6 +376,7 @@ def main() -> None:
     parser.add_argument("--near-docs", type=int, default=800, help="base documents for the near-duplicate check")
     parser.add_argument("--no-stdlib", action="store_true")
     parser.add_argument("--no-datatrove", action="store_true")
+    parser.add_argument("--only", choices=["near", "prose"], help="measure only this part")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -358,6 +384,11 @@ def main() -> None:
         return
 
     result: dict = {"benchmark": "curate", "workers": args.workers, "cpus": os.cpu_count()}
+    if args.only:
+        part = {"near": lambda: near_duplicates(args.near_docs), "prose": technical_prose}[args.only]
+        result[args.only] = part()
+        print(json.dumps(result))
+        return
     work = Path(tempfile.mkdtemp(prefix="lmsmith-curate-bench-"))
     try:
         if not args.no_stdlib:
@@ -379,6 +410,7 @@ def main() -> None:
                 generated["throughput_ratio_vs_datatrove"] = round(theirs["seconds"] / ours["seconds"], 3)
         result["generated"] = generated
         result["near_duplicates"] = near_duplicates(args.near_docs)
+        result["technical_prose"] = technical_prose()
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(json.dumps(result))

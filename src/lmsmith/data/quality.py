@@ -3,8 +3,10 @@
 Prose is judged by the rules of the Gopher paper (Rae et al. 2021, appendix A), with its
 published thresholds: length, word shape, symbols, bullet and ellipsis lines, words with
 letters, stop words, and repetition (duplicate lines and paragraphs, one n-gram dominating,
-repeated passages). Words are split on whitespace, not by a language model's tokenizer, so
-technical prose (manuals, SQL, legal text) whose "words" include code and numbers survives.
+repeated passages). Words are split on whitespace, not by a language model's tokenizer. For
+technical prose (manuals, API references, SQL and legal text) the code blocks and tables inside
+it are set aside when word shapes are judged, and a technical document may repeat itself more
+(`technical.py`; measured on real documentation beside planted junk in `technical_heldout.py`).
 
 Code is judged by whether it could run: Python must parse; brace languages must balance their
 brackets; files with absurd lines (minified or data) or that say they are generated are dropped.
@@ -25,6 +27,7 @@ from lmsmith.data.document import Document
 from lmsmith.data.ngrams import ngram_hashes, word_hashes
 from lmsmith.data.sources.kinds import C_LIKE
 from lmsmith.data.step import Step, StepStats
+from lmsmith.data.technical import looks_technical, prose_of
 
 GOPHER_STOP_WORDS = ["the", "be", "to", "of", "and", "that", "have", "with"]
 _HAS_LETTER = re.compile(r"[^\W\d_]")  # a letter in any script
@@ -53,6 +56,10 @@ class ProseQualityConfig:
     # n -> most characters that n-grams seen earlier in the document may cover
     max_duplicate_ngram_chars: dict[int, float] = field(
         default_factory=lambda: {5: 0.15, 6: 0.14, 7: 0.13, 8: 0.12, 9: 0.11, 10: 0.10})
+    # code blocks and tables inside prose are left out of the word-shape and duplicate-line rules ...
+    set_aside_blocks: bool = True
+    # ... and documents with them (or with inline code) may repeat this many times more; 1: as for any text
+    technical_repetition_factor: float = 2.5
 
     def check(self, where: str = "quality.prose") -> None:
         if not 0 <= self.min_words <= self.max_words:
@@ -68,6 +75,8 @@ class ProseQualityConfig:
                     raise ConfigError(f"{where}.{name}: {n}: {limit!r} must be a share between 0 and 1")
                 table[n] = float(limit)
             setattr(self, name, table)
+        if self.technical_repetition_factor < 1:
+            raise ConfigError(f"{where}.technical_repetition_factor must be at least 1, got {self.technical_repetition_factor}")
 
 
 @dataclass
@@ -151,21 +160,22 @@ def duplicate_ngram_share(hashes: np.ndarray, lengths: np.ndarray, n: int) -> fl
     return float(lengths[np.cumsum(cover[:-1]) > 0].sum() / lengths.sum())
 
 
-def _repetition_reason(words: list[str], lower_words: list[str], cfg: ProseQualityConfig) -> str | None:
-    """Gopher's n-gram repetition rules, over lower-cased words."""
+def _repetition_reason(words: list[str], lower_words: list[str], cfg: ProseQualityConfig,
+                       factor: float = 1.0) -> str | None:
+    """Gopher's n-gram repetition rules, over lower-cased words; each limit times `factor`."""
     hashes = word_hashes(lower_words)
     lengths = np.fromiter(map(len, words), dtype=np.int64, count=len(words))
     for n, limit in sorted(cfg.max_top_ngram_chars.items()):
-        if top_ngram_share(hashes, lengths, n) > limit:
+        if top_ngram_share(hashes, lengths, n) > limit * factor:
             return "top_ngram"
     # A repeated (n+1)-gram repeats its n-grams too, so the share can only fall as n grows:
     # once it is under a limit, every larger n with a limit at least as high passes unmeasured.
     bound = 1.0
     for n, limit in sorted(cfg.max_duplicate_ngram_chars.items()):
-        if bound <= limit:
+        if bound <= limit * factor:
             continue
         bound = duplicate_ngram_share(hashes, lengths, n)
-        if bound > limit:
+        if bound > limit * factor:
             return "duplicate_ngrams"
     return None
 
@@ -185,6 +195,52 @@ def _has_stop_words(lower_words: list[str], cfg: ProseQualityConfig) -> bool:
     return False
 
 
+def _shape_reason(text: str, words: list[str], cfg: ProseQualityConfig) -> str | None:
+    """The word-shape rules: mean word length, symbols per word."""
+    mean_length = sum(map(len, words)) / len(words)
+    if not cfg.min_mean_word_length <= mean_length <= cfg.max_mean_word_length:
+        return "mean_word_length"
+    ellipses = text.count("...") + text.count("…")
+    if max(text.count("#"), ellipses) / len(words) > cfg.max_symbol_word_ratio:
+        return "symbol_ratio"
+    return None
+
+
+def _alpha_reason(text: str, words: list[str], cfg: ProseQualityConfig) -> str | None:
+    if len(words) - len(_LETTERLESS_WORD.findall(text)) < cfg.min_alpha_words * len(words):
+        return "alpha_words"
+    return None
+
+
+class _Judged:
+    """The text the word-shape rules look at: all of it, or (for technical prose) its prose alone.
+
+    The prose alone is judged only when the whole text fails, so that setting blocks aside can
+    keep a document but never drop one; and only when enough prose is left to judge it by
+    (junk laid out in columns must not pass for a table).
+    """
+
+    def __init__(self, text: str, words: list[str], cfg: ProseQualityConfig):
+        self.text, self.words, self.cfg = text, words, cfg
+        self.n_blocks = 0
+        self.prose: tuple[str, list[str]] | None = None
+        if cfg.set_aside_blocks:
+            prose, self.n_blocks = prose_of(text)
+            prose_words = prose.split()
+            if self.n_blocks and len(prose_words) >= max(cfg.min_words // 2, len(words) // 8, 1):
+                self.prose = prose, prose_words
+
+    def reason(self, rule) -> str | None:
+        reason = rule(self.text, self.words, self.cfg)
+        if reason and self.prose is not None and rule(*self.prose, self.cfg) is None:
+            return None
+        return reason
+
+    def lines(self) -> list[str]:
+        text = self.prose[0] if self.prose is not None else self.text
+        return [line for line in (raw.strip() for raw in text.split("\n")) if line]
+
+
 def prose_reason(text: str, cfg: ProseQualityConfig) -> str | None:
     """Why prose `text` fails the Gopher rules, or None when it passes."""
     words = text.split(None, cfg.max_words)  # at most max_words+1 pieces, however long the text
@@ -192,32 +248,33 @@ def prose_reason(text: str, cfg: ProseQualityConfig) -> str | None:
         return "too_few_words"
     if len(words) > cfg.max_words:
         return "too_many_words"
-    mean_length = sum(map(len, words)) / len(words)
-    if not cfg.min_mean_word_length <= mean_length <= cfg.max_mean_word_length:
-        return "mean_word_length"
-    ellipses = text.count("...") + text.count("…")
-    if max(text.count("#"), ellipses) / len(words) > cfg.max_symbol_word_ratio:
-        return "symbol_ratio"
+    judged = _Judged(text, words, cfg)
+    reason = judged.reason(_shape_reason)
+    if reason:
+        return reason
     lines = [line for line in (raw.strip() for raw in text.split("\n")) if line]
     if sum(line.startswith(BULLETS) for line in lines) > cfg.max_bullet_lines * len(lines):
         return "bullet_lines"
     if sum(line.endswith(("...", "…")) for line in lines) > cfg.max_ellipsis_lines * len(lines):
         return "ellipsis_lines"
-    if len(words) - len(_LETTERLESS_WORD.findall(text)) < cfg.min_alpha_words * len(words):
-        return "alpha_words"
+    reason = judged.reason(_alpha_reason)
+    if reason:
+        return reason
     lower_words = text.lower().split()
     if len(lower_words) != len(words):  # lower-casing never adds spaces, but be exact if it did
         lower_words = [w.lower() for w in words]
     if cfg.min_stop_words and not _has_stop_words(lower_words, cfg):
         return "stop_words"
-    line_share, line_chars = _duplicate_shares(lines)
+    # Code repeats its lines (decorators, `end`, table borders): in technical prose count the prose lines only.
+    line_share, line_chars = _duplicate_shares(judged.lines())
     if line_share > cfg.max_duplicate_lines or line_chars > cfg.max_duplicate_line_chars:
         return "duplicate_lines"
     paragraphs = [p.strip() for p in re.split(r"\n\s*\n", text) if p.strip()]
     para_share, para_chars = _duplicate_shares(paragraphs)
     if para_share > cfg.max_duplicate_paragraphs or para_chars > cfg.max_duplicate_paragraph_chars:
         return "duplicate_paragraphs"
-    return _repetition_reason(words, lower_words, cfg)
+    technical = cfg.set_aside_blocks and looks_technical(text, judged.n_blocks)
+    return _repetition_reason(words, lower_words, cfg, cfg.technical_repetition_factor if technical else 1.0)
 
 
 # ---------------------------------------------------------------------------------------------
