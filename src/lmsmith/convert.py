@@ -662,12 +662,19 @@ def _model_dir_hashes(model_dir: Path) -> dict[str, str]:
 
 
 def run(config, inputs: dict, out: str | Path, *, quiet: bool = False, force: bool = False) -> dict:
-    """The convert stage: `--from-hf HF_DIR` into our model directory, or `--to-hf MODEL_DIR` into a
-    Hugging Face one, at `out`; returns the manifest written."""
-    from_hf, to_hf = inputs.get("from_hf"), inputs.get("to_hf")
-    if (from_hf is None) == (to_hf is None):
-        raise UserError("give exactly one of --from-hf HF_DIR and --to-hf MODEL_DIR")
-    written = import_hf_dir(from_hf, out, force=force) if from_hf is not None else export_hf_dir(to_hf, out, force=force)
+    """The convert stage: `--from-hf HF_DIR` or `--from-gguf FILE` into our model directory, or
+    `--to-hf MODEL_DIR` into a Hugging Face one, at `out`; returns the manifest written."""
+    from_hf, to_hf, from_gguf = inputs.get("from_hf"), inputs.get("to_hf"), inputs.get("from_gguf")
+    if sum(x is not None for x in (from_hf, to_hf, from_gguf)) != 1:
+        raise UserError("give exactly one of --from-hf HF_DIR, --from-gguf FILE and --to-hf MODEL_DIR")
+    if from_gguf is not None:
+        from lmsmith.gguf_import import import_gguf
+
+        written = import_gguf(from_gguf, out, force=force)
+    elif from_hf is not None:
+        written = import_hf_dir(from_hf, out, force=force)
+    else:
+        written = export_hf_dir(to_hf, out, force=force)
     if not quiet:
-        print(f"converted {from_hf or to_hf} -> {written}")
+        print(f"converted {from_hf or to_hf or from_gguf} -> {written}")
     return read_manifest(written)

@@ -145,10 +145,12 @@ CHAT = Stage(
 )
 
 CONVERT = Stage(
-    "convert", "convert between lmsmith and Hugging Face model directories", sections={}, run=convert.run,
-    writes_model=True,
-    inputs=(Input("from_hf", "a local GPT-2 or Llama family directory", flag="--from-hf", required=False,
-                  metavar="HF_DIR"),
+    "convert", "convert between lmsmith and Hugging Face model directories, or from a GGUF file", sections={},
+    run=convert.run, writes_model=True,
+    inputs=(Input("from_hf", "a local GPT-2, GPT-Neo, Llama, Mistral, Qwen2 or Qwen3 directory", flag="--from-hf",
+                  required=False, metavar="HF_DIR"),
+            Input("from_gguf", "a GGUF file (llama, qwen2, qwen3, gpt2; any quantization), dequantized",
+                  flag="--from-gguf", required=False, metavar="FILE"),
             Input("to_hf", "an lmsmith model directory", flag="--to-hf", required=False, metavar="MODEL_DIR")),
     output_help="output directory",
 )
