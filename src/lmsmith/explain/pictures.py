@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import unicodedata
+
 import numpy as np
 
 from lmsmith.report import _pyplot, png_bytes
@@ -10,8 +12,9 @@ LABELLED = 48  # up to this many tokens, every row and column of a heatmap names
 
 
 def shown(text: str) -> str:
-    """A token as a label: spaces, line breaks and tabs made visible."""
-    return text.replace(" ", "\u2423").replace("\n", "\u21b5").replace("\t", "\u21e5") or "\u2205"
+    """A token as a label: spaces, line breaks and tabs made visible, other control characters as \\xNN."""
+    text = text.replace(" ", "\u2423").replace("\n", "\u21b5").replace("\t", "\u21e5")
+    return "".join(f"\\x{ord(c):02x}" if unicodedata.category(c) == "Cc" else c for c in text) or "\u2205"
 
 
 def _token_ticks(ax, labels: list[str], axis: str) -> None:
