@@ -1,42 +1,27 @@
 """`lmsmith serve` against real clients: the official openai package and raw HTTP, on a loopback port.
 
-One server (a tiny chat-tuned model, an API key) serves the whole module; a second one with one
-slot and a tiny queue shows floods, disconnects and shutdown.
+One server (a tiny chat-tuned model, an API key; conftest.py) serves every test; a second one with
+one slot and a tiny queue shows floods, disconnects and shutdown.
 """
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
-from conftest import BLOCK_SIZE
+from conftest import BLOCK_SIZE, KEY, NAME
 from serving import ServerProcess, http_request, open_request
 
+from lmsmith.cli import main
 from lmsmith.generate import GenerationConfig, generate
 from lmsmith.model_dir import load_model_dir
 
 openai = pytest.importorskip("openai")
 
-KEY = "test-key-0123456789"
-NAME = "support"
 PROMPTS = [f"Order {i}: where is it?" + " more" * (i % 7) for i in range(32)]
-
-
-@pytest.fixture(scope="module")
-def server(chat_model_dir, tmp_path_factory):
-    work = tmp_path_factory.mktemp("server")
-    key_file = work / "key.txt"
-    key_file.write_text(KEY + "\n")
-    process = ServerProcess(chat_model_dir, "--api-key-file", str(key_file), "--max-batch", "32",
-                            "--model-name", NAME, log_file=work / "server.log")
-    yield process
-    assert process.stop() == 0
-    assert "Traceback" not in process.log()
 
 
 @pytest.fixture(scope="module")
@@ -172,31 +157,29 @@ def test_a_wrong_or_missing_api_key_is_401(server):
     assert post(server, "/completions", {"prompt": "hi"}, key=None)[0] == 401
 
 
-def test_serving_on_a_port_in_use_is_one_line_and_exit_2(server, chat_model_dir):
-    result = subprocess.run([sys.executable, "-m", "lmsmith", "serve", str(chat_model_dir), "--port", str(server.port)],
-                            capture_output=True, text=True, timeout=120)
-    assert result.returncode == 2
-    assert result.stderr.strip().count("\n") == 0 and "already in use" in result.stderr
+def test_serving_on_a_port_in_use_is_one_line_and_exit_2(server, chat_model_dir, capsys):
+    assert main(["serve", str(chat_model_dir), "--port", str(server.port)]) == 2
+    error = capsys.readouterr().err
+    assert error.strip().count("\n") == 0 and "already in use" in error
 
 
-def test_a_model_directory_without_a_tokenizer_is_one_line_and_exit_2(tmp_path, model_dir):
+def test_a_model_directory_without_a_tokenizer_is_one_line_and_exit_2(tmp_path, model_dir, capsys):
     import shutil
 
     bare = tmp_path / "bare"
     shutil.copytree(model_dir, bare)
     (bare / "tokenizer.json").unlink()
-    result = subprocess.run([sys.executable, "-m", "lmsmith", "serve", str(bare), "--port", "0"],
-                            capture_output=True, text=True, timeout=120)
-    assert result.returncode == 2
-    assert result.stderr.strip().count("\n") == 0 and "tokenizer.json" in result.stderr
+    assert main(["serve", str(bare), "--port", "0"]) == 2
+    error = capsys.readouterr().err
+    assert error.strip().count("\n") == 0 and "tokenizer.json" in error
 
 
 def test_a_flood_gets_429_a_disconnect_frees_its_slot_and_sigterm_finishes_what_is_in_flight(model_dir, tmp_path):
     small = ServerProcess(model_dir, "--max-batch", "1", "--max-queue", "1", log_file=tmp_path / "small.log")
-    body = {"prompt": "Hello there", "max_tokens": 100, "temperature": 0}
+    body = {"prompt": "Hello there", "max_tokens": 40, "temperature": 0}
     try:
-        with ThreadPoolExecutor(16) as pool:
-            statuses = list(pool.map(lambda _: post(small, "/completions", body, key=None)[0], range(16)))
+        with ThreadPoolExecutor(12) as pool:
+            statuses = list(pool.map(lambda _: post(small, "/completions", body, key=None)[0], range(12)))
         assert 429 in statuses and 200 in statuses and set(statuses) <= {200, 429}
         assert post(small, "/completions", body, key=None)[0] == 200  # it stays up
 
@@ -206,7 +189,7 @@ def test_a_flood_gets_429_a_disconnect_frees_its_slot_and_sigterm_finishes_what_
         assert post(small, "/completions", {**body, "max_tokens": 5}, key=None)[0] == 200
         assert "cancelled" in small.log()
 
-        connection = open_request(small.url, "POST", "/completions", {**body, "stream": True})
+        connection = open_request(small.url, "POST", "/completions", {**body, "max_tokens": 110, "stream": True})
         response = connection.getresponse()
         lines = [response.readline().decode()]
         small.process.send_signal(15)

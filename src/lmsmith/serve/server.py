@@ -118,7 +118,11 @@ def run(config, inputs: dict, out=None, *, quiet: bool = False, api_key: str | N
     key = read_api_key(api_key, cfg.api_key_file)
     sock = bind(cfg.host, cfg.port)  # before loading: a busy port fails in a second, not after the model loads
     configure_logging(quiet)
-    served = load_served_model(inputs["model"], cfg, key)
+    try:
+        served = load_served_model(inputs["model"], cfg, key)
+    except BaseException:
+        sock.close()
+        raise
     host, port = sock.getsockname()[:2]
     app = create_app(served)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=None,
