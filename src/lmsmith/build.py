@@ -397,4 +397,8 @@ def run(config: Recipe, inputs: dict, out: str | Path | None = None, *, quiet: b
         train_for_minutes(config, minutes)
     result = build(config, out, force=force or (), until=until, nproc_per_node=nproc_per_node, quiet=quiet)
     print_outcome(result)
+    from lmsmith.explain.first_look import first_look
+
+    for page in first_look(result.workdir, result.samples, redo=bool(result.ran)):
+        print(f"open {page}")
     return {"stage": "build", "ran": result.ran, "kept": result.skipped}
