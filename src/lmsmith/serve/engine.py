@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from lmsmith.generate import GenerationConfig, TokenSampler
+from lmsmith.generate import GenerationConfig, TokenSampler, left_pad
 from lmsmith.model import GPT, KVCache
 
 log = logging.getLogger("lmsmith.serve")
@@ -106,7 +106,9 @@ class Request:
     id: int = field(default_factory=lambda: next(_ids))
     cancelled: bool = False
     # the engine's bookkeeping
-    cache: KVCache | None = None  # during prefill: the request's own cache
+    cache: KVCache | None = None  # during prefill: the request's own cache (or a row of one shared by a batch)
+    cache_row: int = 0
+    cache_offset: int = 0  # left padding before the prompt in that row
     done_prompt: int = 0  # prompt tokens prefilled so far
     last_logits: torch.Tensor | None = None  # logits after the last prefilled token
     scores: PromptScores | None = None
@@ -133,11 +135,11 @@ class SlotCache:
         self.keys = [torch.zeros(shape, device=param.device, dtype=param.dtype) for _ in range(config.n_layer)]
         self.values = [torch.zeros(shape, device=param.device, dtype=param.dtype) for _ in range(config.n_layer)]
 
-    def fill(self, row: int, cache: KVCache) -> None:
-        """Copy a prefilled single-sequence cache into `row`."""
+    def fill(self, row: int, cache: KVCache, source: int, offset: int, length: int) -> None:
+        """Copy `length` prefilled slots of row `source` of `cache`, from `offset` on (its left padding), into `row`."""
         for layer in range(len(self.keys)):
-            self.keys[layer][row, :, : cache.length] = cache.keys[layer][0, :, : cache.length]
-            self.values[layer][row, :, : cache.length] = cache.values[layer][0, :, : cache.length]
+            self.keys[layer][row, :, :length] = cache.keys[layer][source, :, offset: offset + length]
+            self.values[layer][row, :, :length] = cache.values[layer][source, :, offset: offset + length]
 
     def move(self, source: int, target: int, length: int) -> None:
         for layer in range(len(self.keys)):
@@ -266,10 +268,19 @@ class Engine:
         one decode step for every decoding row."""
         self._drop_cancelled()
         budget = self.prefill_chunk  # prompt tokens per turn: short prompts go in together, a long one in chunks
-        for request in sorted(self.prefilling, key=lambda r: len(r.prompt) - r.done_prompt):
+        waiting = sorted(self.prefilling, key=lambda r: len(r.prompt) - r.done_prompt)
+        together = []
+        for request in waiting:
+            if request.done_prompt == 0 and request.sampling.prompt_logprobs is None and len(request.prompt) <= budget:
+                together.append(request)
+                budget -= len(request.prompt)
+        if together:
+            self._prefill_together(together)
+        for request in waiting:
             if budget <= 0:
                 break
-            budget -= self._prefill_chunk(request, budget)
+            if request not in together:
+                budget -= self._prefill_chunk(request, budget)
         if self.decoding:
             self._decode_step()
 
@@ -282,6 +293,20 @@ class Engine:
                 self._leave(row, "cancelled")
 
     # ---- prefill
+
+    def _prefill_together(self, requests: list[Request]) -> None:
+        """Whole short prompts in one forward pass, left-padded into one batch (one pass costs far less
+        than one per prompt when many arrive at once); each row is then copied into its own slot."""
+        tokens, pad = left_pad([r.prompt for r in requests], self.device)
+        param = next(self.model.parameters())
+        cache = KVCache(self.model.config, len(requests), tokens.size(1), param.device, param.dtype, pad=pad)
+        logits = self.model(tokens, cache=cache, last_only=True).logits[:, -1]
+        for row, request in enumerate(requests):
+            request.cache, request.cache_row, request.cache_offset = cache, row, int(pad[row])
+            request.done_prompt = len(request.prompt)
+            request.last_logits = logits[row: row + 1]
+            self.prefilling.remove(request)
+            self._begin_decoding(request)
 
     def _prefill_chunk(self, request: Request, budget: int) -> int:
         """Run the next at most `budget` tokens of the prompt; returns how many ran."""
@@ -331,7 +356,7 @@ class Engine:
             self._finish(request, "length")
             return
         row = len(self.decoding)
-        self.slots.fill(row, request.cache)
+        self.slots.fill(row, request.cache, request.cache_row, request.cache_offset, len(request.prompt))
         request.cache = None
         self.decoding.append(request)
         self.lengths.append(len(request.prompt))
