@@ -150,6 +150,13 @@ def test_a_prompt_longer_than_the_context_is_refused_naming_the_limit(client):
         client.completions.create(model=NAME, prompt="x" * (BLOCK_SIZE + 5), max_tokens=1)
 
 
+def test_a_body_past_the_size_limit_is_refused_and_a_bad_field_is_named(server):
+    code, answer = post(server, "/completions", {"prompt": "x" * (1100 * 1024)})
+    assert code == 400 and "bytes" in answer["error"]["message"]
+    code, answer = post(server, "/completions", {"prompt": "hi", "temperature": "hot"})
+    assert code == 400 and answer["error"]["param"] == "temperature"
+
+
 def test_a_wrong_or_missing_api_key_is_401(server):
     wrong = openai.OpenAI(base_url=server.url, api_key="wrong", max_retries=0)
     with pytest.raises(openai.AuthenticationError):

@@ -1,0 +1,135 @@
+"""The engine alone (no HTTP): requests join and leave a running batch, each with its own settings."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+from conftest import tiny_model
+
+from lmsmith.generate import GenerationConfig, generate_tokens
+from lmsmith.serve.engine import Engine, Finished, PromptScores, Request, Sampling, Token
+
+
+@pytest.fixture(scope="module")
+def model(char_tokenizer):
+    torch.set_num_threads(1)
+    return tiny_model(char_tokenizer.vocab_size, seed=3)
+
+
+class Recorder:
+    """Collects the events of a set of requests, in the order the engine sent them."""
+
+    def __init__(self):
+        self.events: list[tuple[str, object]] = []
+        self.finished = threading.Event()
+        self.open = 0
+        self.lock = threading.Lock()
+
+    def request(self, name: str, prompt, sampling: Sampling, stop_ids=frozenset()) -> Request:
+        with self.lock:
+            self.open += 1
+
+        def on_event(event) -> None:
+            with self.lock:
+                self.events.append((name, event))
+                if isinstance(event, Finished):
+                    self.open -= 1
+                    if self.open == 0:
+                        self.finished.set()
+
+        return Request(list(prompt), sampling, frozenset(stop_ids), on_event)
+
+    def tokens(self, name: str) -> list[int]:
+        return [e.id for n, e in self.events if n == name and isinstance(e, Token)]
+
+    def finish(self, name: str) -> Finished:
+        return next(e for n, e in self.events if n == name and isinstance(e, Finished))
+
+
+def run_all(engine: Engine, recorder: Recorder, requests: list[Request]) -> None:
+    for request in requests:
+        engine.submit(request)
+    assert recorder.finished.wait(60)
+
+
+def test_a_short_request_streams_before_a_long_prompt_is_in(model, char_tokenizer):
+    engine = Engine(model, char_tokenizer.vocab_size, max_batch=4, prefill_chunk=8).start()
+    recorder = Recorder()
+    long = recorder.request("long", char_tokenizer.encode("a long document " * 7), Sampling(max_tokens=3, temperature=0))
+    short = recorder.request("short", char_tokenizer.encode("hi"), Sampling(max_tokens=3, temperature=0))
+    run_all(engine, recorder, [long, short])
+    engine.stop()
+    order = [name for name, event in recorder.events if isinstance(event, Token)]
+    assert order.index("short") < order.index("long")  # the short one did not wait for the long prefill
+
+
+def test_seeded_sampling_is_the_same_alone_or_beside_others(model, char_tokenizer):
+    sampling = Sampling(max_tokens=12, temperature=1.0, top_k=20, seed=11)
+    alone = Recorder()
+    engine = Engine(model, char_tokenizer.vocab_size, max_batch=8).start()
+    run_all(engine, alone, [alone.request("me", char_tokenizer.encode("Once"), sampling)])
+    crowd = Recorder()
+    others = [crowd.request(f"o{i}", char_tokenizer.encode(f"Other {i}"), Sampling(max_tokens=20, temperature=0.7))
+              for i in range(5)]
+    run_all(engine, crowd, [*others[:3], crowd.request("me", char_tokenizer.encode("Once"), sampling), *others[3:]])
+    engine.stop()
+    assert crowd.tokens("me") == alone.tokens("me") and len(alone.tokens("me")) == 12
+
+
+def test_greedy_tokens_equal_generate_and_stop_tokens_and_limits_end_requests(model, char_tokenizer):
+    prompts = [char_tokenizer.encode(t) for t in ("abc", "hello world", "x")]
+    engine = Engine(model, char_tokenizer.vocab_size, max_batch=2).start()  # more requests than slots: some wait
+    recorder = Recorder()
+    expected = [[s[0] for s in generate_tokens(model, [p], GenerationConfig(max_new_tokens=10, temperature=0))]
+                for p in prompts]
+    stop = expected[1][4]
+    requests = [recorder.request("0", prompts[0], Sampling(max_tokens=10, temperature=0)),
+                recorder.request("1", prompts[1], Sampling(max_tokens=10, temperature=0), stop_ids={stop}),
+                recorder.request("2", prompts[2], Sampling(max_tokens=10, temperature=0))]
+    run_all(engine, recorder, requests)
+    engine.stop()
+    assert recorder.tokens("0") == expected[0] and recorder.finish("0").reason == "length"
+    cut = expected[1].index(stop) + 1
+    assert recorder.tokens("1") == expected[1][:cut] and recorder.finish("1").reason == "stop"
+    assert recorder.finish("1").completion_tokens == cut
+    assert recorder.tokens("2") == expected[2]
+    assert engine.largest_batch == 2 and not engine.decoding
+
+
+def test_a_cancelled_request_leaves_and_frees_its_row(model, char_tokenizer):
+    engine = Engine(model, char_tokenizer.vocab_size, max_batch=2).start()
+    recorder = Recorder()
+    first = threading.Event()
+    victim = recorder.request("victim", char_tokenizer.encode("go on"), Sampling(max_tokens=100, temperature=0))
+    inner = victim.on_event
+
+    def cancel_after_first(event):
+        inner(event)
+        if isinstance(event, Token) and not first.is_set():
+            first.set()
+            victim.cancel()
+
+    victim.on_event = cancel_after_first
+    other = recorder.request("other", char_tokenizer.encode("and on"), Sampling(max_tokens=30, temperature=0))
+    run_all(engine, recorder, [victim, other])
+    engine.stop()
+    assert recorder.finish("victim").reason == "cancelled" and len(recorder.tokens("victim")) < 100
+    assert len(recorder.tokens("other")) == 30 and not engine.decoding
+
+
+def test_prompt_scores_are_the_log_probabilities_of_one_forward_pass(model, char_tokenizer):
+    ids = char_tokenizer.encode("score this text, in chunks")
+    engine = Engine(model, char_tokenizer.vocab_size, prefill_chunk=5).start()  # several chunks
+    recorder = Recorder()
+    run_all(engine, recorder, [recorder.request("s", ids, Sampling(max_tokens=0, prompt_logprobs=1))])
+    engine.stop()
+    scores = next(e for _, e in recorder.events if isinstance(e, PromptScores))
+    with torch.no_grad():
+        logprobs = model(torch.tensor([ids])).logits[0, :-1].float().log_softmax(-1)
+    assert scores.logprobs[0] is None and len(scores.logprobs) == len(ids)
+    assert torch.allclose(torch.tensor(scores.logprobs[1:]), logprobs.gather(1, torch.tensor(ids[1:])[:, None])[:, 0],
+                          atol=1e-5)
+    assert [t[0][0] for t in scores.top[1:]] == logprobs.argmax(-1).tolist()
+    assert recorder.finish("s").reason == "length" and recorder.tokens("s") == []
