@@ -61,8 +61,9 @@ def allowed_ids(tokenizer, vocab_size: int) -> np.ndarray:
 
 
 def explain_text(model, tokenizer, text: str, config: ExplainConfig, model_dir: Path | None = None,
-                 temperature: float = 0.8) -> dict:
-    """The explanation of `text`: tokens, attention, focus, logit lens, next token and embeddings."""
+                 temperature: float = 0.8, with_embeddings: bool = True) -> dict:
+    """The explanation of `text`: tokens, attention, focus, logit lens, next token and (unless left out)
+    embeddings."""
     ids, note = fit_text(tokenizer, text, model.config.block_size)
     device = next(model.parameters()).device
     traced = trace(model, torch.tensor([ids], device=device))
@@ -86,7 +87,8 @@ def explain_text(model, tokenizer, text: str, config: ExplainConfig, model_dir: 
     next_ids, next_probs = lens.top_next(logits, config.top_k)
     temperature = config.temperature if config.temperature is not None else temperature
     result["next_token"] = {"ids": next_ids, "probs": next_probs, **lens.picks(logits, temperature, config.seed)}
-    result["embeddings"] = embedding_section(model, tokenizer, ids, config, model_dir)
+    if with_embeddings:
+        result["embeddings"] = embedding_section(model, tokenizer, ids, config, model_dir)
     result["vocab"] = vocabulary_texts(tokenizer, result)
     return result
 
@@ -106,9 +108,10 @@ def vocabulary_texts(tokenizer, result: dict) -> dict[str, str]:
     """The text of every token id the explanation names, so a reader needs no tokenizer."""
     named = {int(i) for i in np.asarray(result["logit_lens"]["ids"]).ravel()}
     named |= {int(i) for i in np.asarray(result["next_token"]["ids"]).ravel()}
-    named |= {int(i) for i in np.asarray(result["embeddings"]["map"]["ids"]).ravel()}
-    for near in result["embeddings"]["nearest"].values():
-        named |= {n["id"] for n in near}
+    if "embeddings" in result:
+        named |= {int(i) for i in np.asarray(result["embeddings"]["map"]["ids"]).ravel()}
+        for near in result["embeddings"]["nearest"].values():
+            named |= {n["id"] for n in near}
     for pick in ("greedy", "sampled"):
         if pick in result["next_token"]:
             named.add(result["next_token"][pick]["id"])

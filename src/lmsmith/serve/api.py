@@ -89,6 +89,9 @@ def create_app(served: ServedModel) -> FastAPI:
         body = read_chat(await read_body(request, served), served.limits)
         return await chat(request, served, body)
 
+    from lmsmith.serve.page import add_page  # the playground page at / (and its /explain)
+
+    add_page(app, served, authorize, read_body)
     return app
 
 
