@@ -40,7 +40,8 @@ def pca_map(table: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return coords, variance[:2] / variance.sum()
 
 
-def frequent_tokens(model_dir: Path, allowed: np.ndarray, n: int, max_tokens: int = 2_000_000) -> tuple[np.ndarray, str]:
+def frequent_tokens(model_dir: Path, allowed: np.ndarray, n: int,
+                    max_tokens: int = 2_000_000) -> tuple[np.ndarray, str]:
     """The `n` most frequent of the `allowed` ids in the training tokens the model directory names, and
     where they were counted; without those tokens, the lowest ids (a BPE's bytes and earliest merges)."""
     from lmsmith.json_file import read_json

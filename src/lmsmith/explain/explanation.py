@@ -96,12 +96,26 @@ def explain_text(model, tokenizer, text: str, config: ExplainConfig, model_dir: 
 def embedding_section(model, tokenizer, ids: list[int], config: ExplainConfig, model_dir: Path | None) -> dict:
     table = embeddings.embedding_table(model)
     allowed = allowed_ids(tokenizer, model.config.vocab_size)
+    whole = whole_characters(tokenizer, allowed)  # a lone byte of a character means little as a neighbour or on a map
     distinct = list(dict.fromkeys(i for i in ids if i in set(allowed.tolist())))
-    near = {str(i): embeddings.nearest(table, i, config.neighbours, allowed) for i in distinct}
-    frequent, source = embeddings.frequent_tokens(model_dir, allowed, config.map_tokens) if model_dir else (
-        allowed[:config.map_tokens], "the lowest ids")
+    near = {str(i): embeddings.nearest(table, i, config.neighbours, whole) for i in distinct}
+    frequent, source = embeddings.frequent_tokens(model_dir, whole, config.map_tokens) if model_dir else (
+        whole[:config.map_tokens], "the lowest ids")
     coords, variance = embeddings.pca_map(table, frequent)
     return {"nearest": near, "map": {"ids": frequent, "xy": coords, "variance": variance, "source": source}}
+
+
+def whole_characters(tokenizer, ids: np.ndarray) -> np.ndarray:
+    """The ids whose pieces are whole UTF-8 text (not a fragment of a character split over tokens)."""
+    def whole(token_id: int) -> bool:
+        try:
+            tokenizer.token_bytes(int(token_id)).decode("utf-8")
+        except UnicodeDecodeError:
+            return False
+        return True
+
+    kept = np.array([i for i in ids if whole(i)], dtype=np.int64)
+    return kept if kept.size >= 2 else ids
 
 
 def vocabulary_texts(tokenizer, result: dict) -> dict[str, str]:

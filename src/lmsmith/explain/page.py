@@ -14,6 +14,7 @@ EXTRA_STYLE = """
 .tok { display: inline-block; border: 1px solid #bcd; border-radius: 4px; margin: 2px; padding: 1px 4px;
        font-family: ui-monospace, Menlo, Consolas, monospace; background: #f3f7fb; text-align: center; }
 .tok small { display: block; color: #789; font-size: 0.72em; } .tok.special { background: #fdf0d5; }
+td, th { text-align: left; }
 .caption { color: #444; font-size: 0.93em; max-width: 52em; } code { background: #f6f8fa; padding: 0 3px; }
 """
 
@@ -43,8 +44,8 @@ def tokens_section(e: dict) -> str:
             steps = merge_steps_text(tree)
             rows.append([shown(tree["text"]), tree["id"], steps])
         if rows:
-            parts.append("<h3>How BPE built each piece</h3>" + html_table(["piece", "id", "merges, first learned first"],
-                                                                          rows))
+            header = ["piece", "id", "merges, first learned first"]
+            parts.append("<h3>How BPE built each piece</h3>" + html_table(header, rows))
             parts.append(caption("Byte-pair encoding starts from single bytes and, in training, keeps joining the "
                                  "pair of neighbouring pieces seen most often. The merge number says when a rule was "
                                  "learned: low numbers are the most common pairs."))
@@ -93,7 +94,7 @@ def focus_part(e: dict, pngs: dict[str, bytes]) -> str:
 def lens_section(e: dict, pngs: dict[str, bytes]) -> str:
     lens, vocab, tokens = e["logit_lens"], e["vocab"], e["tokens"]
     position = e["focus"]["position"] if e.get("focus") else len(tokens) - 1
-    rows = [[layer, ", ".join(f"{vocab.get(str(i), '?')!r} {p:.2f}" for i, p in zip(lens["ids"][n][position],
+    rows = [[layer, ", ".join(f"{shown(vocab.get(str(i), '?'))} {p:.2f}" for i, p in zip(lens["ids"][n][position],
                                                                                   lens["probs"][n][position]))]
             for n, layer in enumerate(lens["layers"])]
     return ("<h2>3. Layers refine a guess (the logit lens)</h2>" + image(pngs["logit_lens.png"], "logit lens")
@@ -107,14 +108,14 @@ def lens_section(e: dict, pngs: dict[str, bytes]) -> str:
 def next_section(e: dict, pngs: dict[str, bytes]) -> str:
     nxt, vocab, tokens = e["next_token"], e["vocab"], e["tokens"]
     greedy = nxt["greedy"]
-    picks = [f"at temperature 0 (always the most likely): {vocab.get(str(greedy['id']), '?')!r} "
+    picks = [f"at temperature 0 (always the most likely): {shown(vocab.get(str(greedy['id']), '?'))} "
              f"(probability {greedy['probability']:.3f})"]
     if "sampled" in nxt:
         s = nxt["sampled"]
-        picks.append(f"at temperature {nxt['temperature']:g} (seed {s['seed']}): {vocab.get(str(s['id']), '?')!r} "
+        picks.append(f"at temperature {nxt['temperature']:g} (seed {s['seed']}): {shown(vocab.get(str(s['id']), '?'))} "
                      f"(probability {s['probability']:.3f} at that temperature)")
     rows = [[f"{shown(tokens[t]['text'])} #{t}",
-             ", ".join(f"{vocab.get(str(i), '?')!r} {p:.2f}" for i, p in zip(nxt["ids"][t], nxt["probs"][t]))]
+             ", ".join(f"{shown(vocab.get(str(i), '?'))} {p:.2f}" for i, p in zip(nxt["ids"][t], nxt["probs"][t]))]
             for t in range(len(tokens))]
     return ("<h2>4. The next token</h2>" + image(pngs["next_token.png"], "next token probabilities")
             + "<p>The model would write next " + "; ".join(esc(p) for p in picks) + ".</p>"
@@ -127,7 +128,7 @@ def next_section(e: dict, pngs: dict[str, bytes]) -> str:
 
 def embeddings_section(e: dict, pngs: dict[str, bytes]) -> str:
     emb, vocab = e["embeddings"], e["vocab"]
-    rows = [[repr(vocab.get(token, "?")), ", ".join(f"{vocab.get(str(n['id']), '?')!r} {n['cosine']:.2f}"
+    rows = [[shown(vocab.get(token, "?")), ", ".join(f"{shown(vocab.get(str(n['id']), '?'))} {n['cosine']:.2f}"
                                                     for n in near)]
             for token, near in list(emb["nearest"].items())[:20]]
     return ("<h2>5. Embeddings: tokens as points in space</h2>"

@@ -95,7 +95,7 @@ def next_token_bars(explanation: dict):
     nxt, vocab = explanation["next_token"], explanation["vocab"]
     ids, probs = np.asarray(nxt["ids"])[-1], np.asarray(nxt["probs"])[-1]
     fig, ax = plt.subplots(figsize=(7, 0.45 * len(ids) + 1.2))
-    ax.barh([repr(vocab.get(str(int(i)), "?")) for i in ids][::-1], probs[::-1], color="tab:green")
+    ax.barh([shown(vocab.get(str(int(i)), "?")) for i in ids][::-1], probs[::-1], color="tab:green")
     ax.set_xlabel("probability")
     ax.set_title(f"Next token after {shown(explanation['tokens'][-1]['text'])}")
     return fig

@@ -26,7 +26,9 @@ DEFAULT_TEMPERATURE = 0.8  # GenerationConfig's, for a model without a recipe be
 
 def default_out(model_dir: Path) -> Path:
     """RUN/explain for a run's model (RUN/model), else MODEL-explain beside the model directory."""
-    return model_dir.parent / "explain" if model_dir.name == "model" else model_dir.with_name(model_dir.name + "-explain")
+    if model_dir.name == "model":
+        return model_dir.parent / "explain"
+    return model_dir.with_name(model_dir.name + "-explain")
 
 
 def recipe_temperature(model_dir: Path) -> float:
@@ -67,7 +69,8 @@ def held_out(data: str | None, block_size: int, n: int) -> np.ndarray | None:
     return windows_of(read_split(open_tokens_dir(data), "val"), min(block_size, 128), n, data)
 
 
-def explain(model_path: str | Path, text: str | None, config: ExplainConfig, data: str | None = None) -> tuple[dict, Path]:
+def explain(model_path: str | Path, text: str | None, config: ExplainConfig,
+            data: str | None = None) -> tuple[dict, Path]:
     """The explanation dict (numbers as arrays) and the model directory it came from."""
     config.check()
     if text is None and not config.heads:
