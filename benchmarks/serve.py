@@ -55,9 +55,10 @@ def make_model_dir(folder: Path) -> Path:
     return save_model_dir(folder / "model", model, tokenizer, made_by="benchmark")
 
 
-def start_server(model_dir: Path, max_batch: int, log: Path) -> tuple[subprocess.Popen, int]:
+def start_server(model_dir: Path, max_batch: int, threads: int, log: Path) -> tuple[subprocess.Popen, int]:
     process = subprocess.Popen([sys.executable, "-m", "lmsmith", "serve", str(model_dir), "--port", "0",
-                                "--max-batch", str(max_batch), "--quiet"], stderr=open(log, "w"))
+                                "--max-batch", str(max_batch), "--threads", str(threads), "--quiet"],
+                               stderr=open(log, "w"))
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         found = re.search(r"127\.0\.0\.1:(\d+)/v1", log.read_text())
@@ -117,8 +118,9 @@ def load(port: int, clients: int, requests: int, new_tokens: int) -> dict:
             "new_tokens": tokens[0], "wall_s": round(wall, 2)}
 
 
-def serve_levels(model_dir: Path, max_batch: int, levels, requests: int, new_tokens: int, folder: Path) -> dict:
-    process, port = start_server(model_dir, max_batch, folder / f"serve-{max_batch}.log")
+def serve_levels(model_dir: Path, max_batch: int, threads: int, levels, requests: int, new_tokens: int,
+                 folder: Path) -> dict:
+    process, port = start_server(model_dir, max_batch, threads, folder / f"serve-{max_batch}.log")
     try:
         stream_one(port, "warm up", 8)
         return {str(n): load(port, n, requests, new_tokens) for n in levels}
@@ -157,16 +159,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--requests", type=int, default=2, help="completions each client streams, one after another")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="CPU threads of the model, in both servers and the pipeline (1: the clients need a core)")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         model_dir = make_model_dir(folder)
-        batched = serve_levels(model_dir, 32, LEVELS, args.requests, args.new_tokens, folder)
-        single = serve_levels(model_dir, 1, (1, 32), args.requests, args.new_tokens, folder)
+        batched = serve_levels(model_dir, 32, args.threads, LEVELS, args.requests, args.new_tokens, folder)
+        single = serve_levels(model_dir, 1, args.threads, (1, 32), args.requests, args.new_tokens, folder)
         prompts = [f"Request {c}.0: tell me a story about the sea. " * 2 for c in range(32)]
         hf = hf_pipeline(model_dir, args.new_tokens, prompts)
     result = {
-        "benchmark": "serve", "model": MODEL, "device": "cpu", "threads": torch.get_num_threads(),
+        "benchmark": "serve", "model": MODEL, "device": "cpu", "threads": args.threads,
         "new_tokens": args.new_tokens, "requests_per_client": args.requests,
         "batched": batched, "one_at_a_time": single, "hf_pipeline": hf,
         "throughput_32_clients_vs_one_at_a_time": round(batched["32"]["tokens_per_s"] / single["32"]["tokens_per_s"], 2),

@@ -73,7 +73,7 @@ def server(chat_model_dir, tmp_path_factory):
     work = tmp_path_factory.mktemp("server")
     key_file = work / "key.txt"
     key_file.write_text(KEY + "\n")
-    process = ServerProcess(chat_model_dir, "--api-key-file", str(key_file), "--max-batch", "32",
+    process = ServerProcess(chat_model_dir, "--api-key-file", str(key_file), "--max-batch", "32", "--threads", "1",
                             "--model-name", NAME, log_file=work / "server.log")
     yield process
     assert process.stop() == 0

@@ -182,7 +182,8 @@ def test_a_model_directory_without_a_tokenizer_is_one_line_and_exit_2(tmp_path, 
 
 
 def test_a_flood_gets_429_a_disconnect_frees_its_slot_and_sigterm_finishes_what_is_in_flight(model_dir, tmp_path):
-    small = ServerProcess(model_dir, "--max-batch", "1", "--max-queue", "1", log_file=tmp_path / "small.log")
+    small = ServerProcess(model_dir, "--max-batch", "1", "--max-queue", "1", "--threads", "1",
+                          log_file=tmp_path / "small.log")
     body = {"prompt": "Hello there", "max_tokens": 40, "temperature": 0}
     try:
         with ThreadPoolExecutor(12) as pool:

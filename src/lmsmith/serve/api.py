@@ -58,13 +58,7 @@ def create_app(served: ServedModel) -> FastAPI:
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:  # unknown path, wrong method
         return JSONResponse(ApiError(exc.status_code, str(exc.detail)).body(), status_code=exc.status_code)
 
-    @app.middleware("http")
-    async def log_requests(request: Request, call_next):
-        started = time.perf_counter()
-        response = await call_next(request)
-        log.info("%s %s -> %d in %.0f ms", request.method, request.url.path, response.status_code,
-                 (time.perf_counter() - started) * 1000)
-        return response
+    app.add_middleware(RequestLog)
 
     @app.get("/v1/models")
     async def models(request: Request) -> dict:
@@ -93,6 +87,33 @@ def create_app(served: ServedModel) -> FastAPI:
 
     add_page(app, served, authorize, read_body)
     return app
+
+
+class RequestLog:
+    """Logs each request's method, path, status and time (never its body), when its response has ended.
+
+    Plain ASGI rather than FastAPI's @middleware("http"), which would copy every streamed chunk
+    through an extra queue on its way out.
+    """
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started, status = time.perf_counter(), [0]
+
+        async def sending(message):
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            log.info("%s %s -> %d in %.0f ms", scope["method"], scope["path"], status[0],
+                     (time.perf_counter() - started) * 1000)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -24,6 +24,8 @@ class ServeConfig:
     prefill_chunk: int = 256  # prompt tokens run per turn of the decode loop, shared by new requests
     log_text: bool = False  # log prompts and outputs (off: logs show only sizes and timings)
     device: str = "auto"  # auto | cpu | cuda | mps
+    threads: int | None = None  # CPU threads for the model (default: torch's, one per core); 1 can be fastest
+    # on a machine whose cores are busy with other work, where threads waiting on each other stall every step
 
     def check(self, where: str = "serve") -> None:
         if not 0 <= self.port <= 65535:
@@ -31,6 +33,8 @@ class ServeConfig:
         for name in ("max_batch", "max_queue", "max_n", "max_body_kb", "prefill_chunk"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{where}.{name} must be at least 1, got {getattr(self, name)}")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"{where}.threads must be at least 1 (or unset for one per core), got {self.threads}")
         if self.max_tokens is not None and self.max_tokens < 1:
             raise ConfigError(f"{where}.max_tokens must be at least 1 (or unset for the context), got {self.max_tokens}")
         if self.template is not None:

@@ -72,6 +72,10 @@ def load_served_model(model_path: str | Path, cfg, api_key: str | None = None):
     from lmsmith.serve.engine import Engine
     from lmsmith.serve.protocol import Limits
 
+    if cfg.threads is not None:
+        import torch
+
+        torch.set_num_threads(cfg.threads)
     path = resolve_model_dir(model_path)
     model, tokenizer = load_model_dir(path, pick_device(cfg.device))
     lay_out_for_decoding(model)
