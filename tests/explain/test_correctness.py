@@ -123,3 +123,17 @@ def test_bpe_merges_rebuild_each_piece(tokenizer):
         assert [s["merge"] for s in steps] == sorted(s["merge"] for s in steps)
         if steps:
             assert steps[-1]["result"] == tree["text"]
+
+
+def test_focus_is_found_by_piece_or_by_where_it_sits_in_the_text():
+    from lmsmith.errors import UserError
+    from lmsmith.explain.attention import find_focus
+
+    tokens = [{"position": i, "text": t, "n_bytes": len(t.encode())} for i, t in enumerate(["The", " girl", " ga", "ve",
+                                                                                            " her", " Her"])]
+    text = "".join(t["text"] for t in tokens)
+    assert find_focus(tokens, text, "her") == 4  # the piece, spaces around it ignored
+    assert find_focus(tokens, text, "HER") == 5  # else the last piece equal but for case
+    assert find_focus(tokens, text, "gave") == 3  # else the token holding the word's last character
+    with pytest.raises(UserError, match=r"'dog' is not a token of the text: choose one of 'The', ' girl'"):
+        find_focus(tokens, text, "dog")
