@@ -40,7 +40,10 @@ CURATE = Stage(
     flags=(Flag("--keep-dropped", "curate.keep_dropped", "also write what was removed, with the reason, to OUT/dropped/"),
            Flag("--workers", "curate.workers", "processes for the per-document steps (default: one per core)"),
            Flag("--bias-report", "curate.bias.enabled",
-                "count gendered and identity terms, languages, sources and kinds per split (report.json, summary)")),
+                "count gendered and identity terms, languages, sources and kinds per split (report.json, summary)"),
+           Flag("--engine", "curate.engine", "local (this machine's cores) or ray (a Ray cluster: pip install 'lmsmith[ray]')"),
+           Flag("--address", "curate.address", "--engine ray: the cluster's HOST:PORT (default: the running one; "
+                "local: start one here)")),
     output_help="output directory: data/{train,val,test}/, report.json, manifest.json",
 )
 

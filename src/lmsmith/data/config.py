@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from lmsmith.config import ConfigError, apply_overrides, parse_section, read_yaml
 from lmsmith.data.bias import BiasConfig
@@ -42,6 +43,8 @@ class CurateConfig:
     output: OutputConfig = field(default_factory=OutputConfig)
     bias: BiasConfig = field(default_factory=BiasConfig)  # the bias report (--bias-report): measures, changes nothing
     workers: int | None = None  # processes for the per-document steps; None: one per CPU core
+    engine: Literal["local", "ray"] = "local"  # who runs the steps: this machine's processes, or a Ray cluster
+    address: str | None = None  # --engine ray: the cluster (None or "auto": the running one; "local": start one here)
     keep_dropped: bool = False  # also write what was removed, with the reason, to OUT/dropped/
     batch_docs: int = 512  # documents per batch handed to a worker ...
     batch_mb: float = 16.0  # ... or fewer, once a batch holds this much text

@@ -280,7 +280,12 @@ def curate(inputs: list[str], out: str | Path, config: CurateConfig | dict | str
     with stage_directory(out, "curate", reads=[s.spec for s in sources]) as root:
         with _progress(quiet) as progress:
             run = CurateRun(sources, cfg, root, keep_dropped=keep_dropped or cfg.keep_dropped, workers=n_workers, progress=progress)
-            reader = run.run()
+            if cfg.engine == "ray":
+                from lmsmith.data.ray_engine import run_on_ray
+
+                reader = run_on_ray(run, cfg.address, keep_dropped or cfg.keep_dropped)
+            else:
+                reader = run.run()
             sizes = run.writer.close()
         overlap = run.overlap()
         report = build_report(
