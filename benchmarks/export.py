@@ -74,6 +74,7 @@ def llama_cpp_speed(llama_cpp, file: Path, prompt: list[int], new_tokens: int) -
         tokens.append(token)
         if len(tokens) == new_tokens:
             break
+    llm.close()
     return len(tokens) / (time.perf_counter() - start), tokens
 
 

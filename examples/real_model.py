@@ -143,6 +143,7 @@ def llama_cpp_answers(file: Path, model_dir: Path, questions: list[str], max_new
                 break
             tokens.append(token)
         out.append(tokenizer.decode(tokens).strip())
+    llm.close()
     return out
 
 
