@@ -22,18 +22,31 @@ each round's MFU is its step's FLOP/s over its own product's. The data-and-loggi
 part of our step spent drawing batches (TrainBatches) and writing metrics (MetricsLog, the
 progress bar) if logging every step.
 
+With `--nanogpt PATH` (a checkout of karpathy/nanoGPT in a scratch folder; never committed),
+the real nanoGPT `train.py` also runs at each shape, in its own process after the race, on the
+same tokens (written as its `train.bin`), with the reference's settings (biases, no dropout,
+fp32 on CPU; bf16 and compile on CUDA). Its tokens/s come from the per-iteration times it
+prints itself, the first few (evaluation, warm-up) left out. Not interleaved with the others:
+read its ratio with the machine's noise in mind.
+
 Prints one JSON line.
 
     python benchmarks/train_throughput.py [--quick] [--steps N] [--threads N] [--compile] [--precision P]
+                                          [--nanogpt PATH]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import pickle
 import platform
+import re
+import shutil
 import statistics
 import string
+import subprocess
+import sys
 import sysconfig
 import tempfile
 import time
@@ -307,6 +320,48 @@ def summarize(s: Shape, measured: dict) -> dict:
     return out
 
 
+# ---------------------------------------------------------------------------------------------
+# The real nanoGPT, in its own process
+
+
+NANOGPT_FILES = ("train.py", "model.py", "configurator.py")
+NANOGPT_SKIPPED_ITERS = 3  # iteration 0 includes an evaluation; the next ones warm up
+
+
+def nanogpt_tokens_per_s(checkout: Path, s: Shape, data: np.ndarray, device: torch.device, steps: int,
+                         folder: Path) -> dict:
+    """nanoGPT's own train.py at shape `s` on `data`; tokens/s from the iteration times it prints."""
+    missing = [name for name in NANOGPT_FILES if not (checkout / name).is_file()]
+    if missing:
+        raise SystemExit(f"--nanogpt {checkout}: no {', '.join(missing)} there; give a checkout of karpathy/nanoGPT")
+    work = folder / "nanogpt"
+    shutil.rmtree(work, ignore_errors=True)
+    dataset = work / "data" / "lmsmith"
+    dataset.mkdir(parents=True)
+    for name in NANOGPT_FILES:  # train.py reads configurator.py and data/ from its working directory
+        shutil.copy(checkout / name, work / name)
+    for split in ("train", "val"):
+        data.astype(np.uint16).tofile(dataset / f"{split}.bin")
+    with open(dataset / "meta.pkl", "wb") as f:
+        pickle.dump({"vocab_size": s.vocab}, f)
+    cuda = device.type == "cuda"
+    args = ["--dataset=lmsmith", f"--n_layer={s.n_layer}", f"--n_head={s.n_head}", f"--n_embd={s.n_embd}",
+            f"--block_size={s.block_size}", f"--batch_size={s.batch}", "--gradient_accumulation_steps=1",
+            "--dropout=0.0", "--bias=True", f"--learning_rate={LR}", f"--weight_decay={WEIGHT_DECAY}",
+            f"--grad_clip={GRAD_CLIP}", f"--max_iters={steps + NANOGPT_SKIPPED_ITERS}", "--eval_interval=1000000000",
+            "--eval_iters=1", "--log_interval=1", "--always_save_checkpoint=False", "--wandb_log=False",
+            f"--device={device.type}", f"--dtype={'bfloat16' if cuda else 'float32'}", f"--compile={cuda}"]
+    done = subprocess.run([sys.executable, "train.py", *args], cwd=work, capture_output=True, text=True)
+    if done.returncode != 0:
+        tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
+        raise SystemExit(f"nanoGPT's train.py failed at shape {s}: {tail[0]}")
+    times = [float(ms) / 1000 for it, ms in re.findall(r"^iter (\d+): loss \S+, time ([\d.]+)ms", done.stdout, re.M)
+             if int(it) >= NANOGPT_SKIPPED_ITERS]
+    tokens = s.batch * s.block_size
+    return {"tokens_per_s": round(tokens / statistics.median(times)), "best_tokens_per_s": round(tokens / min(times)),
+            "iterations_timed": len(times), "precision": "bf16" if cuda else "fp32", "compile": cuda}
+
+
 def cpu_name() -> str:
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.is_file():
@@ -324,6 +379,8 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="torch.compile our blocks (always on with CUDA)")
     parser.add_argument("--precision", choices=["auto", "bf16", "fp16", "fp32"], default="auto",
                         help="our steps' precision (auto: what `lmsmith train` picks for this device)")
+    parser.add_argument("--nanogpt", type=Path, default=None, metavar="PATH",
+                        help="a checkout of karpathy/nanoGPT: also run its train.py at each shape")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -345,7 +402,13 @@ def main() -> None:
             measured[name] = measure_shape(
                 name, s, windows, data, device, rounds[name], compile, args.precision, folder
             )
-    results = {name: summarize(shapes[name], m) for name, m in measured.items()}
+        results = {name: summarize(shapes[name], m) for name, m in measured.items()}
+        for name, s in shapes.items():
+            if args.nanogpt is None:
+                break
+            nano = nanogpt_tokens_per_s(args.nanogpt, s, data, device, rounds[name], folder)
+            nano["ours_gpt2_vs_nanogpt"] = round(results[name]["ours_gpt2"]["tokens_per_s"] / nano["tokens_per_s"], 3)
+            results[name]["nanogpt"] = nano
 
     main_shape = results["shakespeare"]
     line = {
@@ -361,10 +424,11 @@ def main() -> None:
         "target_speedup": 1.5,
         "target_met": main_shape["ours_gpt2"]["speedup"] >= 1.5,
         "data_and_logging_share_max": max(r["data_and_logging_share"] for r in results.values()),
+        "nanogpt": "measured: shapes.*.nanogpt" if args.nanogpt else "skipped: give --nanogpt PATH (a nanoGPT checkout)",
     }
     if "gpt2_124m" in results:
         line["gpt2_124m_mfu"] = results["gpt2_124m"]["ours_gpt2"]["mfu"]
-        line["gpt2_124m_target_mfu"] = 0.45
+        line["gpt2_124m_target_mfu"] = 0.5
     print(json.dumps(line))
 
 
