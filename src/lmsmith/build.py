@@ -129,7 +129,8 @@ def output_fingerprint(directory: Path) -> str | None:
 def stage_reads(stage: str, recipe: Recipe, work: Workdir) -> dict:
     """Everything a stage's output depends on: its config, and fingerprints of what it reads."""
     if stage == "curate":
-        return {"curate": section_to_dict(recipe.curate), "inputs": [input_fingerprint(i) for i in recipe.curate.inputs]}
+        return {"curate": section_to_dict(recipe.curate),
+                "inputs": [input_fingerprint(i) for i in recipe.curate.inputs]}
     if stage in ("tokenizer", "tokenize"):
         data = (output_fingerprint(work.data) if recipe.curate is not None
                 else [input_fingerprint(i) for i in recipe.tokenize.inputs])
@@ -163,7 +164,8 @@ class BuildState:
 
     def up_to_date(self, stage: str, key: str, output: Path) -> bool:
         record = self.stages.get(stage, {})
-        return record.get("key") == key and record.get("output") is not None and record["output"] == output_fingerprint(output)
+        return (record.get("key") == key and record.get("output") is not None
+                and record["output"] == output_fingerprint(output))
 
     def started(self, stage: str) -> str | None:
         """The key of an unfinished run of the stage (training resumes only with the same key)."""
@@ -231,13 +233,15 @@ def run_train(recipe: Recipe, work: Workdir, quiet: bool, resume: bool, nproc_pe
     # Many processes: torchrun starts them, each runs `lmsmith train` on the resolved training recipe.
     recipe_file = work.root / "train.yaml"
     write_text(recipe_file, yaml.safe_dump(recipe_to_dict(train_recipe), sort_keys=False))
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc_per_node}",
-               "-m", "lmsmith", "train", "--config", str(recipe_file), "--resume", "auto"] + (["--quiet"] if quiet else [])
+    command = ([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc_per_node}",
+                "-m", "lmsmith", "train", "--config", str(recipe_file), "--resume", "auto"]
+               + (["--quiet"] if quiet else []))
     finished = subprocess.run(command)
     if finished.returncode == 130 or finished.returncode == -2:
         raise KeyboardInterrupt
     if finished.returncode != 0:
-        raise UserError(f"training under torchrun failed (exit code {finished.returncode}); the messages above say why. "
+        raise UserError(f"training under torchrun failed (exit code {finished.returncode}); "
+                        "the messages above say why. "
                         "Fix it and run the same build again: training resumes from its last checkpoint")
 
 
