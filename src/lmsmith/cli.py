@@ -207,7 +207,8 @@ def unknown_verb(argv: list[str]) -> UserError:
 
     known = sorted({" ".join(s.words) for s in STAGES})
     given = " ".join(argv[:2]) if argv[:1] == ["tokenizer"] else (argv[0] if argv else "")
-    return ArgumentError(f"unknown verb '{given}': {closest_hint(given, known, 'the verbs are ' + ', '.join(sorted(known)))}")
+    return ArgumentError(f"unknown verb '{given}': "
+                         f"{closest_hint(given, known, 'the verbs are ' + ', '.join(sorted(known)))}")
 
 
 def find_stage(argv: list[str]) -> tuple[Stage | None, list[str]]:
