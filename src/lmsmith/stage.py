@@ -183,7 +183,8 @@ def config_file_sections(stage: Stage, path: str | Path) -> dict:
         if key in stage.sections or key in stage.file_keys:
             kept[key] = value
         elif key not in known:
-            raise ConfigError(f"unknown section '{key}' in {path}: {closest_hint(key, known, 'the sections are ' + ', '.join(sorted(known)))}")
+            raise ConfigError(f"unknown section '{key}' in {path}: "
+                              f"{closest_hint(key, known, 'the sections are ' + ', '.join(sorted(known)))}")
     return kept
 
 
