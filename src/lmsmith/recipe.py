@@ -94,7 +94,8 @@ class Recipe:
 
     def train_recipe(self, data: str | Path, out: str | Path) -> TrainRecipe:
         """What `lmsmith train` runs for this recipe, on the tokens in `data`, into the run directory `out`."""
-        return TrainRecipe(data=str(data), out=str(out), model=copy.deepcopy(self.model), train=copy.deepcopy(self.train))
+        return TrainRecipe(data=str(data), out=str(out),
+                           model=copy.deepcopy(self.model), train=copy.deepcopy(self.train))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -163,14 +164,16 @@ def check_stages_fit(recipe: Recipe) -> None:
     """What no single section can check alone: that each stage will have its input."""
     if recipe.curate is not None:
         if recipe.tokenize.inputs:
-            raise ConfigError("tokenize.inputs is set, but the curate: section already says what the model learns from: "
+            raise ConfigError("tokenize.inputs is set, "
+                              "but the curate: section already says what the model learns from: "
                               "remove tokenize.inputs (or the curate: section to tokenize plain files)")
         if recipe.tokenize.val_fraction is not None:
             raise ConfigError("tokenize.val_fraction is for plain text files; curated data has its own val split: "
                               "remove it and set curate.split.val_fraction instead")
     else:
         if not recipe.tokenize.inputs:
-            raise ConfigError("the recipe has no input: add a curate: section with inputs (e.g. curate.inputs=[stdlib]), "
+            raise ConfigError("the recipe has no input: "
+                              "add a curate: section with inputs (e.g. curate.inputs=[stdlib]), "
                               "or name plain text files with tokenize.inputs=[FILE]")
         named = [i for i in recipe.tokenize.inputs if i == "stdlib" or i.startswith("hf:")]
         if named:
@@ -185,5 +188,6 @@ def check_stages_fit(recipe: Recipe) -> None:
                           f"({recipe.tokenizer.vocab_size}): remove model.vocab_size to take the tokenizer's")
     plan_batch(recipe.train, recipe.model.block_size, world_size=1)  # build checks again for its --nproc-per-node
     if recipe.eval.context is not None and recipe.eval.context > recipe.model.block_size:
-        raise ConfigError(f"eval.context ({recipe.eval.context}) is longer than model.block_size ({recipe.model.block_size}): "
+        raise ConfigError(f"eval.context ({recipe.eval.context}) is longer than "
+                          f"model.block_size ({recipe.model.block_size}): "
                           "lower eval.context")
