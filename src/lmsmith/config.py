@@ -118,7 +118,8 @@ def parse_section(cls: type, raw: Any, where: str) -> Any:
     for key, value in raw.items():
         dotted = f"{where}.{key}" if where else str(key)
         if key not in fields:
-            raise ConfigError(f"unknown key '{dotted}': {closest_hint(key, fields, 'known keys: ' + ', '.join(sorted(fields)))}")
+            raise ConfigError(f"unknown key '{dotted}': "
+                              f"{closest_hint(key, fields, 'known keys: ' + ', '.join(sorted(fields)))}")
         values[key] = _coerce(value, hints[key], dotted)
     obj = cls(**values)
     if hasattr(obj, "check"):
@@ -231,8 +232,10 @@ class ModelConfig:
     norm_eps: float = 1e-5
     qk_norm: bool = False
     head_size: int | None = None  # width of one attention head; None: n_embd // n_head (Qwen3's are wider)
-    qkv_bias: bool | None = None  # biases on the query/key/value projection; None: as `bias` (Qwen2: true, GPT-Neo: false)
-    attention_scale: Literal["inverse_sqrt", "none"] = "inverse_sqrt"  # scores divided by sqrt(head size), or not (GPT-Neo)
+    # biases on the query/key/value projection; None: as `bias` (Qwen2: true, GPT-Neo: false)
+    qkv_bias: bool | None = None
+    # scores divided by sqrt(head size), or not (GPT-Neo)
+    attention_scale: Literal["inverse_sqrt", "none"] = "inverse_sqrt"
     attention_windows: list[int | None] | None = None  # per layer: how many recent positions a query sees; None: all
     feed_forward: FeedForwardKind = "swiglu"
     gelu_approximate: Literal["tanh", "none"] = "tanh"  # GPT-2 uses the tanh form
@@ -276,13 +279,15 @@ class ModelConfig:
         if self.head_size is not None and self.head_size < 1:
             raise ConfigError(f"{where}.head_size must be at least 1 (or null for n_embd/n_head), got {self.head_size}")
         if self.attention_windows is not None and (
-                len(self.attention_windows) != self.n_layer or any(w is not None and w < 1 for w in self.attention_windows)):
+                len(self.attention_windows) != self.n_layer
+                or any(w is not None and w < 1 for w in self.attention_windows)):
             raise ConfigError(f"{where}.attention_windows must list one window (at least 1, or null for all positions) "
                               f"per layer: {self.n_layer} entries, got {self.attention_windows}")
         if self.n_embd % self.n_head and self.head_size is None:
             raise ConfigError(
                 f"{where}.n_embd ({self.n_embd}) is not divisible by {where}.n_head ({self.n_head}): "
-                f"pick n_embd a multiple of n_head, e.g. {where}.n_embd={self.n_head * max(1, round(self.n_embd / self.n_head))}"
+                f"pick n_embd a multiple of n_head, "
+                f"e.g. {where}.n_embd={self.n_head * max(1, round(self.n_embd / self.n_head))}"
             )
         if self.n_kv_head is not None and (self.n_kv_head < 1 or self.n_head % self.n_kv_head):
             raise ConfigError(
@@ -290,7 +295,8 @@ class ModelConfig:
                 f"pick n_kv_head among {[d for d in range(1, self.n_head + 1) if self.n_head % d == 0]}"
             )
         if self.position == "rope" and self.head_dim % 2:
-            raise ConfigError(f"{where}: rope needs an even head size, but n_embd/n_head = {self.head_dim}: change n_embd or n_head")
+            raise ConfigError(f"{where}: rope needs an even head size, but n_embd/n_head = {self.head_dim}: "
+                              "change n_embd or n_head")
         if self.position == "sinusoidal" and self.n_embd % 2:
             raise ConfigError(f"{where}.n_embd must be even for sinusoidal positions, got {self.n_embd}")
         if not 0.0 <= self.dropout < 1.0:
