@@ -286,7 +286,7 @@ class ModelConfig:
         if self.n_embd % self.n_head and self.head_size is None:
             raise ConfigError(
                 f"{where}.n_embd ({self.n_embd}) is not divisible by {where}.n_head ({self.n_head}): "
-                f"pick n_embd a multiple of n_head, "
+                "pick n_embd a multiple of n_head, "
                 f"e.g. {where}.n_embd={self.n_head * max(1, round(self.n_embd / self.n_head))}"
             )
         if self.n_kv_head is not None and (self.n_kv_head < 1 or self.n_head % self.n_kv_head):
