@@ -35,7 +35,8 @@ from lmsmith.train.parallel import unwrap
 
 CHECKPOINTS = "checkpoints"
 _STEP_DIR = re.compile(r"^step-(\d+)$")
-MODEL_FILE, OPTIMIZER_FILE, RNG_FILE, STATE_FILE = "model.safetensors", "optimizer.safetensors", "rng.safetensors", "state.json"
+MODEL_FILE, OPTIMIZER_FILE, RNG_FILE, STATE_FILE = (
+    "model.safetensors", "optimizer.safetensors", "rng.safetensors", "state.json")
 
 
 def _options(info: DistInfo):
@@ -85,7 +86,8 @@ def optimizer_state_from(tensors: dict[str, torch.Tensor], rest: dict) -> dict:
         state.setdefault(param, {}).update(entries)
     # JSON has no tuples; optimizers index betas and coefficients, which lists serve as well, but
     # a restored group should compare equal to a fresh one.
-    groups = [{k: tuple(v) if isinstance(v, list) and k != "params" else v for k, v in g.items()} for g in rest["param_groups"]]
+    groups = [{k: tuple(v) if isinstance(v, list) and k != "params" else v for k, v in g.items()}
+              for g in rest["param_groups"]]
     return {"state": state, "param_groups": groups}
 
 
@@ -95,7 +97,8 @@ def rng_states() -> tuple[dict[str, torch.Tensor], dict]:
         for i, state in enumerate(torch.cuda.get_rng_state_all()):
             tensors[f"cuda_{i}"] = state
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    numpy_state = {"kind": kind, "keys": keys.tolist(), "pos": int(pos), "has_gauss": int(has_gauss), "gauss": float(gauss)}
+    numpy_state = {"kind": kind, "keys": keys.tolist(), "pos": int(pos),
+                   "has_gauss": int(has_gauss), "gauss": float(gauss)}
     version, internal, gauss_next = random.getstate()
     python_state = {"version": version, "internal": list(internal), "gauss_next": gauss_next}
     return tensors, {"numpy": numpy_state, "python": python_state}
@@ -171,7 +174,8 @@ def find_checkpoint(run_dir: Path, resume: str) -> Path | None:
     if path.is_dir() and not (path / STATE_FILE).is_file() and checkpoint_dirs(path):
         return checkpoint_dirs(path)[-1]  # a run directory: its newest checkpoint
     if not (path / STATE_FILE).is_file():
-        raise UserError(f"{path} is not a checkpoint (no {STATE_FILE}): give RUN/checkpoints/step-N, a run directory, or auto")
+        raise UserError(f"{path} is not a checkpoint (no {STATE_FILE}): "
+                        "give RUN/checkpoints/step-N, a run directory, or auto")
     return path
 
 
@@ -186,7 +190,8 @@ def read_checkpoint_state(path: Path) -> dict:
 
 def check_same_model(path: Path, saved: dict, current: dict) -> None:
     """Refuse a checkpoint made for another model shape, naming what differs."""
-    differ = [f"{k} {saved.get(k)!r} vs {current[k]!r}" for k in current if saved.get(k) != current[k] and k != "dropout"]
+    differ = [f"{k} {saved.get(k)!r} vs {current[k]!r}" for k in current
+              if saved.get(k) != current[k] and k != "dropout"]
     if differ:
         raise UserError(f"{path} was made for another model ({'; '.join(differ[:4])}): resume with the model section "
                         "the run started with, or start a new run in another out= directory")
@@ -201,7 +206,8 @@ def check_same_optimizers(path: Path, saved_groups: list[dict], model: nn.Module
     if describe(saved_groups) != describe(current):
         saved = ", ".join(str(g.get("kind")) for g in saved_groups)
         now = ", ".join(str(g.get("kind")) for g in current)
-        raise UserError(f"{path / OPTIMIZER_FILE} does not fit this run's optimizer (parameter groups {saved} vs {now}): "
+        raise UserError(f"{path / OPTIMIZER_FILE} does not fit this run's optimizer "
+                        f"(parameter groups {saved} vs {now}): "
                         "resume with the train.optimizer the run started with")
 
 

@@ -92,7 +92,8 @@ class TrainConfig:
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{where}.{name} must be positive, got {getattr(self, name)}")
         if self.warmup_steps >= self.steps:
-            raise ConfigError(f"{where}.warmup_steps ({self.warmup_steps}) must be fewer than {where}.steps ({self.steps}): "
+            raise ConfigError(f"{where}.warmup_steps ({self.warmup_steps}) must be fewer than "
+                              f"{where}.steps ({self.steps}): "
                               f"e.g. {where}.warmup_steps={max(0, self.steps // 10)}")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
             raise ConfigError(f"{where}.min_lr_ratio must be between 0 and 1, got {self.min_lr_ratio}")
@@ -107,7 +108,8 @@ class TrainConfig:
         if self.early_stop_patience is not None and self.eval_every == 0:
             raise ConfigError(f"{where}.early_stop_patience needs evaluations during training: set {where}.eval_every")
         if self.max_minutes is not None and not self.max_minutes > 0:
-            raise ConfigError(f"{where}.max_minutes must be positive (or null for no time budget), got {self.max_minutes}")
+            raise ConfigError(f"{where}.max_minutes must be positive (or null for no time budget), "
+                              f"got {self.max_minutes}")
         if self.peak_flops is not None and self.peak_flops <= 0:
             raise ConfigError(f"{where}.peak_flops must be positive, got {self.peak_flops}")
 
@@ -191,7 +193,8 @@ def parse_recipe(raw: dict, default_out: str = "runs/run") -> TrainRecipe:
         train=parse_section(TrainConfig, raw.get("train"), "train"),
     )
     if recipe.data is None:
-        raise ConfigError("no tokens directory: add `data: TOKENS_DIR` to the recipe or data=TOKENS_DIR on the command line "
+        raise ConfigError("no tokens directory: "
+                          "add `data: TOKENS_DIR` to the recipe or data=TOKENS_DIR on the command line "
                           "(make one with `lmsmith tokenize`)")
     if recipe.out is None:
         recipe.out = default_out

@@ -39,10 +39,12 @@ class TokenWindows:
         self.starts = self.ends - counts
         if not self.shards:
             more = f"give more {split} data" + (
-                " (curate with a larger split.val_fraction, or tokenize with a larger --val-fraction)" if split != "train" else "")
+                " (curate with a larger split.val_fraction, or tokenize with a larger --val-fraction)"
+                if split != "train" else "")
             if self.split_tokens < 2:
                 raise UserError(f"the {split} split of {tokens.path} is empty: {more}")
-            raise UserError(f"the {split} split of {tokens.path} has {self.split_tokens} tokens, fewer than block_size + 1 = "
+            raise UserError(f"the {split} split of {tokens.path} has {self.split_tokens} tokens, "
+                            "fewer than block_size + 1 = "
                             f"{block_size + 1}: lower model.block_size below {self.split_tokens}, or {more}")
 
     @property
@@ -102,7 +104,8 @@ class TrainBatches:
 class EvalBatches:
     """This rank's share of the fixed validation windows, in micro-batches."""
 
-    def __init__(self, windows: TokenWindows, plan: BatchPlan, n_batches: int, seed: int, rank: int, device: torch.device):
+    def __init__(self, windows: TokenWindows, plan: BatchPlan, n_batches: int, seed: int, rank: int,
+                 device: torch.device):
         per_rank = n_batches * plan.micro_batch
         everyone = _draw(seed, _EVAL, 0, per_rank * plan.world_size, windows.count)
         self.mine = everyone[rank * per_rank:(rank + 1) * per_rank].reshape(n_batches, plan.micro_batch)

@@ -54,7 +54,8 @@ def _env_int(name: str) -> int:
     try:
         return int(text)
     except ValueError:
-        raise UserError(f"environment variable {name}={text!r} is not a whole number: start the run with torchrun") from None
+        raise UserError(f"environment variable {name}={text!r} is not a whole number: "
+                        "start the run with torchrun") from None
 
 
 def _rank_device(requested: str, local_rank: int) -> torch.device:
@@ -88,11 +89,13 @@ def init_distributed(device: str = "auto") -> DistInfo:
     if target.type == "cuda":
         torch.cuda.set_device(target)
     if target.type == "mps" and world_size > 1:
-        raise UserError("training on several processes needs CUDA GPUs or CPUs; Apple GPUs (mps) train in one process: run without torchrun, or pass --device cpu")
+        raise UserError("training on several processes needs CUDA GPUs or CPUs; "
+                        "Apple GPUs (mps) train in one process: run without torchrun, or pass --device cpu")
     backend = "nccl" if target.type == "cuda" else "gloo"
     if world_size > 1 and not dist.is_initialized():
         if not dist.is_available():
-            raise UserError("this PyTorch build has no torch.distributed: install a PyTorch with distributed support to train on several processes")
+            raise UserError("this PyTorch build has no torch.distributed: "
+                            "install a PyTorch with distributed support to train on several processes")
         # Binding the process group to the device lets NCCL connect eagerly and catches a wrong GPU early.
         dist.init_process_group(backend=backend, device_id=target if target.type == "cuda" else None)
     return DistInfo(rank=rank, world_size=world_size, local_rank=local_rank, device=target,

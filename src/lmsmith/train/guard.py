@@ -30,7 +30,9 @@ class NonFiniteGuard:
         self.skipped += 1
         if self.in_a_row >= self.max_in_a_row:
             raise UserError(
-                f"the loss or the gradients were NaN or infinite for {self.in_a_row} steps in a row (up to step {step}): "
+                f"the loss or the gradients were NaN or infinite for {self.in_a_row} steps in a row "
+                f"(up to step {step}): "
                 "training has diverged. Lower train.lr, lengthen train.warmup_steps, keep train.grad_clip on, "
-                "or use train.precision=bf16 or fp32 instead of fp16; then start again or resume from an earlier checkpoint"
+                "or use train.precision=bf16 or fp32 instead of fp16; "
+                "then start again or resume from an earlier checkpoint"
             )

@@ -170,7 +170,8 @@ def prepare_run_dir(run_dir: Path, resume: str | None, data: str) -> Path | None
         if found is not None or resume == "auto":
             return found
     if ckpt.checkpoint_dirs(run_dir) or (run_dir / FINAL_MODEL).is_dir():
-        raise UserError(f"{run_dir} already holds a run: continue it with --resume auto, or choose another out= directory")
+        raise UserError(f"{run_dir} already holds a run: "
+                        "continue it with --resume auto, or choose another out= directory")
     return None
 
 
@@ -186,7 +187,8 @@ def build_model(recipe: TrainRecipe, info: DistInfo, precision: Precision, quiet
     estimate = estimate_memory(config, n_params, n_muon, train.optimizer, train.micro_batch,
                                precision.name != "fp32", checkpointed, info.device, shards)
     if info.is_main and not quiet:
-        print(f"model: {n_params:,} parameters ({n_params - shape_only.tok_emb.weight.numel():,} without the token embedding); "
+        print(f"model: {n_params:,} parameters "
+              f"({n_params - shape_only.tok_emb.weight.numel():,} without the token embedding); "
               f"memory per rank about {estimate.describe()}")
     if train.check_memory:
         per_machine = info.world_size if info.device.type == "cpu" else 1
@@ -222,7 +224,8 @@ def plain_model_writer(recipe: TrainRecipe, tokenizer) -> Callable[[Path, dict, 
     def write(path: Path, weights: dict, extra: dict) -> None:
         with torch.device("meta"):
             plain = GPT(recipe.model)
-        plain.load_state_dict({**weights, **({"head.weight": weights["tok_emb.weight"]} if recipe.model.tie_embeddings else {})},
+        plain.load_state_dict({**weights,
+                               **({"head.weight": weights["tok_emb.weight"]} if recipe.model.tie_embeddings else {})},
                               assign=True)
         if recipe.model.tie_embeddings:
             plain.head.weight = plain.tok_emb.weight
@@ -354,7 +357,8 @@ def run_job(job: TrainingJob, cfg, run_dir: Path, info: DistInfo, resume_from: P
         saved = ckpt.read_checkpoint_state(resume_from)
         ckpt.check_same_model(resume_from, saved.get("model", {}), asdict(model_config))
         if saved.get("tokenizer_sha256") != job.tokenizer_sha256:
-            raise UserError(f"{resume_from} was trained on tokens of another tokenizer: resume with the data= it started with")
+            raise UserError(f"{resume_from} was trained on tokens of another tokenizer: "
+                            "resume with the data= it started with")
         if saved["run"]["step"] > cfg.steps:
             raise UserError(f"{resume_from} is at step {saved['run']['step']}, past train.steps={cfg.steps}: "
                             "raise train.steps to continue")
@@ -377,7 +381,8 @@ def run_job(job: TrainingJob, cfg, run_dir: Path, info: DistInfo, resume_from: P
             length = f"{cfg.max_minutes:g} minutes" + (f" (at most {cfg.steps} steps)" if cfg.steps < UNCAPPED else "")
         print(f"{start}: {length} of {plan.tokens:,} tokens ({plan.rows} x {plan.block_size}; "
               f"micro-batch {plan.micro_batch} x {plan.grad_accum} accumulation x {info.world_size} rank(s)), "
-              f"{precision.name} on {info.device}" + (f", {job.train_tokens:,} train tokens" if job.train_tokens else ""))
+              f"{precision.name} on {info.device}"
+              + (f", {job.train_tokens:,} train tokens" if job.train_tokens else ""))
 
     def checkpoint_state() -> dict:
         return {"run": asdict(state), "model": asdict(model_config), "recipe": job.config,
@@ -385,7 +390,8 @@ def run_job(job: TrainingJob, cfg, run_dir: Path, info: DistInfo, resume_from: P
 
     def save() -> None:
         if not ckpt.checkpoint_dirs(run_dir) or ckpt.checkpoint_dirs(run_dir)[-1].name != f"step-{state.step:06d}":
-            ckpt.save_checkpoint(run_dir, state.step, model, optimizers, scaler, checkpoint_state(), info, cfg.keep_last)
+            ckpt.save_checkpoint(run_dir, state.step, model, optimizers, scaler, checkpoint_state(), info,
+                                 cfg.keep_last)
 
     def run_evaluation(progress: TrainProgress) -> bool:
         """Evaluate, keep the best model; True when early stopping says to stop."""
@@ -459,10 +465,12 @@ def run_job(job: TrainingJob, cfg, run_dir: Path, info: DistInfo, resume_from: P
             if stopping:
                 save()
                 progress.print(f"stopped by {stop.signal or 'another rank'} at step {state.step}; checkpoint saved in "
-                               f"{run_dir / ckpt.CHECKPOINTS}. Continue with: lmsmith train RECIPE out={run_dir} --resume auto")
+                               f"{run_dir / ckpt.CHECKPOINTS}. "
+                               f"Continue with: lmsmith train RECIPE out={run_dir} --resume auto")
                 raise KeyboardInterrupt
             if early_stop:
-                progress.print(f"early stop at step {state.step}: no improvement for {cfg.early_stop_patience} evaluations "
+                progress.print(f"early stop at step {state.step}: "
+                               f"no improvement for {cfg.early_stop_patience} evaluations "
                                f"(best val loss {state.best_val_loss:.4f})")
                 stopped_early = True
                 break

@@ -90,7 +90,8 @@ def estimate_memory(config: ModelConfig, parameters: int, muon_parameters: int, 
         gradients=4 * parameters / shards,
         optimizer=optimizer_bytes / shards,
         # what autograd keeps, plus the logits' gradient that exists for a moment in backward
-        activations=tokens * (activation_bytes_per_token(config, low_precision, checkpointed_blocks) + 8 * (config.vocab_size or 0)),
+        activations=tokens * (activation_bytes_per_token(config, low_precision, checkpointed_blocks)
+                              + 8 * (config.vocab_size or 0)),
         overhead=OVERHEAD.get(device.type, 0.3 * GiB),
     )
 

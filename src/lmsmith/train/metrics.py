@@ -50,7 +50,8 @@ class MetricsLog:
         self.file.write(json.dumps({k: _finite(v) for k, v in record.items()}) + "\n")
         self.file.flush()
         step = record["step"]
-        numbers = {k: v for k, v in record.items() if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool)}
+        numbers = {k: v for k, v in record.items()
+                   if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool)}
         if self.tensorboard is not None:
             for key, value in numbers.items():
                 self.tensorboard.add_scalar(key, value, step)
@@ -87,4 +88,5 @@ def _tensorboard_writer(run_dir: Path):
 
 
 def _wandb_run(run_dir: Path, project: str, config: dict | None):
-    return _import_wandb().init(project=project, name=run_dir.name, dir=str(run_dir), config=config or {}, resume="allow")
+    return _import_wandb().init(project=project, name=run_dir.name, dir=str(run_dir), config=config or {},
+                                resume="allow")

@@ -14,12 +14,14 @@ class TrainProgress:
         self.quiet = quiet
         self.bar = progress_bar(
             TextColumn("[bold]train"), BarColumn(bar_width=20), MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]}  lr {task.fields[lr]}  {task.fields[rate]} tok/s  MFU {task.fields[mfu]}"),
+            TextColumn("loss {task.fields[loss]}  lr {task.fields[lr]}  "
+                       "{task.fields[rate]} tok/s  MFU {task.fields[mfu]}"),
             TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
             quiet=quiet, transient=False,
         )
         self.console = self.bar.console
-        self.task = self.bar.add_task("train", total=total_steps, completed=start_step, loss="-", lr="-", rate="-", mfu="-")
+        self.task = self.bar.add_task("train", total=total_steps, completed=start_step,
+                                      loss="-", lr="-", rate="-", mfu="-")
 
     def __enter__(self) -> TrainProgress:
         self.bar.start()
@@ -29,7 +31,8 @@ class TrainProgress:
         fields = dict(loss=f"{loss:.4f}", lr=f"{lr:.2e}", rate=f"{tokens_per_s:,.0f}", mfu=f"{100 * mfu:.1f}%")
         self.bar.update(self.task, completed=step, **fields)
         if self.bar.disable and log_line and not self.quiet:
-            self.console.print(f"step {step}: loss {fields['loss']}  lr {fields['lr']}  {fields['rate']} tok/s  MFU {fields['mfu']}")
+            self.console.print(f"step {step}: loss {fields['loss']}  lr {fields['lr']}  "
+                               f"{fields['rate']} tok/s  MFU {fields['mfu']}")
 
     def set_total(self, total_steps: int) -> None:
         """A time budget has planned the run's length."""
