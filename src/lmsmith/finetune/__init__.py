@@ -59,5 +59,6 @@ def run(config, inputs: dict, out: str | Path, *, quiet: bool = False, force: bo
     if not base:
         raise UserError("give the start model (a run or model directory, a Hugging Face directory, or hf:NAME)")
     if not data:
-        raise UserError("--data is missing: give the domain data (a JSONL file for --mode instruct, text for --mode continue)")
+        raise UserError("--data is missing: "
+                        "give the domain data (a JSONL file for --mode instruct, text for --mode continue)")
     return finetune_run(base, data, out, config, quiet=quiet)

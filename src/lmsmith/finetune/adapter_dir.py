@@ -82,7 +82,8 @@ def resolve_adapter_dir(path: str | Path) -> Path:
     for inside in (path / "adapter", path / "model" / "adapter"):  # a model directory, or a run directory
         if (inside / ADAPTER_CONFIG).is_file():
             return inside
-    raise UserError(f"{path} holds no LoRA adapter ({ADAPTER_CONFIG}): only a run made with --method lora can be merged; "
+    raise UserError(f"{path} holds no LoRA adapter ({ADAPTER_CONFIG}): "
+                    "only a run made with --method lora can be merged; "
                     "a full fine-tuning run is already a complete model in RUN/model")
 
 
@@ -116,7 +117,8 @@ def apply_adapter(model: GPT, adapter: Adapter) -> GPT:
             model.tok_emb.weight[base_vocab:] = adapter.state[ADDED_ROWS["tok_emb"]]
         if ADDED_ROWS["head"] in adapter.state:
             model.head.weight[base_vocab:] = adapter.state[ADDED_ROWS["head"]]
-    inject_lora(model, adapter.config["layers"], adapter.config["rank"], adapter.config["alpha"], adapter.config["dropout"])
+    inject_lora(model, adapter.config["layers"], adapter.config["rank"], adapter.config["alpha"],
+                adapter.config["dropout"])
     load_adapter_state(model, {k: v for k, v in adapter.state.items() if k not in ADDED_ROWS.values()})
     return model
 
@@ -138,7 +140,8 @@ def merge_adapter(run_or_adapter: str | Path, out: str | Path, base: str | Path 
     merge_lora(model)
     model.eval()
     save_model_dir(out, model, adapter.tokenizer, made_by="finetune --merge",
-                   inputs={"adapter": {"path": str(adapter.path), "sha256": file_sha256(adapter.path / ADAPTER_WEIGHTS)},
+                   inputs={"adapter": {"path": str(adapter.path),
+                                       "sha256": file_sha256(adapter.path / ADAPTER_WEIGHTS)},
                            "base": {"path": source, "sha256": adapter.config["base"]["sha256"]}})
     print(f"merged {adapter.path} into {source} -> {out}: an ordinary model directory "
           f"({model.num_params():,} parameters)")

@@ -69,7 +69,8 @@ class FinetuneConfig:
     packing: bool = False  # instruct: pack examples into full rows (faster; attention crosses examples)
     val_fraction: float = 0.1  # held out from the domain data when it has no validation split
     val_data: str | None = None  # a separate domain validation set (same kind as --data)
-    general_val: str | None = None  # general text (files, curated or tokens dir) whose loss before and after is reported
+    # general text (files, curated or tokens dir) whose loss before and after is reported
+    general_val: str | None = None
     general_val_tokens: int = 65536  # at most this many tokens of it are scored
     restore_best: bool = True  # end with the weights of the best validation, not those of the last step
     exact_match: int = 0  # instruct: answer this many validation prompts greedily before and after, and score them
@@ -125,7 +126,8 @@ def load_finetune_config(path: str | Path | None, overrides: list[str] = (), **f
         if key in others:
             raw.pop(key)
         elif key not in ("finetune", "train"):
-            raise ConfigError(f"unknown section '{key}' in {path}: a fine-tuning config has finetune: and train: sections")
+            raise ConfigError(f"unknown section '{key}' in {path}: "
+                              "a fine-tuning config has finetune: and train: sections")
     finetune = dict(raw.get("finetune") or {})
     finetune.update({k: v for k, v in flags.items() if v is not None})
     raw["finetune"] = finetune
@@ -133,7 +135,8 @@ def load_finetune_config(path: str | Path | None, overrides: list[str] = (), **f
     raw = apply_overrides(raw, qualified)
     config = parse_section(FinetuneConfig, raw.get("finetune"), "finetune")
     train_raw = dict(raw.get("train") or {})
-    defaults = dict(FINETUNE_TRAIN_DEFAULTS, lr=LORA_LEARNING_RATE if config.method == "lora" else FINETUNE_TRAIN_DEFAULTS["lr"])
+    defaults = dict(FINETUNE_TRAIN_DEFAULTS,
+                    lr=LORA_LEARNING_RATE if config.method == "lora" else FINETUNE_TRAIN_DEFAULTS["lr"])
     steps = train_raw.get("steps")
     if isinstance(steps, int) and "warmup_steps" not in train_raw:
         defaults["warmup_steps"] = min(defaults["warmup_steps"], max(0, steps // 10))

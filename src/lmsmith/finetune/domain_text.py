@@ -45,7 +45,8 @@ def domain_tokens(data: str | Path, tokenizer, work_dir: Path, val_fraction: flo
     """A tokens directory of the domain text (made under `work_dir` unless `data` is one)."""
     path = Path(data)
     if not path.exists():
-        raise UserError(f"domain data {path} does not exist: give a tokens or curated directory, a folder or text files")
+        raise UserError(f"domain data {path} does not exist: "
+                        "give a tokens or curated directory, a folder or text files")
     if stage_of(path) == "tokenize":
         tokens = open_tokens_dir(path)
         check_same_tokenizer(tokens, tokenizer)
@@ -54,9 +55,11 @@ def domain_tokens(data: str | Path, tokenizer, work_dir: Path, val_fraction: flo
     tokenizer.save(tokenizer_dir)
     curated = stage_of(path) == "curate"
     if not curated and not 0.0 < val_fraction < 1.0:
-        raise UserError(f"finetune.val_fraction is {val_fraction}, but continued pretraining on text files needs held-out "
+        raise UserError(f"finetune.val_fraction is {val_fraction}, "
+                        "but continued pretraining on text files needs held-out "
                         "text to validate on: set it between 0 and 1 (e.g. 0.1), or curate the text with a val split")
-    tokenize_corpus([str(path)], tokenizer_dir, work_dir / "tokens", val_fraction=None if curated else val_fraction, quiet=quiet)
+    tokenize_corpus([str(path)], tokenizer_dir, work_dir / "tokens",
+                    val_fraction=None if curated else val_fraction, quiet=quiet)
     return open_tokens_dir(work_dir / "tokens")
 
 
@@ -76,7 +79,8 @@ def general_tokens(source: str | Path, tokenizer, limit: int) -> np.ndarray:
     """Up to `limit` tokens of general text, its documents (or chunks of its files) joined by end-of-text."""
     path = Path(source)
     if not path.exists():
-        raise UserError(f"general validation text {path} does not exist: give text files, a curated or a tokens directory")
+        raise UserError(f"general validation text {path} does not exist: "
+                        "give text files, a curated or a tokens directory")
     if stage_of(path) == "tokenize":
         tokens = open_tokens_dir(path)
         check_same_tokenizer(tokens, tokenizer)

@@ -90,14 +90,16 @@ def parse_example(obj: Any, where: str, line: int = 0) -> Example:
             if role not in ROLES:
                 raise UserError(f"{at}: unknown role '{role}': use one of {', '.join(ROLES)}")
             if role == TRAINED_ROLE and not content.strip():
-                raise UserError(f"{at}: the assistant's content is empty: give the answer to learn, or drop the message")
+                raise UserError(f"{at}: the assistant's content is empty: "
+                                "give the answer to learn, or drop the message")
             parsed.append((role, content))
         if not any(role == TRAINED_ROLE for role, _ in parsed):
             raise UserError(f"{where}: the conversation has no assistant message, so there is nothing to learn: "
                             "add the answer as {\"role\": \"assistant\", \"content\": \"...\"}")
         return Example(tuple(parsed), line)
     if "prompt" not in obj and "response" not in obj:
-        raise UserError(f"{where}: missing fields 'prompt' and 'response' (found {', '.join(map(repr, obj)) or 'none'}): {FORMAT_HINT}")
+        raise UserError(f"{where}: missing fields 'prompt' and 'response' "
+                        f"(found {', '.join(map(repr, obj)) or 'none'}): {FORMAT_HINT}")
     prompt, response = _string_field(obj, "prompt", where), _string_field(obj, "response", where)
     if not response.strip():
         raise UserError(f"{where}: the response is empty: give the answer to learn, or remove the line")
@@ -119,7 +121,8 @@ def read_jsonl(path: str | Path) -> list[Example]:
                 try:
                     obj = json.loads(text)
                 except json.JSONDecodeError as exc:
-                    raise UserError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno}): {FORMAT_HINT}") from None
+                    raise UserError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno}): "
+                                    f"{FORMAT_HINT}") from None
                 examples.append(parse_example(obj, where, number))
     except UnicodeDecodeError as exc:
         raise UserError(f"{path} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x}): convert it to UTF-8") from None
@@ -183,7 +186,8 @@ class TokenizedSet:
         return sum(int((e.targets != IGNORE_INDEX).sum()) for e in self.examples)
 
 
-def tokenize_examples(examples: list[Example], template: ChatTemplate, tokenizer, max_tokens: int, what: str) -> TokenizedSet:
+def tokenize_examples(examples: list[Example], template: ChatTemplate, tokenizer, max_tokens: int,
+                      what: str) -> TokenizedSet:
     result, dropped = [], 0
     for example in examples:
         tokenized = tokenize_example(example, template, tokenizer, max_tokens)
@@ -226,7 +230,8 @@ def pack_examples(examples: list[TokenizedExample], length: int) -> list[Tokeniz
             used = 0
         rows[-1].append(e)
         used += len(e.inputs)
-    return [TokenizedExample(torch.cat([e.inputs for e in row]), torch.cat([e.targets for e in row])) for row in rows if row]
+    return [TokenizedExample(torch.cat([e.inputs for e in row]), torch.cat([e.targets for e in row]))
+            for row in rows if row]
 
 
 class InstructBatches:
@@ -289,7 +294,8 @@ class InstructEvalBatches:
     """
 
     def __init__(self, data: TokenizedSet, micro_batch: int, device, pad_id: int):
-        self.batches = [pad_batch(data.examples[i:i + micro_batch], pad_id) for i in range(0, len(data.examples), micro_batch)]
+        self.batches = [pad_batch(data.examples[i:i + micro_batch], pad_id)
+                        for i in range(0, len(data.examples), micro_batch)]
         self.device = torch.device(device)
 
     def __len__(self) -> int:

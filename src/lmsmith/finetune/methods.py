@@ -48,7 +48,8 @@ def choose_trainable(model: GPT, config: FinetuneConfig) -> dict:
         for p in model.parameters():
             p.requires_grad_(True)
         freeze_parts(model, config.freeze.embeddings, config.freeze.blocks)
-        chosen = {"method": "full", "frozen_embeddings": config.freeze.embeddings, "frozen_blocks": config.freeze.blocks}
+        chosen = {"method": "full", "frozen_embeddings": config.freeze.embeddings,
+                  "frozen_blocks": config.freeze.blocks}
     trainable, total = count_parameters(model)
     if trainable == 0:
         raise ConfigError("every parameter is frozen, so nothing would learn: freeze fewer blocks")

@@ -191,7 +191,8 @@ class ModelWriter:
         if adapter_model is not None:
             lora = self.recipe.finetune.lora
             save_adapter_dir(path / ADAPTER, adapter_model, self.tokenizer,
-                             lora={"rank": lora.rank, "alpha": lora.alpha, "dropout": lora.dropout, "targets": lora.targets},
+                             lora={"rank": lora.rank, "alpha": lora.alpha, "dropout": lora.dropout,
+                                   "targets": lora.targets},
                              layers=self.lora_layers, base=self.base, added_tokens=self.added_tokens,
                              extra={"template": self.recipe.finetune.template, **extra})
 
@@ -220,7 +221,8 @@ def general_loss(model, tokens: np.ndarray | None, tokenizer, device) -> dict | 
 
     was_training = model.training
     context = model.config.block_size
-    result = evaluate_tokens(model, tokens, token_byte_lengths(tokenizer), context=context, stride=context, device=device)
+    result = evaluate_tokens(model, tokens, token_byte_lengths(tokenizer), context=context, stride=context,
+                             device=device)
     model.train(was_training)
     return {"loss": round(result.loss, 5), "bits_per_byte": round(result.bits_per_byte, 5), "tokens": result.tokens}
 
@@ -295,7 +297,8 @@ def _finetune(base: str, data: str, out: Path, recipe: FinetuneRecipe, info, wor
     inputs = {"base": base_info, "data": domain.description}
     writer = ModelWriter(model.config, tokenizer, recipe, base_info, added, list(lora_layers(model)), inputs)
     job = TrainingJob(model=model, batches=domain.batches, eval_batches=domain.eval_batches, write_model=writer,
-                      stage=STAGE, inputs=inputs, config={"finetune": section_to_dict(cfg), "train": section_to_dict(train)})
+                      stage=STAGE, inputs=inputs,
+                      config={"finetune": section_to_dict(cfg), "train": section_to_dict(train)})
     result = run_job(job, train, out, info, quiet=quiet)
 
     restored = cfg.restore_best and info.is_main and restore_best(out)
@@ -346,7 +349,8 @@ def make_report(recipe, chosen, base_info, domain, before, after, result, restor
 def print_summary(report: dict, out: Path) -> None:
     before, after = report["before"], report["after"]
     lines = [f"domain val loss {before['val_loss']:.4f} -> {after['val_loss']:.4f}"
-             f" (perplexity {math.exp(min(before['val_loss'], 700)):.2f} -> {math.exp(min(after['val_loss'], 700)):.2f})"]
+             f" (perplexity {math.exp(min(before['val_loss'], 700)):.2f}"
+             f" -> {math.exp(min(after['val_loss'], 700)):.2f})"]
     if before["general"]:
         change = report["general_loss_change"]
         lines.append(f"general val loss {before['general']['loss']:.4f} -> {after['general']['loss']:.4f} "
@@ -354,5 +358,6 @@ def print_summary(report: dict, out: Path) -> None:
     if before["answers"]:
         lines.append(f"exact match on {after['answers']['examples']} val examples: "
                      f"{before['answers']['exact_match']:.1%} -> {after['answers']['exact_match']:.1%}")
-    where = f"{out / 'model'}" + (f", adapter in {out / 'model' / ADAPTER}" if report["parameters"]["method"] == "lora" else "")
+    where = f"{out / 'model'}" + (f", adapter in {out / 'model' / ADAPTER}"
+                                  if report["parameters"]["method"] == "lora" else "")
     print("\n".join(lines) + f"\nfine-tuned model in {where}; report in {out / REPORT}")

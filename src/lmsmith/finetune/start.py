@@ -20,7 +20,8 @@ from lmsmith.tokenizer import Tokenizer
 
 HUB_PREFIX = "hf:"
 # What a model needs from a Hub repository; everything else (other frameworks' weights, ONNX...) is skipped.
-HUB_FILES = ["config.json", "*.safetensors", "*.safetensors.index.json", "pytorch_model*.bin", "pytorch_model.bin.index.json",
+HUB_FILES = ["config.json", "*.safetensors", "*.safetensors.index.json",
+             "pytorch_model*.bin", "pytorch_model.bin.index.json",
              "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt",
              "generation_config.json"]
 

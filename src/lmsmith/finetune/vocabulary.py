@@ -47,7 +47,8 @@ def grow_vocabulary(model: GPT, vocab_size: int) -> int:
     if model.config.tie_embeddings:
         model.head.weight = model.tok_emb.weight
     else:
-        head = nn.Linear(model.head.in_features, vocab_size, bias=False, device=old.device, dtype=model.head.weight.dtype)
+        head = nn.Linear(model.head.in_features, vocab_size, bias=False, device=old.device,
+                         dtype=model.head.weight.dtype)
         with torch.no_grad():
             head.weight.copy_(_grown(model.head.weight, rows))
         head.weight.requires_grad_(model.head.weight.requires_grad)
