@@ -56,8 +56,8 @@ def domain_tokens(data: str | Path, tokenizer, work_dir: Path, val_fraction: flo
     curated = stage_of(path) == "curate"
     if not curated and not 0.0 < val_fraction < 1.0:
         raise UserError(f"finetune.val_fraction is {val_fraction}, "
-                        "but continued pretraining on text files needs held-out "
-                        "text to validate on: set it between 0 and 1 (e.g. 0.1), or curate the text with a val split")
+                        "but continued pretraining on text files needs held-out text to validate on: "
+                        "set it between 0 and 1 (e.g. 0.1), or curate the text with a val split")
     tokenize_corpus([str(path)], tokenizer_dir, work_dir / "tokens",
                     val_fraction=None if curated else val_fraction, quiet=quiet)
     return open_tokens_dir(work_dir / "tokens")
