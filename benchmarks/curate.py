@@ -2,7 +2,7 @@
 
     python benchmarks/curate.py                 # stdlib + a generated 200 MB corpus + datatrove if installed
     python benchmarks/curate.py --size-mb 20    # a smaller generated corpus
-    python benchmarks/curate.py --only near     # one part: near (duplicates), prose (technical prose)
+    python benchmarks/curate.py --only near     # one part: near (duplicates), prose (technical prose), ray
 
 Measures, each run in a fresh process (so peak memory is its own):
 - the whole default pipeline on the `stdlib` corpus and on a generated corpus (JSON lines of
@@ -15,7 +15,9 @@ Measures, each run in a fresh process (so peak memory is its own):
   candidates confirmed by exact Jaccard and (the reference, in the same run) by the MinHash estimate;
 - technical prose: the keep rate per kind of real documentation (Python's manual topics, standard-
   library docstrings, licence texts, SQL) and the drop rate per kind of planted junk, under our rules
-  and under the Gopher rules alone.
+  and under the Gopher rules alone;
+- the Ray engine (if installed) against the local executor on one generated corpus, at 1 and 2
+  workers (Ray: a fresh local cluster of that many CPUs, its start not timed).
 
 Prints ONE JSON line. datatrove is not a dependency of lmsmith: `pip install datatrove` to compare.
 """
@@ -226,6 +228,40 @@ def near_duplicates(n_base: int) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------
+# The Ray engine against the local executor
+
+
+def run_ray(inputs: list[str], out: str, workers: int) -> dict:
+    """One curate run with --engine ray on a fresh local Ray cluster of `workers` CPUs (its start not timed)."""
+    import ray
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    result = run_lmsmith(inputs, out, workers, False, engine="ray")
+    ray.shutdown()
+    return result
+
+
+def ray_against_local(size_mb: float) -> dict:
+    """The full pipeline on one generated corpus: local at 1 and 2 workers, Ray at 1 and 2 CPUs."""
+    work = Path(tempfile.mkdtemp(prefix="lmsmith-curate-ray-"))
+    try:
+        corpus = work / "corpus"
+        info = generate_corpus(corpus, size_mb)
+        out: dict = {"mb": round(info["bytes"] / 1e6, 1), "docs": info["docs"]}
+        for workers in (1, 2):
+            out[f"local_{workers}"] = in_fresh_process("lmsmith", [[str(corpus)], str(work / f"l{workers}"), workers, False])
+            out[f"ray_{workers}"] = in_fresh_process("ray", [[str(corpus)], str(work / f"r{workers}"), workers])
+            local, ray = out[f"local_{workers}"], out[f"ray_{workers}"]
+            if "seconds" in local and "seconds" in ray:
+                out[f"ray_vs_local_throughput_{workers}"] = round(local["seconds"] / ray["seconds"], 3)
+                out[f"same_output_{workers}"] = local["docs_out"] == ray["docs_out"]
+        return out
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------------------------
 # Technical prose against planted junk
 
 
@@ -262,10 +298,10 @@ EQUIVALENT_STEPS = {  # only what datatrove also does here: Gopher rules and Min
 }
 
 
-def run_lmsmith(inputs: list[str], out: str, workers: int, equivalent: bool) -> dict:
+def run_lmsmith(inputs: list[str], out: str, workers: int, equivalent: bool, engine: str = "local") -> dict:
     from lmsmith.data.pipeline import curate
 
-    config = EQUIVALENT_STEPS if equivalent else {}
+    config = {**(EQUIVALENT_STEPS if equivalent else {}), "engine": engine}
     start = time.perf_counter()
     report = curate(inputs, out, config, quiet=True, workers=workers)
     seconds = time.perf_counter() - start
@@ -273,7 +309,8 @@ def run_lmsmith(inputs: list[str], out: str, workers: int, equivalent: bool) -> 
     return {"seconds": round(seconds, 2), "mb_in": round(totals["bytes_in"] / 1e6, 2), "docs_in": totals["docs_in"],
             "docs_out": totals["docs_out"], "mb_per_s": round(totals["bytes_in"] / 1e6 / seconds, 3),
             "docs_per_s": round(totals["docs_in"] / seconds, 1),
-            "dropped": {s["name"]: s["dropped_docs"] for s in report["steps"] if s["dropped_docs"]}, **peak_rss_mb()}
+            "dropped": {s["name"]: s["dropped_docs"] for s in report["steps"] if s["dropped_docs"]},
+            "step_seconds": {s["name"]: s["seconds"] for s in report["steps"]}, **peak_rss_mb()}
 
 
 def run_datatrove(folder: str, work: str, workers: int) -> dict:
@@ -346,6 +383,8 @@ def child(kind: str, payload: str) -> None:
     if kind == "lmsmith":
         inputs, out, workers, equivalent = json.loads(payload)
         result = run_lmsmith(inputs, out, workers, equivalent)
+    elif kind == "ray":
+        result = run_ray(*json.loads(payload))
     else:
         folder, work, workers = json.loads(payload)
         result = run_datatrove(folder, work, workers)
@@ -359,6 +398,14 @@ def in_fresh_process(kind: str, payload: list) -> dict:
         if line.startswith("RESULT "):
             return json.loads(line[len("RESULT "):])
     return {"error": (proc.stderr.strip().splitlines() or ["no output"])[-1][:300]}
+
+
+def ray_available() -> bool:
+    try:
+        import ray.data  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def datatrove_available() -> bool:
@@ -376,7 +423,9 @@ def main() -> None:
     parser.add_argument("--near-docs", type=int, default=800, help="base documents for the near-duplicate check")
     parser.add_argument("--no-stdlib", action="store_true")
     parser.add_argument("--no-datatrove", action="store_true")
-    parser.add_argument("--only", choices=["near", "prose"], help="measure only this part")
+    parser.add_argument("--ray-mb", type=float, default=20.0, help="size of the corpus for Ray against local")
+    parser.add_argument("--no-ray", action="store_true")
+    parser.add_argument("--only", choices=["near", "prose", "ray"], help="measure only this part")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -385,7 +434,8 @@ def main() -> None:
 
     result: dict = {"benchmark": "curate", "workers": args.workers, "cpus": os.cpu_count()}
     if args.only:
-        part = {"near": lambda: near_duplicates(args.near_docs), "prose": technical_prose}[args.only]
+        part = {"near": lambda: near_duplicates(args.near_docs), "prose": technical_prose,
+                "ray": lambda: ray_against_local(args.ray_mb)}[args.only]
         result[args.only] = part()
         print(json.dumps(result))
         return
@@ -411,6 +461,8 @@ def main() -> None:
         result["generated"] = generated
         result["near_duplicates"] = near_duplicates(args.near_docs)
         result["technical_prose"] = technical_prose()
+        if not args.no_ray and ray_available():
+            result["ray"] = ray_against_local(args.ray_mb)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(json.dumps(result))
