@@ -390,7 +390,8 @@ def test_cli_stop_string_with_escaped_newline(model_dir, tokenizer, capsys):
     path, model = model_dir
     (free,) = generate(model, tokenizer, ["Trans"], GenerationConfig(max_new_tokens=30, temperature=0))
     stop = free[10:12]
-    assert cli(path, "--prompt", "Trans", "--max-new-tokens", 30, "--temperature", 0, "--stop", stop.replace("\n", "\\n")) == 0
+    assert cli(path, "--prompt", "Trans", "--max-new-tokens", 30, "--temperature", 0,
+               "--stop", stop.replace("\n", "\\n")) == 0
     assert capsys.readouterr().out == "Trans" + free[: free.index(stop)] + "\n"
 
 

@@ -43,7 +43,8 @@ def test_bad_instruction_data_names_its_line(tmp_path, capsys, base_dir, bad, me
 def test_an_unknown_lora_target_lists_the_layers_that_exist(tmp_path, capsys, base_dir, kv_file):
     err = refused(capsys, ["finetune", str(base_dir), "--data", str(kv_file), "-o", str(tmp_path / "run"),
                            "--method", "lora", "lora.targets=[q_proj, v_proj]"])
-    assert "'q_proj' matches no linear layer of this model; the layers are: attn.qkv, attn.proj, ffn.fc, ffn.proj, head" in err
+    assert ("'q_proj' matches no linear layer of this model; "
+            "the layers are: attn.qkv, attn.proj, ffn.fc, ffn.proj, head") in err
 
 
 def test_merging_into_another_base_is_refused(tmp_path, capsys, base_dir, kv_file, char_tokenizer, make_model):
@@ -54,7 +55,8 @@ def test_merging_into_another_base_is_refused(tmp_path, capsys, base_dir, kv_fil
                  *FAST, "train.steps=2", "train.eval_every=1"]) == 0
     other = make_model(char_tokenizer.vocab_size, seed=5, block_size=32, n_embd=64)
     save_model_dir(tmp_path / "other", other, char_tokenizer, made_by="test")
-    err = refused(capsys, ["finetune", "--merge", str(run), "--base", str(tmp_path / "other"), "-o", str(tmp_path / "m")])
+    err = refused(capsys, ["finetune", "--merge", str(run), "--base", str(tmp_path / "other"),
+                           "-o", str(tmp_path / "m")])
     assert "was trained on other base weights" in err and "merge into the base it was trained on" in err
     assert not (tmp_path / "m").exists()
     err = refused(capsys, ["finetune", "--merge", str(base_dir), "-o", str(tmp_path / "m")])
@@ -78,9 +80,12 @@ def test_config_mistakes_are_one_line(tmp_path, capsys, base_dir, kv_file, extra
 
 def test_missing_or_misplaced_inputs(tmp_path, capsys, base_dir, kv_file):
     assert "--data is missing" in refused(capsys, ["finetune", str(base_dir), "-o", str(tmp_path / "r")])
-    assert "does not exist" in refused(capsys, ["finetune", str(tmp_path / "nope"), "--data", str(kv_file), "-o", str(tmp_path / "r")])
-    assert "would replace the input" in refused(capsys, ["finetune", str(base_dir), "--data", str(kv_file), "-o", str(base_dir)])
-    assert "reads a JSONL file" in refused(capsys, ["finetune", str(base_dir), "--data", str(tmp_path), "-o", str(tmp_path / "r")])
+    assert "does not exist" in refused(capsys, ["finetune", str(tmp_path / "nope"), "--data", str(kv_file),
+                                                "-o", str(tmp_path / "r")])
+    assert "would replace the input" in refused(capsys, ["finetune", str(base_dir), "--data", str(kv_file),
+                                                         "-o", str(base_dir)])
+    assert "reads a JSONL file" in refused(capsys, ["finetune", str(base_dir), "--data", str(tmp_path),
+                                                    "-o", str(tmp_path / "r")])
 
 
 def test_overrides_may_follow_the_options():
@@ -97,5 +102,6 @@ def test_a_hub_model_that_cannot_be_downloaded_is_one_line(tmp_path, capsys, kv_
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # read at import, if imported already
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
-    err = refused(capsys, ["finetune", "hf:lmsmith-test/not-a-model", "--data", str(kv_file), "-o", str(tmp_path / "r")])
+    err = refused(capsys, ["finetune", "hf:lmsmith-test/not-a-model", "--data", str(kv_file),
+                           "-o", str(tmp_path / "r")])
     assert "could not download lmsmith-test/not-a-model from the Hugging Face Hub" in err

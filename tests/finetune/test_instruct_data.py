@@ -26,7 +26,8 @@ from lmsmith.train.config import BatchPlan
 
 
 def write_lines(path, lines) -> str:
-    path.write_text("".join((line if isinstance(line, str) else json.dumps(line)) + "\n" for line in lines), encoding="utf-8")
+    path.write_text("".join((line if isinstance(line, str) else json.dumps(line)) + "\n" for line in lines),
+                    encoding="utf-8")
     return str(path)
 
 
@@ -44,12 +45,16 @@ def test_both_formats_are_read_and_blank_lines_skipped(tmp_path):
 
 BAD_LINES = {
     "missing field": ({"prompt": "p"}, "line 2: missing field 'response'"),
-    "neither format": ({"question": "p", "answer": "a"}, "line 2: missing fields 'prompt' and 'response' (found 'question', 'answer')"),
+    "neither format": ({"question": "p", "answer": "a"},
+                       "line 2: missing fields 'prompt' and 'response' (found 'question', 'answer')"),
     "wrong type": ({"prompt": "p", "response": 42}, "line 2: field 'response' must be text, got int"),
     "empty response": ({"prompt": "p", "response": "  "}, "line 2: the response is empty"),
-    "unknown role": ({"messages": [{"role": "human", "content": "hi"}]}, "line 2, messages[0]: unknown role 'human': use one of system, user, assistant"),
-    "no answer": ({"messages": [{"role": "user", "content": "hi"}]}, "line 2: the conversation has no assistant message"),
-    "bad content": ({"messages": [{"role": "user", "content": ["hi"]}]}, "line 2, messages[0]: field 'content' must be text, got list"),
+    "unknown role": ({"messages": [{"role": "human", "content": "hi"}]},
+                     "line 2, messages[0]: unknown role 'human': use one of system, user, assistant"),
+    "no answer": ({"messages": [{"role": "user", "content": "hi"}]},
+                  "line 2: the conversation has no assistant message"),
+    "bad content": ({"messages": [{"role": "user", "content": ["hi"]}]},
+                    "line 2, messages[0]: field 'content' must be text, got list"),
     "not json": ('{"prompt": "p", "response": ', "line 2: not valid JSON"),
     "not an object": ('["p", "r"]', "line 2: expected a JSON object, got list"),
 }
@@ -85,7 +90,8 @@ def test_prompt_tokens_carry_zero_loss(char_tokenizer, make_model):
     log_probs = logits.detach()[0].double().log_softmax(-1)
     reference = -log_probs[~prompt_positions].gather(1, tokenized.targets[~prompt_positions, None]).mean()
     torch.testing.assert_close(loss.double(), reference, rtol=1e-6, atol=1e-6)
-    torch.testing.assert_close(model(tokenized.inputs[None], tokenized.targets[None]).loss.double(), reference, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(model(tokenized.inputs[None], tokenized.targets[None]).loss.double(), reference,
+                               rtol=1e-5, atol=1e-5)
 
 
 def test_only_assistant_turns_are_trained_in_a_chat(char_tokenizer):
@@ -108,7 +114,8 @@ def test_long_examples_are_cut_and_answerless_ones_dropped(char_tokenizer):
 
 
 def tokenized_set(char_tokenizer, n=12):
-    examples = [Example((("user", f"question {i}" + "?" * (i % 5)), ("assistant", f"answer {i * 7}"))) for i in range(n)]
+    examples = [Example((("user", f"question {i}" + "?" * (i % 5)), ("assistant", f"answer {i * 7}")))
+                for i in range(n)]
     return tokenize_examples(examples, get_template("plain"), char_tokenizer, max_tokens=64, what="training")
 
 

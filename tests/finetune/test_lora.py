@@ -107,7 +107,8 @@ def test_targets_pick_by_suffix_or_pattern_and_unknown_ones_list_what_exists(mak
     model = make_model(97)
     assert select_targets(model, ["qkv"]) == ["blocks.0.attn.qkv", "blocks.1.attn.qkv"]
     assert select_targets(model, ["attn.proj"]) == ["blocks.0.attn.proj", "blocks.1.attn.proj"]
-    assert select_targets(model, ["blocks.1.*"]) == ["blocks.1.attn.qkv", "blocks.1.attn.proj", "blocks.1.ffn.fc", "blocks.1.ffn.proj"]
+    assert select_targets(model, ["blocks.1.*"]) == ["blocks.1.attn.qkv", "blocks.1.attn.proj",
+                                                     "blocks.1.ffn.fc", "blocks.1.ffn.proj"]
     with pytest.raises(ConfigError) as info:
         select_targets(model, ["q_proj"])
     message = str(info.value)

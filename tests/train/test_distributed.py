@@ -41,7 +41,8 @@ def run(command: list[str]) -> None:
 
 def train(tokens: Path, out: Path, ranks: int, **settings) -> Path:
     recipe = out.with_name(out.name + ".yaml")
-    recipe.write_text(yaml.safe_dump({"data": str(tokens), "out": str(out), "model": MODEL, "train": {**TRAIN, **settings}}))
+    recipe.write_text(yaml.safe_dump({"data": str(tokens), "out": str(out), "model": MODEL,
+                                      "train": {**TRAIN, **settings}}))
     launcher = [sys.executable]
     if ranks > 1:
         # --standalone: torchrun picks a free local port for the rendezvous itself.

@@ -50,7 +50,8 @@ def test_activation_estimate_is_within_30_percent_of_the_truth(shape, low_precis
 
 
 def test_checkpointing_and_sharding_lower_the_estimate():
-    config = parse_section(ModelConfig, dict(vocab_size=512, block_size=256, n_layer=12, n_head=12, n_embd=768), "model")
+    config = parse_section(ModelConfig, dict(vocab_size=512, block_size=256, n_layer=12, n_head=12, n_embd=768),
+                           "model")
     plain = estimate_memory(config, 100, 50, "adamw", 8, True, 0, torch.device("cpu"))
     checkpointed = estimate_memory(config, 100, 50, "adamw", 8, True, 12, torch.device("cpu"))
     sharded = estimate_memory(config, 100, 50, "muon", 8, True, 0, torch.device("cpu"), shards=4)

@@ -13,7 +13,9 @@ from lmsmith.train.optim import build_optimizers
 
 
 def model(**kw) -> GPT:
-    return GPT(parse_section(ModelConfig, {"vocab_size": 97, "block_size": 16, "n_layer": 2, "n_head": 2, "n_embd": 32, **kw}, "model"))
+    return GPT(parse_section(ModelConfig,
+                             {"vocab_size": 97, "block_size": 16, "n_layer": 2, "n_head": 2, "n_embd": 32, **kw},
+                             "model"))
 
 
 def groups_by_name(net: GPT, optimizers) -> dict[str, tuple[str, str, float]]:
@@ -52,7 +54,8 @@ def test_muon_takes_the_hidden_matrices_and_adamw_the_rest():
 
 def test_muon_steps_change_weights_and_peak_lrs_are_recorded():
     net = model()
-    optimizers = build_optimizers(net, parse_section(TrainConfig, {"optimizer": "muon", "lr": 1e-3, "muon_lr": 0.05}, "train"))
+    optimizers = build_optimizers(net, parse_section(TrainConfig, {"optimizer": "muon", "lr": 1e-3, "muon_lr": 0.05},
+                                                     "train"))
     assert {g["peak_lr"] for o in optimizers for g in o.param_groups} == {1e-3, 0.05}
     before = {n: p.detach().clone() for n, p in net.named_parameters()}
     x = torch.randint(0, 97, (2, 16))

@@ -52,7 +52,8 @@ def test_other_stages_sections_are_left_alone(tmp_path, recipe_file):
 
 @pytest.mark.parametrize("overrides,message", [
     (["model.vocab_size=100"], "model.vocab_size (100) is smaller than the vocabulary"),
-    (["model.block_size=8000", "train.batch_tokens=32000"], "has 6701 tokens, fewer than block_size + 1 = 8001: lower model.block_size"),
+    (["model.block_size=8000", "train.batch_tokens=32000"],
+     "has 6701 tokens, fewer than block_size + 1 = 8001: lower model.block_size"),
 ])
 def test_data_that_does_not_fit_the_model(tmp_path, recipe_file, capsys, overrides, message, one_thread):
     code, err = train_cli(capsys, recipe_file(tmp_path / "run"), *overrides)
@@ -84,7 +85,8 @@ def test_an_existing_run_is_continued_only_when_asked(tmp_path, recipe_file, cap
     code, err = train_cli(capsys, recipe, "train.steps=12", "--resume", str(tmp_path))
     assert code == 2 and "is not a checkpoint" in err
     # Raising the step count continues the run from the checkpoint named (or with auto, the newest).
-    assert train_cli(capsys, recipe, "train.steps=12", "--resume", str(tmp_path / "run" / "checkpoints" / "step-000008"))[0] == 0
+    assert train_cli(capsys, recipe, "train.steps=12",
+                     "--resume", str(tmp_path / "run" / "checkpoints" / "step-000008"))[0] == 0
     assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["step-000008", "step-000012"]
 
 
