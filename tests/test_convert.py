@@ -40,7 +40,8 @@ TEXTS = [
     "Hello world", " leading space and  double  spaces", "tabs\tand\nnewlines\n\n",
     "émoji 🤖, CJK 中文字, accents ñandú", "def add(a, b):\n    return a + b\n",
 ]
-CORPUS = [t * 3 for t in TEXTS] + ["the quick brown fox jumps over the lazy dog " * 20, "lorem ipsum dolor sit amet " * 20]
+CORPUS = [t * 3 for t in TEXTS] + ["the quick brown fox jumps over the lazy dog " * 20,
+                                   "lorem ipsum dolor sit amet " * 20]
 
 
 def train_backend(specials: list[str], vocab_size: int = 300) -> Backend:
@@ -316,19 +317,22 @@ def test_hf_to_ours_to_hf_gives_identical_tensors(tmp_path, gpt2_backend, llama_
         hf_dir = make_hf_dir(tmp_path / "hf", hf, llama_backend, "</s>")
     import_hf_dir(hf_dir, tmp_path / "ours")
     export_hf_dir(tmp_path / "ours", tmp_path / "back")
-    before, after = load_file(str(hf_dir / "model.safetensors")), load_file(str(tmp_path / "back" / "model.safetensors"))
+    before, after = (load_file(str(hf_dir / "model.safetensors")),
+                     load_file(str(tmp_path / "back" / "model.safetensors")))
     assert sorted(before) == sorted(after)
     for name in before:
         assert torch.equal(before[name], after[name]), name
     assert (tmp_path / "back" / "tokenizer.json").read_text() == (tmp_path / "ours" / "tokenizer.json").read_text()
 
 
-@pytest.mark.parametrize("shape", [OUR_SHAPES["gpt2-untied-exact-gelu"], OUR_SHAPES["llama-GQA"]], ids=["gpt2", "llama"])
+@pytest.mark.parametrize("shape", [OUR_SHAPES["gpt2-untied-exact-gelu"], OUR_SHAPES["llama-GQA"]],
+                         ids=["gpt2", "llama"])
 def test_ours_to_hf_to_ours_gives_identical_tensors(tmp_path, gpt2_backend, shape):
     our_dir = our_model_dir(tmp_path / "ours", gpt2_backend, "<|endoftext|>", shape)
     export_hf_dir(our_dir, tmp_path / "hf")
     import_hf_dir(tmp_path / "hf", tmp_path / "again")
-    before, after = load_file(str(our_dir / "model.safetensors")), load_file(str(tmp_path / "again" / "model.safetensors"))
+    before, after = (load_file(str(our_dir / "model.safetensors")),
+                     load_file(str(tmp_path / "again" / "model.safetensors")))
     assert sorted(before) == sorted(after)
     for name in before:
         assert torch.equal(before[name], after[name]), name
@@ -351,13 +355,15 @@ def write_config(path: Path, **fields) -> Path:
 @pytest.mark.parametrize("config, message", [
     (dict(model_type="bert"), "'bert' is not supported; lmsmith converts gpt2"),
     (dict(model_type="phi3"), "'phi3' is not supported"),
-    (dict(model_type="llama", hidden_size=64, num_attention_heads=4, rope_scaling={"rope_type": "linear", "factor": 2.0}),
+    (dict(model_type="llama", hidden_size=64, num_attention_heads=4,
+          rope_scaling={"rope_type": "linear", "factor": 2.0}),
      "RoPE scaling 'linear'"),
     (dict(model_type="qwen3", hidden_size=64, num_attention_heads=4, head_dim=32, attention_bias=True),
      "attention_bias=True with mlp_bias=False"),
     (dict(model_type="llama", hidden_size=64, num_attention_heads=4, attention_bias=True), "one bias switch"),
     (dict(model_type="llama", hidden_size=64, num_attention_heads=4, hidden_act="gelu"), "hidden_act 'gelu'"),
-    (dict(model_type="gpt2", n_embd=64, n_head=4, scale_attn_by_inverse_layer_idx=True), "scale_attn_by_inverse_layer_idx"),
+    (dict(model_type="gpt2", n_embd=64, n_head=4, scale_attn_by_inverse_layer_idx=True),
+     "scale_attn_by_inverse_layer_idx"),
     (dict(model_type="gpt2", n_embd=64, n_head=4, activation_function="relu"), "activation_function 'relu'"),
 ])
 def test_unsupported_configs_are_refused_by_name(tmp_path, capsys, config, message):
@@ -416,7 +422,8 @@ def test_tokenizer_larger_than_model_vocab_is_refused(tmp_path, gpt2_backend):
 
 
 def test_model_outside_both_families_is_refused_with_the_misfits(tmp_path, gpt2_backend, capsys):
-    shape = dict(n_layer=1, n_head=2, n_embd=32, position="sinusoidal", norm="layernorm", feed_forward="relu2", qk_norm=True)
+    shape = dict(n_layer=1, n_head=2, n_embd=32, position="sinusoidal", norm="layernorm", feed_forward="relu2",
+                 qk_norm=True)
     our_dir = our_model_dir(tmp_path / "ours", gpt2_backend, "<|endoftext|>", shape)
     with pytest.raises(UserError) as err:
         export_hf_dir(our_dir, tmp_path / "hf")
@@ -439,7 +446,8 @@ def test_cli_converts_both_ways(tmp_path, gpt2_backend, capsys):
     manifest = json.loads((tmp_path / "ours" / "manifest.json").read_text())
     assert manifest["inputs"]["hf_dir"]["model_type"] == "gpt2"
     assert set(manifest["inputs"]["hf_dir"]["sha256"]) == {"config.json", "model.safetensors"}
-    assert_logits_match(AutoModelForCausalLM.from_pretrained(str(tmp_path / "back")), hf_model_to_ours(hf), hf.config.vocab_size)
+    assert_logits_match(AutoModelForCausalLM.from_pretrained(str(tmp_path / "back")), hf_model_to_ours(hf),
+                        hf.config.vocab_size)
 
 
 def test_outputs_never_replace_the_input_or_the_users_files(tmp_path, gpt2_backend):
