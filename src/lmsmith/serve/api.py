@@ -5,8 +5,8 @@ become a JSON answer or a stream of server-sent events. No endpoint reads or wri
 the logs record each request's size and timing, not its text (unless serve.log_text is set).
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: FastAPI reads the route functions' annotations, and those
+# must be the real classes, which are imported inside create_app (fastapi comes with the serve extra only).
 import json
 import logging
 import secrets
@@ -14,16 +14,17 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, StreamingResponse
-from starlette.exceptions import HTTPException
+from typing import TYPE_CHECKING
 
 from lmsmith.chat_template import ChatFormat, TemplateError
 from lmsmith.serve.choices import Choice, Choices
 from lmsmith.serve.engine import Engine, Sampling
 from lmsmith.serve.errors import ApiError, bad_request
 from lmsmith.serve.protocol import ChatBody, CompletionBody, Limits, Sampled, check_fits, read_chat, read_completion
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI, Request
+    from fastapi.responses import StreamingResponse
 
 log = logging.getLogger("lmsmith.serve")
 
@@ -46,7 +47,11 @@ class ServedModel:
     created: int = 0
 
 
-def create_app(served: ServedModel) -> FastAPI:
+def create_app(served: ServedModel) -> "FastAPI":
+    from fastapi import FastAPI, Request
+    from fastapi.responses import JSONResponse
+    from starlette.exceptions import HTTPException
+
     app = FastAPI(title="lmsmith", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.served = served
 
@@ -120,7 +125,7 @@ class RequestLog:
 # Checks every request passes
 
 
-def authorize(request: Request, served: ServedModel) -> None:
+def authorize(request: "Request", served: ServedModel) -> None:
     """With an API key set, every request must carry it as a bearer token (compared in constant time)."""
     if served.api_key is None:
         return
@@ -130,7 +135,7 @@ def authorize(request: Request, served: ServedModel) -> None:
         raise ApiError(401, "missing or wrong API key: send it as 'Authorization: Bearer KEY'", code="invalid_api_key")
 
 
-async def read_body(request: Request, served: ServedModel):
+async def read_body(request: "Request", served: ServedModel):
     """The JSON body, read no further than the size limit."""
     limit = served.max_body_bytes
     declared = request.headers.get("content-length")
@@ -162,7 +167,7 @@ def model_card(served: ServedModel) -> dict:
 # Completions
 
 
-async def complete(request: Request, served: ServedModel, body: CompletionBody):
+async def complete(request: "Request", served: ServedModel, body: CompletionBody):
     check_model(served, body.model)
     if body.stream and body.logprobs is not None:
         raise bad_request("'logprobs' with stream: true is not supported: ask without streaming", "logprobs")
@@ -219,7 +224,7 @@ def completion_logprobs(choice: Choice, body: CompletionBody, tokenizer) -> dict
     return {"tokens": strings, "token_logprobs": lps, "top_logprobs": top_dicts, "text_offset": offsets}
 
 
-async def stream_completion(request: Request, choices: Choices, body: CompletionBody, ids, tokenizer):
+async def stream_completion(request: "Request", choices: Choices, body: CompletionBody, ids, tokenizer):
     if body.echo:
         for choice in choices.choices:
             yield ids.chunk([{"index": choice.index, "text": tokenizer.decode(choice.prompt), "logprobs": None,
@@ -235,7 +240,7 @@ async def stream_completion(request: Request, choices: Choices, body: Completion
 # Chat completions
 
 
-async def chat(request: Request, served: ServedModel, body: ChatBody):
+async def chat(request: "Request", served: ServedModel, body: ChatBody):
     check_model(served, body.model)
     if served.chat is None:
         raise bad_request(served.no_chat_reason, "messages")
@@ -264,7 +269,7 @@ async def chat(request: Request, served: ServedModel, body: ChatBody):
          "finish_reason": c.finish_reason} for c in choices.choices], "usage": usage(choices)}
 
 
-async def stream_chat(request: Request, choices: Choices, body: ChatBody, ids):
+async def stream_chat(request: "Request", choices: Choices, body: ChatBody, ids):
     ids.object = "chat.completion.chunk"
     for choice in choices.choices:
         yield ids.chunk([{"index": choice.index, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
@@ -321,8 +326,10 @@ class Ids:
         return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
 
 
-def sse(events: AsyncIterator[str]) -> StreamingResponse:
+def sse(events: AsyncIterator[str]) -> "StreamingResponse":
     """Server-sent events, ended by OpenAI's `data: [DONE]`."""
+    from fastapi.responses import StreamingResponse
+
     async def body():
         async for event in events:
             yield event

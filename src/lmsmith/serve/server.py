@@ -122,6 +122,10 @@ def run(config, inputs: dict, out=None, *, quiet: bool = False, api_key: str | N
     key = read_api_key(api_key, cfg.api_key_file)
     sock = bind(cfg.host, cfg.port)  # before loading: a busy port fails in a second, not after the model loads
     configure_logging(quiet)
+    # The engine's thread and the HTTP event loop share the GIL; Python hands it over every 5 ms by
+    # default, which a streamed token (and a new request's first one) would wait for. 1 ms keeps
+    # the loop responsive at a small cost to the engine.
+    sys.setswitchinterval(0.001)
     try:
         served = load_served_model(inputs["model"], cfg, key)
     except BaseException:
