@@ -217,28 +217,51 @@ class _Judged:
 
     The prose alone is judged only when the whole text fails, so that setting blocks aside can
     keep a document but never drop one; and only when enough prose is left to judge it by
-    (junk laid out in columns must not pass for a table).
+    (junk laid out in columns must not pass for a table). It is found only then, too: most
+    documents pass on their whole text and pay nothing for it.
     """
 
     def __init__(self, text: str, words: list[str], cfg: ProseQualityConfig):
         self.text, self.words, self.cfg = text, words, cfg
-        self.n_blocks = 0
-        self.prose: tuple[str, list[str]] | None = None
-        if cfg.set_aside_blocks:
-            prose, self.n_blocks = prose_of(text)
+        self._split: tuple[tuple[str, list[str]] | None, int] | None = None
+
+    def _prose(self) -> tuple[tuple[str, list[str]] | None, int]:
+        """((prose, its words) or None when there is not enough of it, lines set aside)."""
+        if self._split is None:
+            prose, n_blocks = prose_of(self.text) if self.cfg.set_aside_blocks else (self.text, 0)
             prose_words = prose.split()
-            if self.n_blocks and len(prose_words) >= max(cfg.min_words // 2, len(words) // 8, 1):
-                self.prose = prose, prose_words
+            enough = n_blocks and len(prose_words) >= max(self.cfg.min_words // 2, len(self.words) // 8, 1)
+            self._split = ((prose, prose_words) if enough else None), n_blocks
+        return self._split
+
+    @property
+    def n_blocks(self) -> int:
+        return self._prose()[1]
 
     def reason(self, rule) -> str | None:
         reason = rule(self.text, self.words, self.cfg)
-        if reason and self.prose is not None and rule(*self.prose, self.cfg) is None:
-            return None
+        if reason and self.cfg.set_aside_blocks:
+            prose = self._prose()[0]
+            if prose is not None and rule(*prose, self.cfg) is None:
+                return None
         return reason
 
-    def lines(self) -> list[str]:
-        text = self.prose[0] if self.prose is not None else self.text
-        return [line for line in (raw.strip() for raw in text.split("\n")) if line]
+    def duplicate_line_reason(self, lines: list[str]) -> str | None:
+        """Code repeats its lines (decorators, `end`, table borders): technical prose is judged on its prose lines."""
+        def rule(text, _words, cfg) -> str | None:
+            share, chars = _duplicate_shares(lines if text is self.text else
+                                             [line for line in (r.strip() for r in text.split("\n")) if line])
+            return "duplicate_lines" if share > cfg.max_duplicate_lines or chars > cfg.max_duplicate_line_chars else None
+
+        return self.reason(rule)
+
+    def repetition_reason(self, lower_words: list[str]) -> str | None:
+        """Gopher's n-gram rules; a technical document that fails them is judged again with its allowance."""
+        reason = _repetition_reason(self.words, lower_words, self.cfg)
+        factor = self.cfg.technical_repetition_factor
+        if reason and self.cfg.set_aside_blocks and factor > 1 and looks_technical(self.text, self.n_blocks):
+            return _repetition_reason(self.words, lower_words, self.cfg, factor)
+        return reason
 
 
 def prose_reason(text: str, cfg: ProseQualityConfig) -> str | None:
@@ -265,16 +288,14 @@ def prose_reason(text: str, cfg: ProseQualityConfig) -> str | None:
         lower_words = [w.lower() for w in words]
     if cfg.min_stop_words and not _has_stop_words(lower_words, cfg):
         return "stop_words"
-    # Code repeats its lines (decorators, `end`, table borders): in technical prose count the prose lines only.
-    line_share, line_chars = _duplicate_shares(judged.lines())
-    if line_share > cfg.max_duplicate_lines or line_chars > cfg.max_duplicate_line_chars:
-        return "duplicate_lines"
+    reason = judged.duplicate_line_reason(lines)
+    if reason:
+        return reason
     paragraphs = [p.strip() for p in re.split(r"\n\s*\n", text) if p.strip()]
     para_share, para_chars = _duplicate_shares(paragraphs)
     if para_share > cfg.max_duplicate_paragraphs or para_chars > cfg.max_duplicate_paragraph_chars:
         return "duplicate_paragraphs"
-    technical = cfg.set_aside_blocks and looks_technical(text, judged.n_blocks)
-    return _repetition_reason(words, lower_words, cfg, cfg.technical_repetition_factor if technical else 1.0)
+    return judged.repetition_reason(lower_words)
 
 
 # ---------------------------------------------------------------------------------------------
