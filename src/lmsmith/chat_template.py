@@ -143,7 +143,7 @@ class ChatFormat:
     source: str  # the Jinja template
     eos_token: str
     bos_token: str = ""
-    answer_end: str | None = None  # the special token the template writes after an answer
+    answer_end: str | None = None  # what the template writes after an answer: a stop string (and token)
 
     def prompt(self, messages: list[dict]) -> str:
         """The text to continue so that the model writes the assistant's next answer."""
@@ -168,12 +168,14 @@ def check_messages(messages) -> None:
 
 
 def find_answer_end(source: str, tokenizer) -> str | None:
-    """The special token a template writes right after an assistant's answer (<|im_end|>, the
-    end-of-text token, ...): generation stops at it. None if the answer is followed by plain text."""
+    """What a template writes right after an assistant's answer (<|im_end|>, the end-of-text token,
+    ...): generation stops there. A special token of the tokenizer is taken alone; otherwise the text
+    up to the end of the rendering, without trailing whitespace. None if the answer ends the text."""
     probe = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": _PROBE}]
     text = render(source, probe, eos_token=tokenizer.eot_token)
     after = text.split(_PROBE, 1)[1] if _PROBE in text else ""
-    return next((t for t in tokenizer.special_tokens if t and after.startswith(t)), None)
+    special = next((t for t in tokenizer.special_tokens if t and after.startswith(t)), None)
+    return special or after.rstrip() or None
 
 
 def chat_format(tokenizer, where: str | Path, template: str | None = None) -> ChatFormat:

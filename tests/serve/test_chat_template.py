@@ -66,6 +66,10 @@ def test_the_token_that_ends_an_answer_is_found_in_the_template(name, end):
     assert chat_format_for(name).answer_end == end
 
 
+def test_an_end_marker_that_is_not_one_token_is_still_found_as_text(char_tokenizer):
+    assert chat_format(char_tokenizer, "test", template="chatml").answer_end == "<|im_end|>"  # spelt in characters
+
+
 def test_a_model_without_a_template_says_how_to_get_one(model_dir):
     tokenizer = load_tokenizer(model_dir)
     assert tokenizer.chat_template is None

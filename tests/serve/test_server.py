@@ -16,7 +16,7 @@ from conftest import BLOCK_SIZE, KEY, NAME
 from serving import ServerProcess, http_request, open_request
 
 from lmsmith.cli import main
-from lmsmith.generate import GenerationConfig, generate
+from lmsmith.generate import GenerationConfig, generate, generate_tokens
 from lmsmith.model_dir import load_model_dir
 
 openai = pytest.importorskip("openai")
@@ -112,6 +112,21 @@ def test_chat_goes_through_the_models_template_and_streams(client, local):
     assert chunks[0].choices[0].delta.role == "assistant"
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == expected
     assert chunks[-1].usage.total_tokens == whole.usage.total_tokens
+
+
+def test_chat_logprobs_are_the_models_own(client, local):
+    model, tokenizer = local
+    messages = [{"role": "user", "content": "4+1="}]
+    result = client.chat.completions.create(model=NAME, messages=messages, max_tokens=5, temperature=0,
+                                            logprobs=True, top_logprobs=3)
+    content = result.choices[0].logprobs.content
+    prompt = tokenizer.encode("<|im_start|>user\n4+1=<|im_end|>\n<|im_start|>assistant\n")
+    ids = [step[0] for step in generate_tokens(model, [prompt], GenerationConfig(max_new_tokens=5, temperature=0))]
+    ids = ids[: next((i for i, t in enumerate(ids) if t in (tokenizer.eot_id, tokenizer.backend.token_to_id(
+        "<|im_end|>"))), len(ids))]
+    assert [bytes(t.bytes) for t in content] == [tokenizer.token_bytes(t) for t in ids]
+    for t in content:  # greedy: each token is its own likeliest
+        assert len(t.top_logprobs) == 3 and t.top_logprobs[0].logprob == pytest.approx(t.logprob)
 
 
 def test_32_concurrent_clients_get_the_texts_they_get_alone(client, server):

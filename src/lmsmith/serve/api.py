@@ -253,20 +253,39 @@ async def chat(request: "Request", served: ServedModel, body: ChatBody):
     max_tokens = body.max_tokens or min(served.limits.max_tokens, served.limits.context - len(prompt))
     if max_tokens < 1:
         check_fits(len(prompt), 1, served.limits)
-    stop_ids = {served.tokenizer.eot_id}
+    stop_ids, stop = {served.tokenizer.eot_id}, list(body.stop)
     end = served.chat.answer_end
-    if end is not None and served.tokenizer.backend.token_to_id(end) is not None:
-        stop_ids.add(served.tokenizer.backend.token_to_id(end))
-    choices = start_choices(served, [prompt], body, max_tokens, None, None, frozenset(stop_ids))
+    if end is not None:
+        end_id = served.tokenizer.backend.token_to_id(end)
+        if end_id is not None:
+            stop_ids.add(end_id)  # a special token ends the answer at once
+        elif end not in stop:
+            stop.append(end)  # a marker spelt in several tokens: cut the text before it
+    body.stop = stop
+    if body.stream and body.logprobs is not None:
+        raise bad_request("'logprobs' with stream: true is not supported: ask without streaming", "logprobs")
+    choices = start_choices(served, [prompt], body, max_tokens, body.logprobs, None, frozenset(stop_ids))
     log_request(served, "chat", [prompt], body)
     ids = Ids("chatcmpl", "chat.completion", served.name)
     if body.stream:
         return sse(stream_chat(request, choices, body, ids))
     async for _ in choices.pieces(request.is_disconnected):
         pass
+    logprobs = (lambda c: chat_logprobs(c, served.tokenizer, choices.stop_ids)) if body.logprobs is not None else None
     return {**ids.head(), "choices": [
-        {"index": c.index, "message": {"role": "assistant", "content": c.text}, "logprobs": None,
-         "finish_reason": c.finish_reason} for c in choices.choices], "usage": usage(choices)}
+        {"index": c.index, "message": {"role": "assistant", "content": c.text},
+         "logprobs": logprobs(c) if logprobs else None, "finish_reason": c.finish_reason} for c in choices.choices],
+        "usage": usage(choices)}
+
+
+def chat_logprobs(choice: Choice, tokenizer, stop_ids: frozenset[int]) -> dict:
+    """The chat API's logprobs: per answer token its text, bytes, log-probability and the likeliest others."""
+    def entry(token_id: int, logprob: float) -> dict:
+        raw = tokenizer.token_bytes(token_id)
+        return {"token": raw.decode("utf-8", errors="replace"), "logprob": logprob, "bytes": list(raw)}
+
+    return {"content": [{**entry(t.id, t.logprob), "top_logprobs": [entry(i, lp) for i, lp in t.top or []]}
+                        for t in choice.tokens if t.id not in stop_ids]}
 
 
 async def stream_chat(request: "Request", choices: Choices, body: ChatBody, ids):

@@ -51,6 +51,7 @@ class CompletionBody(Sampled):
 @dataclass
 class ChatBody(Sampled):
     messages: list[dict] = field(default_factory=list)
+    logprobs: int | None = None  # logprobs: true gives each answer token's; top_logprobs N the N likeliest too
 
 
 def _number(body: dict, name: str, default, low: float, high: float, integer: bool = False):
@@ -155,13 +156,15 @@ def read_chat(body: Any, limits: Limits) -> ChatBody:
     for name in UNSUPPORTED_CHAT:
         if body.get(name) is not None:
             raise bad_request(f"'{name}' is not supported by this server", name)
-    if body.get("logprobs"):
-        raise bad_request("'logprobs' on chat completions is not supported: use /v1/completions with logprobs",
-                          "logprobs")
     if "messages" not in body:
         raise bad_request("'messages' is required: a list of {role, content} objects", "messages")
     token_field = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
-    parsed = ChatBody(**_sampled(body, limits, token_field), messages=body["messages"])
+    top = _number(body, "top_logprobs", None, 0, MAX_LOGPROBS, integer=True)
+    wanted = _flag(body, "logprobs")
+    if top is not None and not wanted:
+        raise bad_request("'top_logprobs' needs logprobs: true", "top_logprobs")
+    parsed = ChatBody(**_sampled(body, limits, token_field), messages=body["messages"],
+                      logprobs=(top or 0) if wanted else None)
     if parsed.max_tokens == 0:
         raise bad_request(f"'{token_field}' must be at least 1", token_field)
     if not isinstance(parsed.messages, list):
