@@ -60,7 +60,7 @@ def test_the_bias_report_counts_what_an_independent_count_finds(tmp_path):
     report = curate([tmp_path / "in"], tmp_path / "out",
                     {"bias": {"enabled": True, "identity_terms": identity},
                      "quality": {"prose": {"min_stop_words": 0}},  # the English stop-word rule would drop de and fr
-                     "split": {"val_fraction": 0.2, "test_fraction": 0.0}}, quiet=True, workers=2)
+                     "split": {"val_fraction": 0.2, "test_fraction": 0.0}}, quiet=True, workers=1)
     bias = report["bias"]
     for split in ("train", "val"):
         rows = [row for path in split_files(tmp_path / "out", split) for row in pq.read_table(path).to_pylist()]

@@ -1,15 +1,17 @@
 """`lmsmith curate --engine ray`: the same steps, run by Ray Data on a cluster.
 
 The sources' files become a dataset; each file is read where it lands (`flat_map`), the
-per-document steps and the MinHash hashing run over batches (`map_batches`), the LSH band keys
-are grouped across the cluster (`groupby`) into candidate pairs, and the driver confirms the
-pairs, resolves which documents go (the rule `NearDuplicateIndex` applies while streaming, see
-`resolve_near_duplicates`), splits by hash and writes the same shards, report and manifest as the
-local executor, through the same writer. Order is kept all along (a document's number is its
+per-document steps and the MinHash hashing run over batches (`map_batches`), and the exact keys
+and LSH band keys are grouped across the cluster in one shuffle (`groupby`), each group yielding
+its pairs already confirmed (exact Jaccard of the shingle sets). The driver resolves which
+documents go (the rule `NearDuplicateIndex` applies while streaming, see
+`resolve_near_duplicates`), splits by hash and writes the same shards, report and manifest as
+the local executor, through the same writer. Order is kept all along (a document's number is its
 file's and its place in the file), so the output equals the local one document for document.
 
-What stays on the driver: the exact-duplicate keys (8 bytes a document), the candidate pairs
-and the shingle sets of the documents in them, and the writing of the shards.
+What stays on the driver: the list of files, the confirmed pairs, and the writing of the shards
+(a single writer is what makes the shards the same). What is shuffled: per document its exact
+key, and per band its key with the document's shingle set (so the check runs where the group is).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import json
 import socket
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -108,11 +111,10 @@ def read_file_rows(task: dict, source_args: list[dict], source_config) -> list[d
     reader = FileTreeSource(args["spec"], args["root"], source_config, label=args["label"],
                             include=args["include"], exclude=args["exclude"])
     reader.digest = _RecordingDigest()
-    from pathlib import Path
-
+    reader._files = [(Path(task["path"]), task["rel"])]  # this one file of the walk the driver did
     base = task["file"] << _ITEM_BITS
     rows = []
-    for number, item in enumerate(reader._file_items(Path(task["path"]), task["rel"])):
+    for number, item in enumerate(reader.items()):
         if isinstance(item, Skipped):
             rows.append(_row("skip", base + number, text=item.text, source=item.source, n_bytes=item.n_bytes,
                              reason=item.reason, detail=item.detail, meta=json.dumps(item.meta, default=str)))

@@ -17,6 +17,7 @@ drops all of the second.
 from __future__ import annotations
 
 import ast
+import functools
 import random
 import sysconfig
 from pathlib import Path
@@ -81,8 +82,9 @@ def licence_sections(chunk_words: int = 150, system_licences: bool = False) -> l
     return out
 
 
+@functools.lru_cache(maxsize=2)
 def technical_documents(system_licences: bool = False) -> dict[str, list[tuple[str, str]]]:
-    """The clean half, by kind: every text of at least MIN_WORDS words."""
+    """The clean half, by kind: every text of at least MIN_WORDS words (built once a process; do not change it)."""
     kinds = {"manual": pydoc_topics(), "api_reference": stdlib_docstrings(),
              "legal": licence_sections(system_licences=system_licences)}
     kinds["sql"] = [(n, t) for n, t in kinds["api_reference"] if n.startswith("sqlite3") or "SELECT " in t]
