@@ -122,7 +122,7 @@ def head_scores(heads: dict):
     plt = _pyplot()
     names = (("previous", "previous token"), ("first", "first token (sink)"), ("induction", "induction"),
              ("distance", "mean distance back"))
-    fig, axes = plt.subplots(1, 4, figsize=(14, 3.6))
+    fig, axes = plt.subplots(1, 4, figsize=(15, 3.8), layout="constrained")
     for ax, (key, title) in zip(axes, names):
         grid = np.asarray(heads["scores"][key])
         ax.grid(False)
