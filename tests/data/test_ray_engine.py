@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 
 import pyarrow.parquet as pq
 
@@ -62,3 +63,12 @@ def test_what_ray_does_not_do_yet_is_refused_before_any_work(tmp_path, capsys):
     code = main(["curate", str(tmp_path / "a.txt"), "-o", str(tmp_path / "out"), "--engine", "ray",
                  "dedup.boilerplate.enabled=true"])
     assert code == 2 and "not supported with --engine ray" in capsys.readouterr().err
+
+
+def test_engine_ray_without_ray_installed_names_the_extra(tmp_path, capsys, monkeypatch):
+    (tmp_path / "a.txt").write_text(" ".join(SENTENCES))
+    monkeypatch.setitem(sys.modules, "ray", None)  # what `import ray` meets where Ray is not installed
+    code = main(["curate", str(tmp_path / "a.txt"), "-o", str(tmp_path / "out"), "--engine", "ray"])
+    err = capsys.readouterr().err
+    assert code == 2 and "pip install 'lmsmith[ray]'" in err and err.strip().count("\n") == 0
+    assert not (tmp_path / "out").exists()

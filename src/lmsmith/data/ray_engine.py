@@ -54,9 +54,10 @@ def connect(address: str | None):
         else:
             ray.init(address=address or "auto", log_to_driver=False, logging_level="ERROR")
     except (ConnectionError, RuntimeError, ValueError) as exc:
-        where = address or "auto"
-        raise UserError(f"no Ray cluster at --address {where} ({str(exc).splitlines()[0][:120]}): start one with "
-                        "`ray start --head`, name it with --address HOST:PORT, or use --address local") from None
+        found = "no running Ray cluster found" if address in (None, "auto") else \
+            f"no Ray cluster at --address {address} ({str(exc).split('.')[0][:100]})"
+        raise UserError(f"{found}: start one with `ray start --head`, name it with --address HOST:PORT, "
+                        "or use --address local to start one on this machine") from None
     return ray
 
 
