@@ -221,8 +221,9 @@ def near_duplicates(n_base: int) -> dict:
     """Exact Jaccard against the MinHash estimate (the check before issue 13) on the same pairs, same run."""
     planted = planted_pairs(n_base)
     near_duplicate_quality(*planted, "jaccard")  # warm the word-hash cache, so neither side pays for it
-    signature = near_duplicate_quality(*planted, "signature")
-    exact = near_duplicate_quality(*planted, "jaccard")
+    runs = {verify: [near_duplicate_quality(*planted, verify) for _ in range(3)] for verify in ("signature", "jaccard")}
+    # the fastest of three: these machines are shared, and the other runs only add others' load
+    signature, exact = (min(runs[v], key=lambda r: r["seconds"]) for v in ("signature", "jaccard"))
     return {"jaccard": exact, "signature": signature,
             "time_ratio_jaccard_vs_signature": round(exact["seconds"] / max(signature["seconds"], 1e-9), 3)}
 
