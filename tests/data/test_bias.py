@@ -31,6 +31,12 @@ FRENCH = ("Le gardien du phare notait le temps chaque matin avant de monter les 
           "Une bonne carte vaut plus qu'un cheval rapide quand les routes sont neuves et que les panneaux manquent.")
 
 
+# Code names a `children` list and a `she` function; only its docstring and comment speak of people.
+TOOL_WORDS = "Return the children her mother named."
+TOOL = f'def she(children):\n    """{TOOL_WORDS}"""\n    return children  # a man wrote this\n'
+TOOL_WORDS += " a man wrote this"
+
+
 def corpus(folder):
     rng = random.Random(2)
     folder.mkdir()
@@ -40,7 +46,7 @@ def corpus(folder):
         (folder / f"story{i}.txt").write_text(" ".join(body) + "\n")
     (folder / "de.txt").write_text(GERMAN)
     (folder / "fr.md").write_text(FRENCH)
-    (folder / "tool.py").write_text("def she(x):\n    '''Return x doubled.'''\n    return x * 2\n")
+    (folder / "tool.py").write_text(TOOL)
 
 
 def reference_counts(texts: list[str], identity: dict[str, list[str]]) -> Counter:
@@ -66,7 +72,8 @@ def test_the_bias_report_counts_what_an_independent_count_finds(tmp_path):
         rows = [row for path in split_files(tmp_path / "out", split) for row in pq.read_table(path).to_pylist()]
         data = bias["splits"][split]
         assert data["docs"] == len(rows)
-        expected = reference_counts([r["text"] for r in rows], identity)
+        texts = [TOOL_WORDS if json.loads(r["meta"]).get("kind") == "code" else r["text"] for r in rows]
+        expected = reference_counts(texts, identity)
         assert {c: v["count"] for c, v in data["gender"].items()} == {c: expected[c] for c in GENDERED}
         assert {g: v["count"] for g, v in data["identity"].items()} == {g: expected[f"identity:{g}"] for g in identity}
         she, he = expected["pronouns_female"], expected["pronouns_male"]

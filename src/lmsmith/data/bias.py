@@ -78,6 +78,40 @@ def _language(text: str) -> str:
     return py3langid.classify(text[:_LANGUAGE_CHARS])[0]
 
 
+_MIN_WORDS_FOR_LANGUAGE = 20  # a code file's comments are told a language only when there is enough of them
+_C_COMMENTS_AND_STRINGS = re.compile(r"//[^\n]*|/\*.*?\*/|#[^\n]*|\"(?:\\.|[^\"\\\n])*\"", re.DOTALL)
+
+
+_STRING_OPENING = re.compile(r"^[rRbBuUfF]{0,2}(\"\"\"|\'\'\'|\"|\')")
+
+
+def _string_body(literal: str) -> str:
+    """A Python string literal's text, without its prefix and quotes."""
+    opening = _STRING_OPENING.match(literal)
+    if opening is None:
+        return literal
+    return literal[opening.end() : len(literal) - len(opening.group(1))]
+
+
+def natural_language_of_code(code: str, language: str | None) -> str:
+    """The comments and string literals of a code file, one per line: where code speaks English (or not)."""
+    if language == "python":
+        import io
+        import tokenize
+
+        parts = []
+        try:
+            for token in tokenize.generate_tokens(io.StringIO(code).readline):
+                if token.type == tokenize.COMMENT:
+                    parts.append(token.string.lstrip("#"))
+                elif token.type == tokenize.STRING:
+                    parts.append(_string_body(token.string))
+        except (tokenize.TokenError, SyntaxError, IndentationError):
+            pass  # a file that does not tokenize to its end: what was read so far
+        return "\n".join(parts)
+    return "\n".join(m.group(0).strip("/*#\" ") for m in _C_COMMENTS_AND_STRINGS.finditer(code))
+
+
 @dataclass
 class BiasNote:
     """One document's counts: words, term hits per category, its language."""
@@ -114,14 +148,18 @@ class BiasProbe(Step):
         return docs, []
 
     def note(self, doc: Document) -> BiasNote:
-        words = _WORD.findall(doc.text.lower())
+        is_code = doc.meta.get("kind") == "code"
+        # In code, identifiers use these words in other senses (tree `children`, a `disabled` flag, `white`
+        # space): only what the code says in natural language, its comments and strings, is counted.
+        text = natural_language_of_code(doc.text, doc.meta.get("language")) if is_code else doc.text
+        words = _WORD.findall(text.lower())
         hits: Counter = Counter()
         for word, n in Counter(words).items():
             for category in self.index.get(word, ()):
                 hits[category] += n
         language = None
-        if self.config.languages and doc.meta.get("kind") != "code":
-            language = _language(doc.text)
+        if self.config.languages and (not is_code or len(words) >= _MIN_WORDS_FOR_LANGUAGE):
+            language = _language(text)
         return BiasNote(len(words), hits, language)
 
 
@@ -132,7 +170,7 @@ class SplitTally:
     words: int = 0
     hits: Counter = field(default_factory=Counter)  # category -> occurrences
     docs_with: Counter = field(default_factory=Counter)  # category -> documents with at least one
-    languages: Counter = field(default_factory=Counter)  # language -> documents ("code" for code)
+    languages: Counter = field(default_factory=Counter)  # language -> documents ("code": code without enough comments)
     sources: Counter = field(default_factory=Counter)
     kinds: Counter = field(default_factory=Counter)
 
