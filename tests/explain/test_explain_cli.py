@@ -92,3 +92,12 @@ def test_heads_are_measured_on_the_held_out_tokens_the_model_names(tmp_path, tok
     assert len(numbers["heads"]["table"]) == GPT2["n_layer"] * GPT2["n_head"]
     assert numbers["heads"]["window_tokens"] == GPT2["block_size"]
     assert (out / "heads.png").is_file() and "What each head does" in (out / "index.html").read_text()
+
+
+def test_explain_never_writes_over_a_folder_of_the_users_files(model_dir, tmp_path, capsys):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("my own notes")
+    assert main(["explain", str(model_dir), "def x", "-o", str(folder)]) == 2
+    assert "lmsmith did not make" in capsys.readouterr().err
+    assert sorted(p.name for p in folder.iterdir()) == ["notes.txt"]
