@@ -25,7 +25,6 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
-import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -237,10 +236,6 @@ class Engine:
         if self.thread is not None:
             self.thread.join(timeout)
 
-    @property
-    def in_flight(self) -> int:
-        return len(self.waiting) + len(self.prefilling) + len(self.decoding)
-
     # ---- the loop (the engine's thread only)
 
     def _run(self) -> None:
@@ -446,10 +441,3 @@ class Engine:
             self._finish(request, "error")
         self.prefilling, self.decoding, self.lengths = [], [], []
 
-
-def wait_idle(engine: Engine, timeout: float = 10.0) -> bool:
-    """True once nothing is in flight (for tests and shutdown)."""
-    deadline = time.monotonic() + timeout
-    while engine.in_flight and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return not engine.in_flight
