@@ -243,3 +243,20 @@ def test_tokenizer_train_reads_a_curated_directory_and_sample_mb(made, tmp_path)
 
     manifest = json.loads((tmp_path / "tok" / "manifest.json").read_text())
     assert manifest["inputs"]["data"]["path"] == str(data) and manifest["config"]["sample_mb"] == 0.01
+
+
+def test_every_stage_runs_a_function_even_after_every_module_is_imported():
+    """A submodule named like a package's function replaces it on import (finetune/run.py once did)."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    import lmsmith
+
+    for module in pkgutil.walk_packages(lmsmith.__path__, "lmsmith."):
+        if module.name != "lmsmith.__main__":  # that one runs the CLI
+            importlib.import_module(module.name)
+    for stage in STAGES:
+        assert inspect.isfunction(stage.run), stage.name
+        owner = importlib.import_module(stage.run.__module__)
+        assert inspect.isfunction(getattr(owner, stage.run.__name__)), f"{owner.__name__}.{stage.run.__name__}"

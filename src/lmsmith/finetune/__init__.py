@@ -1,6 +1,6 @@
 """Fine-tuning: turn a general model into a specialist, on the same training engine as pretraining.
 
-    run.py            `lmsmith finetune`: start point -> data -> what learns -> engine -> report
+    job.py            `lmsmith finetune`: start point -> data -> what learns -> engine -> report
     start.py          start points: our run/model dirs, Hugging Face dirs, hf:NAME
     config.py         the finetune: section, and fine-tuning defaults for the train: section
     instruct_data.py  JSONL -> checked examples -> tokens with the loss on answers only -> batches
@@ -28,7 +28,7 @@ def finetune(base: str, data: str, out: str | Path, config: str | Path | None = 
     `lora.rank=16` or `train.lr=1e-4`.
     """
     from lmsmith.finetune.config import load_finetune_config
-    from lmsmith.finetune.run import finetune as run
+    from lmsmith.finetune.job import finetune as run
 
     return run(base, data, out, load_finetune_config(config, list(overrides), **flags), quiet=quiet)
 
@@ -43,7 +43,7 @@ def load_config(stage, config_file, overrides: list[str], flags: dict):
 
 def run(config, inputs: dict, out: str | Path, *, quiet: bool = False, force: bool = False) -> dict:
     """The finetune stage: a run directory at `out`, or with `--merge`, an adapter folded into its base."""
-    from lmsmith.finetune.run import finetune as finetune_run
+    from lmsmith.finetune.job import finetune as finetune_run
 
     base, data = inputs.get("base"), inputs.get("data")
     if inputs.get("merge"):
