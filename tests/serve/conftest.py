@@ -67,14 +67,14 @@ NAME = "support"
 
 @pytest.fixture(scope="session")
 def server(chat_model_dir, tmp_path_factory):
-    """`lmsmith serve` of the chat model, with an API key, shared by every serving test."""
+    """`lmsmith serve` of the chat model, with an API key and --log-text, shared by every serving test."""
     from serving import ServerProcess
 
     work = tmp_path_factory.mktemp("server")
     key_file = work / "key.txt"
     key_file.write_text(KEY + "\n")
     process = ServerProcess(chat_model_dir, "--api-key-file", str(key_file), "--max-batch", "32", "--threads", "1",
-                            "--model-name", NAME, log_file=work / "server.log")
+                            "--model-name", NAME, "--log-text", log_file=work / "server.log")
     yield process
     assert process.stop() == 0
     assert "Traceback" not in process.log()

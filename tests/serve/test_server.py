@@ -57,6 +57,12 @@ def test_a_greedy_completion_is_what_lmsmith_generate_writes(client, local):
     assert result.usage.total_tokens == result.usage.prompt_tokens + result.usage.completion_tokens
 
 
+def test_log_text_logs_prompts_and_outputs(client, server):
+    text = client.completions.create(model=NAME, prompt="a prompt to find in the log", max_tokens=4,
+                                     temperature=0).choices[0].text
+    assert "'a prompt to find in the log'" in server.log() and repr(text) in server.log()
+
+
 def test_streamed_pieces_join_into_the_whole_text_and_usage_comes_last(client, local):
     chunks = list(client.completions.create(model=NAME, prompt=PROMPTS[5], max_tokens=16, temperature=0,
                                             stream=True, stream_options={"include_usage": True}))

@@ -188,9 +188,10 @@ async def complete(request: "Request", served: ServedModel, body: CompletionBody
     log_request(served, "completion", prompts, body)
     ids = Ids("cmpl", "text_completion", served.name)
     if body.stream:
-        return sse(stream_completion(request, choices, body, ids, tokenizer))
+        return sse(stream_completion(request, served, choices, body, ids))
     async for _ in choices.pieces(request.is_disconnected):
         pass
+    log_outputs(served, choices)
     return {**ids.head(), "choices": [completion_choice(c, body, tokenizer) for c in choices.choices],
             "usage": usage(choices)}
 
@@ -224,14 +225,15 @@ def completion_logprobs(choice: Choice, body: CompletionBody, tokenizer) -> dict
     return {"tokens": strings, "token_logprobs": lps, "top_logprobs": top_dicts, "text_offset": offsets}
 
 
-async def stream_completion(request: "Request", choices: Choices, body: CompletionBody, ids, tokenizer):
+async def stream_completion(request: "Request", served: ServedModel, choices: Choices, body: CompletionBody, ids):
     if body.echo:
         for choice in choices.choices:
-            yield ids.chunk([{"index": choice.index, "text": tokenizer.decode(choice.prompt), "logprobs": None,
+            yield ids.chunk([{"index": choice.index, "text": served.tokenizer.decode(choice.prompt), "logprobs": None,
                               "finish_reason": None}])
     async for choice, piece in choices.pieces(request.is_disconnected):
         finish = choice.finish_reason if not piece else None
         yield ids.chunk([{"index": choice.index, "text": piece, "logprobs": None, "finish_reason": finish}])
+    log_outputs(served, choices)
     if body.include_usage:
         yield ids.chunk([], usage=usage(choices))
 
@@ -268,9 +270,10 @@ async def chat(request: "Request", served: ServedModel, body: ChatBody):
     log_request(served, "chat", [prompt], body)
     ids = Ids("chatcmpl", "chat.completion", served.name)
     if body.stream:
-        return sse(stream_chat(request, choices, body, ids))
+        return sse(stream_chat(request, served, choices, body, ids))
     async for _ in choices.pieces(request.is_disconnected):
         pass
+    log_outputs(served, choices)
     logprobs = (lambda c: chat_logprobs(c, served.tokenizer, choices.stop_ids)) if body.logprobs is not None else None
     return {**ids.head(), "choices": [
         {"index": c.index, "message": {"role": "assistant", "content": c.text},
@@ -288,7 +291,7 @@ def chat_logprobs(choice: Choice, tokenizer, stop_ids: frozenset[int]) -> dict:
                         for t in choice.tokens if t.id not in stop_ids]}
 
 
-async def stream_chat(request: "Request", choices: Choices, body: ChatBody, ids):
+async def stream_chat(request: "Request", served: ServedModel, choices: Choices, body: ChatBody, ids):
     ids.object = "chat.completion.chunk"
     for choice in choices.choices:
         yield ids.chunk([{"index": choice.index, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
@@ -300,6 +303,7 @@ async def stream_chat(request: "Request", choices: Choices, body: ChatBody, ids)
         else:
             yield ids.chunk([{"index": choice.index, "delta": {}, "logprobs": None,
                               "finish_reason": choice.finish_reason}])
+    log_outputs(served, choices)
     if body.include_usage:
         yield ids.chunk([], usage=usage(choices))
 
@@ -363,3 +367,11 @@ def log_request(served: ServedModel, kind: str, prompts: list[list[int]], body: 
     if served.log_text:
         for prompt in prompts:
             log.info("%s prompt: %r", kind, served.tokenizer.decode(prompt))
+
+
+def log_outputs(served: ServedModel, choices: Choices) -> None:
+    """With --log-text, log what each choice wrote (the engine logs every request's token counts anyway)."""
+    for choice in choices.choices:
+        if served.log_text:
+            log.info("choice %d (%s, %d tokens): %r", choice.index, choice.finish_reason, choice.completion_tokens,
+                     choice.text)
