@@ -251,7 +251,9 @@ def ray_against_local(size_mb: float) -> dict:
         info = generate_corpus(corpus, size_mb)
         out: dict = {"mb": round(info["bytes"] / 1e6, 1), "docs": info["docs"]}
         for workers in (1, 2):
-            out[f"local_{workers}"] = in_fresh_process("lmsmith", [[str(corpus)], str(work / f"l{workers}"), workers, False])
+            out[f"local_{workers}"] = in_fresh_process(
+                "lmsmith", [[str(corpus)], str(work / f"l{workers}"), workers, False]
+            )
             out[f"ray_{workers}"] = in_fresh_process("ray", [[str(corpus)], str(work / f"r{workers}"), workers])
             local, ray = out[f"local_{workers}"], out[f"ray_{workers}"]
             if "seconds" in local and "seconds" in ray:
@@ -358,12 +360,14 @@ def run_datatrove(folder: str, work: str, workers: int) -> dict:
     start = time.perf_counter()
     executor([JsonlReader(folder), GopherRepetitionFilter(language=words), GopherQualityFilter(language=words),
               JsonlWriter(str(work / "filtered")), ], tasks, "filter").run()
-    executor([JsonlReader(str(work / "filtered")), MinhashDedupSignature(str(work / "sigs"), config=config, language=words)],
+    executor([JsonlReader(str(work / "filtered")),
+              MinhashDedupSignature(str(work / "sigs"), config=config, language=words)],
              tasks, "sigs").run()
     executor([MinhashDedupBuckets(str(work / "sigs"), str(work / "buckets"), config=config)],
              config.num_buckets, "buckets").run()
     executor([MinhashDedupCluster(str(work / "buckets"), str(work / "remove"), config=config)], 1, "cluster").run()
-    executor([JsonlReader(str(work / "filtered")), MinhashDedupFilter(str(work / "remove")), JsonlWriter(str(work / "out"))],
+    executor([JsonlReader(str(work / "filtered")), MinhashDedupFilter(str(work / "remove")),
+              JsonlWriter(str(work / "out"))],
              tasks, "filter-dups").run()
     seconds = time.perf_counter() - start
     docs_out = 0
@@ -449,11 +453,14 @@ def main() -> None:
         info = generate_corpus(corpus, args.size_mb)
         generated = {"mb": round(info["bytes"] / 1e6, 1), "docs": info["docs"], "planted": info["planted"],
                      "generate_seconds": round(time.perf_counter() - start, 1)}
-        generated["lmsmith_full"] = in_fresh_process("lmsmith", [[str(corpus)], str(work / "full"), args.workers, False])
+        generated["lmsmith_full"] = in_fresh_process(
+            "lmsmith", [[str(corpus)], str(work / "full"), args.workers, False])
         generated["lmsmith_equivalent"] = in_fresh_process(
             "lmsmith", [[str(corpus)], str(work / "equivalent"), args.workers, True])
         if args.no_datatrove or not datatrove_available():
-            generated["datatrove"] = {"skipped": "not installed (pip install datatrove)" if not args.no_datatrove else "--no-datatrove"}
+            generated["datatrove"] = {
+                "skipped": "not installed (pip install datatrove)" if not args.no_datatrove else "--no-datatrove"
+            }
         else:
             generated["datatrove"] = in_fresh_process("datatrove", [str(corpus), str(work / "datatrove"), args.workers])
             ours, theirs = generated["lmsmith_equivalent"], generated["datatrove"]
