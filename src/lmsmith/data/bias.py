@@ -54,7 +54,9 @@ _LANGUAGE_CHARS = 2000  # characters of a document the language is told from: en
 @dataclass
 class BiasConfig:
     enabled: bool = False  # --bias-report
-    identity_terms: dict[str, list[str]] = field(default_factory=lambda: {k: list(v) for k, v in DEFAULT_IDENTITY_TERMS.items()})
+    identity_terms: dict[str, list[str]] = field(
+        default_factory=lambda: {k: list(v) for k, v in DEFAULT_IDENTITY_TERMS.items()}
+    )
     languages: bool = True  # detect each prose document's language (py3langid)
 
     def check(self, where: str = "bias") -> None:
@@ -200,7 +202,9 @@ class BiasTally:
     def report(self, safety: StepStats | None) -> dict:
         return {
             "splits": {name: split_report(t, self.config) for name, t in self.splits.items()},
-            "safety_flagged": {"docs": dict(safety.dropped_docs), "counters": dict(safety.counters)} if safety else None,
+            "safety_flagged": (
+                {"docs": dict(safety.dropped_docs), "counters": dict(safety.counters)} if safety else None
+            ),
             "identity_groups": {g: list(t) for g, t in self.config.identity_terms.items()},
         }
 

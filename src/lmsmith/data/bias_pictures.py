@@ -30,8 +30,9 @@ def plot_bias(bias: dict, plt):
     languages: list[str] = []
     for d in data:
         languages += [lang for lang in list(d["languages"])[:5] if lang not in languages]
-    _grouped_bars(ax_lang, languages[:8], {s: [d["languages"].get(lang, {}).get("share") or 0.0 for lang in languages[:8]]
-                                           for s, d in zip(splits, data)})
+    _grouped_bars(ax_lang, languages[:8],
+                  {s: [d["languages"].get(lang, {}).get("share") or 0.0 for lang in languages[:8]]
+                   for s, d in zip(splits, data)})
     ax_lang.set_title("documents by language", fontsize=10)
     fig.suptitle("Bias report: who and which languages the data speaks of", y=1.02)
     fig.tight_layout()

@@ -56,7 +56,9 @@ class CurateConfig:
             raise ConfigError(f"{where}: batch_docs must be at least 1 and batch_mb positive")
 
 
-def load_curate_config(path: str | Path | None = None, overrides: list[str] = (), base: dict | None = None) -> CurateConfig:
+def load_curate_config(
+    path: str | Path | None = None, overrides: list[str] = (), base: dict | None = None
+) -> CurateConfig:
     """The curate config from a YAML file (its `curate:` section, or bare keys) plus dotted overrides.
 
     Overrides may name the section or not: `split.val_fraction=0.05` and

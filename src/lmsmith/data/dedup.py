@@ -50,7 +50,9 @@ class BoilerplateConfig:
 
     def check(self, where: str) -> None:
         if self.min_docs < 2:
-            raise ConfigError(f"{where}.min_docs must be at least 2 (a line in one document is not repeated), got {self.min_docs}")
+            raise ConfigError(
+                f"{where}.min_docs must be at least 2 (a line in one document is not repeated), got {self.min_docs}"
+            )
         if not 0.0 <= self.min_fraction <= 1.0:
             raise ConfigError(f"{where}.min_fraction must be in [0, 1], got {self.min_fraction}")
         if self.min_chars < 1:
@@ -67,7 +69,8 @@ class DedupConfig:
     num_perm: int = 128  # MinHash hash functions: more is more precise and slower
     bands: int | None = None  # None: chosen with rows for the threshold (see optimal_bands_rows)
     rows: int | None = None
-    false_positive_weight: float | None = None  # None: 0.1 when verified (a false candidate costs only a check), else 0.5
+    # None: 0.1 when verified (a false candidate costs only a check), else 0.5
+    false_positive_weight: float | None = None
     # how an LSH candidate is confirmed: "jaccard" (its shingle sets, exactly), "signature" (MinHash estimate), "none"
     verify: Literal["jaccard", "signature", "none"] = "jaccard"
     seed: int = 1
@@ -81,13 +84,18 @@ class DedupConfig:
         if not 2 <= self.num_perm <= 4096:
             raise ConfigError(f"{where}.num_perm must be between 2 and 4096, got {self.num_perm}")
         if (self.bands is None) != (self.rows is None):
-            raise ConfigError(f"{where}.bands and {where}.rows go together: set both, or neither to choose them for the threshold")
+            raise ConfigError(
+                f"{where}.bands and {where}.rows go together: set both, or neither to choose them for the threshold"
+            )
         if self.bands is not None and (self.bands < 1 or self.rows < 1 or self.bands * self.rows > self.num_perm):
             raise ConfigError(
-                f"{where}: bands x rows ({self.bands} x {self.rows}) must be at least 1 x 1 and at most num_perm ({self.num_perm})"
+                f"{where}: bands x rows ({self.bands} x {self.rows}) must be at least 1 x 1"
+                f" and at most num_perm ({self.num_perm})"
             )
         if self.false_positive_weight is not None and not 0.0 < self.false_positive_weight < 1.0:
-            raise ConfigError(f"{where}.false_positive_weight must be between 0 and 1 (exclusive), got {self.false_positive_weight}")
+            raise ConfigError(
+                f"{where}.false_positive_weight must be between 0 and 1 (exclusive), got {self.false_positive_weight}"
+            )
         if self.enabled and not (self.exact or self.near):
             raise ConfigError(f"{where}: exact and near are both off: set {where}.enabled=false instead")
 
@@ -491,7 +499,9 @@ def fingerprints(texts: list[str], config: DedupConfig, hasher: MinHasher | None
     return out
 
 
-def minhash_signatures(texts: list[str], config: DedupConfig, hasher: MinHasher | None = None) -> list[np.ndarray | None]:
+def minhash_signatures(
+    texts: list[str], config: DedupConfig, hasher: MinHasher | None = None
+) -> list[np.ndarray | None]:
     """Each text's MinHash signature, or None for a text without words."""
     return [f.signature for f in fingerprints(texts, replace(config, near=True, verify="none"), hasher)]
 
