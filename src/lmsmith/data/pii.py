@@ -166,7 +166,8 @@ def _assignment_replacement(m: re.Match, text: str) -> str | None:
             return None
         return text[m.start() : m.start(2)] + secret + m.group(1)
     line_start = text.rfind("\n", 0, m.start()) + 1
-    if not _LINE_HEAD_OF_BARE_ASSIGNMENT.fullmatch(text, line_start, m.start()) or not _looks_like_bare_secret(m.group(3)):
+    if (not _LINE_HEAD_OF_BARE_ASSIGNMENT.fullmatch(text, line_start, m.start())
+            or not _looks_like_bare_secret(m.group(3))):
         return None
     return text[m.start() : m.start(3)] + secret + text[m.end(3) : m.end()]
 
@@ -180,7 +181,9 @@ def _redact_secrets(text: str) -> tuple[str, int]:
         if any(needle in text for needle in needles):
             text, n = _substitute(pattern, text, _placeholder("secret"))
             total += n
-    text, n = _substitute_case_blind(_ASSIGNMENT, text, _assignment_replacement, ("key", "secret", "pass", "pwd", "token"))
+    text, n = _substitute_case_blind(
+        _ASSIGNMENT, text, _assignment_replacement, ("key", "secret", "pass", "pwd", "token")
+    )
     return text, total + n
 
 
@@ -307,7 +310,9 @@ def card_number_is_valid(candidate: str) -> bool:
 def _redact_cards(text: str) -> tuple[str, int]:
     return _substitute(
         _CARD_CANDIDATE, text,
-        lambda m, text: PLACEHOLDERS["credit_card"] if _starts_clean(m, ".-") and card_number_is_valid(m.group(0)) else None,
+        lambda m, text: (
+            PLACEHOLDERS["credit_card"] if _starts_clean(m, ".-") and card_number_is_valid(m.group(0)) else None
+        ),
     )
 
 
@@ -421,7 +426,8 @@ def _labelled_phone_replacement(m: re.Match, text: str) -> str | None:
 def _after_trunk_prefix(m: re.Match) -> bool:
     """True for the 415-... of 1-415-555-0132: the country code 1 and a separator stand before it."""
     start, text = m.start(), m.string
-    return start >= 2 and text[start - 2] == "1" and text[start - 1] in " .-" and (start == 2 or not text[start - 3].isalnum())
+    return (start >= 2 and text[start - 2] == "1" and text[start - 1] in " .-"
+            and (start == 2 or not text[start - 3].isalnum()))
 
 
 def _formatted_phone_replacement(m: re.Match, text: str) -> str | None:

@@ -279,7 +279,8 @@ def curate(inputs: list[str], out: str | Path, config: CurateConfig | dict | str
     started = time.perf_counter()
     with stage_directory(out, "curate", reads=[s.spec for s in sources]) as root:
         with _progress(quiet) as progress:
-            run = CurateRun(sources, cfg, root, keep_dropped=keep_dropped or cfg.keep_dropped, workers=n_workers, progress=progress)
+            run = CurateRun(sources, cfg, root, keep_dropped=keep_dropped or cfg.keep_dropped, workers=n_workers,
+                            progress=progress)
             if cfg.engine == "ray":
                 from lmsmith.data.ray_engine import run_on_ray
 
