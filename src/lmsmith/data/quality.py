@@ -76,7 +76,9 @@ class ProseQualityConfig:
                 table[n] = float(limit)
             setattr(self, name, table)
         if self.technical_repetition_factor < 1:
-            raise ConfigError(f"{where}.technical_repetition_factor must be at least 1, got {self.technical_repetition_factor}")
+            raise ConfigError(
+                f"{where}.technical_repetition_factor must be at least 1, got {self.technical_repetition_factor}"
+            )
 
 
 @dataclass
@@ -251,7 +253,8 @@ class _Judged:
         def rule(text, _words, cfg) -> str | None:
             share, chars = _duplicate_shares(lines if text is self.text else
                                              [line for line in (r.strip() for r in text.split("\n")) if line])
-            return "duplicate_lines" if share > cfg.max_duplicate_lines or chars > cfg.max_duplicate_line_chars else None
+            return ("duplicate_lines" if share > cfg.max_duplicate_lines or chars > cfg.max_duplicate_line_chars
+                    else None)
 
         return self.reason(rule)
 
@@ -342,7 +345,8 @@ def python_parses(code: str) -> bool:
 class _CodeRules:
     def __init__(self, cfg: CodeQualityConfig):
         self.cfg = cfg
-        self.generated = re.compile("|".join(f"(?:{p})" for p in cfg.generated_patterns), re.IGNORECASE | re.MULTILINE) \
+        self.generated = re.compile("|".join(f"(?:{p})" for p in cfg.generated_patterns),
+                                    re.IGNORECASE | re.MULTILINE) \
             if cfg.generated_patterns else None
 
     def reason(self, text: str, language: str | None) -> str | None:
@@ -354,7 +358,8 @@ class _CodeRules:
         alnum = len(_NON_WORD.sub("", text))  # letters, digits and _ in any script
         if alnum < cfg.min_alnum_fraction * len(text):
             return "low_alnum"
-        if cfg.drop_generated and self.generated and self.generated.search("\n".join(lines[: cfg.generated_scan_lines])):
+        if (cfg.drop_generated and self.generated
+                and self.generated.search("\n".join(lines[: cfg.generated_scan_lines]))):
             return "auto_generated"
         if language == "python" and cfg.python_must_parse and not python_parses(text):
             return "syntax_error"

@@ -330,7 +330,8 @@ def build_dataset(ray, run, keep_dropped: bool):
     args, source_config, config_json = _source_args(run.sources), run.config.sources, _config_json(run.config)
     files = ray.data.from_items(tasks, override_num_blocks=min(len(tasks), max(2, 4 * run.workers)))
     rows = files.flat_map(lambda task: read_file_rows(task, args, source_config))
-    processed = rows.map_batches(run_steps_on_batch, fn_kwargs={"config_json": config_json, "keep_dropped": keep_dropped},
+    processed = rows.map_batches(run_steps_on_batch,
+                                 fn_kwargs={"config_json": config_json, "keep_dropped": keep_dropped},
                                  batch_size=run.config.batch_docs, batch_format="default")
     return processed.materialize(), tasks
 

@@ -99,7 +99,9 @@ def print_summary(report: dict, console: Console) -> None:
     if report["read_issues"]:
         first = report["read_issues"][0]
         where = first.get("path", first["source"]) + (f":{first['line']}" if "line" in first else "")
-        console.print(f"skipped inputs are listed in report.json (first: {where}: {first['reason']}, {first['detail']})")
+        console.print(
+            f"skipped inputs are listed in report.json (first: {where}: {first['reason']}, {first['detail']})"
+        )
 
 
 def _percent(share: float | None) -> str:
@@ -131,6 +133,8 @@ def nothing_survived_message(report: dict) -> str:
     for step in report["steps"]:
         for reason, n in step["dropped_docs"].items():
             reasons[f"{step['name']}: {reason}"] = reasons.get(f"{step['name']}: {reason}", 0) + n
-    top = ", ".join(f"{k} {v}" for k, v in sorted(reasons.items(), key=lambda kv: -kv[1])[:4]) or "no documents were read"
+    top = (", ".join(f"{k} {v}" for k, v in sorted(reasons.items(), key=lambda kv: -kv[1])[:4])
+           or "no documents were read")
     return (f"no document survived curation ({report['totals']['docs_in']} read; dropped: {top}): "
-            "check the inputs, or loosen the step that dropped them (e.g. quality.prose.min_words=20 or quality.enabled=false)")
+            "check the inputs, or loosen the step that dropped them"
+            " (e.g. quality.prose.min_words=20 or quality.enabled=false)")
