@@ -66,7 +66,9 @@ class SafetyConfig:
 
     def check(self, where: str = "safety") -> None:
         if self.max_term_density < 0:
-            raise ConfigError(f"{where}.max_term_density must be at least 0 (0 drops on any match), got {self.max_term_density}")
+            raise ConfigError(
+                f"{where}.max_term_density must be at least 0 (0 drops on any match), got {self.max_term_density}"
+            )
         for key in ("blocklist_files", "domain_blocklist_files"):
             for i, name in enumerate(getattr(self, key)):
                 if not Path(name).expanduser().is_file():
@@ -86,7 +88,9 @@ def _read_list(path: str) -> list[str]:
     try:
         return _list_lines(Path(path).expanduser().read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"cannot read list file {path} ({exc.__class__.__name__}): give a UTF-8 text file, one entry per line") from None
+        raise UserError(
+            f"cannot read list file {path} ({exc.__class__.__name__}): give a UTF-8 text file, one entry per line"
+        ) from None
 
 
 def _packaged_list(name: str) -> list[str]:
@@ -270,10 +274,14 @@ class SafetyFilter(Step):
         try:
             classifier = pipeline("text-classification", model=str(Path(cfg.model).expanduser()), device=device)
         except (OSError, ValueError) as exc:
-            raise UserError(f"safety.classifier.model: cannot load {cfg.model} as a text-classification model ({exc})") from None
+            raise UserError(
+                f"safety.classifier.model: cannot load {cfg.model} as a text-classification model ({exc})"
+            ) from None
         labels = set(classifier.model.config.id2label.values())
         if cfg.label not in labels:
-            raise UserError(f"safety.classifier.label: {cfg.label!r} is not a label of {cfg.model}; its labels are {sorted(labels)}")
+            raise UserError(
+                f"safety.classifier.label: {cfg.label!r} is not a label of {cfg.model}; its labels are {sorted(labels)}"
+            )
         return classifier
 
     def classifier_scores(self, texts: list[str]) -> list[float]:

@@ -102,7 +102,9 @@ def heldout_rates(config=None, *, system_licences: bool = False, junk_per_kind: 
     for kind, docs in technical_documents(system_licences).items():
         reasons = Counter(prose_reason(text, config) for _, text in docs)
         kept = reasons.pop(None, 0)
-        out["technical"][kind] = {"docs": len(docs), "kept": round(kept / max(1, len(docs)), 4), "dropped_by": dict(reasons)}
+        out["technical"][kind] = {
+            "docs": len(docs), "kept": round(kept / max(1, len(docs)), 4), "dropped_by": dict(reasons)
+        }
     for kind, texts in planted_junk(junk_per_kind).items():
         reasons = Counter(prose_reason(text, config) for text in texts)
         kept = reasons.pop(None, 0)

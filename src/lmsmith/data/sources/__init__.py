@@ -62,7 +62,8 @@ def open_inputs(inputs: list[str], config: SourceConfig) -> list[Source]:
         else:
             path = Path(spec).expanduser()
             if not path.exists() and not path.is_symlink():
-                hint = " (for a Hugging Face dataset write hf:NAME)" if "/" in spec and not spec.startswith((".", "/", "~")) else ""
+                hint = (" (for a Hugging Face dataset write hf:NAME)"
+                        if "/" in spec and not spec.startswith((".", "/", "~")) else "")
                 raise UserError(f"input '{spec}' does not exist: check the path{hint}")
             sources.append(FileTreeSource(spec, path, config))
     return sources

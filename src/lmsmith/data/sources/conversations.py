@@ -54,7 +54,9 @@ def render_conversation(turns: list[Any]) -> str:
         role = turn.get("role", turn.get("from"))
         name = ROLE_NAMES.get(str(role).strip().lower()) if role is not None else None
         if name is None:
-            raise BadConversation(f"message {number} has unknown role {role!r} (known: {', '.join(sorted(ROLE_NAMES))})")
+            raise BadConversation(
+                f"message {number} has unknown role {role!r} (known: {', '.join(sorted(ROLE_NAMES))})"
+            )
         text = _content_text(turn.get("content", turn.get("value"))).strip()
         if text:
             lines.append(f"{name}: {text}")

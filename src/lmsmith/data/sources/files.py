@@ -96,7 +96,9 @@ class FileTreeSource(Source):
             return
         cfg = self.config
         for folder, dirs, names in os.walk(self.root):
-            dirs[:] = sorted(d for d in dirs if d not in SKIPPED_FOLDERS and not (cfg.skip_hidden and d.startswith(".")))
+            dirs[:] = sorted(
+                d for d in dirs if d not in SKIPPED_FOLDERS and not (cfg.skip_hidden and d.startswith("."))
+            )
             base = Path(folder)
             rel_folder = base.relative_to(self.root).as_posix()
             for name in sorted(names):

@@ -67,7 +67,9 @@ def pdf_items(file: Path | IO[bytes], *, source: str, rel: str, size: int) -> It
     try:
         reader = PdfReader(file)
         if reader.is_encrypted and not reader.decrypt(""):
-            yield Skipped(source, "encrypted", size, "the PDF needs a password: decrypt it first (qpdf --decrypt)", meta)
+            yield Skipped(
+                source, "encrypted", size, "the PDF needs a password: decrypt it first (qpdf --decrypt)", meta
+            )
             return
         pages = reader.pages
         n_pages = len(pages)
