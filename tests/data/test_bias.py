@@ -105,7 +105,9 @@ def test_bias_report_flag_prints_the_table_and_is_off_by_default(tmp_path, capsy
     assert main(["curate", str(tmp_path / "in"), "-o", str(tmp_path / "plain"), "--workers", "1"]) in (0, None)
     assert "bias" not in json.loads((tmp_path / "plain" / "report.json").read_text())
     capsys.readouterr()
-    assert main(["curate", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--bias-report", "--workers", "1"]) in (0, None)
+    assert main(
+        ["curate", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--bias-report", "--workers", "1"]
+    ) in (0, None)
     out = capsys.readouterr().out
     assert "bias report" in out and "female" in out
     report = json.loads((tmp_path / "out" / "report.json").read_text())

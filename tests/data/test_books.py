@@ -78,7 +78,8 @@ def test_running_lines_go_but_body_lines_that_repeat_elsewhere_stay():
     assert "Proceedings" not in text
     assert text.count("Shared sentence in the body.") == 4
     assert all(f"The {w} part starts." in text and f"The {w} part ends." in text for w in words)
-    assert join_pages(["a line ending in well-\nKnown capitals stays"]) == "a line ending in well-\nKnown capitals stays"
+    assert (join_pages(["a line ending in well-\nKnown capitals stays"])
+            == "a line ending in well-\nKnown capitals stays")
 
 
 def test_encrypted_and_corrupt_pdfs_are_skipped_with_their_reason(tmp_path):
@@ -96,7 +97,8 @@ def test_encrypted_and_corrupt_pdfs_are_skipped_with_their_reason(tmp_path):
 
 def write_epub(path, chapters):
     """An EPUB whose spine order (the reading order) is the reverse of the files' names and order."""
-    opf_items = "".join(f'<item id="c{i}" href="text/part{len(chapters) - i}.xhtml" media-type="application/xhtml+xml"/>'
+    opf_items = "".join(f'<item id="c{i}" href="text/part{len(chapters) - i}.xhtml"'
+                        ' media-type="application/xhtml+xml"/>'
                         for i in range(len(chapters)))
     spine = "".join(f'<itemref idref="c{i}"/>' for i in range(len(chapters)))
     with zipfile.ZipFile(path, "w") as book:

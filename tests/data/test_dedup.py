@@ -136,7 +136,9 @@ def _reference_error(threshold, bands, rows, fp_weight):
     return fp_weight * trapezoid(p(below), below) + (1 - fp_weight) * trapezoid(1 - p(above), above)
 
 
-@pytest.mark.parametrize("threshold, num_perm, weight", [(0.8, 128, 0.5), (0.8, 128, 0.1), (0.5, 64, 0.5), (0.9, 256, 0.3)])
+@pytest.mark.parametrize(
+    "threshold, num_perm, weight", [(0.8, 128, 0.5), (0.8, 128, 0.1), (0.5, 64, 0.5), (0.9, 256, 0.3)]
+)
 def test_bands_and_rows_minimise_the_weighted_error(threshold, num_perm, weight):
     bands, rows = optimal_bands_rows(threshold, num_perm, weight)
     assert bands * rows <= num_perm
@@ -277,7 +279,9 @@ def test_a_pair_just_below_the_threshold_stays_even_when_its_signatures_agree():
         other = mutate(rng, base, 5)
         true = jaccard(base, other)
         hasher = MinHasher(128, 1)
-        estimate = estimated_jaccard(hasher.signature(shingle_hashes(base, 5)), hasher.signature(shingle_hashes(other, 5)))
+        estimate = estimated_jaccard(
+            hasher.signature(shingle_hashes(base, 5)), hasher.signature(shingle_hashes(other, 5))
+        )
         if true < 0.8 <= estimate:
             break
     else:
@@ -313,10 +317,13 @@ def test_same_clusters_in_another_process():
     signature = MinHasher(128, 1).signature(shingle_hashes(texts[0], 5))
     script = (
         "import json, sys; from lmsmith.data.dedup import *; texts = json.load(sys.stdin);"
-        "print(json.dumps([near_duplicate_clusters(texts), MinHasher(128, 1).signature(shingle_hashes(texts[0], 5)).tolist()]))"
+        "print(json.dumps([near_duplicate_clusters(texts),"
+        " MinHasher(128, 1).signature(shingle_hashes(texts[0], 5)).tolist()]))"
     )
     env = dict(os.environ, PYTHONHASHSEED="12345")
-    out = subprocess.run([sys.executable, "-c", script], input=json.dumps(texts), capture_output=True, text=True, env=env, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", script], input=json.dumps(texts), capture_output=True, text=True, env=env, check=True
+    )
     there_clusters, there_signature = json.loads(out.stdout)
     assert there_clusters == here and len(here) == 5
     assert there_signature == signature.tolist()
@@ -340,7 +347,10 @@ def test_config_checks():
 # ---------------------------------------------------------------------------------------------
 # Boilerplate lines, two passes
 
-HEADER = ["Copyright (c) 2024 Example Corporation. All rights reserved.", "Licensed under the Example License, Version 2.0."]
+HEADER = [
+    "Copyright (c) 2024 Example Corporation. All rights reserved.",
+    "Licensed under the Example License, Version 2.0.",
+]
 
 
 def _boilerplate_docs(rng):
@@ -349,7 +359,10 @@ def _boilerplate_docs(rng):
         body = "\n".join(random_text(rng, 12) for _ in range(4))
         docs.append(Document(f"prose{i}", "\n".join(HEADER) + "\nThanks!\n" + body, "t"))
     for i in range(12):
-        code = "\n".join(f"# {line}" for line in HEADER) + f"\nimport os\n\n\ndef main():\n    return {i}\n\n\nif __name__ == '__main__':\n    main()\n"
+        code = "\n".join(f"# {line}" for line in HEADER) + (
+            f"\nimport os\n\n\ndef main():\n    return {i}\n\n\n"
+            "if __name__ == '__main__':\n    main()\n"
+        )
         docs.append(Document(f"code{i}", code, "t", {"kind": "code", "language": "python"}))
     docs.append(Document("only", "\n".join(HEADER) + "\n", "t"))
     return docs

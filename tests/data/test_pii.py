@@ -19,7 +19,9 @@ from lmsmith.data.step import StepStats
 # Values that must disappear, by kind.
 PLANTED = {
     "email": ["barry@python.org", "jane.doe+news@mail.example.co.uk", "x_y-z@sub.domain.io"],
-    "phone": ["+1 (415) 555-0132", "415-555-0132", "+44 20 7946 0958", "020 7946 0958", "07700 900123", "+49 30 1234567"],
+    "phone": [
+        "+1 (415) 555-0132", "415-555-0132", "+44 20 7946 0958", "020 7946 0958", "07700 900123", "+49 30 1234567"
+    ],
     "ip_address": ["93.184.216.34", "81.2.69.142", "2001:4860:4860::8888", "2a03:2880:f10c:83:face:b00c:0:25de"],
     "credit_card": ["4111 1111 1111 1111", "5500-0055-5555-5559", "378282246310005", "6011000990139424"],
     "iban": ["DE89 3704 0044 0532 0130 00", "GB82WEST12345698765432", "FR14 2004 1010 0505 0001 3M02 606"],
@@ -100,9 +102,15 @@ def test_private_key_block_goes_whole():
 
 
 def test_assignments_lose_only_their_value():
-    text = 'api_key = "sk_test_abc123XYZ987"\n"password": "hunter2!"\nclient_secret: \'9f8e7d6c5b\'\nexport GITHUB_TOKEN=ab12cd34ef56\n'
+    text = (
+        'api_key = "sk_test_abc123XYZ987"\n"password": "hunter2!"\n'
+        'client_secret: \'9f8e7d6c5b\'\nexport GITHUB_TOKEN=ab12cd34ef56\n'
+    )
     out, counts = redact_pii(text)
-    assert out == 'api_key = "<SECRET>"\n"password": "<SECRET>"\nclient_secret: \'<SECRET>\'\nexport GITHUB_TOKEN=<SECRET>\n'
+    assert out == (
+        'api_key = "<SECRET>"\n"password": "<SECRET>"\n'
+        'client_secret: \'<SECRET>\'\nexport GITHUB_TOKEN=<SECRET>\n'
+    )
     assert counts == {"secret": 4}
 
 
