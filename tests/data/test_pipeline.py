@@ -69,7 +69,9 @@ def make_corpus(root):
     words = original.split()
     words[7] = "remarkably"
     (root / "story_near.txt").write_text(" ".join(words))  # near duplicate
-    (root / "guide.md").write_text("# Island notes\n\n" + prose(2) + "\n\nWrite to maria.lopez@fastmail.com for a copy.\n")
+    (root / "guide.md").write_text(
+        "# Island notes\n\n" + prose(2) + "\n\nWrite to maria.lopez@fastmail.com for a copy.\n"
+    )
     first, second = prose(3, 6), " ".join(s for s in SENTENCES if s not in prose(3, 6))[:400]
     (root / "page.html").write_text(
         "<html><head><title>Harbour</title></head><body><nav><a href='/'>Home</a> | <a href='/a'>About</a></nav>"
@@ -223,7 +225,10 @@ def test_boilerplate_lines_are_removed_in_a_second_pass(tmp_path):
     for i in range(6):
         body = f"def f{i}(x):\n    return x + {i} * {i + 1}\n\n\ndef g{i}():\n    return '{prose(i, 2)}'\n"
         (tmp_path / "src" / f"m{i}.py").write_text(header + "\n" + body)
-    config = {"dedup": {"boilerplate": {"enabled": True, "min_docs": 5}}, "split": {"val_fraction": 0.0, "test_fraction": 0.0}}
+    config = {
+        "dedup": {"boilerplate": {"enabled": True, "min_docs": 5}},
+        "split": {"val_fraction": 0.0, "test_fraction": 0.0},
+    }
     report = curate([tmp_path / "src"], tmp_path / "out", config, quiet=True, workers=1)
     texts = list(iter_split_texts(tmp_path / "out"))
     assert len(texts) == 6 and not any("Copyright" in t for t in texts)
@@ -245,7 +250,9 @@ def test_a_50_mb_single_line_file_is_dropped_and_the_run_goes_on(tmp_path):
 
 
 def test_the_stdlib_corpus_on_a_subset(tmp_path):
-    report = curate(["stdlib"], tmp_path / "out", {"sources": {"include": ["json/*", "email/*"]}}, quiet=True, workers=1)
+    report = curate(
+        ["stdlib"], tmp_path / "out", {"sources": {"include": ["json/*", "email/*"]}}, quiet=True, workers=1
+    )
     assert report["totals"]["docs_out"] > 20
     rows = split_rows(tmp_path / "out")
     assert all(source == "stdlib" for _, _, source, _ in rows.values())
@@ -290,7 +297,9 @@ def test_cli_config_file_and_bad_input_exit_codes(tmp_path, capsys):
 def test_document_steps_follow_the_config():
     config = pipeline.resolve_config({"safety": {"enabled": False}, "html": {"enabled": False}})
     assert [s.name for s in pipeline.document_steps(config)] == ["format", "quality", "pii", "minhash"]
-    assert "minhash" not in [s.name for s in pipeline.document_steps(pipeline.resolve_config({"dedup": {"enabled": False}}))]
+    assert "minhash" not in [
+        s.name for s in pipeline.document_steps(pipeline.resolve_config({"dedup": {"enabled": False}}))
+    ]
 
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"

@@ -41,7 +41,8 @@ def test_term_matcher_counts_words_prefixes_and_phrases_on_word_boundaries():
 @settings(max_examples=60, deadline=None)
 @given(
     st.lists(st.sampled_from("the fox jumps over a lazy dog by the bank".split()), min_size=0, max_size=20),
-    st.integers(0, 20), st.sampled_from(["zork", "ZORK", "Zork", "zorks"]), st.sampled_from([" ", ", ", ". ", "\n", " (", "'"]),
+    st.integers(0, 20), st.sampled_from(["zork", "ZORK", "Zork", "zorks"]),
+    st.sampled_from([" ", ", ", ". ", "\n", " (", "'"]),
 )
 def test_planted_terms_are_counted_wherever_they_stand(words, at, term, sep):
     matcher = TermMatcher(["zork*"])
@@ -109,7 +110,9 @@ def test_domain_blocklist_checks_meta_url_and_links_in_text(tmp_path):
 
 
 def test_url_helpers():
-    assert url_hosts("a https://user:pw@Sub.Example.com/x?q=1 b ftp://files.example.org.") == ["sub.example.com", "files.example.org"]
+    assert url_hosts("a https://user:pw@Sub.Example.com/x?q=1 b ftp://files.example.org.") == [
+        "sub.example.com", "files.example.org"
+    ]
     assert domain_is_blocked("a.b.example.com", {"example.com"})
     assert not domain_is_blocked("myexample.com", {"example.com"})
 
@@ -189,7 +192,9 @@ def test_classifier_drops_exactly_the_documents_scoring_at_or_above_threshold(ti
     threshold = (ordered[7] + ordered[8]) / 2  # the random model's scores straddle it: half go
     config = SafetyConfig(
         default_blocklist=False, default_domains=False,
-        classifier=ClassifierConfig(model=str(directory), label="toxic", threshold=threshold, batch_size=4, device="cpu"),
+        classifier=ClassifierConfig(
+            model=str(directory), label="toxic", threshold=threshold, batch_size=4, device="cpu"
+        ),
     )
     step = SafetyFilter(config)
     assert step.classifier_scores(texts) == pytest.approx(reference, abs=1e-5)
