@@ -174,7 +174,8 @@ def main() -> None:
         "benchmark": "serve", "model": MODEL, "device": "cpu", "threads": args.threads,
         "new_tokens": args.new_tokens, "requests_per_client": args.requests,
         "batched": batched, "one_at_a_time": single, "hf_pipeline": hf,
-        "throughput_32_clients_vs_one_at_a_time": round(batched["32"]["tokens_per_s"] / single["32"]["tokens_per_s"], 2),
+        "throughput_32_clients_vs_one_at_a_time": round(
+            batched["32"]["tokens_per_s"] / single["32"]["tokens_per_s"], 2),
         "ttft_median_8_clients_vs_1": round(batched["8"]["ttft_median_ms"] / batched["1"]["ttft_median_ms"], 2),
     }
     if hf is not None:
