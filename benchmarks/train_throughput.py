@@ -424,7 +424,8 @@ def main() -> None:
         "target_speedup": 1.5,
         "target_met": main_shape["ours_gpt2"]["speedup"] >= 1.5,
         "data_and_logging_share_max": max(r["data_and_logging_share"] for r in results.values()),
-        "nanogpt": "measured: shapes.*.nanogpt" if args.nanogpt else "skipped: give --nanogpt PATH (a nanoGPT checkout)",
+        "nanogpt": ("measured: shapes.*.nanogpt" if args.nanogpt
+                    else "skipped: give --nanogpt PATH (a nanoGPT checkout)"),
     }
     if "gpt2_124m" in results:
         line["gpt2_124m_mfu"] = results["gpt2_124m"]["ours_gpt2"]["mfu"]
