@@ -174,15 +174,18 @@ def main() -> None:
 
     for method in reports:
         run("generate", str(work / "runs" / f"sql-{method}"), "--prompt", "-- all customers from Paris\\n",
-            "--prompt", "-- the 3 most expensive products\\n", "--temperature", "0", "--max-new-tokens", "80", "--no-stream")
+            "--prompt", "-- the 3 most expensive products\\n", "--temperature", "0", "--max-new-tokens", "80",
+            "--no-stream")
 
     print("\nbefore -> after fine-tuning (validation questions never seen in training):")
     print(f"{'method':8} {'trainable':>12} {'val loss':>17} {'exact match':>17} {'general loss':>17} {'steps':>6}")
     for method, r in reports.items():
         b, a = r["before"], r["after"]
         general_text = f"{b['general']['loss']:.3f} -> {a['general']['loss']:.3f}" if b["general"] else "-"
-        print(f"{method:8} {r['parameters']['trainable_parameters']:>12,} {b['val_loss']:>7.3f} -> {a['val_loss']:<6.3f} "
-              f"{b['answers']['exact_match']:>7.1%} -> {a['answers']['exact_match']:<6.1%} {general_text:>17} {r['steps']:>6}")
+        print(f"{method:8} {r['parameters']['trainable_parameters']:>12,} "
+              f"{b['val_loss']:>7.3f} -> {a['val_loss']:<6.3f} "
+              f"{b['answers']['exact_match']:>7.1%} -> {a['answers']['exact_match']:<6.1%} "
+              f"{general_text:>17} {r['steps']:>6}")
 
 
 if __name__ == "__main__":
