@@ -126,7 +126,8 @@ def render(source: str, messages: list[dict], *, eos_token: str, bos_token: str 
         return env.from_string(source).render(messages=messages, eos_token=eos_token, bos_token=bos_token,
                                               add_generation_prompt=add_generation_prompt)
     except JinjaError as exc:
-        raise TemplateError(f"the model's chat template failed ({exc}): fix chat_template in {TOKENIZER_CONFIG}") from None
+        raise TemplateError(f"the model's chat template failed ({exc}): "
+                            f"fix chat_template in {TOKENIZER_CONFIG}") from None
 
 
 # ---------------------------------------------------------------------------------------------
