@@ -62,7 +62,8 @@ class GenerationConfig:
         if self.top_p is not None and not 0.0 < self.top_p <= 1.0:
             raise UserError(f"{key('top_p')} must be in (0, 1] (or unset to keep every token), got {self.top_p}")
         if not self.repetition_penalty > 0:
-            raise UserError(f"{key('repetition_penalty')} must be positive (1.0 is no penalty), got {self.repetition_penalty}")
+            raise UserError(f"{key('repetition_penalty')} must be positive (1.0 is no penalty), "
+                            f"got {self.repetition_penalty}")
         if any(not s for s in self.stop):
             raise UserError(f"{key('stop')}: a stop string cannot be empty")
 
@@ -238,7 +239,8 @@ def lay_out_for_decoding(model: GPT) -> GPT:
     Decoding multiplies one token's vector by every weight matrix. For that shape the CPU BLAS
     kernel is much faster walking the weight as (in, out) rows (Hugging Face's GPT-2 stores
     it that way) than as nn.Linear's (out, in): about 1.3x on the matrix products of the
-    benchmark's model (benchmarks/generate.py). Other devices are left alone. Meant for a model loaded only to generate: a model in training
+    benchmark's model (benchmarks/generate.py). Other devices are left alone. \
+Meant for a model loaded only to generate: a model in training
     would keep the odd strides in its optimizer's view of the weights.
     """
     if next(model.parameters()).device.type != "cpu":
@@ -331,7 +333,8 @@ class TextStream:
     def _held_back(self) -> int:
         """Length of the longest tail of the text that begins some stop string."""
         tail = self.text[self.released:]
-        return max((k for s in self.stop for k in range(1, min(len(s) - 1, len(tail)) + 1) if tail.endswith(s[:k])), default=0)
+        return max((k for s in self.stop for k in range(1, min(len(s) - 1, len(tail)) + 1)
+                    if tail.endswith(s[:k])), default=0)
 
 
 OnText = Callable[[int, str, bool], None]  # (prompt index, new text, this prompt is finished)
@@ -441,7 +444,8 @@ class OrderedPrinter:
 
 @dataclass
 class GenerateConfig(GenerationConfig):
-    """The `generate:` section of a recipe, and the settings of `lmsmith generate`: how to sample, from which prompts."""
+    """The `generate:` section of a recipe, and the settings of `lmsmith generate`: how to sample, \
+from which prompts."""
 
     prompts: list[str] = field(default_factory=lambda: [""])  # "" starts from scratch, as a new document would
     device: str = "auto"  # auto | cpu | cuda | mps
