@@ -68,7 +68,8 @@ class Choices:
                 self.engine.submit(choice.request)
         except QueueFull:
             self.cancel()
-            raise ApiError(429, "the server is busy (its queue is full): retry in a moment", code="queue_full") from None
+            raise ApiError(429, "the server is busy (its queue is full): retry in a moment",
+                           code="queue_full") from None
         except EngineStopped:
             self.cancel()
             raise ApiError(503, "the server is shutting down", code="shutting_down") from None
