@@ -36,7 +36,8 @@ class ServeConfig:
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"{where}.threads must be at least 1 (or unset for one per core), got {self.threads}")
         if self.max_tokens is not None and self.max_tokens < 1:
-            raise ConfigError(f"{where}.max_tokens must be at least 1 (or unset for the context), got {self.max_tokens}")
+            raise ConfigError(f"{where}.max_tokens must be at least 1 (or unset for the context), "
+                              f"got {self.max_tokens}")
         if self.template is not None:
             from lmsmith.finetune.templates import get_template
 
