@@ -172,7 +172,8 @@ def read_chat(body: Any, limits: Limits) -> ChatBody:
     for i, message in enumerate(parsed.messages):
         if isinstance(message, dict) and isinstance(message.get("content"), list):  # content parts: text only
             parts = message["content"]
-            if not all(isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str) for p in parts):
+            if not all(isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str)
+                       for p in parts):
                 raise bad_request(f"messages[{i}].content: only text parts are supported", "messages")
             parsed.messages[i] = {**message, "content": "".join(p["text"] for p in parts)}
     return parsed
