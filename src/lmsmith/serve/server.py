@@ -45,7 +45,8 @@ def bind(host: str, port: int) -> socket.socket:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
-        raise UserError(f"cannot listen on host {host!r} ({exc.strerror}): give an IP address such as 127.0.0.1") from None
+        raise UserError(f"cannot listen on host {host!r} ({exc.strerror}): "
+                        "give an IP address such as 127.0.0.1") from None
     family, kind, proto, _, address = infos[0]
     sock = socket.socket(family, kind, proto)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -56,7 +57,8 @@ def bind(host: str, port: int) -> socket.socket:
         if exc.errno == errno.EADDRINUSE:
             raise UserError(f"port {port} on {host} is already in use: stop what is using it, or choose "
                             "another with --port") from None
-        raise UserError(f"cannot listen on {host}:{port} ({exc.strerror or exc}): choose another --host or --port") from None
+        raise UserError(f"cannot listen on {host}:{port} ({exc.strerror or exc}): "
+                        "choose another --host or --port") from None
     sock.listen(2048)
     sock.set_inheritable(True)
     return sock
