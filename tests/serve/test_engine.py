@@ -57,7 +57,8 @@ def run_all(engine: Engine, recorder: Recorder, requests: list[Request]) -> None
 def test_a_short_request_streams_before_a_long_prompt_is_in(model, char_tokenizer):
     engine = Engine(model, char_tokenizer.vocab_size, max_batch=4, prefill_chunk=8).start()
     recorder = Recorder()
-    long = recorder.request("long", char_tokenizer.encode("a long document " * 7), Sampling(max_tokens=3, temperature=0))
+    long = recorder.request("long", char_tokenizer.encode("a long document " * 7),
+                            Sampling(max_tokens=3, temperature=0))
     short = recorder.request("short", char_tokenizer.encode("hi"), Sampling(max_tokens=3, temperature=0))
     run_all(engine, recorder, [long, short])
     engine.stop()
