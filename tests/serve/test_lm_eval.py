@@ -51,7 +51,8 @@ def write_tasks(folder, data_cache, generations: dict[str, str]):
     }
     for task, spec in tasks.items():
         data = folder / f"{task.split('_')[1]}.jsonl"
-        spec = {"task": task, **spec, "dataset_kwargs": {"data_files": {"test": str(data)}, "cache_dir": str(data_cache)}}
+        spec = {"task": task, **spec,
+                "dataset_kwargs": {"data_files": {"test": str(data)}, "cache_dir": str(data_cache)}}
         (folder / f"{task}.yaml").write_text(json.dumps(spec), encoding="utf-8")  # JSON is YAML
 
 
@@ -73,7 +74,8 @@ def test_lm_eval_scores_through_the_server_equal_direct_scores(server, chat_mode
         model="local-completions",
         model_args=f"base_url={server.url}/completions,model={NAME},tokenizer={chat_model_dir},"
                    "tokenizer_backend=huggingface,tokenized_requests=True,max_length=128,max_retries=1",
-        tasks=["lmsmith_choice", "lmsmith_gen"], task_manager=TaskManager(include_path=str(tasks), include_defaults=False),
+        tasks=["lmsmith_choice", "lmsmith_gen"],
+        task_manager=TaskManager(include_path=str(tasks), include_defaults=False),
         log_samples=True, random_seed=0, numpy_random_seed=0, torch_random_seed=0, fewshot_random_seed=0)
 
     scores = {q: [continuation_logprob(model, tokenizer, q, c) for c in CHOICES] for q in QUESTIONS}
