@@ -11,18 +11,18 @@ Writing and chatting go through the server's own OpenAI endpoints, streamed. Exp
 a copy of the model, made on first use, so they never share state with the engine's decode loop.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: FastAPI reads the route functions' annotations, which must be the
+# real classes; they are imported inside add_page, as in api.py (fastapi comes with the serve extra only).
 import copy
 import threading
 from pathlib import Path
-
-from fastapi import FastAPI, Request
-from fastapi.responses import FileResponse, JSONResponse
-from starlette.concurrency import run_in_threadpool
+from typing import TYPE_CHECKING
 
 from lmsmith.errors import UserError
 from lmsmith.serve.errors import ApiError, bad_request
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 STATIC = Path(__file__).with_name("static")
 FILES = {"page.js": "text/javascript", "page.css": "text/css"}
@@ -49,8 +49,12 @@ class Explainer:
         return jsonable(result, digits=4)
 
 
-def add_page(app: FastAPI, served, authorize, read_body) -> None:
+def add_page(app: "FastAPI", served, authorize, read_body) -> None:
     """Add the page and its /explain endpoint to the server's app."""
+    from fastapi import Request
+    from fastapi.responses import FileResponse, JSONResponse
+    from starlette.concurrency import run_in_threadpool
+
     explainer = Explainer(served.engine.model, served.tokenizer)
 
     @app.get("/", include_in_schema=False)
