@@ -239,9 +239,9 @@ def lay_out_for_decoding(model: GPT) -> GPT:
     Decoding multiplies one token's vector by every weight matrix. For that shape the CPU BLAS
     kernel is much faster walking the weight as (in, out) rows (Hugging Face's GPT-2 stores
     it that way) than as nn.Linear's (out, in): about 1.3x on the matrix products of the
-    benchmark's model (benchmarks/generate.py). Other devices are left alone. \
-Meant for a model loaded only to generate: a model in training
-    would keep the odd strides in its optimizer's view of the weights.
+    benchmark's model (benchmarks/generate.py). Other devices are left alone. Meant for a
+    model loaded only to generate: a model in training would keep the odd strides in its
+    optimizer's view of the weights.
     """
     if next(model.parameters()).device.type != "cpu":
         return model
@@ -444,8 +444,10 @@ class OrderedPrinter:
 
 @dataclass
 class GenerateConfig(GenerationConfig):
-    """The `generate:` section of a recipe, and the settings of `lmsmith generate`: how to sample, \
-from which prompts."""
+    """The `generate:` section of a recipe, and the settings of `lmsmith generate`.
+
+    How to sample, and from which prompts.
+    """
 
     prompts: list[str] = field(default_factory=lambda: [""])  # "" starts from scratch, as a new document would
     device: str = "auto"  # auto | cpu | cuda | mps
