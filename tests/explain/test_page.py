@@ -160,6 +160,8 @@ def test_a_browser_writes_streams_and_shows_attention(served):
         browser.save_screenshot(str(SCREENSHOTS / "page-token.png"))
 
         browser.find_element(By.ID, "tab-chat").click()
+        browser.find_element(By.ID, "max-tokens").clear()  # a short answer: the whole conversation fits the context
+        browser.find_element(By.ID, "max-tokens").send_keys("8")
         browser.find_element(By.ID, "chat-input").send_keys("Hello there\n")
         wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#messages .assistant")
                    and b.find_element(By.CSS_SELECTOR, "#messages .assistant").text)
