@@ -76,6 +76,7 @@ class Recipe:
     export: dict[str, Any] | None = None  # read by `lmsmith export --config`, not by build
     serve: dict[str, Any] | None = None  # read by `lmsmith serve --config`, not by build
     chat: dict[str, Any] | None = None  # read by `lmsmith chat --config`, not by build
+    explain: dict[str, Any] | None = None  # read by `lmsmith explain --config`; build's first look uses defaults
     path: Path | None = None  # the file it was read from (not a config key)
 
     @property

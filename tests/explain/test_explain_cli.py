@@ -74,7 +74,7 @@ def test_a_model_directory_without_its_tokenizer(model_dir, capsys):
 
 
 def test_heads_are_measured_on_the_held_out_tokens_the_model_names(tmp_path, tokenizer, capsys):
-    from conftest import GPT2, STDLIB, random_model
+    from explain_models import GPT2, STDLIB, random_model
 
     from lmsmith.model_dir import save_model_dir
     from lmsmith.tokens_dir import tokenize_corpus

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import yaml
-from conftest import STDLIB
+from explain_models import STDLIB
 
 from lmsmith.cli import main
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import random_model
+from explain_models import random_model
 
 from lmsmith.explain.explanation import ExplainConfig, explain_text
 from lmsmith.model_dir import load_model_dir, save_model_dir

@@ -3,35 +3,18 @@
 from __future__ import annotations
 
 import json
-import string
 
 import pytest
 import torch
+from serve_models import ALPHABET, KEY, NAME, tiny_model
 
-from lmsmith.config import ModelConfig
-from lmsmith.model import GPT
 from lmsmith.model_dir import save_model_dir
 from lmsmith.tokenizer import Tokenizer, train_char
-
-ALPHABET = string.ascii_letters + string.digits + " .,:;?!'\"-_=*()<>#|\n"
-BLOCK_SIZE = 128
 
 
 @pytest.fixture(scope="session")
 def char_tokenizer() -> Tokenizer:
     return train_char([ALPHABET], show_progress=False)
-
-
-def tiny_model(vocab_size: int, seed: int = 0, **shape) -> GPT:
-    """A two-block model with weights off their initial values, so its outputs vary with the input."""
-    settings = dict(vocab_size=vocab_size, block_size=BLOCK_SIZE, n_layer=2, n_head=2, n_embd=32)
-    settings.update(shape)
-    torch.manual_seed(seed)
-    model = GPT(ModelConfig(**settings)).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.3)
-    return model
 
 
 @pytest.fixture(scope="session")
@@ -61,8 +44,6 @@ def chat_model_dir(tmp_path_factory, model_dir):
 
 
 
-KEY = "test-key-0123456789"
-NAME = "support"
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 import torch
-from conftest import tiny_model
+from serve_models import tiny_model
 
 from lmsmith.generate import GenerationConfig, generate_tokens
 from lmsmith.serve.engine import Engine, Finished, PromptScores, Request, Sampling, Token

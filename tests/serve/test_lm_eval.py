@@ -11,7 +11,7 @@ import json
 
 import pytest
 import torch
-from conftest import KEY, NAME
+from serve_models import KEY, NAME
 
 from lmsmith.generate import GenerationConfig, generate
 from lmsmith.model_dir import load_model_dir

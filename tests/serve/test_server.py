@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
-from conftest import BLOCK_SIZE, KEY, NAME
+from serve_models import BLOCK_SIZE, KEY, NAME
 from serving import ServerProcess, http_request, open_request
 
 from lmsmith.cli import main
