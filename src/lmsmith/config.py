@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import types
 import typing
 from dataclasses import dataclass
@@ -260,6 +261,20 @@ class ModelConfig:
     @property
     def head_dim(self) -> int:
         return self.head_size or self.n_embd // self.n_head
+
+    def effective(self, key: str) -> Any:
+        """A setting as the computation sees it: qkv_bias falls back to bias; head_size is None at
+        the width n_embd / n_head (however it was written)."""
+        if key == "qkv_bias":
+            return self.bias if self.qkv_bias is None else self.qkv_bias
+        if key == "head_size":
+            return None if self.head_dim * self.n_head == self.n_embd else self.head_size
+        return getattr(self, key)
+
+    def misfits(self, wanted: dict[str, Any]) -> list[str]:
+        """The settings that differ from `wanted` (effective values), each as "key=wanted (has actual)"."""
+        return [f"{key}={json.dumps(value)} (has {json.dumps(self.effective(key))})"
+                for key, value in wanted.items() if self.effective(key) != value]
 
     @property
     def hidden_size(self) -> int:

@@ -220,24 +220,15 @@ _FAMILIES: dict[str, dict[str, object]] = {
 }
 
 
-def _setting(config: ModelConfig, key: str):
-    if key == "qkv_bias":
-        return config.bias if config.qkv_bias is None else config.qkv_bias
-    if key == "head_size":
-        return None if config.head_dim * config.n_head == config.n_embd else config.head_size
-    return getattr(config, key)
-
-
 def family_misfits(config: ModelConfig) -> dict[str, list[str]]:
     """For each Hugging Face family, the settings of `config` it does not compute (empty: it fits)."""
     misfits = {}
     for family, wanted in _FAMILIES.items():
-        misfits[family] = [f"{key}={json.dumps(value)} (has {json.dumps(_setting(config, key))})"
-                           for key, value in wanted.items() if _setting(config, key) != value]
+        misfits[family] = config.misfits(wanted)
     if config.kv_heads != config.n_head:
         for family in ("gpt2", "gpt_neo"):
             misfits[family].append(f"n_kv_head=null (has {config.n_kv_head}; {family} has no grouped-query attention)")
-    if _setting(config, "qkv_bias") != config.bias and config.qkv_bias is not None:
+    if config.effective("qkv_bias") != config.bias and config.qkv_bias is not None:
         misfits["llama"].append(f"qkv_bias=null (has {json.dumps(config.qkv_bias)}; Llama has one bias switch)")
     windows = {w for w in config.attention_windows or () if w is not None}
     if len(windows) > 1:
@@ -367,7 +358,7 @@ def _llama_links(config: ModelConfig) -> list[Link]:
     """Llama's names, which Mistral, Qwen2 and Qwen3 share (Qwen3 adds q_norm and k_norm)."""
     links = [Link("tok_emb.weight", ("embed_tokens.weight",))]
     params = ("weight", "bias") if config.bias else ("weight",)
-    qkv_params = ("weight", "bias") if _setting(config, "qkv_bias") else ("weight",)
+    qkv_params = ("weight", "bias") if config.effective("qkv_bias") else ("weight",)
     for i in range(config.n_layer):
         ours, theirs = f"blocks.{i}.", f"layers.{i}."
         attn, mlp = f"{theirs}self_attn.", f"{theirs}mlp."

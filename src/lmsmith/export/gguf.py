@@ -93,21 +93,12 @@ _ARCHITECTURES: dict[str, dict[str, object]] = {
 }
 
 
-def _setting(config: ModelConfig, key: str):
-    if key == "qkv_bias":
-        return config.bias if config.qkv_bias is None else config.qkv_bias
-    if key == "head_size":
-        return None if config.head_dim * config.n_head == config.n_embd else config.head_size
-    return getattr(config, key)
-
-
 def gguf_architecture(config: ModelConfig) -> str:
     """The llama.cpp architecture that computes what `config` does (llama, qwen2, qwen3 or gpt2), or a
     UserError naming for each the settings that differ."""
     misfits: dict[str, list[str]] = {}
     for arch, wanted in _ARCHITECTURES.items():
-        misfits[arch] = [f"{key}={json.dumps(value)} (has {json.dumps(_setting(config, key))})"
-                         for key, value in wanted.items() if _setting(config, key) != value]
+        misfits[arch] = config.misfits(wanted)
     if config.kv_heads != config.n_head:
         misfits["gpt2"].append(f"n_kv_head=null (has {config.n_kv_head}; llama.cpp's gpt2 has no grouped-query attention)")
     for arch, reasons in misfits.items():
