@@ -115,7 +115,9 @@ def answers(model_dir: Path, questions: list[str], max_new_tokens: int = 48) -> 
     stop = tokenizer.backend.token_to_id(chat.answer_end) if chat.answer_end else tokenizer.eot_id
     out = []
     for question in questions:
-        prompt = tokenizer.encode(chat.prompt([{"role": "system", "content": SYSTEM}, {"role": "user", "content": question}]))
+        prompt = tokenizer.encode(
+            chat.prompt([{"role": "system", "content": SYSTEM}, {"role": "user", "content": question}])
+        )
         steps = generate_tokens(model, [prompt], GenerationConfig(max_new_tokens=max_new_tokens, temperature=0),
                                 eot_id=stop)
         out.append(tokenizer.decode([s[0] for s in steps if s[0] is not None and s[0] != stop]).strip())
@@ -135,7 +137,9 @@ def llama_cpp_answers(file: Path, model_dir: Path, questions: list[str], max_new
     llm = llama_cpp.Llama(model_path=str(file), n_ctx=512, n_threads=2, verbose=False)
     out = []
     for question in questions:
-        prompt = tokenizer.encode(chat.prompt([{"role": "system", "content": SYSTEM}, {"role": "user", "content": question}]))
+        prompt = tokenizer.encode(
+            chat.prompt([{"role": "system", "content": SYSTEM}, {"role": "user", "content": question}])
+        )
         stop = tokenizer.backend.token_to_id(chat.answer_end or tokenizer.eot_token)
         tokens = []
         for token in llm.generate(prompt, temp=0.0, top_k=1, repeat_penalty=1.0, reset=True):

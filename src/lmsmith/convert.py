@@ -76,7 +76,9 @@ def read_hf_config(hf_dir: Path):
     try:
         return config_class.from_pretrained(str(hf_dir))
     except Exception as exc:  # transformers validates values with assorted exception types
-        raise UserError(f"{file} is not a valid {model_type} config ({str(exc).splitlines()[0]}): fix or restore it") from None
+        raise UserError(
+            f"{file} is not a valid {model_type} config ({str(exc).splitlines()[0]}): fix or restore it"
+        ) from None
 
 
 def config_from_hf(hf_config) -> ModelConfig:
@@ -155,7 +157,9 @@ def _llama_config_from_hf(c) -> ModelConfig:
     if c.model_type == "qwen2":
         qkv_bias = True  # Qwen2's q, k and v projections always have biases, its other layers none
     elif attention_bias != mlp_bias:
-        refuse.append(f"attention_bias={attention_bias} with mlp_bias={mlp_bias} (lmsmith has one bias switch for both)")
+        refuse.append(
+            f"attention_bias={attention_bias} with mlp_bias={mlp_bias} (lmsmith has one bias switch for both)"
+        )
     rope_type, theta, partial = _rope_settings(c)
     if rope_type not in (None, "default"):
         refuse.append(f"RoPE scaling {rope_type!r} (only unscaled RoPE is supported)")
@@ -316,7 +320,9 @@ class Link:
 _PREFIX = {"gpt2": "transformer.", "gpt_neo": "transformer.", "llama": "model.", "mistral": "model.",
            "qwen2": "model.", "qwen3": "model."}
 # Buffers that old checkpoints saved alongside the weights: a causal mask, RoPE frequencies.
-_IGNORED = re.compile(r"(^|\.)(attn\.bias|attn\.masked_bias|attention\.bias|attention\.masked_bias|rotary_emb\.inv_freq)$")
+_IGNORED = re.compile(
+    r"(^|\.)(attn\.bias|attn\.masked_bias|attention\.bias|attention\.masked_bias|rotary_emb\.inv_freq)$"
+)
 
 
 def _gpt2_links(config: ModelConfig) -> list[Link]:
@@ -341,7 +347,9 @@ def _gpt_neo_links(config: ModelConfig) -> list[Link]:
     for i in range(config.n_layer):
         ours, theirs = f"blocks.{i}.", f"h.{i}."
         attn = f"{theirs}attn.attention."
-        links.append(Link(f"{ours}attn.qkv.weight", (f"{attn}q_proj.weight", f"{attn}k_proj.weight", f"{attn}v_proj.weight")))
+        links.append(
+            Link(f"{ours}attn.qkv.weight", (f"{attn}q_proj.weight", f"{attn}k_proj.weight", f"{attn}v_proj.weight"))
+        )
         for p in ("weight", "bias"):
             links += [
                 Link(f"{ours}attn_norm.{p}", (f"{theirs}ln_1.{p}",)),
@@ -401,7 +409,10 @@ def state_from_hf(model_type: str, hf_state: dict[str, torch.Tensor], config: Mo
     used = {name for link in links for name in link.theirs}
     unexpected = sorted(set(hf_state) - used)
     if missing or unexpected:
-        raise UserError(f"the {model_type} weights do not fit their config.json ({describe_mismatch(missing, unexpected)}): the checkpoint is incomplete or of another architecture")
+        raise UserError(
+            f"the {model_type} weights do not fit their config.json ({describe_mismatch(missing, unexpected)}): "
+            "the checkpoint is incomplete or of another architecture"
+        )
     state = {}
     for link in links:
         parts = [hf_state[name].t() if link.conv1d else hf_state[name] for name in link.theirs]
@@ -428,7 +439,9 @@ def state_to_hf(model_type: str, state: dict[str, torch.Tensor], config: ModelCo
         for name, part in zip(link.theirs, parts):
             hf_state[name] = (part.t() if link.conv1d else part).contiguous()
     if config.tie_embeddings:
-        hf_state["lm_head.weight"] = hf_state[_PREFIX[model_type] + ("wte.weight" if model_type in ("gpt2", "gpt_neo") else "embed_tokens.weight")]
+        hf_state["lm_head.weight"] = hf_state[
+            _PREFIX[model_type] + ("wte.weight" if model_type in ("gpt2", "gpt_neo") else "embed_tokens.weight")
+        ]
     return hf_state
 
 
@@ -461,7 +474,9 @@ def ours_to_hf_model(model: GPT, eot_id: int | None = None):
 # Files: reading a Hugging Face directory
 
 
-_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+_WEIGHT_FILES = (
+    "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json",
+)
 
 
 def weight_files(hf_dir: Path) -> list[Path]:
@@ -536,7 +551,9 @@ def read_hf_tokenizer(hf_dir: Path, hf_config) -> Tokenizer:
         try:
             backend = Backend.from_file(str(hf_dir / TOKENIZER_FILE))
         except Exception as exc:  # tokenizers raises bare Exceptions for malformed files
-            raise UserError(f"{hf_dir / TOKENIZER_FILE} is not a valid tokenizer ({str(exc).splitlines()[0]}): restore it") from None
+            raise UserError(
+                f"{hf_dir / TOKENIZER_FILE} is not a valid tokenizer ({str(exc).splitlines()[0]}): restore it"
+            ) from None
     elif (hf_dir / "vocab.json").is_file() and (hf_dir / "merges.txt").is_file():
         backend = byte_level_bpe(hf_dir / "vocab.json", hf_dir / "merges.txt")
     else:
@@ -559,7 +576,9 @@ def byte_level_bpe(vocab: Path, merges: Path):
     try:
         backend = Backend(models.BPE.from_file(str(vocab), str(merges)))
     except Exception as exc:
-        raise UserError(f"{vocab} / {merges} do not form a BPE tokenizer ({str(exc).splitlines()[0]}): restore them") from None
+        raise UserError(
+            f"{vocab} / {merges} do not form a BPE tokenizer ({str(exc).splitlines()[0]}): restore them"
+        ) from None
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
     return backend
@@ -580,7 +599,10 @@ def end_of_text_token(hf_dir: Path, hf_config, backend) -> str:
                 return backend.id_to_token(token_id)
     if backend.token_to_id(EOT) is not None:
         return EOT
-    raise UserError(f"{hf_dir}: cannot tell which token ends a text (no eos_token in tokenizer_config.json or config.json): add one")
+    raise UserError(
+        f"{hf_dir}: cannot tell which token ends a text "
+        "(no eos_token in tokenizer_config.json or config.json): add one"
+    )
 
 
 def _read_json(file: Path) -> dict:
@@ -601,7 +623,10 @@ def import_hf_dir(hf_dir: str | Path, out: str | Path, force: bool = False) -> P
     config = config_from_hf(hf_config)
     tokenizer = read_hf_tokenizer(hf_dir, hf_config)
     if tokenizer.vocab_size > config.vocab_size:
-        raise UserError(f"{hf_dir}: the tokenizer has {tokenizer.vocab_size} tokens but the model only {config.vocab_size}: they do not belong together")
+        raise UserError(
+            f"{hf_dir}: the tokenizer has {tokenizer.vocab_size} tokens but the model only {config.vocab_size}: "
+            "they do not belong together"
+        )
     check_model_fits(config, source=hf_dir / "config.json")
     files = weight_files(hf_dir)
     state = state_from_hf(hf_config.model_type, read_hf_weights(files), config)

@@ -107,7 +107,9 @@ class KVCache:
     counted from the first real token.
     """
 
-    def __init__(self, config: ModelConfig, batch_size: int, max_len: int, device, dtype, pad: torch.Tensor | None = None):
+    def __init__(
+        self, config: ModelConfig, batch_size: int, max_len: int, device, dtype, pad: torch.Tensor | None = None
+    ):
         shape = (batch_size, config.kv_heads, max_len, config.head_dim)
         self.keys = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
         self.values = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
@@ -295,7 +297,9 @@ class GPT(nn.Module):
             raise ValueError("ModelConfig.vocab_size must be set before building a model")
         self.config = config
         self.tok_emb = nn.Embedding(config.vocab_size, config.n_embd)
-        self.pos_emb = {"learned": LearnedPositions, "sinusoidal": SinusoidalPositions}.get(config.position, lambda c: None)(config)
+        self.pos_emb = {"learned": LearnedPositions, "sinusoidal": SinusoidalPositions}.get(
+            config.position, lambda c: None
+        )(config)
         self.rope = RotaryEmbedding(config) if config.position == "rope" else None
         self.emb_dropout = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
@@ -311,7 +315,9 @@ class GPT(nn.Module):
         std = self.config.init_std
         for module in self.modules():
             if isinstance(module, nn.Linear):
-                scale = 1 / math.sqrt(2 * self.config.n_layer) if getattr(module, "is_residual_projection", False) else 1.0
+                scale = (
+                    1 / math.sqrt(2 * self.config.n_layer) if getattr(module, "is_residual_projection", False) else 1.0
+                )
                 nn.init.normal_(module.weight, mean=0.0, std=std * scale)
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
@@ -353,7 +359,9 @@ class GPT(nn.Module):
         loss = None
         if targets is not None:
             loss = F.cross_entropy(
-                logits.to(torch.promote_types(logits.dtype, torch.float32)).view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=IGNORE_INDEX
+                logits.to(torch.promote_types(logits.dtype, torch.float32)).view(-1, logits.size(-1)),
+                targets.reshape(-1),
+                ignore_index=IGNORE_INDEX,
             )
         return ModelOutput(logits=logits, loss=loss)
 

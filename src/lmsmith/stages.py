@@ -37,11 +37,13 @@ CURATE = Stage(
     sections={"curate": CurateConfig}, run=pipeline.run, in_build=True,
     inputs=(Input("sources", "files, folders, hf:NAME[:CONFIG][:SPLIT], or stdlib", many=True, metavar="INPUT",
                   key="curate.inputs"),),
-    flags=(Flag("--keep-dropped", "curate.keep_dropped", "also write what was removed, with the reason, to OUT/dropped/"),
+    flags=(Flag("--keep-dropped", "curate.keep_dropped",
+                "also write what was removed, with the reason, to OUT/dropped/"),
            Flag("--workers", "curate.workers", "processes for the per-document steps (default: one per core)"),
            Flag("--bias-report", "curate.bias.enabled",
                 "count gendered and identity terms, languages, sources and kinds per split (report.json, summary)"),
-           Flag("--engine", "curate.engine", "local (this machine's cores) or ray (a Ray cluster: pip install 'lmsmith[ray]')"),
+           Flag("--engine", "curate.engine",
+                "local (this machine's cores) or ray (a Ray cluster: pip install 'lmsmith[ray]')"),
            Flag("--address", "curate.address", "--engine ray: the cluster's HOST:PORT (default: the running one; "
                 "local: start one here)")),
     output_help="output directory: data/{train,val,test}/, report.json, manifest.json",
@@ -109,7 +111,8 @@ GENERATE = Stage(
     sections={"generate": GenerateConfig}, run=generate.run, in_build=True, output="optional",
     inputs=(MODEL_INPUT,),
     flags=(Flag("--prompt", "generate.prompts", "prompt text (repeat for a batch); \\n is a newline", _unescape),
-           Flag("--max-new-tokens", "generate.max_new_tokens"), Flag("--temperature", "generate.temperature", "0 is greedy"),
+           Flag("--max-new-tokens", "generate.max_new_tokens"),
+           Flag("--temperature", "generate.temperature", "0 is greedy"),
            Flag("--top-k", "generate.top_k"), Flag("--top-p", "generate.top_p"),
            Flag("--repetition-penalty", "generate.repetition_penalty"),
            Flag("--stop", "generate.stop", "stop string (repeatable)", _unescape),
@@ -168,7 +171,8 @@ EXPORT = Stage(
 )
 
 FINETUNE = Stage(
-    "finetune", "specialise a model on domain data: full fine-tuning or LoRA, instruction tuning or continued pretraining",
+    "finetune",
+    "specialise a model on domain data: full fine-tuning or LoRA, instruction tuning or continued pretraining",
     sections={"finetune": FinetuneConfig, "train": TrainConfig}, run=finetune_module.run,
     load_config=finetune_module.load_config, writes_model=True,
     inputs=(Input("base", "start point: a run or model directory, a Hugging Face GPT-2/Llama directory, or hf:NAME",

@@ -159,7 +159,10 @@ def test_ollama_directory_has_an_exact_go_template(tmp_path, tokenizer):
     assert '{{ if eq .Role "system" }}<|im_start|>system\n{{ .Content }}<|im_end|>\n' in text
     assert result["stop"] == ["<|im_end|>", "<|endoftext|>"]
     assert go_template(None, "<|endoftext|>") == ("{{ .Prompt }}", [])
-    uneven = "{% for m in messages %}{% if loop.index0 % 2 %}{{ m['content'] }}{% else %}[{{ m['content'] }}]{% endif %}{% endfor %}"
+    uneven = (
+        "{% for m in messages %}{% if loop.index0 % 2 %}{{ m['content'] }}"
+        "{% else %}[{{ m['content'] }}]{% endif %}{% endfor %}"
+    )
     with pytest.raises(UserError, match="does not wrap each message in fixed text"):
         go_template(uneven, "<|endoftext|>")
 

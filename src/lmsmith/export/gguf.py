@@ -100,7 +100,9 @@ def gguf_architecture(config: ModelConfig) -> str:
     for arch, wanted in _ARCHITECTURES.items():
         misfits[arch] = config.misfits(wanted)
     if config.kv_heads != config.n_head:
-        misfits["gpt2"].append(f"n_kv_head=null (has {config.n_kv_head}; llama.cpp's gpt2 has no grouped-query attention)")
+        misfits["gpt2"].append(
+            f"n_kv_head=null (has {config.n_kv_head}; llama.cpp's gpt2 has no grouped-query attention)"
+        )
     for arch, reasons in misfits.items():
         if not reasons:
             return arch

@@ -85,7 +85,11 @@ def go_template(source: str | None, eos: str) -> tuple[str, list[str]]:
         raise UserError("the model's chat template writes '{{' or '}}', which an Ollama template cannot hold literally")
     go = ""
     if pieces["default_system"]:
-        go += '{{ if not (and .Messages (eq (index .Messages 0).Role "system")) }}' + pieces["default_system"] + "{{ end }}"
+        go += (
+            '{{ if not (and .Messages (eq (index .Messages 0).Role "system")) }}'
+            + pieces["default_system"]
+            + "{{ end }}"
+        )
     go += "{{ range .Messages }}"
     for n, role in enumerate(("system", "user", "assistant")):
         go += ("{{ if" if n == 0 else "{{ else if") + f' eq .Role "{role}" }}}}'
