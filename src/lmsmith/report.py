@@ -170,6 +170,16 @@ def _pyplot():
     return plt
 
 
+def draw_each(makers: dict, plt) -> dict[str, bytes]:
+    """{name: PNG bytes} of each figure maker, each figure closed once drawn (pyplot keeps them otherwise)."""
+    pngs = {}
+    for name, make in makers.items():
+        fig = make()
+        pngs[name] = png_bytes(fig)
+        plt.close(fig)
+    return pngs
+
+
 def png_bytes(fig) -> bytes:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", bbox_inches="tight")
@@ -540,12 +550,7 @@ def draw_all(inputs: ReportInputs) -> dict[str, bytes]:
         from lmsmith.data.bias_pictures import plot_bias
 
         makers["bias"] = lambda: plot_bias(inputs.curation["bias"], plt)
-    pngs = {}
-    for name, make in makers.items():
-        fig = make()
-        pngs[name] = png_bytes(fig)
-        plt.close(fig)
-    return pngs
+    return draw_each(makers, plt)
 
 
 STAGE = "report"

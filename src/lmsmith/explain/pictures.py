@@ -6,7 +6,7 @@ import unicodedata
 
 import numpy as np
 
-from lmsmith.report import _pyplot, png_bytes
+from lmsmith.report import _pyplot, draw_each
 
 LABELLED = 48  # up to this many tokens, every row and column of a heatmap names its token
 
@@ -155,9 +155,4 @@ def draw_all(explanation: dict) -> dict[str, bytes]:
         makers["focus.png"] = lambda: focus_bars(explanation)
     if explanation.get("heads"):
         makers["heads.png"] = lambda: head_scores(explanation["heads"])
-    pngs = {}
-    for name, make in makers.items():
-        fig = make()
-        pngs[name] = png_bytes(fig)
-        plt.close(fig)
-    return pngs
+    return draw_each(makers, plt)
