@@ -10,6 +10,11 @@ The arithmetic is torch's, op for op: momentum by lerp, the Nesterov look-ahead,
 Newton-Schulz iterations in bf16 on the wide orientation of each matrix, the learning rate scaled
 by sqrt(max(1, rows/cols)), decoupled weight decay. The updates equal torch.optim.Muon's, and
 the state (one `momentum_buffer` per parameter) is the same, so checkpoints move between the two.
+
+One difference, on purpose: on a device without native bf16 products (a CPU with AVX2 but no
+AVX-512 BF16 or AMX), torch emulates bf16 about 80 times slower than fp32, which made each
+optimizer step of the quickstart take seconds. There the iterations run in fp32 instead (more
+precise, not less); `ns_dtype=torch.bfloat16` forces torch's choice.
 """
 
 from __future__ import annotations
@@ -21,10 +26,11 @@ import torch
 from torch import Tensor
 
 
-def newton_schulz(stack: Tensor, coefficients: tuple[float, float, float], steps: int, eps: float) -> Tensor:
+def newton_schulz(stack: Tensor, coefficients: tuple[float, float, float], steps: int, eps: float,
+                  dtype: torch.dtype = torch.bfloat16) -> Tensor:
     """The orthogonalised form (about U V^T of the SVD) of each matrix in a (n, rows, cols) stack."""
     a, b, c = coefficients
-    x = stack.bfloat16()
+    x = stack.to(dtype)
     tall = x.size(-2) > x.size(-1)
     if tall:  # iterate on the wide orientation: its Gram matrix is the smaller one
         x = x.mT
@@ -47,8 +53,13 @@ def lr_scale(shape: torch.Size, adjust_lr_fn: str | None) -> float:
 class GroupedMuon(torch.optim.Muon):
     """torch.optim.Muon, with one batched Newton-Schulz per shape instead of one per matrix.
 
-    Sharded (DTensor) parameters take torch's own per-matrix path.
+    Sharded (DTensor) parameters take torch's own per-matrix path. `ns_dtype` is the format of the
+    Newton-Schulz iterations: None picks bf16 where the device computes it natively, else fp32.
     """
+
+    def __init__(self, params, *args, ns_dtype: torch.dtype | None = None, **kwargs):
+        super().__init__(params, *args, **kwargs)
+        self.ns_dtype = ns_dtype
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -88,8 +99,16 @@ class GroupedMuon(torch.optim.Muon):
         lr, weight_decay = float(group["lr"]), group["weight_decay"]
         for shape, members in by_shape.items():
             stack = torch.stack([updates[i] for i in members])
-            orthogonal = newton_schulz(stack, group["ns_coefficients"], group["ns_steps"], group["eps"])
+            orthogonal = newton_schulz(stack, group["ns_coefficients"], group["ns_steps"], group["eps"],
+                                       self._ns_dtype(stack.device))
             step_size = lr * lr_scale(shape, group["adjust_lr_fn"])
             for update, i in zip(orthogonal, members):
                 params[i].mul_(1 - lr * weight_decay)
                 params[i].add_(update, alpha=-step_size)
+
+    def _ns_dtype(self, device: torch.device) -> torch.dtype:
+        if self.ns_dtype is not None:
+            return self.ns_dtype
+        from lmsmith.train.precision import bf16_is_native
+
+        return torch.bfloat16 if bf16_is_native(device) else torch.float32

@@ -33,6 +33,13 @@ def cpu_has_native_bf16() -> bool:
     return False
 
 
+def bf16_is_native(device: torch.device) -> bool:
+    """True when `device` computes bf16 products in hardware (fast), not by emulation (tens of times slower)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and cpu_has_native_bf16()
+
+
 def auto_precision(device: torch.device) -> str:
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
