@@ -271,6 +271,13 @@ class ModelConfig:
             return None if self.head_dim * self.n_head == self.n_embd else self.head_size
         return getattr(self, key)
 
+    @staticmethod
+    def first_fit(misfits: dict[str, list[str]]) -> tuple[str | None, str]:
+        """The first target with no misfits (None if none fits), and what each target would need."""
+        fitting = next((target for target, reasons in misfits.items() if not reasons), None)
+        needs = "; ".join(f"as {target} it would need {', '.join(reasons)}" for target, reasons in misfits.items())
+        return fitting, needs
+
     def misfits(self, wanted: dict[str, Any]) -> list[str]:
         """The settings that differ from `wanted` (effective values), each as "key=wanted (has actual)"."""
         return [f"{key}={json.dumps(value)} (has {json.dumps(self.effective(key))})"

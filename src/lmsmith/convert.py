@@ -242,11 +242,9 @@ def family_misfits(config: ModelConfig) -> dict[str, list[str]]:
 
 def hf_family(config: ModelConfig) -> str:
     """The Hugging Face family that computes what `config` does: gpt2, gpt_neo, llama, qwen2 or qwen3."""
-    misfits = family_misfits(config)
-    for family, reasons in misfits.items():
-        if not reasons:
-            return family
-    needs = "; ".join(f"as {family} it would need {', '.join(reasons)}" for family, reasons in misfits.items())
+    family, needs = ModelConfig.first_fit(family_misfits(config))
+    if family is not None:
+        return family
     raise UserError(f"this model fits no Hugging Face family: {needs} "
                     "(models made with model.preset=gpt2 or model.preset=llama always fit)")
 

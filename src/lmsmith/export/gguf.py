@@ -103,10 +103,9 @@ def gguf_architecture(config: ModelConfig) -> str:
         misfits["gpt2"].append(
             f"n_kv_head=null (has {config.n_kv_head}; llama.cpp's gpt2 has no grouped-query attention)"
         )
-    for arch, reasons in misfits.items():
-        if not reasons:
-            return arch
-    needs = "; ".join(f"as {arch} it would need {', '.join(reasons)}" for arch, reasons in misfits.items())
+    arch, needs = ModelConfig.first_fit(misfits)
+    if arch is not None:
+        return arch
     raise UserError(f"GGUF cannot express this model exactly: {needs} "
                     "(models made with model.preset=llama or model.preset=gpt2 always export)")
 

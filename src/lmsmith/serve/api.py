@@ -189,9 +189,7 @@ async def complete(request: "Request", served: ServedModel, body: CompletionBody
     ids = Ids("cmpl", "text_completion", served.name)
     if body.stream:
         return sse(stream_completion(request, served, choices, body, ids))
-    async for _ in choices.pieces(request.is_disconnected):
-        pass
-    log_outputs(served, choices)
+    await drain(request, served, choices)
     return {**ids.head(), "choices": [completion_choice(c, body, tokenizer) for c in choices.choices],
             "usage": usage(choices)}
 
@@ -271,9 +269,7 @@ async def chat(request: "Request", served: ServedModel, body: ChatBody):
     ids = Ids("chatcmpl", "chat.completion", served.name)
     if body.stream:
         return sse(stream_chat(request, served, choices, body, ids))
-    async for _ in choices.pieces(request.is_disconnected):
-        pass
-    log_outputs(served, choices)
+    await drain(request, served, choices)
     logprobs = (lambda c: chat_logprobs(c, served.tokenizer, choices.stop_ids)) if body.logprobs is not None else None
     return {**ids.head(), "choices": [
         {"index": c.index, "message": {"role": "assistant", "content": c.text},
@@ -367,6 +363,13 @@ def log_request(served: ServedModel, kind: str, prompts: list[list[int]], body: 
     if served.log_text:
         for prompt in prompts:
             log.info("%s prompt: %r", kind, served.tokenizer.decode(prompt))
+
+
+async def drain(request: "Request", served: ServedModel, choices: Choices) -> None:
+    """Wait for every choice of a non-streamed answer (a client that leaves frees its rows), then log it."""
+    async for _ in choices.pieces(request.is_disconnected):
+        pass
+    log_outputs(served, choices)
 
 
 def log_outputs(served: ServedModel, choices: Choices) -> None:
