@@ -226,6 +226,7 @@ class SweepPlan:
         train = raw["train"]
         steps = self.config.steps or train.get("steps", TrainConfig.steps)
         train["steps"] = steps
+        train["max_minutes"] = None  # trials compare at equal steps: a time budget would give each its own
         train["eval_every"] = max(1, steps // self.config.evals)
         train["save_every"] = steps  # a trial is never resumed: one checkpoint, at the end
         train["keep_last"] = 1
