@@ -167,3 +167,12 @@ def test_the_quickstart_sweep_space_fits_its_recipe():
     assert config.dimensions() and config.steps < recipe.train.steps
     base = {k: v for k, v in as_written.items() if k != "sweep"}
     check_space_edges(SweepPlan(base, config, config.dimensions(), Path("unused")))
+
+
+def test_trials_run_equal_steps_without_the_recipes_time_budget():
+    """The quickstart trains under a time budget; its sweep's trials must not, or each would run its own length."""
+    recipe, config, as_written = load_sweep_recipe("quickstart", [])
+    assert recipe.train.max_minutes is not None
+    base = {k: v for k, v in as_written.items() if k != "sweep"}
+    trial = SweepPlan(base, config, config.dimensions(), Path("unused")).trial_train_dict({}, Path("t"))["train"]
+    assert trial["max_minutes"] is None and trial["steps"] == config.steps
