@@ -59,6 +59,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from lmsmith.config import ModelConfig, parse_section
+from lmsmith.host_memory import keep_freed_memory
 from lmsmith.model import GPT
 from lmsmith.tokenizer import train_char
 from lmsmith.tokens_dir import open_tokens_dir, tokenize_corpus
@@ -384,6 +385,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    # Our training loop makes malloc keep freed memory (lmsmith.host_memory); the setting is the
+    # process's, so it is made before the race and the reference loop in this process gets it too:
+    # the race compares the engines. nanoGPT's train.py runs in its own process, without it.
+    keep_freed_memory()
     device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
     compile = args.compile or device.type == "cuda"
     shapes = {**SHAPES, **(GPU_SHAPES if device.type == "cuda" else {})}

@@ -96,6 +96,7 @@ def evaluate(model: str | Path, data: str | Path | None = None, config: EvalConf
                    quiet: bool = False) -> SplitEval:
     """Score every token of one split of `data` (default: the tokens the model was trained on)."""
     from lmsmith.device import pick_device
+    from lmsmith.host_memory import keep_freed_memory
     from lmsmith.model_dir import load_model_dir, resolve_model_dir
 
     config = config or EvalConfig()
@@ -103,6 +104,8 @@ def evaluate(model: str | Path, data: str | Path | None = None, config: EvalConf
     model_dir = resolve_model_dir(model)
     tokens = open_tokens_dir(data if data is not None else tokens_dir_of(model_dir))
     device = pick_device(config.device)
+    if device.type == "cpu":
+        keep_freed_memory()  # each batch reuses the last one's logits buffer
     net, model_tokenizer = load_model_dir(model_dir, device)
     check_same_tokenizer(tokens, model_tokenizer, model_dir)
     if tokens.split_tokens(config.split) < 2:

@@ -35,6 +35,7 @@ import yaml
 from lmsmith.atomic import write_json, write_text
 from lmsmith.config import ConfigError
 from lmsmith.errors import UserError
+from lmsmith.host_memory import keep_freed_memory
 from lmsmith.manifest import MANIFEST, file_sha256, make_manifest, read_manifest
 from lmsmith.model import GPT
 from lmsmith.output import directory_lock
@@ -347,6 +348,8 @@ def run_job(job: TrainingJob, cfg, run_dir: Path, info: DistInfo, resume_from: P
     precision = resolve_precision(cfg.precision, info.device)
     if info.device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True  # fp32 parts of the model on tensor cores
+    if info.device.type == "cpu":
+        keep_freed_memory()  # each step reuses the last one's buffers instead of faulting in fresh pages
     flops_per_token = job.model.flops_per_token(model_config.block_size)
     model = parallelize(job.model, cfg, info)
     optimizers = build_optimizers(unwrap(model), cfg)
