@@ -20,6 +20,7 @@ import sys
 M_TRIM_THRESHOLD = -1  # glibc's mallopt parameters (malloc.h)
 M_MMAP_THRESHOLD = -3
 KEEP_BELOW = 1 << 30  # allocations up to 1 GiB come from the heap and go back to it
+NEVER_TRIM = 2**31 - 1  # the largest int: free memory at the heap's top is never returned
 
 
 def keep_freed_memory() -> bool:
@@ -34,4 +35,4 @@ def keep_freed_memory() -> bool:
     if mallopt is None:
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    return bool(mallopt(M_MMAP_THRESHOLD, KEEP_BELOW)) and bool(mallopt(M_TRIM_THRESHOLD, 2**31 - 1))
+    return bool(mallopt(M_MMAP_THRESHOLD, KEEP_BELOW)) and bool(mallopt(M_TRIM_THRESHOLD, NEVER_TRIM))
