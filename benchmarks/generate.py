@@ -1,19 +1,23 @@
-"""Generation speed at batch 1 on CPU: our KV-cache decode loop against two references.
+"""Generation speed at batch 1 on CPU: our KV-cache decode loop, eager and compiled, against references.
 
-    kv_cache            lmsmith.generate.generate_tokens (prefill, then one token per forward
-                        pass) on the model as `lmsmith generate` prepares it (lay_out_for_decoding)
-    kv_cache_row_major  the same loop on the model exactly as loaded (nn.Linear's weight layout)
-    no_cache            the model recomputing the whole context for every token (nanoGPT's sample)
-    hf_generate         transformers' GPT2LMHeadModel.generate(use_cache=True) on the same weights
+    kv_cache             lmsmith.generate.generate_tokens (prefill, then one token per forward
+                         pass) on the model as `lmsmith generate` prepares it (lay_out_for_decoding)
+    kv_cache_row_major   the same loop on the model exactly as loaded (nn.Linear's weight layout)
+    kv_cache_compiled    the same loop through compiled_decode.CompiledDecoder (`lmsmith generate --compile`)
+    no_cache             the model recomputing the whole context for every token (nanoGPT's sample)
+    hf_generate          transformers' GPT2LMHeadModel.generate(use_cache=True) on the same weights
+    hf_generate_compiled the same with Hugging Face's own fast path: a static cache and
+                         torch.compile of the model's forward (their documented recipe)
 
 A ~14M-parameter (10.6M without embeddings) GPT-2-shaped model with random weights (speed does
 not depend on them) greedily writes the same number of tokens from the same prompt in each.
-After a warm-up the methods take turns, round after round, so load from other processes
-falls on all of them alike; each reports its best round (as timeit does: the least disturbed).
+After a warm-up of the same length (which is when the compiled ones compile: its seconds are
+reported apart) the methods take turns, round after round, so load from other processes falls
+on all of them alike; each reports its best round (as timeit does: the least disturbed).
 Prints one JSON line: tokens/s of each, the ratios, and how many of the generated tokens
 agree with ours (greedy decoding of the same weights: all of them, barring float ties).
 
-    python benchmarks/generate.py [--new-tokens 256] [--rounds 5]
+    python benchmarks/generate.py [--new-tokens 256] [--rounds 5] [--no-compile]
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import time
 
 import torch
 
+from lmsmith.compiled_decode import CompiledDecoder
 from lmsmith.config import ModelConfig, parse_section
 from lmsmith.convert import ours_to_hf_model
 from lmsmith.generate import GenerationConfig, generate_tokens, lay_out_for_decoding
@@ -33,9 +38,9 @@ from lmsmith.model import GPT
 MODEL = dict(preset="gpt2", vocab_size=8192, block_size=512, n_layer=6, n_head=6, n_embd=384, dropout=0.0)
 
 
-def with_kv_cache(model: GPT, prompt: list[int], new_tokens: int) -> list[int]:
+def with_kv_cache(model: GPT, prompt: list[int], new_tokens: int, decoder=None) -> list[int]:
     config = GenerationConfig(max_new_tokens=new_tokens, temperature=0)
-    return [step[0] for step in generate_tokens(model, [prompt], config)]
+    return [step[0] for step in generate_tokens(model, [prompt], config, decoder=decoder)]
 
 
 @torch.inference_mode()
@@ -48,18 +53,31 @@ def without_cache(model: GPT, prompt: list[int], new_tokens: int) -> list[int]:
 
 
 @torch.inference_mode()
-def with_hf_generate(hf_model, prompt: list[int], new_tokens: int) -> list[int]:
+def with_hf_generate(hf_model, prompt: list[int], new_tokens: int, **options) -> list[int]:
     idx = torch.tensor([prompt])
     out = hf_model.generate(
         idx, attention_mask=torch.ones_like(idx), max_new_tokens=new_tokens, min_new_tokens=new_tokens,
-        do_sample=False, use_cache=True, pad_token_id=0, eos_token_id=None,
+        do_sample=False, use_cache=True, pad_token_id=0, eos_token_id=None, **options,
     )
     return out[0, len(prompt):].tolist()
 
 
-def race(runs: dict, rounds: dict[str, int], new_tokens: int) -> tuple[dict[str, float], dict[str, list[int]]]:
-    """Best tokens/s of each run over its rounds, taking turns; and each run's tokens."""
-    tokens = {name: run(16) for name, run in runs.items()}  # warm-up
+def hf_compiled(hf_model):
+    """A copy of the Hugging Face model whose forward is compiled, for generate with a static cache."""
+    model = copy.deepcopy(hf_model)
+    model.forward = torch.compile(model.forward, fullgraph=True)
+    return model
+
+
+def race(runs: dict, rounds: dict[str, int], new_tokens: int, warm_up: dict[str, int] | None = None
+         ) -> tuple[dict[str, float], dict[str, list[int]], dict[str, float]]:
+    """Best tokens/s of each run over its rounds, taking turns; each run's tokens; and each
+    warm-up's seconds (`warm_up` gives a run's warm-up length, by default 16 tokens)."""
+    tokens, warm_up_s = {}, {}
+    for name, run in runs.items():
+        start = time.perf_counter()
+        tokens[name] = run((warm_up or {}).get(name, 16))
+        warm_up_s[name] = time.perf_counter() - start
     best = {name: 0.0 for name in runs}
     for r in range(max(rounds.values())):
         for name, run in runs.items():
@@ -69,7 +87,7 @@ def race(runs: dict, rounds: dict[str, int], new_tokens: int) -> tuple[dict[str,
             tokens[name] = run(new_tokens)
             best[name] = max(best[name], new_tokens / (time.perf_counter() - start))
             assert len(tokens[name]) == new_tokens
-    return best, tokens
+    return best, tokens, warm_up_s
 
 
 def agreeing_prefix(a: list[int], b: list[int]) -> int:
@@ -83,6 +101,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="timed runs per method (the best counts)")
     parser.add_argument("--no-cache-rounds", type=int, default=1, help="timed runs of the slow no-cache loop")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
+    parser.add_argument("--no-compile", action="store_true", help="skip the two compiled methods")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -101,8 +120,25 @@ def main() -> None:
         "hf_generate": lambda n: with_hf_generate(hf_model, prompt, n),
         "no_cache": lambda n: without_cache(model, prompt, n),
     }
+    compiled = {}
+    if not args.no_compile:
+        decoder, hf_fast = CompiledDecoder(lay_out_for_decoding(copy.deepcopy(model))), hf_compiled(hf_model)
+        compiled = {
+            "kv_cache_compiled": lambda n: with_kv_cache(decoder.model, prompt, n, decoder=decoder),
+            "hf_generate_compiled": lambda n: with_hf_generate(hf_fast, prompt, n, cache_implementation="static"),
+        }
+    runs |= compiled
     rounds = {name: args.rounds for name in runs} | {"no_cache": args.no_cache_rounds}
-    rate, tokens = race(runs, rounds, args.new_tokens)
+    # The compiled ones warm up at the measured length: HF's static cache is sized by it (a new size recompiles).
+    rate, tokens, warm_up_s = race(runs, rounds, args.new_tokens, warm_up={name: args.new_tokens for name in compiled})
+    ratios = {}
+    if compiled:
+        ratios = {
+            "compiled_vs_hf_generate": round(rate["kv_cache_compiled"] / rate["hf_generate"], 2),
+            "compiled_vs_hf_generate_compiled": round(rate["kv_cache_compiled"] / rate["hf_generate_compiled"], 2),
+            "compiled_vs_kv_cache": round(rate["kv_cache_compiled"] / rate["kv_cache"], 2),
+            "compiled_warm_up_s": {name: round(warm_up_s[name], 1) for name in compiled},  # compiling, mostly
+        }
 
     print(json.dumps({
         "benchmark": "generate",
@@ -116,7 +152,8 @@ def main() -> None:
         "speedup_vs_no_cache": round(rate["kv_cache"] / rate["no_cache"], 2),
         "speedup_vs_hf_generate": round(rate["kv_cache"] / rate["hf_generate"], 2),
         "row_major_vs_hf_generate": round(rate["kv_cache_row_major"] / rate["hf_generate"], 2),
-        "targets": {"vs_no_cache": 5.0, "vs_hf_generate": 1.5},
+        **ratios,
+        "targets": {"vs_no_cache": 5.0, "vs_hf_generate": 1.5, "compiled_vs_hf_generate": 2.0},
         "tokens_agreeing_with_kv_cache": {
             name: agreeing_prefix(tokens["kv_cache"], t) for name, t in tokens.items() if name != "kv_cache"
         },

@@ -21,6 +21,7 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import torch
 
@@ -175,13 +176,15 @@ def generate_tokens(
     config: GenerationConfig | None = None,
     eot_id: int | None = None,
     vocab_size: int | None = None,
+    decoder: Decoder | None = None,
 ) -> Iterator[list[int | None]]:
     """Yield, per step, the new token of each prompt in the batch.
 
     A row that has produced `eot_id` yields None from the next step on; the iterator ends when
     every row has, or after `config.max_new_tokens` steps. `vocab_size` limits sampling to the
-    tokenizer's ids when the model's vocabulary is padded. Put the model in eval mode first.
-    Inputs are checked here, before the first step.
+    tokenizer's ids when the model's vocabulary is padded. `decoder` runs the model (default: an
+    EagerDecoder; a compiled_decode.CompiledDecoder writes the same tokens faster once compiled).
+    Put the model in eval mode first. Inputs are checked here, before the first step.
     """
     config = config or GenerationConfig()
     config.check()
@@ -192,20 +195,19 @@ def generate_tokens(
     device = next(model.parameters()).device
     vocab_size = min(vocab_size or model.config.vocab_size, model.config.vocab_size)
     tokens, pad = left_pad(rows, device)
-    return _token_loop(model, tokens, pad, config, eot_id, vocab_size)
+    return _token_loop(decoder or EagerDecoder(model), block_size, tokens, pad, config, eot_id, vocab_size)
 
 
 @torch.inference_mode()
-def _token_loop(model, tokens, pad, config, eot_id, vocab_size) -> Iterator[list[int | None]]:
+def _token_loop(decoder, block_size, tokens, pad, config, eot_id, vocab_size) -> Iterator[list[int | None]]:
     batch, prompt_len = tokens.shape
-    block_size = model.config.block_size
     slots = torch.arange(prompt_len, device=tokens.device)
     sampler = TokenSampler(config, vocab_size, tokens, real=slots[None, :] >= pad[:, None])
     # The whole padded history, for re-filling the cache when the window slides.
     history = torch.empty(batch, prompt_len + config.max_new_tokens, dtype=torch.long, device=tokens.device)
     history[:, :prompt_len] = tokens
     length = prompt_len
-    cache, logits = prefill(model, tokens, pad, max_len=min(block_size, prompt_len + config.max_new_tokens))
+    cache, logits = decoder.prefill(tokens, pad, max_len=min(block_size, prompt_len + config.max_new_tokens))
     finished = [False] * batch
     for step in range(config.max_new_tokens):
         token = sampler(logits)
@@ -219,17 +221,36 @@ def _token_loop(model, tokens, pad, config, eot_id, vocab_size) -> Iterator[list
         if cache.length == block_size:
             keep = block_size - block_size // 4
             start = length - keep
-            cache, logits = prefill(model, history[:, start:length], (pad - start).clamp(min=0), max_len=block_size)
+            cache, logits = decoder.prefill(history[:, start:length], (pad - start).clamp(min=0), max_len=block_size)
         else:
-            logits = model(token[:, None], cache=cache).logits[:, -1]
+            logits = decoder(token, cache)
 
 
-def prefill(model: GPT, tokens: torch.Tensor, pad: torch.Tensor, max_len: int) -> tuple[KVCache, torch.Tensor]:
-    """A fresh cache filled with `tokens`, and the logits for the token after them."""
-    param = next(model.parameters())
-    cache = KVCache(model.config, tokens.size(0), max_len, param.device, param.dtype, pad=pad)
-    logits = model(tokens, cache=cache, last_only=True).logits[:, -1]
-    return cache, logits
+class Decoder(Protocol):
+    """How the token loop runs the model: fill a cache with the prompts, then one token at a time."""
+
+    def prefill(self, tokens: torch.Tensor, pad: torch.Tensor, max_len: int) -> tuple[KVCache, torch.Tensor]:
+        """A fresh cache of `max_len` slots filled with `tokens` (B, L), whose rows have `pad` slots
+        of left padding, and the logits (B, V) for the token after them."""
+
+    def __call__(self, token: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """The logits (B, V) after `token` (B,), which goes into the cache's next slot."""
+
+
+class EagerDecoder:
+    """The model's own forward pass, one operation after another."""
+
+    def __init__(self, model: GPT):
+        self.model = model
+
+    def prefill(self, tokens: torch.Tensor, pad: torch.Tensor, max_len: int) -> tuple[KVCache, torch.Tensor]:
+        param = next(self.model.parameters())
+        cache = KVCache(self.model.config, tokens.size(0), max_len, param.device, param.dtype, pad=pad)
+        logits = self.model(tokens, cache=cache, last_only=True).logits[:, -1]
+        return cache, logits
+
+    def __call__(self, token: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        return self.model(token[:, None], cache=cache).logits[:, -1]
 
 
 def lay_out_for_decoding(model: GPT) -> GPT:
@@ -346,13 +367,14 @@ def generate(
     prompts: str | Sequence[str | Sequence[int]],
     config: GenerationConfig | None = None,
     on_text: OnText | None = None,
+    decoder: Decoder | None = None,
 ) -> list[str]:
     """Continue each prompt (text, or token ids); return the new text of each.
 
     `on_text(i, piece, finished)` is called as text arrives, for streaming; the pieces of
-    prompt i joined together are exactly its returned text.
+    prompt i joined together are exactly its returned text. `decoder` as in generate_tokens.
     """
-    return [s.text for s in generate_streams(model, tokenizer, prompts, config, on_text)]
+    return [s.text for s in generate_streams(model, tokenizer, prompts, config, on_text, decoder)]
 
 
 def generate_streams(
@@ -361,6 +383,7 @@ def generate_streams(
     prompts: str | Sequence[str | Sequence[int]],
     config: GenerationConfig | None = None,
     on_text: OnText | None = None,
+    decoder: Decoder | None = None,
 ) -> list[TextStream]:
     """`generate`, returning each prompt's finished TextStream (its text and token count)."""
     config = config or GenerationConfig()
@@ -369,7 +392,8 @@ def generate_streams(
         prompts = [prompts]
     ids = [tokenizer.encode(p) if isinstance(p, str) else list(p) for p in prompts]
     streams = [TextStream(tokenizer, config.stop) for _ in ids]
-    steps = generate_tokens(model, ids, config, eot_id=tokenizer.eot_id, vocab_size=tokenizer.vocab_size)
+    steps = generate_tokens(model, ids, config, eot_id=tokenizer.eot_id, vocab_size=tokenizer.vocab_size,
+                            decoder=decoder)
 
     def emit(i: int, piece: str) -> None:
         if on_text is not None and (piece or streams[i].done):
@@ -453,6 +477,7 @@ class GenerateConfig(GenerationConfig):
     device: str = "auto"  # auto | cpu | cuda | mps
     chat: bool = False  # each prompt is a user's message, rendered through the model's chat template
     template: str | None = None  # with chat: chatml | plain | raw, for a model without its own chat_template
+    compile: bool = False  # decode through torch.compile: same tokens, faster once compiled (seconds to compile)
 
     def check(self, where: str = "generate") -> None:
         super().check(where)
@@ -493,6 +518,11 @@ def run(config, inputs: dict, out: str | Path | None = None, *, quiet: bool = Fa
     device = pick_device(cfg.device)
     model, tokenizer = load_model_dir(model_path, device)
     lay_out_for_decoding(model)
+    decoder = None
+    if cfg.compile:
+        from lmsmith.compiled_decode import CompiledDecoder
+
+        decoder = CompiledDecoder(model)
     generation = cfg.generation_config()
     texts = cfg.prompts
     if cfg.chat:
@@ -504,7 +534,7 @@ def run(config, inputs: dict, out: str | Path | None = None, *, quiet: bool = Fa
     with warnings.catch_warnings():
         warnings.simplefilter("always", PromptTruncatedWarning)
         warnings.showwarning = lambda message, *_: print(f"warning: {message}", file=sys.stderr)
-        streams = generate_streams(model, tokenizer, prompts, generation, on_text=printer)
+        streams = generate_streams(model, tokenizer, prompts, generation, on_text=printer, decoder=decoder)
     elapsed = time.perf_counter() - started
     if no_stream:
         printer = OrderedPrinter(list(cfg.prompts))
@@ -513,7 +543,9 @@ def run(config, inputs: dict, out: str | Path | None = None, *, quiet: bool = Fa
     samples = [{"prompt": prompt, "text": stream.text} for prompt, stream in zip(cfg.prompts, streams)]
     if not quiet:
         tokens = sum(s.tokens for s in streams)
-        print(f"[{tokens} new tokens in {elapsed:.2f} s on {device}: {tokens / elapsed:.1f} tokens/s]", file=sys.stderr)
+        compiling = f"; compiling the decode step took {decoder.compile_seconds:.1f} s of it" if decoder else ""
+        print(f"[{tokens} new tokens in {elapsed:.2f} s on {device}: {tokens / elapsed:.1f} tokens/s{compiling}]",
+              file=sys.stderr)
     if out is not None:
         with stage_directory(out, STAGE, reads=[model_path]) as tmp:
             write_json(tmp / SAMPLES, samples)

@@ -168,8 +168,11 @@ class CausalSelfAttention(nn.Module):
         self.k_norm = nn.RMSNorm(self.head_dim, eps=config.norm_eps) if config.qk_norm else None
         self.dropout = config.dropout
         self.resid_dropout = nn.Dropout(config.dropout)
-        # lmsmith explain sets keep_weights: the same attention is then computed in the open and
-        # its weights (B, heads, T, keys) are kept in .weights, for a learner to look at.
+        # in_the_open computes the same attention step by step instead of through SDPA's kernel:
+        # the compiled decode step sets it (compiled_decode.py), as inductor fuses the steps into
+        # one loop where SDPA stays a separate, slower call for a single query. lmsmith explain sets
+        # keep_weights, which also keeps the weights (B, heads, T, keys) in .weights to look at.
+        self.in_the_open = False
         self.keep_weights = False
         self.weights: torch.Tensor | None = None
 
@@ -190,7 +193,7 @@ class CausalSelfAttention(nn.Module):
         if self.window is not None:
             mask = self.window_mask(positions, k.size(2), cache, mask)
         is_causal = mask is None and (cache is None or cache.length == 0) and T > 1
-        if self.keep_weights:
+        if self.in_the_open or self.keep_weights:
             y = self.attention_in_the_open(q, k, v, mask, is_causal)
         else:
             y = F.scaled_dot_product_attention(
@@ -202,7 +205,7 @@ class CausalSelfAttention(nn.Module):
         return self.resid_dropout(self.proj(y))
 
     def attention_in_the_open(self, q, k, v, mask, is_causal: bool) -> torch.Tensor:
-        """softmax(q k^T * scale, masked) v, step by step, keeping the weights (no dropout: for looking at)."""
+        """softmax(q k^T * scale, masked) v, step by step (no dropout: for inference and looking at)."""
         if self.n_kv_head != self.n_head:  # each key/value head serves a group of neighbouring query heads
             k = k.repeat_interleave(self.n_head // self.n_kv_head, dim=1)
             v = v.repeat_interleave(self.n_head // self.n_kv_head, dim=1)
@@ -212,8 +215,10 @@ class CausalSelfAttention(nn.Module):
             mask = torch.ones(scores.shape[-2:], dtype=torch.bool, device=q.device).tril()
         if mask is not None:
             scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask
-        self.weights = scores.softmax(dim=-1)
-        return self.weights.type_as(v) @ v
+        weights = scores.softmax(dim=-1)
+        if self.keep_weights:
+            self.weights = weights
+        return weights.type_as(v) @ v
 
     def window_mask(self, positions: torch.Tensor, keys: int, cache, mask: torch.Tensor | None) -> torch.Tensor:
         """The causal mask (and the cache's own, if any) narrowed to keys fewer than `window` positions back."""
@@ -343,13 +348,7 @@ class GPT(nn.Module):
         else:
             positions, mask = torch.arange(T, device=idx.device), None
 
-        x = self.tok_emb(idx)
-        if self.pos_emb is not None:
-            x = x + self.pos_emb(positions)
-        x = self.emb_dropout(x)
-        for block in self.blocks:
-            x = block(x, positions, self.rope, cache, mask)
-        x = self.norm(x)
+        x = self.hidden_states(idx, positions, cache, mask)
         if cache is not None:
             cache.length += T
 
@@ -364,6 +363,20 @@ class GPT(nn.Module):
                 ignore_index=IGNORE_INDEX,
             )
         return ModelOutput(logits=logits, loss=loss)
+
+    def hidden_states(self, idx: torch.Tensor, positions: torch.Tensor, cache=None, mask=None) -> torch.Tensor:
+        """Token embedding, positions, the blocks and the final norm: one vector per token, ready for the head.
+
+        `forward` wraps this with the bookkeeping around a cache (bound check, length); the compiled
+        decode step (compiled_decode.py) calls it directly, so its graph never sees a Python length.
+        """
+        x = self.tok_emb(idx)
+        if self.pos_emb is not None:
+            x = x + self.pos_emb(positions)
+        x = self.emb_dropout(x)
+        for block in self.blocks:
+            x = block(x, positions, self.rope, cache, mask)
+        return self.norm(x)
 
     # -----------------------------------------------------------------------------------------
     # Size and cost

@@ -118,7 +118,9 @@ GENERATE = Stage(
            Flag("--stop", "generate.stop", "stop string (repeatable)", _unescape),
            Flag("--seed", "generate.seed"), Flag("--device", "generate.device"),
            Flag("--chat", "generate.chat", "each prompt is a user's message, put through the model's chat template"),
-           Flag("--template", "generate.template", "with --chat: chatml, plain or raw, for a model without its own")),
+           Flag("--template", "generate.template", "with --chat: chatml, plain or raw, for a model without its own"),
+           Flag("--compile", "generate.compile", "decode through torch.compile: the same tokens, faster after "
+                "a compilation of tens of seconds")),
     options=(Option("--no-stream", "print each text when it is complete", boolean=True),),
     output_help="also write samples.json and its manifest here",
 )
@@ -147,7 +149,9 @@ CHAT = Stage(
            Flag("--temperature", "chat.temperature", "0 is greedy"), Flag("--top-p", "chat.top_p"),
            Flag("--top-k", "chat.top_k"), Flag("--max-new-tokens", "chat.max_new_tokens"),
            Flag("--template", "chat.template", "chat template for a model without its own"),
-           Flag("--seed", "chat.seed"), Flag("--device", "chat.device")),
+           Flag("--seed", "chat.seed"), Flag("--device", "chat.device"),
+           Flag("--compile", "chat.compile", "decode through torch.compile: faster answers after a compilation "
+                "of tens of seconds before the first")),
 )
 
 CONVERT = Stage(

@@ -41,6 +41,16 @@ def test_a_conversation_streams_answers_and_keeps_its_history(loaded):
     assert "never read" not in text
 
 
+def test_a_compiled_chat_answers_as_the_eager_one(loaded):
+    model, tokenizer, fmt = loaded
+    out = io.StringIO()
+    chat_loop(model, tokenizer, fmt, ChatConfig(max_new_tokens=6, temperature=0, compile=True), ["1+2=", "2+2="], out)
+    first = greedy_answer(loaded, [{"role": "user", "content": "1+2="}], 6)
+    second = greedy_answer(loaded, [{"role": "user", "content": "1+2="}, {"role": "assistant", "content": first},
+                                    {"role": "user", "content": "2+2="}], 6)
+    assert f"model> {first}\n" in out.getvalue() and f"model> {second}\n" in out.getvalue()
+
+
 def test_reset_forgets_and_a_long_conversation_drops_its_oldest_turns(loaded):
     model, tokenizer, fmt = loaded
     out = io.StringIO()

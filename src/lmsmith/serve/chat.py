@@ -33,6 +33,7 @@ class ChatConfig:
     template: str | None = None  # chatml | plain | raw, for a model without its own chat_template
     seed: int | None = None
     device: str = "auto"
+    compile: bool = False  # decode through torch.compile (compiled_decode.py): once, before the first answer
 
     def check(self, where: str = "chat") -> None:
         self.generation().check(where)
@@ -80,6 +81,11 @@ def chat_loop(model, tokenizer, chat_format, cfg: ChatConfig, lines: Iterable[st
     from lmsmith.generate import generate_streams
 
     out = out or sys.stdout
+    decoder = None
+    if cfg.compile:
+        from lmsmith.compiled_decode import CompiledDecoder
+
+        decoder = CompiledDecoder(model)
     conversation = Conversation(chat_format, tokenizer, model.config.block_size, cfg.system)
     generation = cfg.generation()
     stop = [chat_format.answer_end] if chat_format.answer_end else []
@@ -107,7 +113,7 @@ def chat_loop(model, tokenizer, chat_format, cfg: ChatConfig, lines: Iterable[st
         config = replace(generation, max_new_tokens=max(1, min(max_new, room)), stop=stop)
         write(out, "model> ")
         streams = generate_streams(model, tokenizer, [prompt], config,
-                                   on_text=lambda _i, piece, _done: write(out, piece))
+                                   on_text=lambda _i, piece, _done: write(out, piece), decoder=decoder)
         write(out, "\n")
         conversation.turns.append({"role": "assistant", "content": streams[0].text})
 
