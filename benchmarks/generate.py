@@ -1,4 +1,4 @@
-"""Generation speed at batch 1 on CPU: our KV-cache decode loop, eager and compiled, against references.
+"""Generation speed at batch 1: our KV-cache decode loop, eager and compiled, against references (CPU; --device cuda).
 
     kv_cache             lmsmith.generate.generate_tokens (prefill, then one token per forward
                          pass) on the model as `lmsmith generate` prepares it (lay_out_for_decoding)
@@ -45,7 +45,7 @@ def with_kv_cache(model: GPT, prompt: list[int], new_tokens: int, decoder=None) 
 
 @torch.inference_mode()
 def without_cache(model: GPT, prompt: list[int], new_tokens: int) -> list[int]:
-    idx = torch.tensor([prompt])
+    idx = torch.tensor([prompt], device=next(model.parameters()).device)
     for _ in range(new_tokens):
         logits = model(idx[:, -model.config.block_size:], last_only=True).logits[:, -1]
         idx = torch.cat([idx, logits.argmax(dim=-1, keepdim=True)], dim=1)
@@ -54,7 +54,7 @@ def without_cache(model: GPT, prompt: list[int], new_tokens: int) -> list[int]:
 
 @torch.inference_mode()
 def with_hf_generate(hf_model, prompt: list[int], new_tokens: int, **options) -> list[int]:
-    idx = torch.tensor([prompt])
+    idx = torch.tensor([prompt], device=hf_model.device)
     out = hf_model.generate(
         idx, attention_mask=torch.ones_like(idx), max_new_tokens=new_tokens, min_new_tokens=new_tokens,
         do_sample=False, use_cache=True, pad_token_id=0, eos_token_id=None, **options,
@@ -102,6 +102,7 @@ def main() -> None:
     parser.add_argument("--no-cache-rounds", type=int, default=1, help="timed runs of the slow no-cache loop")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
     parser.add_argument("--no-compile", action="store_true", help="skip the two compiled methods")
+    parser.add_argument("--device", default="cpu", help="cpu (the default), or cuda for benchmarks/gpu_path.py")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -109,7 +110,7 @@ def main() -> None:
     import transformers
 
     torch.manual_seed(0)
-    model = GPT(parse_section(ModelConfig, MODEL, "model")).eval()
+    model = GPT(parse_section(ModelConfig, MODEL, "model")).eval().to(args.device)
     hf_model = ours_to_hf_model(model)
     fast = lay_out_for_decoding(copy.deepcopy(model))
     prompt = torch.randint(0, MODEL["vocab_size"], (args.prompt_tokens,)).tolist()
@@ -142,7 +143,7 @@ def main() -> None:
 
     print(json.dumps({
         "benchmark": "generate",
-        "device": "cpu",
+        "device": args.device,
         "threads": torch.get_num_threads(),
         "parameters": model.num_params(),
         "model": {k: MODEL[k] for k in ("n_layer", "n_embd", "n_head", "vocab_size", "block_size")},

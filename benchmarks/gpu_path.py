@@ -12,6 +12,8 @@ Each part runs as its own process, as a user would run it, and the script prints
                     rate (target 0.5), and nanoGPT's own train.py at the same shapes (--nanogpt)
     fsdp            `lmsmith build quickstart --until train` under torchrun with one process and
                     train.parallel=fsdp: that it trains (exit code, final validation loss, seconds)
+    generate        benchmarks/generate.py --device cuda: batch-1 decoding, eager and compiled, against
+                    Hugging Face generate (eager, and with its static cache compiled)
     shakespeare     `lmsmith build shakespeare-char` on --text (the tiny Shakespeare file nanoGPT
                     uses): validation loss and minutes, beside nanoGPT's published 1.4697 in about
                     3 minutes on an A100
@@ -76,6 +78,14 @@ def throughput_part(nanogpt: Path | None) -> dict:
             "seconds": seconds, "line": line}
 
 
+def generate_part() -> dict:
+    code, output, seconds = run([sys.executable, "benchmarks/generate.py", "--device", "cuda"])
+    line = last_json_line(output)
+    if code != 0 or line is None:
+        return {"error": output.strip().splitlines()[-1:] or ["no output"], "seconds": seconds}
+    return {"seconds": seconds, "line": line}
+
+
 def fsdp_part(work: Path) -> dict:
     out = work / "fsdp"
     command = [sys.executable, "-m", "lmsmith", "build", "quickstart", "-o", str(out), "--until", "train",
@@ -101,7 +111,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nanogpt", type=Path, default=None, help="a checkout of karpathy/nanoGPT")
     parser.add_argument("--text", type=Path, default=None, help="tiny Shakespeare (input.txt) for shakespeare-char")
-    parser.add_argument("--skip", action="append", default=[], choices=["throughput", "fsdp", "shakespeare"])
+    parser.add_argument("--skip", action="append", default=[],
+                        choices=["throughput", "generate", "fsdp", "shakespeare"])
     args = parser.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("no CUDA GPU here: this script measures the GPU path only")
@@ -110,6 +121,8 @@ def main() -> None:
         work = Path(tmp)
         if "throughput" not in args.skip:
             line["throughput"] = throughput_part(args.nanogpt)
+        if "generate" not in args.skip:
+            line["generate"] = generate_part()
         if "fsdp" not in args.skip:
             line["fsdp"] = fsdp_part(work)
         if "shakespeare" not in args.skip:

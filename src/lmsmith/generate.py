@@ -6,6 +6,10 @@
            logits -> repetition penalty -> temperature -> top-k -> top-p -> sample (argmax at temperature 0)
       -> text, decoded incrementally, cut before the first stop string
 
+The model runs through a Decoder: EagerDecoder calls its forward pass, one operation after
+another; compiled_decode.CompiledDecoder (`--compile`) runs each decode step as one compiled
+graph, writing the same tokens faster once it has compiled.
+
 Context: a prompt longer than the model's context (block_size) keeps its last block_size tokens
 (with a warning). When prompt plus output fill the context, the window slides: the last three
 quarters of it are recomputed into a fresh cache and generation goes on, so `max_new_tokens`
@@ -500,6 +504,7 @@ def chat_prompts(cfg: GenerateConfig, tokenizer, model_path) -> tuple[list[str],
 
 STAGE = "generate"
 SAMPLES = "samples.json"
+COMPILING = "[--compile: the decode step compiles after the first token, tens of seconds the first time]"
 
 
 def run(config, inputs: dict, out: str | Path | None = None, *, quiet: bool = False, no_stream: bool = False) -> list:
@@ -530,6 +535,8 @@ def run(config, inputs: dict, out: str | Path | None = None, *, quiet: bool = Fa
     # An empty prompt starts from the end-of-text token, as a new document in the training stream does.
     prompts = [p if p else [tokenizer.eot_id] for p in texts]
     printer = None if no_stream else OrderedPrinter(list(cfg.prompts))
+    if decoder is not None and not quiet:
+        print(COMPILING, file=sys.stderr)
     started = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("always", PromptTruncatedWarning)

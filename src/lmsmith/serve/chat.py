@@ -86,6 +86,7 @@ def chat_loop(model, tokenizer, chat_format, cfg: ChatConfig, lines: Iterable[st
         from lmsmith.compiled_decode import CompiledDecoder
 
         decoder = CompiledDecoder(model)
+        write(out, "[--compile: the first answer pauses while the decode step compiles, tens of seconds]\n")
     conversation = Conversation(chat_format, tokenizer, model.config.block_size, cfg.system)
     generation = cfg.generation()
     stop = [chat_format.answer_end] if chat_format.answer_end else []
