@@ -33,10 +33,11 @@ from lmsmith.model import GPT, KVCache
 
 
 class StaticKVCache(KVCache):
-    """A KVCache of block_size slots whose decode steps all have the same shapes.
+    """A KVCache whose decode steps all look the same to a compiled graph.
 
     The prompt is prefilled through KVCache's own path; then `slot`, a (1,) tensor, says where the
-    next token's keys and values go, and each step sees all slots, masked past the filled ones.
+    next token's keys and values go, and each step sees all `max_len` slots, masked past the
+    filled ones.
     """
 
     def __init__(self, model: GPT, batch_size: int, max_len: int, pad: torch.Tensor | None = None):
@@ -119,7 +120,11 @@ def with_own_code(function: FunctionType) -> FunctionType:
 
 
 class CompiledDecoder:
-    """Prefill eagerly, then decode one token per call of a compiled `decode_step`."""
+    """Prefill eagerly, then decode one token per call of a compiled `decode_step`.
+
+    Meant for a model that no longer changes: on a CPU the graph keeps the weights it saw, packed
+    (a second copy of them in memory), so a model trained further must get a new decoder.
+    """
 
     def __init__(self, model: GPT):
         device = next(model.parameters()).device
