@@ -205,8 +205,9 @@ class EngineStep:
 
     def __call__(self) -> float:
         data_before = self.batches.seconds
-        loss, grad_norm = train_step(self.model, self.optimizers, None, self.batches, self.step_number,
-                                     self.precision, GRAD_CLIP)
+        result = train_step(self.model, self.optimizers, None, self.batches, self.step_number, self.precision,
+                            GRAD_CLIP)
+        loss, grad_norm = result.loss, result.grad_norm
         self.step_number += 1
         logging_started = time.perf_counter()
         self.progress.update(self.step_number, loss, LR, 0.0, 0.0, True)

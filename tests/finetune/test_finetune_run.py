@@ -36,6 +36,20 @@ def test_a_tiny_model_learns_a_key_value_lookup(tmp_path, base_dir, kv_file, cap
     assert capsys.readouterr().out.strip() == pair["prompt"] + pair["response"]
 
 
+def test_tokens_and_throughput_count_what_the_padded_batches_held(tmp_path, base_dir, kv_file):
+    """A lookup example is 7 positions ("abc=" "123" and end-of-text, less the last as input) in a
+    32-token context: each step of 32 rows trains 224 tokens, not the plan's 32 x 32 = 1,024."""
+    run = tmp_path / "run"
+    finetune(str(base_dir), str(kv_file), run, quiet=True, template="raw", overrides=[
+        *FAST, "train.batch_tokens=1024", "train.steps=6", "train.log_every=2", "train.eval_every=6",
+    ])
+    logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    trained = [line for line in logged if "tokens" in line]
+    assert [line["tokens"] for line in trained] == [line["step"] * 32 * 7 for line in trained] == [448, 896, 1344]
+    assert json.loads((run / "manifest.json").read_text())["counts"]["tokens"] == 6 * 32 * 7
+    assert all(0 < line["mfu"] < 1 for line in trained)
+
+
 def test_lora_trains_only_adapters_and_merging_gives_the_adapter_models_logits(tmp_path, base_dir, kv_file, capsys):
     run = tmp_path / "run"
     report = finetune(str(base_dir), str(kv_file), run, quiet=False, method="lora", template="chatml", overrides=[

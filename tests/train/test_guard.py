@@ -51,14 +51,14 @@ def test_a_non_finite_step_leaves_weights_and_optimizer_state_alone(precision):
     moments = {k: v["exp_avg"].clone() for k, v in zip(weights, optimizers[0].state.values())}
     PoisonedGPT.poisoned = True
     try:
-        loss, norm = loop.train_step(net, optimizers, scaler, FixedBatches(), 1, p, grad_clip=1.0)
+        loss = loop.train_step(net, optimizers, scaler, FixedBatches(), 1, p, grad_clip=1.0).loss
     finally:
         PoisonedGPT.poisoned = False
     assert loss != loss  # NaN
     assert all(torch.equal(weights[k], v) for k, v in net.state_dict().items())
     assert all(torch.equal(moments[k], v["exp_avg"]) for k, v in zip(weights, optimizers[0].state.values()))
     assert all(p.grad is None for p in net.parameters())  # nothing carried into the next step
-    loss, _ = loop.train_step(net, optimizers, scaler, FixedBatches(), 2, p, grad_clip=1.0)
+    loss = loop.train_step(net, optimizers, scaler, FixedBatches(), 2, p, grad_clip=1.0).loss
     assert loss == loss and any(not torch.equal(weights[k], v) for k, v in net.state_dict().items())
 
 

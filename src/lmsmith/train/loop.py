@@ -21,6 +21,7 @@ step k therefore repeats steps k+1... exactly as the uninterrupted run did.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import signal
 import time
@@ -78,6 +79,7 @@ class RunState:
     skipped_steps: int = 0
     planned_steps: int | None = None  # with train.max_minutes: the steps that fit the budget
     train_seconds: float = 0.0  # time spent in the loop, over every resumption
+    tokens: int | None = None  # positions trained on, all ranks, over every resumption (None: an older checkpoint)
 
 
 @dataclass
@@ -240,15 +242,27 @@ def plain_model_writer(recipe: TrainRecipe, tokenizer) -> Callable[[Path, dict, 
 # One step, one evaluation
 
 
-def train_step(model, optimizers, scaler, batches: TrainBatches, step: int, precision: Precision,
-               grad_clip: float) -> tuple[float, float]:
-    """Forward and backward over the step's micro-batches, clip, optimizer step. Returns (loss, grad norm).
+@dataclass(frozen=True)
+class StepResult:
+    loss: float
+    grad_norm: float
+    tokens: int  # positions this rank's micro-batches held, padding included (the model computed them)
+    rows: int  # sequences in them
 
-    A step whose loss or gradient norm is not finite leaves the weights as they were.
+
+def train_step(model, optimizers, scaler, batches: TrainBatches, step: int, precision: Precision,
+               grad_clip: float) -> StepResult:
+    """Forward and backward over the step's micro-batches, clip, optimizer step.
+
+    A step whose loss or gradient norm is not finite leaves the weights as they were. The tokens
+    are counted from the batches themselves: fine-tuning pads each batch only to its longest
+    example, so a step can hold far fewer than the plan's rows x block_size.
     """
     grad_accum = batches.plan.grad_accum
     loss_sum = torch.zeros((), device=batches.device)
+    tokens = rows = 0
     for micro, (inputs, targets) in enumerate(batches.micro_batches(step)):
+        tokens, rows = tokens + inputs.numel(), rows + inputs.size(0)
         with gradient_sync(model, enabled=micro == grad_accum - 1):
             with precision.autocast():
                 loss = model(inputs, targets).loss / grad_accum
@@ -271,7 +285,7 @@ def train_step(model, optimizers, scaler, batches: TrainBatches, step: int, prec
             optimizer.step()
     for optimizer in optimizers:
         optimizer.zero_grad(set_to_none=True)
-    return loss_value, norm_value
+    return StepResult(loss_value, norm_value, tokens, rows)
 
 
 @torch.no_grad()
@@ -350,7 +364,9 @@ def run_job(job: TrainingJob, cfg, run_dir: Path, info: DistInfo, resume_from: P
         torch.backends.cuda.matmul.allow_tf32 = True  # fp32 parts of the model on tensor cores
     if info.device.type == "cpu":
         keep_freed_memory()  # each step reuses the last one's buffers instead of faulting in fresh pages
-    flops_per_token = job.model.flops_per_token(model_config.block_size)
+    # Training FLOPs per token at a row length (attention's share grows with it); rows are block_size
+    # long in pretraining, as long as the batch's longest example in fine-tuning.
+    flops_per_token = functools.lru_cache(maxsize=None)(job.model.flops_per_token)
     model = parallelize(job.model, cfg, info)
     optimizers = build_optimizers(unwrap(model), cfg)
     scaler = precision.grad_scaler()
@@ -420,16 +436,22 @@ def run_job(job: TrainingJob, cfg, run_dir: Path, info: DistInfo, resume_from: P
                             eval_share=cfg.eval_batches / (3 * plan.grad_accum), used_seconds=seconds_before)
     total = state.planned_steps or cfg.steps
     stopped_early = False
-    window_start, window_steps, data_seconds = time.perf_counter(), 0, batches.seconds
+    if state.tokens is None:  # a checkpoint from before tokens were counted, when every row was block_size long
+        state.tokens = state.step * plan.tokens
+    window_start, window_tokens, window_rows, data_seconds = time.perf_counter(), 0, 0, batches.seconds
     with StopRequest() as stop, TrainProgress(total, state.step, quiet) as progress:
         model.train()
         while state.step < total:
             torch.manual_seed(step_seed(cfg.seed, state.step, info.rank))
             lr_scale = set_learning_rates(optimizers, state.step, cfg, total)
-            loss, grad_norm = train_step(model, optimizers, scaler, batches, state.step, precision, cfg.grad_clip)
+            result = train_step(model, optimizers, scaler, batches, state.step, precision, cfg.grad_clip)
+            loss, grad_norm = result.loss, result.grad_norm
             bad = any_rank(NonFiniteGuard.is_bad(loss, grad_norm) if scaler is None else not math.isfinite(loss), info)
             state.step += 1
-            window_steps += 1
+            # This rank's rows stand for every rank's: the same count in pretraining, close to it when
+            # each rank pads its own fine-tuning batches (counting them exactly would cost a sync a step).
+            state.tokens += result.tokens * info.world_size
+            window_tokens, window_rows = window_tokens + result.tokens, window_rows + result.rows
             guard.record(bad, state.step)
             state.skipped_steps = guard.skipped
             state.train_seconds = seconds_before + time.perf_counter() - started
@@ -445,23 +467,25 @@ def run_job(job: TrainingJob, cfg, run_dir: Path, info: DistInfo, resume_from: P
             if log_now:
                 loss = mean_across_ranks(loss, info)
             elapsed = time.perf_counter() - window_start
-            tokens_per_s = window_steps * plan.tokens / elapsed if elapsed > 0 else 0.0
-            utilisation = mfu(flops_per_token, tokens_per_s / info.world_size, peak)
+            tokens_per_s = window_tokens * info.world_size / elapsed if elapsed > 0 else 0.0
+            row_length = round(window_tokens / window_rows) if window_rows else model_config.block_size
+            utilisation = mfu(flops_per_token(row_length), tokens_per_s / info.world_size, peak)
             lr = cfg.lr * lr_scale
             progress.update(state.step, loss, lr, tokens_per_s, utilisation, log_now)
             if log_now and metrics is not None:
                 metrics.log({"step": state.step, "loss": loss, "lr": lr, "grad_norm": grad_norm,
-                             "tokens": state.step * plan.tokens, "epoch": round(batches.epochs(state.step), 4),
+                             "tokens": state.tokens, "epoch": round(batches.epochs(state.step), 4),
                              "tokens_per_s": round(tokens_per_s, 1), "mfu": round(utilisation, 4),
                              "data_share": round((batches.seconds - data_seconds) / elapsed, 4) if elapsed > 0 else 0.0,
                              "skipped_steps": guard.skipped, "elapsed_s": round(time.perf_counter() - started, 2)})
             if log_now:
-                window_start, window_steps, data_seconds = time.perf_counter(), 0, batches.seconds
+                window_start, window_tokens, window_rows, data_seconds = time.perf_counter(), 0, 0, batches.seconds
 
             early_stop = False
             if (cfg.eval_every and state.step % cfg.eval_every == 0) or state.step == total:
                 early_stop = run_evaluation(progress)
-                window_start, window_steps, data_seconds = time.perf_counter(), 0, batches.seconds  # not training time
+                # not training time
+                window_start, window_tokens, window_rows, data_seconds = time.perf_counter(), 0, 0, batches.seconds
             if state.step % cfg.save_every == 0 or state.step == total or early_stop:
                 save()
             stopping = any_rank(stop.signal is not None, info)
@@ -481,7 +505,7 @@ def run_job(job: TrainingJob, cfg, run_dir: Path, info: DistInfo, resume_from: P
     export_model(run_dir / FINAL_MODEL, model, job, info,
                  {"step": state.step, "val_loss": state.last_val_loss, "best_val_loss": state.best_val_loss})
     if info.is_main:
-        counts = {"steps": state.step, "tokens": state.step * plan.tokens,
+        counts = {"steps": state.step, "tokens": state.tokens,
                   "epochs": round(batches.epochs(state.step), 4), "val_loss": state.last_val_loss,
                   "best_val_loss": state.best_val_loss, "skipped_steps": guard.skipped,
                   "seconds": round(time.perf_counter() - started, 1)}
