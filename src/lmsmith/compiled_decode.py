@@ -134,6 +134,8 @@ class CompiledDecoder:
         # (inference only: the graph keeps the weights it saw). Elsewhere the default mode.
         # (Set through config.patch around each call: torch.compile's own `options` do not turn freezing on.)
         self.settings = {"max_autotune": True, "freezing": True} if device.type == "cpu" else {}
+        # ... and quietly: autotuning otherwise prints a table per weight shape to stderr.
+        self.settings |= {"autotune_num_choices_displayed": 0, "max_autotune_report_choices_stats": False}
 
         # The model is closed over, not passed: its weights are then constants of the graph (which
         # freezing needs), where an argument's would be inputs, read afresh at every call.
