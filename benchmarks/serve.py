@@ -2,6 +2,7 @@
 
     batched        `lmsmith serve --max-batch 32`: every request in flight decoded together
     one_at_a_time  the same server with --max-batch 1: requests queue and run one after another
+    compiled       the batched server with --compile: its decode step compiled at start-up
     hf_pipeline    transformers' text-generation pipeline on the same weights, in this process,
                    one prompt at a time and in batches of 32 (if transformers is installed)
 
@@ -13,7 +14,7 @@ percentile time from sending a request to its first streamed text. Prints one JS
 the ratios the issue sets targets for: batched / one-at-a-time throughput at 32 clients, and
 time to first token at 8 clients over 1 client.
 
-    python benchmarks/serve.py [--new-tokens 64] [--requests 2]
+    python benchmarks/serve.py [--new-tokens 64] [--requests 2] [--no-compile]
 """
 
 from __future__ import annotations
@@ -55,11 +56,13 @@ def make_model_dir(folder: Path) -> Path:
     return save_model_dir(folder / "model", model, tokenizer, made_by="benchmark")
 
 
-def start_server(model_dir: Path, max_batch: int, threads: int, log: Path) -> tuple[subprocess.Popen, int]:
+def start_server(model_dir: Path, max_batch: int, threads: int, log: Path, compile: bool = False
+                 ) -> tuple[subprocess.Popen, int]:
     process = subprocess.Popen([sys.executable, "-m", "lmsmith", "serve", str(model_dir), "--port", "0",
-                                "--max-batch", str(max_batch), "--threads", str(threads), "--quiet"],
+                                "--max-batch", str(max_batch), "--threads", str(threads), "--quiet",
+                                *(["--compile"] if compile else [])],
                                stderr=open(log, "w"))
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 600  # a compiling server takes a minute or so to listen
     while time.monotonic() < deadline:
         found = re.search(r"127\.0\.0\.1:(\d+)/v1", log.read_text())
         if found:
@@ -119,8 +122,8 @@ def load(port: int, clients: int, requests: int, new_tokens: int) -> dict:
 
 
 def serve_levels(model_dir: Path, max_batch: int, threads: int, levels, requests: int, new_tokens: int,
-                 folder: Path) -> dict:
-    process, port = start_server(model_dir, max_batch, threads, folder / f"serve-{max_batch}.log")
+                 folder: Path, compile: bool = False) -> dict:
+    process, port = start_server(model_dir, max_batch, threads, folder / f"serve-{max_batch}-{compile}.log", compile)
     try:
         stream_one(port, "warm up", 8)
         return {str(n): load(port, n, requests, new_tokens) for n in levels}
@@ -161,6 +164,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=2, help="completions each client streams, one after another")
     parser.add_argument("--threads", type=int, default=1,
                         help="CPU threads of the model, in both servers and the pipeline (1: the clients need a core)")
+    parser.add_argument("--no-compile", action="store_true", help="skip the compiled server")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
@@ -168,16 +172,23 @@ def main() -> None:
         model_dir = make_model_dir(folder)
         batched = serve_levels(model_dir, 32, args.threads, LEVELS, args.requests, args.new_tokens, folder)
         single = serve_levels(model_dir, 1, args.threads, (1, 32), args.requests, args.new_tokens, folder)
+        compiled = None
+        if not args.no_compile:
+            compiled = serve_levels(model_dir, 32, args.threads, LEVELS, args.requests, args.new_tokens, folder,
+                                    compile=True)
         prompts = [f"Request {c}.0: tell me a story about the sea. " * 2 for c in range(32)]
         hf = hf_pipeline(model_dir, args.new_tokens, prompts)
     result = {
         "benchmark": "serve", "model": MODEL, "device": "cpu", "threads": args.threads,
         "new_tokens": args.new_tokens, "requests_per_client": args.requests,
-        "batched": batched, "one_at_a_time": single, "hf_pipeline": hf,
+        "batched": batched, "one_at_a_time": single, "compiled": compiled, "hf_pipeline": hf,
         "throughput_32_clients_vs_one_at_a_time": round(
             batched["32"]["tokens_per_s"] / single["32"]["tokens_per_s"], 2),
         "ttft_median_8_clients_vs_1": round(batched["8"]["ttft_median_ms"] / batched["1"]["ttft_median_ms"], 2),
     }
+    if compiled is not None:
+        result["compiled_vs_batched_tokens_per_s"] = {
+            n: round(compiled[n]["tokens_per_s"] / batched[n]["tokens_per_s"], 2) for n in batched}
     if hf is not None:
         result["throughput_32_clients_vs_hf_pipeline_batch_1"] = round(
             batched["32"]["tokens_per_s"] / hf["batch_1_tokens_per_s"], 2)

@@ -83,9 +83,10 @@ class StaticKVCache(KVCache):
         return allowed[:, None, None, :]
 
 
-def decode_step(model: GPT, token: torch.Tensor, cache: StaticKVCache) -> torch.Tensor:
+def decode_step(model: GPT, token: torch.Tensor, cache) -> torch.Tensor:
     """Logits (B, V) for what follows `token` (B, 1): GPT.forward's pass with a cache, minus its
-    Python bookkeeping (the caller advances the cache, outside the graph)."""
+    Python bookkeeping (the caller advances the cache, outside the graph). The cache is a
+    StaticKVCache, or the serving engine's DecodeStep: both give the new token's positions and mask."""
     x = model.hidden_states(token, cache.decode_positions(), cache, cache.decode_mask())
     return model.head(x)[:, -1]
 
@@ -119,11 +120,11 @@ def with_own_code(function: FunctionType) -> FunctionType:
                         function.__defaults__, function.__closure__)
 
 
-class CompiledDecoder:
-    """Prefill eagerly, then decode one token per call of a compiled `decode_step`.
+class CompiledStep:
+    """`decode_step` of one model, compiled: call it as `step(token, cache)`.
 
     Meant for a model that no longer changes: on a CPU the graph keeps the weights it saw, packed
-    (a second copy of them in memory), so a model trained further must get a new decoder.
+    (a second copy of them in memory), so a model trained further must get a new one.
     """
 
     def __init__(self, model: GPT):
@@ -143,6 +144,19 @@ class CompiledDecoder:
             return decode_step(model, token, cache)
 
         self.step = torch.compile(with_own_code(step), fullgraph=True, dynamic=False)
+
+    def __call__(self, token: torch.Tensor, cache) -> torch.Tensor:
+        """Logits (B, V) after `token` (B, 1), whose keys and values go into the cache."""
+        with inductor_config.patch(self.settings), attention_in_the_open(self.model):
+            return self.step(token, cache)
+
+
+class CompiledDecoder:
+    """Prefill eagerly, then decode one token per call of a compiled `decode_step` (for generate_tokens)."""
+
+    def __init__(self, model: GPT):
+        self.model = model
+        self.step = CompiledStep(model)
         self.compiled_for: set[tuple[int, bool]] = set()  # (batch size, padded): each is its own graph
         self.compile_seconds = 0.0  # spent in the first step of each graph, nearly all of it compiling
 
@@ -157,8 +171,7 @@ class CompiledDecoder:
         """Logits (B, V) after `token` (B,), written into the cache's next slot."""
         graph = (token.size(0), cache.pad is not None)
         started = time.perf_counter()
-        with inductor_config.patch(self.settings), attention_in_the_open(self.model):
-            logits = self.step(token[:, None], cache)
+        logits = self.step(token[:, None], cache)
         if graph not in self.compiled_for:
             self.compiled_for.add(graph)
             self.compile_seconds += time.perf_counter() - started

@@ -137,7 +137,9 @@ SERVE = Stage(
            Flag("--model-name", "serve.model_name", "the model id clients name (default: the directory's name)"),
            Flag("--template", "serve.template", "chat template for a model without its own"),
            Flag("--log-text", "serve.log_text", "also log prompts and outputs"),
-           Flag("--device", "serve.device"), Flag("--threads", "serve.threads", "CPU threads for the model")),
+           Flag("--device", "serve.device"), Flag("--threads", "serve.threads", "CPU threads for the model"),
+           Flag("--compile", "serve.compile", "decode through torch.compile: faster steps, after a compilation "
+                "of up to a minute at start-up")),
     options=(Option("--api-key", "the key clients must send (prefer --api-key-file: a key here shows in `ps`)",
                     metavar="KEY"),),
 )

@@ -54,6 +54,34 @@ def run_all(engine: Engine, recorder: Recorder, requests: list[Request]) -> None
     assert recorder.finished.wait(60)
 
 
+def test_a_compiled_engine_writes_the_eager_tokens_with_one_graph(model, char_tokenizer):
+    """A request alone is decoded by the compiled one-row graph, step after step as its length
+    grows; in a crowd the rows go eagerly and a row left alone goes back to the graph. The warm-up
+    compiles that graph once, and nothing compiles again."""
+    from torch._dynamo.utils import counters
+
+    prompts = [char_tokenizer.encode(t) for t in ("abc", "hello world", "x", "a longer prompt here", "yo")]
+    lengths = [30, 5, 20, 8, 15]
+    expected = [[s[0] for s in generate_tokens(model, [p], GenerationConfig(max_new_tokens=n, temperature=0))]
+                for p, n in zip(prompts, lengths)]
+    engine = Engine(model, char_tokenizer.vocab_size, max_batch=3, compile=True)
+    before = counters["stats"]["unique_graphs"]
+    assert engine.warm_up() > 0
+    assert counters["stats"]["unique_graphs"] - before == 1
+    engine.start()
+    alone, crowd = Recorder(), Recorder()
+    run_all(engine, alone, [alone.request("0", prompts[0], Sampling(max_tokens=lengths[0], temperature=0))])
+    assert engine.compiled_steps == engine.steps == lengths[0] - 1  # the first token comes from the prefill
+    run_all(engine, crowd, [crowd.request(str(i), p, Sampling(max_tokens=n, temperature=0))
+                            for i, (p, n) in enumerate(zip(prompts, lengths))])
+    engine.stop()
+    assert alone.tokens("0") == expected[0]
+    assert [crowd.tokens(str(i)) for i in range(len(prompts))] == expected
+    assert engine.largest_batch == 3 and lengths[0] - 1 < engine.compiled_steps < engine.steps
+    assert counters["stats"]["unique_graphs"] - before == 1
+    assert not any(block.attn.in_the_open for block in model.blocks)
+
+
 def test_a_short_request_streams_before_a_long_prompt_is_in(model, char_tokenizer):
     engine = Engine(model, char_tokenizer.vocab_size, max_batch=4, prefill_chunk=8).start()
     recorder = Recorder()

@@ -57,6 +57,18 @@ def test_a_greedy_completion_is_what_lmsmith_generate_writes(client, local):
     assert result.usage.total_tokens == result.usage.prompt_tokens + result.usage.completion_tokens
 
 
+def test_a_compiled_server_answers_as_the_eager_one(chat_model_dir, local, tmp_path):
+    compiled = ServerProcess(chat_model_dir, "--compile", "--threads", "1", log_file=tmp_path / "compiled.log")
+    try:
+        assert "compiled the decode step in" in compiled.log()  # before the address was printed
+        for prompt in PROMPTS[:3]:
+            code, answer = post(compiled, "/completions", {"prompt": prompt, "max_tokens": 20, "temperature": 0},
+                                key=None)
+            assert code == 200 and answer["choices"][0]["text"] == greedy(local, prompt, 20)
+    finally:
+        assert compiled.stop() == 0
+
+
 def test_log_text_logs_prompts_and_outputs(client, server):
     text = client.completions.create(model=NAME, prompt="a prompt to find in the log", max_tokens=4,
                                      temperature=0).choices[0].text

@@ -24,6 +24,7 @@ class ServeConfig:
     prefill_chunk: int = 256  # prompt tokens run per turn of the decode loop, shared by new requests
     log_text: bool = False  # log prompts and outputs (off: logs show only sizes and timings)
     device: str = "auto"  # auto | cpu | cuda | mps
+    compile: bool = False  # decode through torch.compile (compiled_decode.py), compiled at start-up
     threads: int | None = None  # CPU threads for the model (default: torch's, one per core); 1 can be fastest
     # on a machine whose cores are busy with other work, where threads waiting on each other stall every step
 

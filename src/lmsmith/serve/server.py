@@ -89,7 +89,11 @@ def load_served_model(model_path: str | Path, cfg, api_key: str | None = None):
     context = model.config.block_size
     limits = Limits(context=context, max_tokens=min(cfg.max_tokens or context, context), max_n=cfg.max_n)
     engine = Engine(model, tokenizer.vocab_size, max_batch=cfg.max_batch, max_queue=cfg.max_queue,
-                    prefill_chunk=cfg.prefill_chunk).start()
+                    prefill_chunk=cfg.prefill_chunk, compile=cfg.compile)
+    if cfg.compile:  # before the port answers, so no request waits on a compilation
+        log.info("compiling the decode step (--compile): tens of seconds the first time")
+        log.info("compiled the decode step in %.1f s", engine.warm_up())
+    engine.start()
     name = cfg.model_name or default_model_name(Path(model_path))
     return ServedModel(name=name, engine=engine, tokenizer=tokenizer, limits=limits, chat=chat, no_chat_reason=no_chat,
                        api_key=api_key, max_body_bytes=cfg.max_body_kb * 1024, log_text=cfg.log_text,
