@@ -226,7 +226,7 @@ class Engine:
         self.steps = 0  # decode steps run, for tests and stats
         self.compiled_steps = 0  # of which through the compiled graph
         self.largest_batch = 0
-        # With compile: the decode step of a single row as a compiled graph (1.2-1.3x the eager step in
+        # With compile: the decode step of a single row as a compiled graph (1.36x the eager step in
         # benchmarks/serve.py at one client). With more rows the eager step stays: a graph with a
         # dynamic row count measured 0.9x-1.0x it at 8 and 32 clients, and one graph per count
         # would take minutes to compile.
