@@ -14,7 +14,9 @@ int, and attention runs over every slot of the cache with the unwritten ones mas
 cache's length is a dynamic dimension of the graph, so one compilation serves every step,
 every prompt and every slide of the window, for one batch size. It costs seconds (tens of them
 the first time; torch keeps the result on disk), so it pays back over long outputs or in a
-long-lived process: `lmsmith generate --compile`, or `compile: true` in a recipe's `generate:`.
+long-lived process: `lmsmith generate --compile` (or `compile: true` in a recipe's `generate:`),
+`lmsmith chat --compile`, and `lmsmith serve --compile`, whose engine runs the same step over its
+own slot cache (serve/engine.py's DecodeStep) for a request decoding alone.
 """
 
 from __future__ import annotations
