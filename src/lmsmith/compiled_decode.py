@@ -142,7 +142,7 @@ class CompiledStep:
 
         # The model is closed over, not passed: its weights are then constants of the graph (which
         # freezing needs), where an argument's would be inputs, read afresh at every call.
-        def step(token: torch.Tensor, cache: StaticKVCache) -> torch.Tensor:
+        def step(token: torch.Tensor, cache) -> torch.Tensor:  # a StaticKVCache or the engine's DecodeStep
             return decode_step(model, token, cache)
 
         self.step = torch.compile(with_own_code(step), fullgraph=True, dynamic=False)
