@@ -183,7 +183,8 @@ def near_duplicate_quality(texts: list[str], base_of: dict[int, int], similarity
     `threshold`-similar to the document kept in their cluster. Found: per band of true
     similarity, the share of variants dropped as duplicates of their base.
     """
-    from lmsmith.data.dedup import DedupConfig, near_duplicate_clusters
+    from lmsmith.data.dedup import near_duplicate_clusters
+    from lmsmith.schema.curate import DedupConfig
 
     config = DedupConfig(verify=verify)
     start = time.perf_counter()
@@ -270,8 +271,8 @@ def ray_against_local(size_mb: float) -> dict:
 
 def technical_prose() -> dict:
     """Keep rate per kind of real documentation, drop rate per kind of junk: our rules and Gopher's alone."""
-    from lmsmith.data.quality import ProseQualityConfig
     from lmsmith.data.technical_heldout import heldout_rates
+    from lmsmith.schema.curate import ProseQualityConfig
 
     ours = heldout_rates(system_licences=True)
     gopher = heldout_rates(ProseQualityConfig(set_aside_blocks=False, technical_repetition_factor=1.0),

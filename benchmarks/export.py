@@ -35,13 +35,14 @@ from pathlib import Path
 
 import torch
 
-from lmsmith.config import ModelConfig
 from lmsmith.export.gguf import export_gguf
-from lmsmith.generate import GenerationConfig, generate_tokens, lay_out_for_decoding
-from lmsmith.gguf_import import import_gguf
-from lmsmith.model import GPT
-from lmsmith.model_dir import load_model_dir, save_model_dir
-from lmsmith.tokenizer import train_bpe
+from lmsmith.interop.gguf_import import import_gguf
+from lmsmith.model.decoding import generate_tokens, lay_out_for_decoding
+from lmsmith.model.directory import load_model_dir, save_model_dir
+from lmsmith.model.transformer import GPT
+from lmsmith.schema.generate import GenerationConfig
+from lmsmith.schema.model import ModelConfig
+from lmsmith.text.tokenizer import train_bpe
 
 QUANTS = ("f32", "f16", "bf16", "q8_0", "q5_1", "q4_1", "q4_0")
 MODEL = dict(block_size=512, n_layer=8, n_head=8, n_kv_head=2, n_embd=512, tie_embeddings=False)

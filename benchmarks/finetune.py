@@ -56,15 +56,15 @@ def measure(method: str, shape: str, steps: int, warmup: int, micro_batch: int, 
     """One method's numbers, in this process."""
     import torch
 
-    from lmsmith.config import ModelConfig
-    from lmsmith.device import pick_device
-    from lmsmith.finetune.config import FinetuneConfig, LoRAConfig
+    from lmsmith.core.device import pick_device
     from lmsmith.finetune.instruct_data import InstructBatches, tokenize_examples
     from lmsmith.finetune.methods import choose_trainable
     from lmsmith.finetune.templates import get_template
-    from lmsmith.model import GPT
-    from lmsmith.tokenizer import train_char
-    from lmsmith.train.config import TrainConfig, plan_batch
+    from lmsmith.model.transformer import GPT
+    from lmsmith.schema.finetune import FinetuneConfig, LoRAConfig
+    from lmsmith.schema.model import ModelConfig
+    from lmsmith.schema.train import TrainConfig, plan_batch
+    from lmsmith.text.tokenizer import train_char
     from lmsmith.train.loop import train_step
     from lmsmith.train.optim import build_optimizers
     from lmsmith.train.precision import resolve_precision

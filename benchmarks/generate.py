@@ -1,6 +1,6 @@
 """Generation speed at batch 1: our KV-cache decode loop, eager and compiled, against references (CPU; --device cuda).
 
-    kv_cache             lmsmith.generate.generate_tokens (prefill, then one token per forward
+    kv_cache             lmsmith.model.decoding.generate_tokens (prefill, then one token per forward
                          pass) on the model as `lmsmith generate` prepares it (lay_out_for_decoding)
     kv_cache_row_major   the same loop on the model exactly as loaded (nn.Linear's weight layout)
     kv_cache_compiled    the same loop through compiled_decode.CompiledDecoder (`lmsmith generate --compile`)
@@ -29,11 +29,13 @@ import time
 
 import torch
 
-from lmsmith.compiled_decode import CompiledDecoder
-from lmsmith.config import ModelConfig, parse_section
-from lmsmith.convert import ours_to_hf_model
-from lmsmith.generate import GenerationConfig, generate_tokens, lay_out_for_decoding
-from lmsmith.model import GPT
+from lmsmith.core.config import parse_section
+from lmsmith.interop.convert import ours_to_hf_model
+from lmsmith.model.compiled_decode import CompiledDecoder
+from lmsmith.model.decoding import generate_tokens, lay_out_for_decoding
+from lmsmith.model.transformer import GPT
+from lmsmith.schema.generate import GenerationConfig
+from lmsmith.schema.model import ModelConfig
 
 MODEL = dict(preset="gpt2", vocab_size=8192, block_size=512, n_layer=6, n_head=6, n_embd=384, dropout=0.0)
 

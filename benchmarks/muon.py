@@ -19,8 +19,9 @@ import time
 
 import torch
 
-from lmsmith.config import ModelConfig, parse_section
-from lmsmith.model import GPT
+from lmsmith.core.config import parse_section
+from lmsmith.model.transformer import GPT
+from lmsmith.schema.model import ModelConfig
 from lmsmith.train.muon import GroupedMuon
 from lmsmith.train.optim import parameter_kinds
 

@@ -41,13 +41,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 import yaml
 
-from lmsmith.config import read_yaml
-from lmsmith.errors import UserError
-from lmsmith.model_dir import load_model_dir
-from lmsmith.recipe import find_recipe
-from lmsmith.tokenizer import TextFiles, train_char
-from lmsmith.tokens_dir import open_tokens_dir, read_split, tokenize_corpus
-from lmsmith.train.config import load_recipe
+from lmsmith.core.config import read_yaml
+from lmsmith.core.errors import UserError
+from lmsmith.model.directory import load_model_dir
+from lmsmith.schema.recipe import find_recipe
+from lmsmith.schema.train import load_recipe
+from lmsmith.text.tokenizer import TextFiles, train_char
+from lmsmith.text.tokens_dir import open_tokens_dir, read_split, tokenize_corpus
 from lmsmith.train.loop import train
 from lmsmith.train.metrics import METRICS
 

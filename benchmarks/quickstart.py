@@ -62,8 +62,9 @@ def sample_scores(workdir: Path, n: int) -> list[float]:
     """`n` completions of the recipe's prompts at its settings, each scored by parse_share."""
     import yaml
 
-    from lmsmith.generate import GenerationConfig, generate
-    from lmsmith.model_dir import load_model_dir
+    from lmsmith.model.decoding import generate
+    from lmsmith.model.directory import load_model_dir
+    from lmsmith.schema.generate import GenerationConfig
 
     recipe = yaml.safe_load((workdir / "recipe.yaml").read_text())
     settings = recipe.get("generate", {})

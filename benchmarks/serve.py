@@ -34,10 +34,11 @@ from pathlib import Path
 
 import torch
 
-from lmsmith.config import ModelConfig, parse_section
-from lmsmith.model import GPT
-from lmsmith.model_dir import save_model_dir
-from lmsmith.tokenizer import train_bpe
+from lmsmith.core.config import parse_section
+from lmsmith.model.directory import save_model_dir
+from lmsmith.model.transformer import GPT
+from lmsmith.schema.model import ModelConfig
+from lmsmith.text.tokenizer import train_bpe
 
 MODEL = dict(preset="gpt2", vocab_size=8192, block_size=256, n_layer=4, n_head=4, n_embd=256, dropout=0.0)
 LEVELS = (1, 8, 32)
@@ -138,8 +139,8 @@ def hf_pipeline(model_dir: Path, new_tokens: int, prompts: list[str]) -> dict | 
         from transformers import PreTrainedTokenizerFast, pipeline
     except ImportError:
         return None
-    from lmsmith.convert import ours_to_hf_model
-    from lmsmith.model_dir import load_model_dir
+    from lmsmith.interop.convert import ours_to_hf_model
+    from lmsmith.model.directory import load_model_dir
 
     model, tokenizer = load_model_dir(model_dir)
     hf_model = ours_to_hf_model(model, eot_id=tokenizer.eot_id).eval()

@@ -7,7 +7,7 @@ processes falls on all of them alike:
     reference     a minimal nanoGPT-style model and loop written below: fp32, eager, torch's
                   default AdamW, batches cut from the memory-mapped token shard with torch.stack
     ours_gpt2     lmsmith's engine (lmsmith.train.loop.train_step with its data loader, optimizer
-                  and precision, after lmsmith.train.parallel.parallelize) on lmsmith.model.GPT
+                  and precision, after lmsmith.train.parallel.parallelize) on lmsmith.model.transformer.GPT
                   in the GPT-2 layout, the same architecture and parameter count as the reference
     ours_gpt2_fp32  the same in fp32 (when the engine picks another precision), to tell the gain
                   of the precision from the rest
@@ -58,12 +58,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from lmsmith.config import ModelConfig, parse_section
-from lmsmith.host_memory import keep_freed_memory
-from lmsmith.model import GPT
-from lmsmith.tokenizer import train_char
-from lmsmith.tokens_dir import open_tokens_dir, tokenize_corpus
-from lmsmith.train.config import TrainConfig, plan_batch
+from lmsmith.core.config import parse_section
+from lmsmith.core.host_memory import keep_freed_memory
+from lmsmith.model.transformer import GPT
+from lmsmith.schema.model import ModelConfig
+from lmsmith.schema.train import TrainConfig, plan_batch
+from lmsmith.text.tokenizer import train_char
+from lmsmith.text.tokens_dir import open_tokens_dir, tokenize_corpus
 from lmsmith.train.data import TokenWindows, TrainBatches
 from lmsmith.train.distributed import DistInfo
 from lmsmith.train.loop import train_step
@@ -386,7 +387,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    # Our training loop makes malloc keep freed memory (lmsmith.host_memory); the setting is the
+    # Our training loop makes malloc keep freed memory (lmsmith.core.host_memory); the setting is the
     # process's, so it is made before the race and the reference loop in this process gets it too:
     # the race compares the engines. nanoGPT's train.py runs in its own process, without it.
     keep_freed_memory()

@@ -19,10 +19,11 @@ from safetensors.torch import load_file
 import lmsmith.train.loop as train_loop
 from lmsmith.build import Workdir, build
 from lmsmith.cli import main
-from lmsmith.config import ConfigError
-from lmsmith.evaluate import EvalConfig, evaluate
-from lmsmith.recipe import build_stage_names, find_recipe, load_recipe, shipped_recipes
-from lmsmith.tokenizer import load_tokenizer
+from lmsmith.core.config import ConfigError
+from lmsmith.evaluate.heldout import evaluate
+from lmsmith.schema.evaluate import EvalConfig
+from lmsmith.schema.recipe import build_stage_names, find_recipe, load_recipe, shipped_recipes
+from lmsmith.text.tokenizer import load_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN_STEPS = 30

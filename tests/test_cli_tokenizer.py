@@ -6,8 +6,8 @@ import re
 import pytest
 
 from lmsmith.cli import main
-from lmsmith.manifest import file_sha256
-from lmsmith.tokenizer import TOKENIZER_CONFIG, TOKENIZER_FILE, load_tokenizer
+from lmsmith.core.manifest import file_sha256
+from lmsmith.text.tokenizer import TOKENIZER_CONFIG, TOKENIZER_FILE, load_tokenizer
 
 TEXT = ("A tokenizer turns text into ids and ids back into text. "
         "Byte pairs that come often are merged into one token. 日本語も大丈夫 😀\n") * 30

@@ -13,10 +13,11 @@ import torch
 from torch._dynamo.utils import counters
 
 from lmsmith.cli import main
-from lmsmith.compiled_decode import CompiledDecoder
-from lmsmith.errors import UserError
-from lmsmith.generate import EagerDecoder, GenerationConfig, generate_tokens
-from lmsmith.model_dir import save_model_dir
+from lmsmith.core.errors import UserError
+from lmsmith.model.compiled_decode import CompiledDecoder
+from lmsmith.model.decoding import EagerDecoder, generate_tokens
+from lmsmith.model.directory import save_model_dir
+from lmsmith.schema.generate import GenerationConfig
 from tests.test_generate import (
     greedy_without_cache,
     run_tokens,

@@ -2,7 +2,8 @@
 
 import pytest
 
-from lmsmith.config import ConfigError, ModelConfig, apply_overrides, load_model_config, parse_section
+from lmsmith.core.config import ConfigError, apply_overrides, parse_section
+from lmsmith.schema.model import ModelConfig, load_model_config
 
 
 def test_overrides_reach_nested_keys_and_parse_values():

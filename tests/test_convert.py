@@ -16,12 +16,12 @@ from tokenizers import Tokenizer as Backend
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
 from lmsmith.cli import main
-from lmsmith.config import ModelConfig
-from lmsmith.convert import export_hf_dir, hf_model_to_ours, import_hf_dir, ours_to_hf_model
-from lmsmith.errors import UserError
-from lmsmith.model import GPT
-from lmsmith.model_dir import load_model_dir, save_model_dir
-from lmsmith.tokenizer import Tokenizer
+from lmsmith.core.errors import UserError
+from lmsmith.interop.convert import export_hf_dir, hf_model_to_ours, import_hf_dir, ours_to_hf_model
+from lmsmith.model.directory import load_model_dir, save_model_dir
+from lmsmith.model.transformer import GPT
+from lmsmith.schema.model import ModelConfig
+from lmsmith.text.tokenizer import Tokenizer
 
 transformers = pytest.importorskip("transformers")
 from transformers import (  # noqa: E402
@@ -261,7 +261,7 @@ OUR_SHAPES = {
 
 
 def our_model_dir(path: Path, backend: Backend, eot: str, shape: dict, seed: int = 0) -> Path:
-    from lmsmith.config import parse_section
+    from lmsmith.core.config import parse_section
 
     config = parse_section(ModelConfig, {**shape, "vocab_size": backend.get_vocab_size() + 5}, "model")
     torch.manual_seed(seed)

@@ -14,11 +14,12 @@ import torch
 from tokenizers import Tokenizer as Backend
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
-from lmsmith.config import ModelConfig
-from lmsmith.convert import config_from_hf, export_hf_dir, hf_family, hf_model_to_ours, import_hf_dir
-from lmsmith.errors import UserError
-from lmsmith.generate import GenerationConfig, generate_tokens
-from lmsmith.model_dir import load_model_dir
+from lmsmith.core.errors import UserError
+from lmsmith.interop.convert import config_from_hf, export_hf_dir, hf_family, hf_model_to_ours, import_hf_dir
+from lmsmith.model.decoding import generate_tokens
+from lmsmith.model.directory import load_model_dir
+from lmsmith.schema.generate import GenerationConfig
+from lmsmith.schema.model import ModelConfig
 
 transformers = pytest.importorskip("transformers")
 

@@ -10,12 +10,12 @@ import pytest
 import torch
 
 from lmsmith.cli import main
-from lmsmith.config import ModelConfig
-from lmsmith.model import GPT
-from lmsmith.model_dir import save_model_dir
-from lmsmith.scoring import evaluate_tokens, token_byte_lengths
-from lmsmith.tokenizer import TextFiles, load_tokenizer, train_bpe
-from lmsmith.tokens_dir import open_tokens_dir, read_split, tokenize_corpus
+from lmsmith.model.directory import save_model_dir
+from lmsmith.model.scoring import evaluate_tokens, token_byte_lengths
+from lmsmith.model.transformer import GPT
+from lmsmith.schema.model import ModelConfig
+from lmsmith.text.tokenizer import TextFiles, load_tokenizer, train_bpe
+from lmsmith.text.tokens_dir import open_tokens_dir, read_split, tokenize_corpus
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
 TEXT_FILES = [STDLIB / "textwrap.py", STDLIB / "json" / "decoder.py"]

@@ -21,14 +21,15 @@ from safetensors.torch import load_file, save_file
 from tokenizers import Tokenizer as Backend
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
-from lmsmith import model_size
-from lmsmith.config import ModelConfig
-from lmsmith.errors import UserError, is_disk_full
-from lmsmith.model import GPT
-from lmsmith.model_dir import load_model_dir, read_model_config, resolve_model_dir, save_model_dir
-from lmsmith.tokenizer import EOT, MAX_VOCAB, Tokenizer, check_text_encodable, check_vocab_size, load_tokenizer
+from lmsmith.core.errors import UserError, is_disk_full
+from lmsmith.model import sizes as model_size
+from lmsmith.model.directory import load_model_dir, read_model_config, resolve_model_dir, save_model_dir
+from lmsmith.model.transformer import GPT
+from lmsmith.schema.model import ModelConfig
+from lmsmith.schema.text import EOT, MAX_VOCAB, check_vocab_size
+from lmsmith.schema.train import TrainConfig
+from lmsmith.text.tokenizer import Tokenizer, check_text_encodable, load_tokenizer
 from lmsmith.train import checkpoint as ckpt
-from lmsmith.train.config import TrainConfig
 from lmsmith.train.distributed import DistInfo
 from lmsmith.train.optim import build_optimizers
 
@@ -131,7 +132,7 @@ def test_unreadable_start_model_for_finetuning(model_dir, monkeypatch):
 
 
 def test_unreadable_hf_weights(tmp_path, monkeypatch):
-    from lmsmith.convert import read_weight_file
+    from lmsmith.interop.convert import read_weight_file
 
     file = tmp_path / "pytorch_model.bin"
     torch.save({"w": torch.zeros(2)}, file)
@@ -226,7 +227,7 @@ class _FillingFile(io.FileIO):
 def test_full_disk_while_writing_tokens_dir(tmp_path, monkeypatch):
     import numpy as np
 
-    from lmsmith import tokens_dir
+    from lmsmith.text import tokens_dir
 
     monkeypatch.setattr(_FillingFile, "room", 10)
     monkeypatch.setattr(tokens_dir, "open", lambda path, mode: _FillingFile(path, mode), raising=False)
@@ -241,8 +242,8 @@ def test_full_disk_while_writing_tokens_dir(tmp_path, monkeypatch):
 
 def test_full_disk_in_any_stage_is_one_line_and_leaves_nothing(tmp_path, monkeypatch, capsys):
     """A write no stage guards itself (here the tokenizer's files): the CLI still says it in one line."""
-    from lmsmith import atomic
     from lmsmith.cli import main
+    from lmsmith.core import atomic
 
     text = tmp_path / "text.txt"
     text.write_text("hello world, a small text to train on. " * 50)
@@ -275,8 +276,8 @@ def test_prompt_that_is_not_utf8(tokenizer):
 
 
 def test_tokenizer_show_and_generate_refuse_bytes_that_are_not_utf8(model_dir, tokenizer, capsys):
-    from lmsmith.generate import generate
-    from lmsmith.tokenizer import show_pieces
+    from lmsmith.model.decoding import generate
+    from lmsmith.text.tokenizer import show_pieces
 
     with pytest.raises(UserError, match=r"^the text is not valid UTF-8 text \(byte 0xff at character 3\)"):
         show_pieces(tokenizer, NOT_UTF8)  # `lmsmith tokenizer show DIR TEXT`
@@ -342,7 +343,7 @@ class _Planter:
 def test_pytorch_bin_that_is_not_a_torch_file(tmp_path):
     import pickle
 
-    from lmsmith.convert import read_weight_file
+    from lmsmith.interop.convert import read_weight_file
 
     random_bytes = tmp_path / "random" / "pytorch_model.bin"
     random_bytes.parent.mkdir()
@@ -368,7 +369,7 @@ def test_pytorch_bin_that_is_not_a_torch_file(tmp_path):
 @pytest.mark.parametrize("index", ["model.safetensors.index.json", "pytorch_model.bin.index.json"])
 @pytest.mark.parametrize("shard", ["../outside.safetensors", "/etc/passwd", "sub/../../x.bin", "..\\x.bin"])
 def test_shard_index_pointing_outside_the_directory_is_refused(tmp_path, index, shard):
-    from lmsmith.convert import weight_files
+    from lmsmith.interop.convert import weight_files
 
     hf_dir = tmp_path / "hf"
     hf_dir.mkdir()
@@ -384,7 +385,7 @@ def test_shard_index_pointing_outside_the_directory_is_refused(tmp_path, index, 
 @pytest.mark.parametrize("text", ["{not json", '{"weight_map": [1, 2]}', '["weight_map"]', '{"weight_map": {"a": 3}}',
                                   '{"weight_map": {"a": {"b": 1}}}'])
 def test_corrupt_shard_index(tmp_path, text):
-    from lmsmith.convert import weight_files
+    from lmsmith.interop.convert import weight_files
 
     (tmp_path / "model.safetensors.index.json").write_text(text)
     with pytest.raises(UserError, match=r"model\.safetensors\.index\.json is corrupted"):

@@ -15,11 +15,9 @@ from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
 from lmsmith.cli import main
-from lmsmith.config import ModelConfig
-from lmsmith.device import pick_device
-from lmsmith.errors import UserError
-from lmsmith.generate import (
-    GenerationConfig,
+from lmsmith.core.device import pick_device
+from lmsmith.core.errors import UserError
+from lmsmith.model.decoding import (
     IncrementalDecoder,
     PromptTruncatedWarning,
     TextStream,
@@ -30,9 +28,12 @@ from lmsmith.generate import (
     lay_out_for_decoding,
     penalise_repeats,
 )
-from lmsmith.model import GPT
-from lmsmith.model_dir import save_model_dir
-from lmsmith.tokenizer import EOT, Tokenizer
+from lmsmith.model.directory import save_model_dir
+from lmsmith.model.transformer import GPT
+from lmsmith.schema.generate import GenerationConfig
+from lmsmith.schema.model import ModelConfig
+from lmsmith.schema.text import EOT
+from lmsmith.text.tokenizer import Tokenizer
 
 SENTENCES = [
     "The quick brown fox jumps over the lazy dog.",

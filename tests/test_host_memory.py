@@ -9,7 +9,7 @@ import pytest
 # gradients), made and freed again and again; prints the page faults of the steps after warm-up.
 STEPS = """
 import resource, sys, torch
-from lmsmith.host_memory import keep_freed_memory
+from lmsmith.core.host_memory import keep_freed_memory
 kept = keep_freed_memory() if sys.argv[1] == "keep" else None
 def step():
     logits, hidden = torch.ones(32 << 20), torch.ones(16 << 20)

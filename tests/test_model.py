@@ -11,10 +11,11 @@ from tokenizers import Tokenizer as Backend
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
 from lmsmith.cli import main
-from lmsmith.config import MODEL_PRESETS, ModelConfig, parse_section
-from lmsmith.model import GPT, IGNORE_INDEX, KVCache
-from lmsmith.model_dir import load_model_dir
-from lmsmith.tokenizer import Tokenizer
+from lmsmith.core.config import parse_section
+from lmsmith.model.directory import load_model_dir
+from lmsmith.model.transformer import GPT, IGNORE_INDEX, KVCache
+from lmsmith.schema.model import MODEL_PRESETS, ModelConfig
+from lmsmith.text.tokenizer import Tokenizer
 
 VOCAB = 97
 

@@ -14,11 +14,11 @@ from tokenizers import Tokenizer as Backend
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
 from lmsmith.cli import main
-from lmsmith.config import ModelConfig
-from lmsmith.errors import UserError
-from lmsmith.model import GPT
-from lmsmith.model_dir import load_model_dir, save_model_dir
-from lmsmith.tokenizer import Tokenizer
+from lmsmith.core.errors import UserError
+from lmsmith.model.directory import load_model_dir, save_model_dir
+from lmsmith.model.transformer import GPT
+from lmsmith.schema.model import ModelConfig
+from lmsmith.text.tokenizer import Tokenizer
 
 SHAPES = {
     "rope-rmsnorm-swiglu-GQA-untied": dict(n_kv_head=2, tie_embeddings=False),

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from lmsmith.cli import find_stage, load_line_config, main, read_line
-from lmsmith.errors import UserError
-from lmsmith.stage import route_override
+from lmsmith.core.errors import UserError
+from lmsmith.schema.stage import route_override
 from lmsmith.stages import STAGES
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -14,13 +14,13 @@ import torch
 
 pytest.importorskip("matplotlib")
 
-from lmsmith.build import build  # noqa: E402
-from lmsmith.cli import main  # noqa: E402
-from lmsmith.errors import UserError  # noqa: E402
-from lmsmith.recipe import recipe_from_dict  # noqa: E402
-from lmsmith.report import PNGS, REPORT_HTML, write_report  # noqa: E402
-from lmsmith.train.config import load_recipe as load_train_recipe  # noqa: E402
-from lmsmith.train.loop import train  # noqa: E402
+from lmsmith.build import build
+from lmsmith.cli import main
+from lmsmith.core.errors import UserError
+from lmsmith.report.page import PNGS, REPORT_HTML, write_report
+from lmsmith.schema.recipe import recipe_from_dict
+from lmsmith.schema.train import load_recipe as load_train_recipe
+from lmsmith.train.loop import train
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
 PROMPTS = ["def ", "<b>&"]  # the second one must come out escaped in the HTML
@@ -138,7 +138,7 @@ def test_cli_writes_the_report(workdir, tmp_path, capsys):
 
 
 def test_the_smoothed_loss_does_not_lag_behind_a_falling_curve():
-    from lmsmith.report import smooth
+    from lmsmith.report.page import smooth
 
     falling = [10.0 - i for i in range(30)]  # a straight line: a centred average leaves it as it is
     assert smooth(falling, 3) == pytest.approx(falling)

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from lmsmith.config import ModelConfig
-from lmsmith.errors import UserError
-from lmsmith.model import GPT
-from lmsmith.scoring import evaluate_tokens, token_byte_lengths, windows
-from lmsmith.tokenizer import train_bpe
+from lmsmith.core.errors import UserError
+from lmsmith.model.scoring import evaluate_tokens, token_byte_lengths, windows
+from lmsmith.model.transformer import GPT
+from lmsmith.schema.model import ModelConfig
+from lmsmith.text.tokenizer import train_bpe
 
 TEXT = "The quick brown fox jumps over the lazy dog. Ünïcödé and emoji 🦊 too.\n" * 8
 

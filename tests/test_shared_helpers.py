@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 from rich.progress import BarColumn, TextColumn
 
-from lmsmith.config import closest_hint
-from lmsmith.errors import UserError
-from lmsmith.extras import require
-from lmsmith.json_file import read_json
-from lmsmith.progress import progress_bar
+from lmsmith.core.config import closest_hint
+from lmsmith.core.errors import UserError
+from lmsmith.core.extras import require
+from lmsmith.core.json_file import read_json
+from lmsmith.core.progress import progress_bar
 
 
 def test_a_bar_without_a_terminal_is_disabled_and_writes_nothing(capsys):

@@ -12,8 +12,8 @@ import pytest
 import yaml
 
 from lmsmith.cli import main, parse_command
-from lmsmith.recipe import Recipe, build_stage_names, load_recipe, shipped_recipes
-from lmsmith.stage import field_type, stage_config
+from lmsmith.schema.recipe import Recipe, build_stage_names, load_recipe, shipped_recipes
+from lmsmith.schema.stage import field_type, stage_config
 from lmsmith.stages import STAGES, all_sections, stage_named
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -222,7 +222,7 @@ def test_eval_and_generate_write_what_build_writes(made, tmp_path):
 def test_a_run_directory_is_locked_while_a_run_writes_it(made, tmp_path, capsys):
     import os
 
-    from lmsmith.output import LOCK
+    from lmsmith.core.output import LOCK
 
     run = tmp_path / "run"
     shutil.copytree(made / "run", run)

@@ -13,8 +13,8 @@ optuna = pytest.importorskip("optuna")
 pytest.importorskip("matplotlib")
 
 from lmsmith.cli import main  # noqa: E402
-from lmsmith.config import ConfigError  # noqa: E402
-from lmsmith.recipe import load_recipe  # noqa: E402
+from lmsmith.core.config import ConfigError  # noqa: E402
+from lmsmith.schema.recipe import load_recipe  # noqa: E402
 from lmsmith.sweep import (  # noqa: E402
     BEST_RECIPE,
     PLOTS,
@@ -107,8 +107,8 @@ def test_sweep_runs_trials_writes_results_and_resumes(tmp_path):
 
 def test_a_trial_is_stopped_when_the_pruner_says_so(tmp_path):
     """The child training stops at the first evaluation whose report asks for it, long before its last step."""
-    from lmsmith.tokenizer import TextFiles, train_bpe
-    from lmsmith.tokens_dir import tokenize_corpus
+    from lmsmith.text.tokenizer import TextFiles, train_bpe
+    from lmsmith.text.tokens_dir import tokenize_corpus
 
     files = [str(STDLIB / "textwrap.py"), str(STDLIB / "json" / "decoder.py")]
     train_bpe(TextFiles(files), vocab_size=300, show_progress=False).save(tmp_path / "tok")

@@ -6,10 +6,10 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from lmsmith.errors import UserError
-from lmsmith.manifest import file_sha256
-from lmsmith.tokenizer import (
-    EOT,
+from lmsmith.core.errors import UserError
+from lmsmith.core.manifest import file_sha256
+from lmsmith.schema.text import EOT
+from lmsmith.text.tokenizer import (
     KINDS,
     TOKENIZER_CONFIG,
     TOKENIZER_FILE,

@@ -33,12 +33,12 @@ from types import SimpleNamespace
 
 import yaml
 
-from lmsmith.atomic import write_json, write_text
-from lmsmith.config import section_to_dict
-from lmsmith.errors import UserError
-from lmsmith.manifest import manifest_or_none, read_manifest
-from lmsmith.recipe import Recipe, build_stage_names
-from lmsmith.train.config import plan_batch
+from lmsmith.core.atomic import write_json, write_text
+from lmsmith.core.config import section_to_dict
+from lmsmith.core.errors import UserError
+from lmsmith.core.manifest import manifest_or_none, read_manifest
+from lmsmith.schema.recipe import Recipe, build_stage_names
+from lmsmith.schema.train import plan_batch
 
 STATE = "build.json"
 RESOLVED_RECIPE = "recipe.yaml"
@@ -218,7 +218,7 @@ def run_stage(name: str, recipe: Recipe, work: Workdir, quiet: bool) -> None:
 
 
 def run_train(recipe: Recipe, work: Workdir, quiet: bool, resume: bool, nproc_per_node: int) -> None:
-    from lmsmith.train.config import recipe_to_dict
+    from lmsmith.schema.train import recipe_to_dict
 
     train_recipe = recipe.train_recipe(work.tokens.resolve(), work.run.resolve())
     if not resume:
@@ -363,8 +363,8 @@ def print_outcome(result: BuildResult, console=None) -> None:
     console = console or Console(highlight=False)
     scored = result.eval
     if scored is not None:
-        from lmsmith.evaluate import SplitEval, eval_table
-        from lmsmith.scoring import EvalResult
+        from lmsmith.evaluate.heldout import SplitEval, eval_table
+        from lmsmith.model.scoring import EvalResult
 
         fields = {k: scored[k] for k in EvalResult.__dataclass_fields__}
         console.print(eval_table(SplitEval(scored["model"], scored["data"], scored["split"], EvalResult(**fields))))
@@ -389,7 +389,7 @@ def train_for_minutes(recipe: Recipe, minutes: float) -> None:
 
 def load_config(stage, recipe_file, overrides: list[str], flags: dict):
     """A build's config is its recipe: a file or a shipped recipe's name, plus overrides."""
-    from lmsmith.recipe import load_recipe
+    from lmsmith.schema.recipe import load_recipe
 
     return load_recipe(recipe_file, list(overrides))
 

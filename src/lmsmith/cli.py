@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from lmsmith import __version__
-from lmsmith.config import ConfigError
-from lmsmith.errors import UserError, is_disk_full
-from lmsmith.stage import Stage, field_default, field_type, flag_value, is_override, stage_config
+from lmsmith.core.config import ConfigError
+from lmsmith.core.errors import UserError, is_disk_full
+from lmsmith.schema.stage import Stage, field_default, field_type, flag_value, is_override, stage_config
 
 
 class ArgumentError(UserError):
@@ -202,7 +202,7 @@ def parse_command(argv: list[str]) -> Command:
 
 
 def unknown_verb(argv: list[str]) -> UserError:
-    from lmsmith.config import closest_hint
+    from lmsmith.core.config import closest_hint
     from lmsmith.stages import STAGES
 
     known = sorted({" ".join(s.words) for s in STAGES})

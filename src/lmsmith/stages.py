@@ -8,22 +8,31 @@ reads all come from this one list, so they cannot drift apart. To add a stage, w
 from __future__ import annotations
 
 from lmsmith import build as build_module
-from lmsmith import convert, evaluate, generate, model_dir, report, sweep, tokenizer, tokens_dir
 from lmsmith import finetune as finetune_module
-from lmsmith.config import ModelConfig
+from lmsmith import sweep
 from lmsmith.data import pipeline
-from lmsmith.data.config import CurateConfig
-from lmsmith.explain import explanation as explain_module
+from lmsmith.evaluate import heldout as evaluate
 from lmsmith.explain import stage as explain_stage
 from lmsmith.export import gguf as gguf_export
-from lmsmith.finetune.config import FinetuneConfig
-from lmsmith.generate import GenerateConfig
+from lmsmith.generate import samples as generate
+from lmsmith.interop import convert
+from lmsmith.model import directory as model_dir
+from lmsmith.report import page as report
+from lmsmith.schema.curate import CurateConfig
+from lmsmith.schema.evaluate import EvalConfig
+from lmsmith.schema.explain import ExplainConfig
+from lmsmith.schema.export import ExportConfig
+from lmsmith.schema.finetune import FinetuneConfig
+from lmsmith.schema.generate import GenerateConfig
+from lmsmith.schema.model import InitConfig, ModelConfig
+from lmsmith.schema.serve import ChatConfig, ServeConfig
+from lmsmith.schema.stage import Flag, Input, Option, Stage
+from lmsmith.schema.text import TokenizeConfig, TokenizerConfig
+from lmsmith.schema.train import TrainConfig
 from lmsmith.serve import chat as chat_module
 from lmsmith.serve import server as serve_module
-from lmsmith.serve.config import ServeConfig
-from lmsmith.stage import Flag, Input, Option, Stage
+from lmsmith.text import tokenizer, tokens_dir
 from lmsmith.train import loop
-from lmsmith.train.config import TrainConfig
 
 MODEL_INPUT = Input("model", "a model directory, or a run directory (its final model)", metavar="MODEL_OR_RUN")
 
@@ -51,7 +60,7 @@ CURATE = Stage(
 
 TOKENIZER = Stage(
     "tokenizer", "train a byte-level BPE (or char-level) tokenizer on a curated directory or text files",
-    verb=("tokenizer", "train"), sections={"tokenizer": tokenizer.TokenizerConfig}, run=tokenizer.run, in_build=True,
+    verb=("tokenizer", "train"), sections={"tokenizer": TokenizerConfig}, run=tokenizer.run, in_build=True,
     inputs=(Input("data", "a curated directory (its train split), or text files and folders", many=True,
                   metavar="DATA"),),
     flags=(Flag("--vocab-size", "tokenizer.vocab_size", "vocabulary size, special tokens included (BPE)"),
@@ -63,7 +72,7 @@ TOKENIZER = Stage(
 
 TOKENIZE = Stage(
     "tokenize", "encode a curated directory (or text files) into token shards for training",
-    sections={"tokenize": tokens_dir.TokenizeConfig}, run=tokens_dir.run, in_build=True,
+    sections={"tokenize": TokenizeConfig}, run=tokens_dir.run, in_build=True,
     inputs=(Input("data", "a curated directory (from `lmsmith curate`), or text files and folders", many=True,
                   metavar="DATA"),
             Input("tokenizer", "tokenizer directory (from `lmsmith tokenizer train`)", flag="-t/--tokenizer")),
@@ -73,7 +82,7 @@ TOKENIZE = Stage(
 )
 
 INIT = Stage(
-    "init", "make a fresh, untrained model directory", sections={"model": ModelConfig, "init": model_dir.InitConfig},
+    "init", "make a fresh, untrained model directory", sections={"model": ModelConfig, "init": InitConfig},
     run=model_dir.run, writes_model=True,
     inputs=(Input("tokenizer", "tokenizer directory; sets the vocabulary size", flag="--tokenizer"),),
     flags=(Flag("--seed", "init.seed", "seed of the random initial weights"),),
@@ -94,7 +103,7 @@ TRAIN = Stage(
 
 EVAL = Stage(
     "eval", "loss, perplexity and bits per byte of a model on a whole held-out split",
-    sections={"eval": evaluate.EvalConfig}, run=evaluate.run, in_build=True, output="optional",
+    sections={"eval": EvalConfig}, run=evaluate.run, in_build=True, output="optional",
     inputs=(MODEL_INPUT,
             Input("data", "tokens directory (default: the one the model was trained on)", flag="--data",
                   required=False, metavar="TOKENS_DIR")),
@@ -145,7 +154,7 @@ SERVE = Stage(
 )
 
 CHAT = Stage(
-    "chat", "talk with a model in the terminal, its answers streamed", sections={"chat": chat_module.ChatConfig},
+    "chat", "talk with a model in the terminal, its answers streamed", sections={"chat": ChatConfig},
     run=chat_module.run, output="none", inputs=(MODEL_INPUT,),
     flags=(Flag("--system", "chat.system", "a system message to start with"),
            Flag("--temperature", "chat.temperature", "0 is greedy"), Flag("--top-p", "chat.top_p"),
@@ -169,7 +178,7 @@ CONVERT = Stage(
 
 EXPORT = Stage(
     "export", "write a model as one GGUF file for llama.cpp (and a Modelfile for Ollama)",
-    sections={"export": gguf_export.ExportConfig}, run=gguf_export.run,
+    sections={"export": ExportConfig}, run=gguf_export.run,
     inputs=(MODEL_INPUT,),
     flags=(Flag("--quant", "export.quant", "type of the weight matrices (vectors stay f32)"),
            Flag("--ollama", "export.ollama", "-o is a directory: model.gguf, a Modelfile and manifest.json")),
@@ -219,7 +228,7 @@ REPORT = Stage(
 
 EXPLAIN = Stage(
     "explain", "see inside a model: tokens, attention, the logit lens, next-token odds, embeddings, head roles",
-    sections={"explain": explain_module.ExplainConfig}, run=explain_stage.run, output="optional",
+    sections={"explain": ExplainConfig}, run=explain_stage.run, output="optional",
     inputs=(MODEL_INPUT,
             Input("text", "text to explain (\\n is a newline); may be left out with --heads", required=False,
                   metavar="TEXT"),

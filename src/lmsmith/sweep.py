@@ -55,12 +55,13 @@ from typing import Any
 
 import yaml
 
-from lmsmith.atomic import write_bytes, write_json, write_text
-from lmsmith.config import ConfigError, ModelConfig, apply_overrides, closest_hint, parse_section, read_yaml
-from lmsmith.errors import UserError
-from lmsmith.extras import require
-from lmsmith.progress import progress_bar
-from lmsmith.train.config import TrainConfig, plan_batch
+from lmsmith.core.atomic import write_bytes, write_json, write_text
+from lmsmith.core.config import ConfigError, apply_overrides, closest_hint, parse_section, read_yaml
+from lmsmith.core.errors import UserError
+from lmsmith.core.extras import require
+from lmsmith.core.progress import progress_bar
+from lmsmith.schema.model import ModelConfig
+from lmsmith.schema.train import TrainConfig, plan_batch
 from lmsmith.train.metrics import METRICS
 
 DISTRIBUTIONS = ("log_uniform", "uniform", "int", "log_int", "choice")
@@ -651,7 +652,7 @@ def plot_curves(study):
 
 def load_sweep_recipe(recipe_arg: str | None, overrides: list[str]):
     """The build recipe, its sweep section checked, and the recipe as written (plus overrides)."""
-    from lmsmith.recipe import find_recipe, load_recipe
+    from lmsmith.schema.recipe import find_recipe, load_recipe
 
     recipe = load_recipe(recipe_arg, overrides)
     if recipe.sweep is None:
@@ -664,7 +665,7 @@ def load_sweep_recipe(recipe_arg: str | None, overrides: list[str]):
 def prepare_tokens(recipe, data: str | None, workdir: str | None, quiet: bool) -> Path:
     """The tokens every trial trains on: --data, or the recipe's stages up to tokenize (as build makes them)."""
     if data is not None:
-        from lmsmith.tokens_dir import open_tokens_dir
+        from lmsmith.text.tokens_dir import open_tokens_dir
 
         open_tokens_dir(data)  # refuse a wrong directory before the first trial
         return Path(data).resolve()
@@ -689,7 +690,7 @@ def sweep(recipe_arg: str | None, overrides: list[str] = (), *, trials: int | No
         config.budget_minutes = budget_minutes
     config.check()
     out_dir = Path(out) if out is not None else Path("sweeps") / recipe.name
-    from lmsmith.output import check_output
+    from lmsmith.core.output import check_output
 
     check_output(out_dir, "sweep")  # never over a folder of the user's own results.csv or best.yaml
     base = {k: v for k, v in recipe.to_dict().items() if k != "sweep"}
@@ -703,7 +704,7 @@ def sweep(recipe_arg: str | None, overrides: list[str] = (), *, trials: int | No
     plan.data = prepare_tokens(recipe, data, workdir, quiet)
     out_dir.mkdir(parents=True, exist_ok=True)
     if not (out_dir / "manifest.json").is_file():  # marks the directory as a sweep's, so later runs may continue it
-        from lmsmith.manifest import make_manifest
+        from lmsmith.core.manifest import make_manifest
 
         write_json(
             out_dir / "manifest.json", make_manifest("sweep", config={"recipe": str(recipe.path or recipe.name)})

@@ -15,28 +15,25 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lmsmith.config import ConfigError, parse_section
+from lmsmith.core.config import ConfigError, parse_section
 from lmsmith.data import dedup
 from lmsmith.data.dedup import (
-    BoilerplateConfig,
     BoilerplateRemover,
-    DedupConfig,
     Deduplicator,
     LineFrequencyCounter,
     MinHasher,
     MinHashSigner,
     NearDuplicateIndex,
-    candidate_probability,
     count_document_lines,
     document_line_keys,
     estimated_jaccard,
     exact_key,
     near_duplicate_clusters,
-    optimal_bands_rows,
     shingle_hashes,
 )
 from lmsmith.data.document import Document
 from lmsmith.data.step import StepStats
+from lmsmith.schema.curate import BoilerplateConfig, DedupConfig, candidate_probability, optimal_bands_rows
 
 VOCAB = [f"{a}{b}{c}" for a in "bcdfghklmnprstvz" for b in "aeiou" for c in "bdgklmnprstxz"] * 1  # 1040 words
 

@@ -5,10 +5,11 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from lmsmith.config import ConfigError, parse_section
+from lmsmith.core.config import ConfigError, parse_section
 from lmsmith.data.document import Document
-from lmsmith.data.format import FormatConfig, FormatStep
+from lmsmith.data.format import FormatStep
 from lmsmith.data.step import StepStats
+from lmsmith.schema.curate import FormatConfig
 
 
 def clean(text, code=False, **config):

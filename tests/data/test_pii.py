@@ -11,10 +11,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lmsmith.config import ConfigError, parse_section
+from lmsmith.core.config import ConfigError, parse_section
 from lmsmith.data.document import Document
-from lmsmith.data.pii import PiiConfig, PiiRedactor, redact_pii
+from lmsmith.data.pii import PiiRedactor, redact_pii
 from lmsmith.data.step import StepStats
+from lmsmith.schema.curate import PiiConfig
 
 # Values that must disappear, by kind.
 PLANTED = {

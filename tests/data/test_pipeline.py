@@ -10,15 +10,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from lmsmith.atomic import write_json
 from lmsmith.cli import main
+from lmsmith.core.atomic import write_json
+from lmsmith.core.errors import UserError
+from lmsmith.core.manifest import file_sha256, read_manifest
 from lmsmith.data import pipeline
-from lmsmith.data.config import CurateConfig, load_curate_config
 from lmsmith.data.pipeline import curate
 from lmsmith.data.quality import QualityStep
 from lmsmith.data.write import iter_split_texts, split_files
-from lmsmith.errors import UserError
-from lmsmith.manifest import file_sha256, read_manifest
+from lmsmith.schema.curate import CurateConfig, load_curate_config
 
 SENTENCES = [
     "The lighthouse keeper wrote down the weather every morning before he climbed the stairs.",

@@ -7,20 +7,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lmsmith.config import ConfigError, parse_section
+from lmsmith.core.config import ConfigError, parse_section
 from lmsmith.data.document import Document
 from lmsmith.data.ngrams import word_hashes
-from lmsmith.data.quality import (
-    CodeQualityConfig,
-    ProseQualityConfig,
-    QualityConfig,
-    QualityStep,
-    brackets_balance,
-    duplicate_ngram_share,
-    prose_reason,
-    top_ngram_share,
-)
+from lmsmith.data.quality import QualityStep, brackets_balance, duplicate_ngram_share, prose_reason, top_ngram_share
 from lmsmith.data.step import StepStats
+from lmsmith.schema.curate import CodeQualityConfig, ProseQualityConfig, QualityConfig
 
 PROSE = (
     "The river town grew slowly during the first years after the bridge was finished. Farmers brought "

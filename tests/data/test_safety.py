@@ -8,19 +8,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lmsmith.config import ConfigError, parse_section
+from lmsmith.core.config import ConfigError, parse_section
+from lmsmith.core.errors import UserError
 from lmsmith.data.document import Document
-from lmsmith.data.safety import (
-    ClassifierConfig,
-    SafetyConfig,
-    SafetyFilter,
-    TermMatcher,
-    domain_is_blocked,
-    url_hosts,
-    words_of,
-)
+from lmsmith.data.safety import SafetyFilter, TermMatcher, domain_is_blocked, url_hosts, words_of
 from lmsmith.data.step import StepStats
-from lmsmith.errors import UserError
+from lmsmith.schema.curate import ClassifierConfig, SafetyConfig
 
 CLEAN = "The quick brown fox jumps over the lazy dog near the river bank. "
 

@@ -11,12 +11,13 @@ import pyarrow.parquet as pq
 import pytest
 import zstandard
 
-from lmsmith.config import parse_section
+from lmsmith.core.config import parse_section
+from lmsmith.core.errors import UserError
 from lmsmith.data.document import Document
-from lmsmith.data.sources import Skipped, SourceConfig, open_inputs
+from lmsmith.data.sources import Skipped, open_inputs
 from lmsmith.data.sources.decode import decode_text, looks_binary
 from lmsmith.data.sources.stdlib import stdlib_root
-from lmsmith.errors import UserError
+from lmsmith.schema.curate import SourceConfig
 
 PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x10\x00\x00\x00\x10\x08\x06\x00\x00\x00" + bytes(range(256)) * 4
 

@@ -5,8 +5,9 @@ import re
 
 import pytest
 
-from lmsmith.config import ConfigError, parse_section
-from lmsmith.data.split import SplitConfig, heldout_overlap, split_of
+from lmsmith.core.config import ConfigError, parse_section
+from lmsmith.data.split import heldout_overlap, split_of
+from lmsmith.schema.curate import SplitConfig
 
 
 def texts(n, seed=0):

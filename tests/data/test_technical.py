@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from lmsmith.data.quality import ProseQualityConfig, prose_reason
+from lmsmith.data.quality import prose_reason
 from lmsmith.data.technical import looks_technical, prose_of
 from lmsmith.data.technical_heldout import heldout_rates, planted_junk, technical_documents
+from lmsmith.schema.curate import ProseQualityConfig
 
 GOPHER_ONLY = ProseQualityConfig(set_aside_blocks=False, technical_repetition_factor=1.0)
 

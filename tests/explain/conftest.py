@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from explain_models import GPT2, LLAMA, STDLIB, random_model
 
-from lmsmith.model_dir import save_model_dir
-from lmsmith.tokenizer import TextFiles, train_bpe
+from lmsmith.model.directory import save_model_dir
+from lmsmith.text.tokenizer import TextFiles, train_bpe
 
 
 @pytest.fixture(scope="session")

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import torch
 
-from lmsmith.config import ModelConfig
-from lmsmith.model import GPT
+from lmsmith.model.transformer import GPT
+from lmsmith.schema.model import ModelConfig
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
 

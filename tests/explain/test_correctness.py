@@ -9,9 +9,10 @@ from explain_reference import read_out, reference
 
 from lmsmith.explain.attention import looked_at
 from lmsmith.explain.embeddings import nearest, pca_map
-from lmsmith.explain.explanation import ExplainConfig, allowed_ids, explain_text
+from lmsmith.explain.explanation import allowed_ids, explain_text
 from lmsmith.explain.tokens import Merges, merge_steps
 from lmsmith.explain.trace import trace
+from lmsmith.schema.explain import ExplainConfig
 
 TEXT = "def add(a, b):\n    return a + b"
 
@@ -126,7 +127,7 @@ def test_bpe_merges_rebuild_each_piece(tokenizer):
 
 
 def test_focus_is_found_by_piece_or_by_where_it_sits_in_the_text():
-    from lmsmith.errors import UserError
+    from lmsmith.core.errors import UserError
     from lmsmith.explain.attention import find_focus
 
     tokens = [{"position": i, "text": t, "n_bytes": len(t.encode())} for i, t in enumerate(["The", " girl", " ga", "ve",

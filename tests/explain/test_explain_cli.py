@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from lmsmith.cli import main
-from lmsmith.explain.explanation import ExplainConfig, explain_text
-from lmsmith.model_dir import load_model_dir
+from lmsmith.explain.explanation import explain_text
+from lmsmith.model.directory import load_model_dir
+from lmsmith.schema.explain import ExplainConfig
 
 TEXT = "def add(a, b):\\n    return a + b"  # as typed in a shell: \n is a newline
 
@@ -76,8 +77,8 @@ def test_a_model_directory_without_its_tokenizer(model_dir, capsys):
 def test_heads_are_measured_on_the_held_out_tokens_the_model_names(tmp_path, tokenizer, capsys):
     from explain_models import GPT2, STDLIB, random_model
 
-    from lmsmith.model_dir import save_model_dir
-    from lmsmith.tokens_dir import tokenize_corpus
+    from lmsmith.model.directory import save_model_dir
+    from lmsmith.text.tokens_dir import tokenize_corpus
 
     tokenizer.save(tmp_path / "tokenizer")
     tokenize_corpus([str(STDLIB / "textwrap.py")], tmp_path / "tokenizer", tmp_path / "tokens", quiet=True)

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from lmsmith.config import ModelConfig
 from lmsmith.explain.heads import baseline, head_table, induction_scores, score_heads, window_scores
-from lmsmith.model import GPT
+from lmsmith.model.transformer import GPT
+from lmsmith.schema.model import ModelConfig
 
 V, HALF = 64, 12  # vocabulary and the length of the repeated random sequences
 

@@ -19,8 +19,9 @@ import numpy as np
 import pytest
 from explain_models import random_model
 
-from lmsmith.explain.explanation import ExplainConfig, explain_text
-from lmsmith.model_dir import load_model_dir, save_model_dir
+from lmsmith.explain.explanation import explain_text
+from lmsmith.model.directory import load_model_dir, save_model_dir
+from lmsmith.schema.explain import ExplainConfig
 
 SHAPE = dict(n_layer=2, n_head=2, n_embd=32, block_size=96, norm="layernorm", position="learned",
              feed_forward="gelu", bias=True)

@@ -17,14 +17,16 @@ import pytest
 import torch
 
 from lmsmith.cli import main
-from lmsmith.config import ModelConfig
-from lmsmith.errors import UserError
-from lmsmith.export.gguf import MARKER, ExportConfig, export_gguf, gguf_architecture
+from lmsmith.core.errors import UserError
+from lmsmith.export.gguf import MARKER, export_gguf, gguf_architecture
 from lmsmith.export.ollama import export_ollama, go_template
-from lmsmith.generate import GenerationConfig, generate_tokens
-from lmsmith.model import GPT
-from lmsmith.model_dir import load_model_dir, save_model_dir
-from lmsmith.tokenizer import train_bpe
+from lmsmith.model.decoding import generate_tokens
+from lmsmith.model.directory import load_model_dir, save_model_dir
+from lmsmith.model.transformer import GPT
+from lmsmith.schema.export import ExportConfig
+from lmsmith.schema.generate import GenerationConfig
+from lmsmith.schema.model import ModelConfig
+from lmsmith.text.tokenizer import train_bpe
 
 gguf = pytest.importorskip("gguf")
 transformers = pytest.importorskip("transformers")

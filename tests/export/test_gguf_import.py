@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from lmsmith.cli import main
-from lmsmith.errors import UserError
+from lmsmith.core.errors import UserError
 from lmsmith.export.gguf import export_gguf
-from lmsmith.gguf_import import import_gguf
-from lmsmith.model_dir import load_model_dir
+from lmsmith.interop.gguf_import import import_gguf
+from lmsmith.model.directory import load_model_dir
 from tests.export.test_gguf import (
     ARCHITECTURE,
     CHATML,

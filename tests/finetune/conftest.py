@@ -7,9 +7,9 @@ import string
 import pytest
 import torch
 
-from lmsmith.config import ModelConfig
-from lmsmith.model import GPT
-from lmsmith.tokenizer import Tokenizer, train_char
+from lmsmith.model.transformer import GPT
+from lmsmith.schema.model import ModelConfig
+from lmsmith.text.tokenizer import Tokenizer, train_char
 
 ALPHABET = string.ascii_letters + string.digits + " .,:;?!'\"-_=*()<>#\n"
 
@@ -45,7 +45,7 @@ def _every_test_on_one_thread(one_thread):
 @pytest.fixture(scope="session")
 def base_dir(tmp_path_factory, char_tokenizer):
     """A saved tiny model (random weights) to fine-tune from."""
-    from lmsmith.model_dir import save_model_dir
+    from lmsmith.model.directory import save_model_dir
 
     path = tmp_path_factory.mktemp("base") / "model"
     torch.manual_seed(0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lmsmith.errors import UserError
+from lmsmith.core.errors import UserError
 from lmsmith.finetune.templates import TEMPLATES, get_template
 from lmsmith.finetune.vocabulary import add_special_tokens, grow_vocabulary, missing_special_tokens
 

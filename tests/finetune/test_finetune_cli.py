@@ -48,7 +48,7 @@ def test_an_unknown_lora_target_lists_the_layers_that_exist(tmp_path, capsys, ba
 
 
 def test_merging_into_another_base_is_refused(tmp_path, capsys, base_dir, kv_file, char_tokenizer, make_model):
-    from lmsmith.model_dir import save_model_dir
+    from lmsmith.model.directory import save_model_dir
 
     run = tmp_path / "run"
     assert main(["finetune", str(base_dir), "--data", str(kv_file), "-o", str(run), "--method", "lora", "--quiet",

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from lmsmith.errors import UserError
-from lmsmith.finetune.config import FINETUNE_TRAIN_DEFAULTS, LORA_LEARNING_RATE, load_finetune_config
+from lmsmith.core.errors import UserError
+from lmsmith.schema.finetune import FINETUNE_TRAIN_DEFAULTS, LORA_LEARNING_RATE, load_finetune_config
 
 
 def test_defaults_suit_fine_tuning_and_lora_takes_a_larger_step():

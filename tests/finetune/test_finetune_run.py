@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 from lmsmith.cli import main
 from lmsmith.finetune import finetune
 from lmsmith.finetune.adapter_dir import apply_adapter, load_adapter_dir
-from lmsmith.model_dir import load_model_dir
+from lmsmith.model.directory import load_model_dir
 
 FAST = ["train.peak_flops=1e11", "train.micro_batch=16", "train.log_every=100"]
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lmsmith.errors import UserError
+from lmsmith.core.errors import UserError
 from lmsmith.finetune.instruct_data import (
     Example,
     InstructBatches,
@@ -21,8 +21,8 @@ from lmsmith.finetune.instruct_data import (
     tokenize_examples,
 )
 from lmsmith.finetune.templates import get_template
-from lmsmith.model import IGNORE_INDEX
-from lmsmith.train.config import BatchPlan
+from lmsmith.model.transformer import IGNORE_INDEX
+from lmsmith.schema.train import BatchPlan
 
 
 def write_lines(path, lines) -> str:

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from lmsmith.config import ConfigError
+from lmsmith.core.config import ConfigError
 from lmsmith.finetune.lora import (
     LoRALinear,
     adapter_state,

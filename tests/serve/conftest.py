@@ -8,8 +8,8 @@ import pytest
 import torch
 from serve_models import ALPHABET, KEY, NAME, tiny_model
 
-from lmsmith.model_dir import save_model_dir
-from lmsmith.tokenizer import Tokenizer, train_char
+from lmsmith.model.directory import save_model_dir
+from lmsmith.text.tokenizer import Tokenizer, train_char
 
 
 @pytest.fixture(scope="session")

@@ -6,8 +6,8 @@ import string
 
 import torch
 
-from lmsmith.config import ModelConfig
-from lmsmith.model import GPT
+from lmsmith.model.transformer import GPT
+from lmsmith.schema.model import ModelConfig
 
 ALPHABET = string.ascii_letters + string.digits + " .,:;?!'\"-_=*()<>#|\n"
 BLOCK_SIZE = 128

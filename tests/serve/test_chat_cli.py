@@ -7,11 +7,13 @@ import io
 import pytest
 import torch
 
-from lmsmith.chat_template import chat_format
 from lmsmith.cli import main
-from lmsmith.generate import GenerationConfig, generate
-from lmsmith.model_dir import load_model_dir
-from lmsmith.serve.chat import ChatConfig, chat_loop
+from lmsmith.model.chat_template import chat_format
+from lmsmith.model.decoding import generate
+from lmsmith.model.directory import load_model_dir
+from lmsmith.schema.generate import GenerationConfig
+from lmsmith.schema.serve import ChatConfig
+from lmsmith.serve.chat import chat_loop
 
 
 @pytest.fixture(scope="module")

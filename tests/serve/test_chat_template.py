@@ -7,10 +7,10 @@ import json
 import pytest
 import torch
 
-from lmsmith.chat_template import TemplateError, chat_format, jinja_source, read_chat_template, render
-from lmsmith.errors import UserError
+from lmsmith.core.errors import UserError
 from lmsmith.finetune.templates import TEMPLATES
-from lmsmith.tokenizer import load_tokenizer
+from lmsmith.model.chat_template import TemplateError, chat_format, jinja_source, read_chat_template, render
+from lmsmith.text.tokenizer import load_tokenizer
 
 EOT = "<|endoftext|>"
 CONVERSATIONS = [
@@ -55,7 +55,7 @@ def test_an_unknown_role_is_refused_by_name():
 
 
 def chat_format_for(name):
-    from lmsmith.tokenizer import train_char
+    from lmsmith.text.tokenizer import train_char
 
     tokenizer = train_char(["abc"], special_tokens=list(TEMPLATES[name].special_tokens), show_progress=False)
     return chat_format(tokenizer, "test", template=name)
@@ -107,7 +107,7 @@ def test_convert_from_hf_keeps_the_models_own_template_and_renders_it_as_transfo
     from tokenizers import Tokenizer as Backend
     from tokenizers import decoders, models, pre_tokenizers, trainers
 
-    from lmsmith.convert import import_hf_dir
+    from lmsmith.interop.convert import import_hf_dir
 
     backend = Backend(models.BPE())
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)

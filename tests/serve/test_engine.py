@@ -8,7 +8,8 @@ import pytest
 import torch
 from serve_models import tiny_model
 
-from lmsmith.generate import GenerationConfig, generate_tokens
+from lmsmith.model.decoding import generate_tokens
+from lmsmith.schema.generate import GenerationConfig
 from lmsmith.serve.engine import Engine, Finished, PromptScores, Request, Sampling, Token
 
 

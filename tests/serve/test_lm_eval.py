@@ -13,8 +13,9 @@ import pytest
 import torch
 from serve_models import KEY, NAME
 
-from lmsmith.generate import GenerationConfig, generate
-from lmsmith.model_dir import load_model_dir
+from lmsmith.model.decoding import generate
+from lmsmith.model.directory import load_model_dir
+from lmsmith.schema.generate import GenerationConfig
 
 lm_eval = pytest.importorskip("lm_eval")
 

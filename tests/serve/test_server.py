@@ -16,8 +16,9 @@ from serve_models import BLOCK_SIZE, KEY, NAME
 from serving import ServerProcess, http_request, open_request
 
 from lmsmith.cli import main
-from lmsmith.generate import GenerationConfig, generate, generate_tokens
-from lmsmith.model_dir import load_model_dir
+from lmsmith.model.decoding import generate, generate_tokens
+from lmsmith.model.directory import load_model_dir
+from lmsmith.schema.generate import GenerationConfig
 
 openai = pytest.importorskip("openai")
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lmsmith.tokenizer import TextFiles, train_bpe
-from lmsmith.tokens_dir import tokenize_corpus
+from lmsmith.text.tokenizer import TextFiles, train_bpe
+from lmsmith.text.tokens_dir import tokenize_corpus
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
 CORPUS_FILES = [STDLIB / "textwrap.py", STDLIB / "argparse.py", *sorted((STDLIB / "json").glob("*.py"))]

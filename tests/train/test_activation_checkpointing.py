@@ -8,9 +8,10 @@ import pytest
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from lmsmith.config import ModelConfig, parse_section
-from lmsmith.errors import UserError
-from lmsmith.model import GPT
+from lmsmith.core.config import parse_section
+from lmsmith.core.errors import UserError
+from lmsmith.model.transformer import GPT
+from lmsmith.schema.model import ModelConfig
 from lmsmith.train.parallel import apply_activation_checkpointing, apply_compile, blocks_to_checkpoint
 
 VOCAB, BLOCK, BATCH = 61, 48, 6

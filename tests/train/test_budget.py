@@ -33,7 +33,7 @@ def test_a_budgeted_run_stops_on_time_with_its_learning_rate_decayed(tmp_path, r
 
 
 def test_the_plan_is_the_schedule_of_that_many_steps():
-    from lmsmith.train.config import TrainConfig
+    from lmsmith.schema.train import TrainConfig
 
     cfg = TrainConfig(steps=10**9, warmup_steps=10, max_minutes=1.0)
     factors = [lr_factor(s, cfg, total=200) for s in range(200)]

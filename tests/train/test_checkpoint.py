@@ -10,10 +10,10 @@ import torch
 from safetensors.torch import load_file
 
 from lmsmith.cli import main
-from lmsmith.config import ModelConfig
-from lmsmith.model import GPT
+from lmsmith.model.transformer import GPT
+from lmsmith.schema.model import ModelConfig
+from lmsmith.schema.train import TrainConfig
 from lmsmith.train import checkpoint as ckpt
-from lmsmith.train.config import TrainConfig
 from lmsmith.train.distributed import DistInfo
 from lmsmith.train.optim import build_optimizers
 

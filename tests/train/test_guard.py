@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lmsmith.config import ModelConfig
-from lmsmith.errors import UserError
-from lmsmith.model import GPT
+from lmsmith.core.errors import UserError
+from lmsmith.model.transformer import GPT
+from lmsmith.schema.model import ModelConfig
+from lmsmith.schema.train import BatchPlan, TrainConfig, load_recipe
 from lmsmith.train import loop
-from lmsmith.train.config import BatchPlan, TrainConfig, load_recipe
 from lmsmith.train.guard import NonFiniteGuard
 from lmsmith.train.optim import build_optimizers
 from lmsmith.train.precision import Precision

@@ -6,9 +6,9 @@ import json
 import math
 
 from lmsmith.cli import main
-from lmsmith.model_dir import load_model_dir
-from lmsmith.scoring import evaluate_tokens, token_byte_lengths
-from lmsmith.tokens_dir import open_tokens_dir, read_split
+from lmsmith.model.directory import load_model_dir
+from lmsmith.model.scoring import evaluate_tokens, token_byte_lengths
+from lmsmith.text.tokens_dir import open_tokens_dir, read_split
 
 
 def test_tiny_model_learns_stdlib_code(tmp_path, recipe_file, tokens_dir, capsys, one_thread):

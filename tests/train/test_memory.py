@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from lmsmith.cli import main
-from lmsmith.config import ModelConfig, parse_section
-from lmsmith.model import GPT
+from lmsmith.core.config import parse_section
+from lmsmith.model.transformer import GPT
+from lmsmith.schema.model import ModelConfig
 from lmsmith.train.memory import activation_bytes_per_token, available_ram, estimate_memory
 
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lmsmith.config import ModelConfig, parse_section
-from lmsmith.errors import UserError
-from lmsmith.model import GPT
-from lmsmith.train.config import TrainConfig
+from lmsmith.core.config import parse_section
+from lmsmith.core.errors import UserError
+from lmsmith.model.transformer import GPT
+from lmsmith.schema.model import ModelConfig
+from lmsmith.schema.train import TrainConfig
 from lmsmith.train.optim import build_optimizers
 
 

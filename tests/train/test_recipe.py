@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from lmsmith.cli import main
-from lmsmith.train.config import load_recipe
+from lmsmith.schema.train import load_recipe
 
 
 def train_cli(capsys, recipe, *args) -> tuple[int, str]:

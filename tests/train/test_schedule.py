@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from lmsmith.config import parse_section
-from lmsmith.train.config import TrainConfig
+from lmsmith.core.config import parse_section
+from lmsmith.schema.train import TrainConfig
 from lmsmith.train.schedule import lr_factor
 
 

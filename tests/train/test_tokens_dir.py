@@ -7,14 +7,15 @@ import json
 import numpy as np
 import pytest
 
-from lmsmith.atomic import write_json
 from lmsmith.cli import main
+from lmsmith.core.atomic import write_json
+from lmsmith.core.errors import UserError
+from lmsmith.core.manifest import MANIFEST, file_sha256, make_manifest
 from lmsmith.data.document import Document
-from lmsmith.data.write import CurateWriter, OutputConfig
-from lmsmith.errors import UserError
-from lmsmith.manifest import MANIFEST, file_sha256, make_manifest
-from lmsmith.tokenizer import load_tokenizer
-from lmsmith.tokens_dir import SplitWriter, open_tokens_dir, read_split, token_dtype, tokenize_corpus
+from lmsmith.data.write import CurateWriter
+from lmsmith.schema.curate import OutputConfig
+from lmsmith.text.tokenizer import load_tokenizer
+from lmsmith.text.tokens_dir import SplitWriter, open_tokens_dir, read_split, token_dtype, tokenize_corpus
 
 DOCS = {
     "train": [f"def f{i}(x):\n    return x * {i}  # ünïcode {'😀' * (i % 3)}\n" for i in range(40)],

@@ -17,9 +17,9 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 
-from lmsmith.config import ConfigError
 from lmsmith.data.document import Document
 from lmsmith.data.step import Dropped, Step, StepStats
+from lmsmith.schema.curate import BiasConfig
 
 # Pronouns and gendered nouns, counted apart: "he/she" and "man/woman" can skew differently.
 GENDERED = {
@@ -34,35 +34,12 @@ GENDERED = {
                    "grandfather", "mr", "sir", "actor", "waiter", "hero"],
 }
 
-# A starting point, not a verdict: users name the groups that matter for their model.
-DEFAULT_IDENTITY_TERMS = {
-    "religion": ["christian", "christians", "muslim", "muslims", "jewish", "jew", "jews", "hindu", "hindus", "buddhist",
-                 "buddhists", "sikh", "sikhs", "atheist", "atheists"],
-    "ethnicity": ["african", "asian", "european", "latino", "latina", "hispanic", "arab", "arabs", "indigenous",
-                  "black", "white"],
-    "sexuality_gender": ["gay", "lesbian", "bisexual", "transgender", "trans", "queer", "heterosexual",
-                         "straight", "nonbinary"],
-    "disability": ["disabled", "disability", "blind", "deaf", "autistic", "wheelchair"],
-    "age": ["elderly", "teenager", "teenagers", "retired", "child", "children"],
-}
 
 _WORD = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)?")
 NOTE_KEY = "_bias_note"  # in Document.meta, from BiasProbe to BiasTally only
 _LANGUAGE_CHARS = 2000  # characters of a document the language is told from: enough, and bounded in cost
 
 
-@dataclass
-class BiasConfig:
-    enabled: bool = False  # --bias-report
-    identity_terms: dict[str, list[str]] = field(
-        default_factory=lambda: {k: list(v) for k, v in DEFAULT_IDENTITY_TERMS.items()}
-    )
-    languages: bool = True  # detect each prose document's language (py3langid)
-
-    def check(self, where: str = "bias") -> None:
-        for group, terms in self.identity_terms.items():
-            if not isinstance(terms, list) or not all(isinstance(t, str) and t.strip() for t in terms):
-                raise ConfigError(f"{where}.identity_terms.{group} must be a list of words, e.g. [nurse, nurses]")
 
 
 def _term_index(config: BiasConfig) -> dict[str, list[str]]:

@@ -24,118 +24,29 @@ from __future__ import annotations
 import functools
 import math
 import re
-from dataclasses import dataclass, field, replace
-from typing import Literal
+from dataclasses import dataclass, replace
 
 import numpy as np
 import xxhash
 
-from lmsmith.config import ConfigError
 from lmsmith.data.document import Document
 from lmsmith.data.step import Dropped, Step, StepStats
+from lmsmith.schema.curate import BoilerplateConfig, DedupConfig
 
 _WORD = re.compile(r"\w+")
 _MASK64 = (1 << 64) - 1
 
 
-@dataclass
-class BoilerplateConfig:
-    """Removal of lines repeated across many documents. Off unless asked for: in stories or
-    chat logs a common sentence is content, not boilerplate."""
-
-    enabled: bool = False
-    min_docs: int = 10  # a line must occur in at least this many documents ...
-    min_fraction: float = 0.0  # ... and in at least this fraction of all documents
-    min_chars: int = 20  # shorter lines ("}", "else:", "Thanks!") are never removed
-
-    def check(self, where: str) -> None:
-        if self.min_docs < 2:
-            raise ConfigError(
-                f"{where}.min_docs must be at least 2 (a line in one document is not repeated), got {self.min_docs}"
-            )
-        if not 0.0 <= self.min_fraction <= 1.0:
-            raise ConfigError(f"{where}.min_fraction must be in [0, 1], got {self.min_fraction}")
-        if self.min_chars < 1:
-            raise ConfigError(f"{where}.min_chars must be at least 1, got {self.min_chars}")
 
 
-@dataclass
-class DedupConfig:
-    enabled: bool = True
-    exact: bool = True
-    near: bool = True
-    threshold: float = 0.8  # Jaccard similarity of word shingles at which documents are near duplicates
-    shingle_size: int = 5  # words per shingle
-    num_perm: int = 128  # MinHash hash functions: more is more precise and slower
-    bands: int | None = None  # None: chosen with rows for the threshold (see optimal_bands_rows)
-    rows: int | None = None
-    # None: 0.1 when verified (a false candidate costs only a check), else 0.5
-    false_positive_weight: float | None = None
-    # how an LSH candidate is confirmed: "jaccard" (its shingle sets, exactly), "signature" (MinHash estimate), "none"
-    verify: Literal["jaccard", "signature", "none"] = "jaccard"
-    seed: int = 1
-    boilerplate: BoilerplateConfig = field(default_factory=BoilerplateConfig)
-
-    def check(self, where: str = "dedup") -> None:
-        if not 0.0 < self.threshold < 1.0:
-            raise ConfigError(f"{where}.threshold must be between 0 and 1 (exclusive), got {self.threshold}")
-        if self.shingle_size < 1:
-            raise ConfigError(f"{where}.shingle_size must be at least 1, got {self.shingle_size}")
-        if not 2 <= self.num_perm <= 4096:
-            raise ConfigError(f"{where}.num_perm must be between 2 and 4096, got {self.num_perm}")
-        if (self.bands is None) != (self.rows is None):
-            raise ConfigError(
-                f"{where}.bands and {where}.rows go together: set both, or neither to choose them for the threshold"
-            )
-        if self.bands is not None and (self.bands < 1 or self.rows < 1 or self.bands * self.rows > self.num_perm):
-            raise ConfigError(
-                f"{where}: bands x rows ({self.bands} x {self.rows}) must be at least 1 x 1"
-                f" and at most num_perm ({self.num_perm})"
-            )
-        if self.false_positive_weight is not None and not 0.0 < self.false_positive_weight < 1.0:
-            raise ConfigError(
-                f"{where}.false_positive_weight must be between 0 and 1 (exclusive), got {self.false_positive_weight}"
-            )
-        if self.enabled and not (self.exact or self.near):
-            raise ConfigError(f"{where}: exact and near are both off: set {where}.enabled=false instead")
-
-    def bands_rows(self) -> tuple[int, int]:
-        if self.bands is not None:
-            return self.bands, self.rows
-        weight = self.false_positive_weight
-        if weight is None:
-            weight = 0.1 if self.verify != "none" else 0.5
-        return optimal_bands_rows(self.threshold, self.num_perm, weight)
 
 
 # ---------------------------------------------------------------------------------------------
 # Choosing bands and rows
 
 
-def candidate_probability(similarity, bands: int, rows: int):
-    """Probability that two documents of this Jaccard similarity share at least one band."""
-    return 1.0 - (1.0 - np.asarray(similarity, dtype=np.float64) ** rows) ** bands
 
 
-def optimal_bands_rows(threshold: float, num_perm: int, false_positive_weight: float = 0.5) -> tuple[int, int]:
-    """The (bands, rows) with bands*rows <= num_perm minimising the weighted error area.
-
-    False positives are the area under the candidate-probability curve below the threshold;
-    false negatives the area above the curve from the threshold to 1. Each is integrated with
-    the midpoint rule; the weights trade one against the other.
-    """
-    steps = 256
-    below = (np.arange(steps) + 0.5) / steps * threshold
-    above = threshold + (np.arange(steps) + 0.5) / steps * (1.0 - threshold)
-    best, best_error = (1, 1), math.inf
-    for bands in range(1, num_perm + 1):
-        for rows in range(1, num_perm // bands + 1):
-            fp = candidate_probability(below, bands, rows).mean() * threshold
-            fn = (1.0 - candidate_probability(above, bands, rows)).mean() * (1.0 - threshold)
-            error = false_positive_weight * fp + (1.0 - false_positive_weight) * fn
-            if error < best_error - 1e-12:
-                best, best_error = (bands, rows), error
-    return best
 
 
 # ---------------------------------------------------------------------------------------------

@@ -12,29 +12,15 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from dataclasses import dataclass
-from typing import Literal
 
-from lmsmith.config import ConfigError
 from lmsmith.data.document import Document
 from lmsmith.data.step import Step, StepStats
+from lmsmith.schema.curate import FormatConfig
 
 # C0 controls but tab and newline, DEL, and the C1 range; a carriage return is handled earlier.
 _CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
-@dataclass
-class FormatConfig:
-    enabled: bool = True
-    fix_unicode: bool = True  # ftfy on prose: mojibake, HTML escapes in plain text, broken surrogates
-    fix_unicode_in_code: bool = False  # code's string literals may hold strange text on purpose
-    normalization: Literal["NFC", "none"] = "NFC"  # for prose; NFC never changes how text looks
-    trim_trailing_whitespace: bool = True
-    max_blank_lines: int = 2  # longer runs of blank lines are cut to this many
-
-    def check(self, where: str = "format") -> None:
-        if self.max_blank_lines < 0:
-            raise ConfigError(f"{where}.max_blank_lines must be 0 or more, got {self.max_blank_lines}")
 
 
 class FormatStep(Step):

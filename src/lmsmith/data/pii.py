@@ -24,45 +24,10 @@ import ipaddress
 import re
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
 
-from lmsmith.config import ConfigError
 from lmsmith.data.document import Document
 from lmsmith.data.step import Step, StepStats
-
-PLACEHOLDERS = {
-    "secret": "<SECRET>",
-    "email": "<EMAIL>",
-    "iban": "<IBAN>",
-    "credit_card": "<CREDIT_CARD>",
-    "ssn": "<SSN>",
-    "ip_address": "<IP_ADDRESS>",
-    "phone": "<PHONE>",
-}
-
-
-@dataclass
-class PiiConfig:
-    """Which kinds of personal data and secrets to redact (all of them by default)."""
-
-    enabled: bool = True
-    email: bool = True
-    phone: bool = True
-    ip_address: bool = True
-    credit_card: bool = True
-    iban: bool = True
-    ssn: bool = True
-    secret: bool = True  # cloud keys, tokens, private-key blocks, JWTs, password/api_key assignments
-
-    def kinds(self) -> list[str]:
-        # The order matters: a private-key block or a token may contain things that look like
-        # e-mails or numbers, and a card number would otherwise be half-eaten as a phone.
-        return [kind for kind in PLACEHOLDERS if getattr(self, kind)]
-
-    def check(self, where: str = "pii") -> None:
-        if self.enabled and not self.kinds():
-            raise ConfigError(f"{where}: every kind of redaction is switched off: set {where}.enabled=false instead")
-
+from lmsmith.schema.curate import PLACEHOLDERS, PiiConfig
 
 # ---------------------------------------------------------------------------------------------
 # Matching. Every pattern starts with a literal or a character class, so that the regex engine

@@ -21,10 +21,13 @@ import pyarrow.parquet as pq
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
-from lmsmith.atomic import write_json
-from lmsmith.config import section_to_dict
+from lmsmith.core.atomic import write_json
+from lmsmith.core.config import section_to_dict
+from lmsmith.core.errors import UserError
+from lmsmith.core.manifest import read_manifest
+from lmsmith.core.output import stage_directory, write_manifest
+from lmsmith.core.progress import progress_bar
 from lmsmith.data.bias import BiasProbe, BiasTally
-from lmsmith.data.config import CurateConfig, load_curate_config
 from lmsmith.data.dedup import BoilerplateRemover, Deduplicator, LineFrequencyCounter, MinHashSigner
 from lmsmith.data.document import Document
 from lmsmith.data.format import FormatStep
@@ -38,10 +41,7 @@ from lmsmith.data.split import SPLITS, heldout_overlap, split_of
 from lmsmith.data.step import Step, StepStats
 from lmsmith.data.workers import StepRunner
 from lmsmith.data.write import DOC_SCHEMA, CurateWriter, ShardWriter, document_row
-from lmsmith.errors import UserError
-from lmsmith.manifest import read_manifest
-from lmsmith.output import stage_directory, write_manifest
-from lmsmith.progress import progress_bar
+from lmsmith.schema.curate import CurateConfig, load_curate_config
 
 REPORT = "report.json"
 _SPOOL = ".spool"

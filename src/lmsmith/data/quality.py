@@ -18,97 +18,24 @@ import ast
 import gc
 import re
 import warnings
-from dataclasses import dataclass, field
 
 import numpy as np
 
-from lmsmith.config import ConfigError
 from lmsmith.data.document import Document
 from lmsmith.data.ngrams import ngram_hashes, word_hashes
 from lmsmith.data.sources.kinds import C_LIKE
 from lmsmith.data.step import Step, StepStats
 from lmsmith.data.technical import looks_technical, prose_of
+from lmsmith.schema.curate import CodeQualityConfig, ProseQualityConfig, QualityConfig
 
-GOPHER_STOP_WORDS = ["the", "be", "to", "of", "and", "that", "have", "with"]
 _HAS_LETTER = re.compile(r"[^\W\d_]")  # a letter in any script
 BULLETS = ("•", "-", "*", "‣", "◦", "·", "●", "▪", "–", "⁃")
 
 
-@dataclass
-class ProseQualityConfig:
-    enabled: bool = True
-    min_words: int = 50
-    max_words: int = 100_000
-    min_mean_word_length: float = 3.0
-    max_mean_word_length: float = 10.0
-    max_symbol_word_ratio: float = 0.1  # "#" and "..." each, per word
-    max_bullet_lines: float = 0.9
-    max_ellipsis_lines: float = 0.3
-    min_alpha_words: float = 0.8  # share of words with at least one letter
-    min_stop_words: int = 2  # distinct stop words present; 0 turns the rule off (e.g. for other languages)
-    stop_words: list[str] = field(default_factory=lambda: list(GOPHER_STOP_WORDS))
-    max_duplicate_lines: float = 0.30  # share of lines that repeat an earlier line
-    max_duplicate_line_chars: float = 0.20  # share of characters in such lines
-    max_duplicate_paragraphs: float = 0.30
-    max_duplicate_paragraph_chars: float = 0.20
-    # n -> most characters the most frequent n-gram may cover
-    max_top_ngram_chars: dict[int, float] = field(default_factory=lambda: {2: 0.20, 3: 0.18, 4: 0.16})
-    # n -> most characters that n-grams seen earlier in the document may cover
-    max_duplicate_ngram_chars: dict[int, float] = field(
-        default_factory=lambda: {5: 0.15, 6: 0.14, 7: 0.13, 8: 0.12, 9: 0.11, 10: 0.10})
-    # code blocks and tables inside prose are left out of the word-shape and duplicate-line rules ...
-    set_aside_blocks: bool = True
-    # ... and documents with them (or with inline code) may repeat this many times more; 1: as for any text
-    technical_repetition_factor: float = 2.5
-
-    def check(self, where: str = "quality.prose") -> None:
-        if not 0 <= self.min_words <= self.max_words:
-            raise ConfigError(f"{where}: need 0 <= min_words <= max_words, got {self.min_words} and {self.max_words}")
-        for name in ("max_top_ngram_chars", "max_duplicate_ngram_chars"):
-            table = {}
-            for n, limit in getattr(self, name).items():
-                try:
-                    n = int(n)
-                except (TypeError, ValueError):
-                    raise ConfigError(f"{where}.{name}: key {n!r} must be an n-gram size such as 2") from None
-                if n < 1 or isinstance(limit, bool) or not isinstance(limit, (int, float)):
-                    raise ConfigError(f"{where}.{name}: {n}: {limit!r} must be a share between 0 and 1")
-                table[n] = float(limit)
-            setattr(self, name, table)
-        if self.technical_repetition_factor < 1:
-            raise ConfigError(
-                f"{where}.technical_repetition_factor must be at least 1, got {self.technical_repetition_factor}"
-            )
 
 
-@dataclass
-class CodeQualityConfig:
-    enabled: bool = True
-    python_must_parse: bool = True
-    check_brackets: bool = True  # for brace languages (C, Java, JavaScript, Go, Rust, ...)
-    max_line_length: int = 1000
-    max_mean_line_length: float = 100.0
-    min_alnum_fraction: float = 0.25
-    drop_generated: bool = True
-    generated_patterns: list[str] = field(default_factory=lambda: [
-        r"do not edit", r"auto-?generated", r"@generated",
-        r"^\W*(this (file|code) (is|was) )?(automatically )?generated (by|from|with)\b",
-    ])
-    generated_scan_lines: int = 10  # markers count only near the top, where generators put them
-
-    def check(self, where: str = "quality.code") -> None:
-        for pattern in self.generated_patterns:
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise ConfigError(f"{where}.generated_patterns: {pattern!r} is not a valid regex ({exc})") from None
 
 
-@dataclass
-class QualityConfig:
-    enabled: bool = True
-    prose: ProseQualityConfig = field(default_factory=ProseQualityConfig)
-    code: CodeQualityConfig = field(default_factory=CodeQualityConfig)
 
 
 # ---------------------------------------------------------------------------------------------

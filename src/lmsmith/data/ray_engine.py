@@ -24,14 +24,14 @@ from pathlib import Path
 
 import numpy as np
 
-from lmsmith.config import ConfigError
+from lmsmith.core.config import ConfigError
+from lmsmith.core.errors import UserError
+from lmsmith.core.extras import require
 from lmsmith.data.dedup import FINGERPRINT_KEY, Fingerprint, band_keys, resolve_near_duplicates, sorted_set_jaccard
 from lmsmith.data.document import Document
 from lmsmith.data.sources.files import FileTreeSource
 from lmsmith.data.sources.source import ContentDigest, Skipped
 from lmsmith.data.step import StepStats
-from lmsmith.errors import UserError
-from lmsmith.extras import require
 
 _ITEM_BITS = 32  # a document's number: file number << 32 | its place in the file
 
@@ -314,7 +314,7 @@ def _file_tasks(sources: list[FileTreeSource]) -> list[dict]:
 
 
 def _config_json(config) -> str:
-    from lmsmith.config import section_to_dict
+    from lmsmith.core.config import section_to_dict
 
     return json.dumps(section_to_dict(config), sort_keys=True, default=list)
 

@@ -14,65 +14,21 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Literal
 
-from lmsmith.config import ConfigError
+from lmsmith.core.errors import UserError
+from lmsmith.core.extras import require
 from lmsmith.data.document import Document
 from lmsmith.data.step import Dropped, Step, StepStats
-from lmsmith.errors import UserError
-from lmsmith.extras import require
+from lmsmith.schema.curate import SafetyConfig
 
 _WORD = re.compile(r"\w+")
 _URL_HOST = re.compile(r"(?i)\b(?:https?|ftp)://(?:[^\s/?#@\"'<>]*@)?([a-z0-9.-]+)")
 
 
-@dataclass
-class ClassifierConfig:
-    """An optional local text-classification model; documents scoring high on `label` go."""
-
-    model: str | None = None  # a directory saved with save_pretrained; None: no classifier
-    label: str = "toxic"  # the label whose score is compared with the threshold
-    threshold: float = 0.5
-    batch_size: int = 16
-    max_length: int = 512  # tokens read from the start of each document
-    device: str = "auto"  # cuda, then mps, then cpu; or forced ("cpu"). Every worker process loads its own copy
-
-    def check(self, where: str) -> None:
-        if not 0.0 <= self.threshold <= 1.0:
-            raise ConfigError(f"{where}.threshold must be a probability in [0, 1], got {self.threshold}")
-        if self.batch_size < 1 or self.max_length < 1:
-            raise ConfigError(f"{where}.batch_size and {where}.max_length must be at least 1")
-        if self.model is not None and not Path(self.model).expanduser().is_dir():
-            raise ConfigError(
-                f"{where}.model: {self.model} is not a directory: give the folder of a local Hugging Face "
-                f"text-classification model (saved with save_pretrained), or leave it unset"
-            )
 
 
-@dataclass
-class SafetyConfig:
-    enabled: bool = True
-    default_blocklist: bool = True  # our own list of slurs and explicit terms
-    blocklist_files: list[str] = field(default_factory=list)  # more terms, one per line
-    max_term_density: float = 0.005  # blocklisted words per word above which text goes
-    mode: Literal["document", "line"] = "document"  # drop the whole document, or only the offending lines
-    default_domains: bool = True
-    domain_blocklist_files: list[str] = field(default_factory=list)  # more domains, one per line
-    check_text_urls: bool = True  # also look at URLs inside the text, not only meta["url"]
-    classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
-
-    def check(self, where: str = "safety") -> None:
-        if self.max_term_density < 0:
-            raise ConfigError(
-                f"{where}.max_term_density must be at least 0 (0 drops on any match), got {self.max_term_density}"
-            )
-        for key in ("blocklist_files", "domain_blocklist_files"):
-            for i, name in enumerate(getattr(self, key)):
-                if not Path(name).expanduser().is_file():
-                    raise ConfigError(f"{where}.{key}[{i}]: {name} does not exist: check the path")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -266,7 +222,7 @@ class SafetyFilter(Step):
 
         cfg = self.config.classifier
         if cfg.device == "auto":
-            from lmsmith.device import pick_device
+            from lmsmith.core.device import pick_device
 
             device = pick_device("auto")
         else:

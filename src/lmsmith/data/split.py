@@ -12,34 +12,16 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 import numpy as np
 
-from lmsmith.config import ConfigError
 from lmsmith.data.ngrams import ngram_hashes, word_hashes
+from lmsmith.schema.curate import SplitConfig
 
 SPLITS = ("train", "val", "test")
 _WORD = re.compile(r"\w+")
 
 
-@dataclass
-class SplitConfig:
-    val_fraction: float = 0.01
-    test_fraction: float = 0.01
-    seed: int = 0  # another seed draws other held-out documents
-    overlap_ngram: int = 13  # word n-gram size of the held-out/train overlap check; 0 skips the check
-    mostly_shared: float = 0.5  # a held-out document with more of its n-grams in train is reported
-
-    def check(self, where: str = "split") -> None:
-        for name in ("val_fraction", "test_fraction"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ConfigError(f"{where}.{name} must be in [0, 1), got {getattr(self, name)}")
-        if self.val_fraction + self.test_fraction >= 1.0:
-            raise ConfigError(f"{where}: val_fraction + test_fraction must leave something to train on, "
-                              f"got {self.val_fraction} + {self.test_fraction}")
-        if self.overlap_ngram < 0:
-            raise ConfigError(f"{where}.overlap_ngram must be 0 (off) or a word count, got {self.overlap_ngram}")
 
 
 def split_of(text: str, config: SplitConfig) -> str:

@@ -95,7 +95,8 @@ def heldout_rates(config=None, *, system_licences: bool = False, junk_per_kind: 
     """Keep rate per kind of documentation and drop rate per kind of junk, with the reasons, under `config`."""
     from collections import Counter
 
-    from lmsmith.data.quality import ProseQualityConfig, prose_reason
+    from lmsmith.data.quality import prose_reason
+    from lmsmith.schema.curate import ProseQualityConfig
 
     config = config or ProseQualityConfig()
     out: dict = {"technical": {}, "junk": {}}

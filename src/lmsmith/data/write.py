@@ -13,18 +13,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from lmsmith.config import ConfigError
+from lmsmith.core.errors import UserError
+from lmsmith.core.manifest import read_manifest
 from lmsmith.data.document import Document
 from lmsmith.data.split import SPLITS
-from lmsmith.errors import UserError
-from lmsmith.manifest import read_manifest
+from lmsmith.schema.curate import OutputConfig
 
 DROPPED = "dropped"
 _DOC_FIELDS = [("id", pa.string()), ("text", pa.string()), ("source", pa.string()), ("meta", pa.string())]
@@ -32,15 +30,6 @@ DOC_SCHEMA = pa.schema(_DOC_FIELDS)
 DROPPED_SCHEMA = pa.schema([*_DOC_FIELDS, ("step", pa.string()), ("reason", pa.string())])
 
 
-@dataclass
-class OutputConfig:
-    shard_mb: float = 128.0  # a shard is closed once it holds this much text
-    row_group_mb: float = 8.0  # rows are buffered up to this much text, then written as one row group
-    compression: Literal["zstd", "snappy", "gzip", "none"] = "zstd"
-
-    def check(self, where: str = "output") -> None:
-        if self.shard_mb <= 0 or self.row_group_mb <= 0:
-            raise ConfigError(f"{where}: shard_mb and row_group_mb must be positive")
 
 
 class ShardWriter:

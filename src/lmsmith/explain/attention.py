@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lmsmith.errors import UserError
+from lmsmith.core.errors import UserError
 
 
 def find_focus(tokens: list[dict], text: str, focus: str) -> int:

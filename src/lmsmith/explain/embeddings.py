@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lmsmith.errors import UserError
+from lmsmith.core.errors import UserError
 
 
 def embedding_table(model) -> np.ndarray:
@@ -44,8 +44,8 @@ def frequent_tokens(model_dir: Path, allowed: np.ndarray, n: int,
                     max_tokens: int = 2_000_000) -> tuple[np.ndarray, str]:
     """The `n` most frequent of the `allowed` ids in the training tokens the model directory names, and
     where they were counted; without those tokens, the lowest ids (a BPE's bytes and earliest merges)."""
-    from lmsmith.json_file import read_json
-    from lmsmith.tokens_dir import open_tokens_dir
+    from lmsmith.core.json_file import read_json
+    from lmsmith.text.tokens_dir import open_tokens_dir
 
     manifest = read_json(model_dir / "manifest.json", fix="restore the model directory") if (
         model_dir / "manifest.json").is_file() else {}

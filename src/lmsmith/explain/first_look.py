@@ -11,8 +11,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from lmsmith.errors import UserError
-from lmsmith.manifest import MANIFEST
+from lmsmith.core.errors import UserError
+from lmsmith.core.manifest import MANIFEST
 
 SAMPLE_TOKENS = 40  # the explained sample is cut to this many tokens: a heatmap stays readable
 
@@ -29,8 +29,9 @@ def sample_text(samples: list[dict] | None, tokenizer) -> str | None:
 
 def explain_sample(workdir: Path, samples: list[dict] | None) -> Path | None:
     """Write WORKDIR/explain for the first sample; returns its index.html (None without a sample)."""
-    from lmsmith.explain.explanation import ExplainConfig, explain_text
+    from lmsmith.explain.explanation import explain_text
     from lmsmith.explain.stage import INDEX, load, recipe_temperature, write_explanation
+    from lmsmith.schema.explain import ExplainConfig
 
     model_dir = workdir / "runs" / "main" / "model"
     model, tokenizer, model_dir = load(model_dir, "cpu")
@@ -48,7 +49,7 @@ def first_look(workdir: Path, samples: list[dict] | None, redo: bool) -> list[Pa
 
     A page that cannot be drawn is said on stderr, not raised: the build itself has succeeded.
     """
-    from lmsmith.report import REPORT_HTML, write_report
+    from lmsmith.report.page import REPORT_HTML, write_report
 
     if not (workdir / "runs" / "main" / "model" / MANIFEST).is_file():
         return []

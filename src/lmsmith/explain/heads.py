@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lmsmith.errors import UserError
+from lmsmith.core.errors import UserError
 from lmsmith.explain.trace import trace
 
 ROLES = ("previous", "first", "induction")
@@ -61,8 +61,8 @@ def random_repeats(vocab: np.ndarray, half: int, n: int, seed: int) -> torch.Ten
 
 def held_out_windows(model_dir: Path, length: int, n: int) -> np.ndarray:
     """n windows of `length` tokens from the validation split the model's manifest names."""
-    from lmsmith.json_file import read_json
-    from lmsmith.tokens_dir import open_tokens_dir, read_split
+    from lmsmith.core.json_file import read_json
+    from lmsmith.text.tokens_dir import open_tokens_dir, read_split
 
     manifest = read_json(model_dir / "manifest.json", fix="restore the model directory") if (
         model_dir / "manifest.json").is_file() else {}

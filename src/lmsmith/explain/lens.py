@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from lmsmith.model import GPT
+from lmsmith.model.transformer import GPT
 
 
 @torch.no_grad()

@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 
 from lmsmith.explain.pictures import shown
-from lmsmith.report import STYLE, esc, html_table, image
+from lmsmith.report.page import STYLE, esc, html_table, image
 
 EXTRA_STYLE = """
 .tok { display: inline-block; border: 1px solid #bcd; border-radius: 4px; margin: 2px; padding: 1px 4px;

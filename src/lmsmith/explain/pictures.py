@@ -6,7 +6,7 @@ import unicodedata
 
 import numpy as np
 
-from lmsmith.report import _pyplot, draw_each
+from lmsmith.report.page import _pyplot, draw_each
 
 LABELLED = 48  # up to this many tokens, every row and column of a heatmap names its token
 

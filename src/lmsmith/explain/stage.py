@@ -15,9 +15,10 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from lmsmith.atomic import write_bytes, write_json, write_text
-from lmsmith.errors import UserError
-from lmsmith.explain.explanation import ExplainConfig, explain_heads, explain_text, jsonable
+from lmsmith.core.atomic import write_bytes, write_json, write_text
+from lmsmith.core.errors import UserError
+from lmsmith.explain.explanation import explain_heads, explain_text, jsonable
+from lmsmith.schema.explain import ExplainConfig
 
 STAGE = "explain"
 INDEX, NUMBERS = "index.html", "explain.json"
@@ -48,9 +49,9 @@ def recipe_temperature(model_dir: Path) -> float:
 
 def load(model_path: str | Path, device: str):
     """(model, tokenizer, model_dir), refusing a model directory without its tokenizer."""
-    from lmsmith.device import pick_device
-    from lmsmith.model_dir import load_model_dir, resolve_model_dir
-    from lmsmith.tokenizer import TOKENIZER_FILE
+    from lmsmith.core.device import pick_device
+    from lmsmith.model.directory import load_model_dir, resolve_model_dir
+    from lmsmith.text.tokenizer import TOKENIZER_FILE
 
     model_dir = resolve_model_dir(model_path)
     if not (model_dir / TOKENIZER_FILE).is_file():
@@ -64,7 +65,7 @@ def held_out(data: str | None, block_size: int, n: int) -> np.ndarray | None:
     if data is None:
         return None
     from lmsmith.explain.heads import windows_of
-    from lmsmith.tokens_dir import open_tokens_dir, read_split
+    from lmsmith.text.tokens_dir import open_tokens_dir, read_split
 
     return windows_of(read_split(open_tokens_dir(data), "val"), min(block_size, 128), n, data)
 
@@ -90,9 +91,9 @@ def explain(model_path: str | Path, text: str | None, config: ExplainConfig,
 
 def write_explanation(result: dict, out: Path, model_dir: Path, reads: list) -> dict:
     """index.html, the PNGs and explain.json into `out` (replaced as a whole); returns the manifest."""
+    from lmsmith.core.output import check_output, stage_directory, write_manifest
     from lmsmith.explain.page import render
     from lmsmith.explain.pictures import draw_all
-    from lmsmith.output import check_output, stage_directory, write_manifest
 
     check_output(out, STAGE, reads=reads)
     numbers = jsonable(result)
@@ -110,8 +111,8 @@ def write_explanation(result: dict, out: Path, model_dir: Path, reads: list) -> 
 
 def run(config, inputs: dict, out: str | Path | None = None, *, quiet: bool = False) -> dict:
     """The explain stage."""
-    from lmsmith.model_dir import resolve_model_dir
-    from lmsmith.output import check_output
+    from lmsmith.core.output import check_output
+    from lmsmith.model.directory import resolve_model_dir
 
     explain_config: ExplainConfig = config.explain
     model_dir = resolve_model_dir(inputs["model"])

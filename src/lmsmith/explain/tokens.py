@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from functools import cached_property
 
-from lmsmith.tokenizer import Tokenizer
+from lmsmith.text.tokenizer import Tokenizer
 
 
 def readable(data: bytes) -> str:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from lmsmith.model import GPT
+from lmsmith.model.transformer import GPT
 
 
 @dataclass

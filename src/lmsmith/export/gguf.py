@@ -30,44 +30,24 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
 
-from lmsmith.config import ModelConfig
-from lmsmith.errors import UserError
-from lmsmith.extras import require
-from lmsmith.manifest import file_sha256
+from lmsmith.core.errors import UserError
+from lmsmith.core.extras import require
+from lmsmith.core.manifest import file_sha256
+from lmsmith.schema.export import ExportConfig
+from lmsmith.schema.model import ModelConfig
 
 MARKER = "lmsmith.made_by"  # metadata key of every GGUF lmsmith writes: such a file may be replaced
-Quant = Literal["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1"]
 QUANTS: tuple[str, ...] = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1")
 GGUF_FILE = "model.gguf"
 MODELFILE = "Modelfile"
 
 
-@dataclass
-class ExportConfig:
-    """How `lmsmith export` writes the file."""
-
-    quant: Quant = "f16"  # the type of the weight matrices; vectors are always f32
-    ollama: bool = False  # -o is a directory: model.gguf and an Ollama Modelfile
-    temperature: float = 0.7  # the Modelfile's sampling defaults
-    top_p: float = 0.9
-    num_ctx: int | None = None  # the Modelfile's context length (default: the model's block_size)
-
-    def check(self, where: str = "export") -> None:
-        from lmsmith.config import ConfigError
-
-        if self.temperature < 0:
-            raise ConfigError(f"{where}.temperature must be 0 or more, got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise ConfigError(f"{where}.top_p must be in (0, 1], got {self.top_p}")
-        if self.num_ctx is not None and self.num_ctx < 1:
-            raise ConfigError(f"{where}.num_ctx must be at least 1, got {self.num_ctx}")
 
 
 def _gguf():
@@ -167,7 +147,7 @@ def tokenizer_metadata(tokenizer, vocab_size: int) -> dict:
 
 
 def model_chat_template(tokenizer, model_dir: Path) -> str | None:
-    """The Jinja chat template of a model: the tokenizer's (lmsmith.chat_template), else tokenizer_config.json's."""
+    """The Jinja chat template of a model: the tokenizer's (model.chat_template), else tokenizer_config.json's."""
     return getattr(tokenizer, "chat_template", None) or chat_template(model_dir)
 
 
@@ -355,7 +335,7 @@ def check_file_output(out: Path, reads: list[Path]) -> None:
 
 def export_gguf(model_dir: str | Path, out: str | Path, quant: str = "f16", *, name: str | None = None) -> dict:
     """Write the model of `model_dir` to the GGUF file `out` atomically (temporary file, then rename)."""
-    from lmsmith.model_dir import CONFIG, WEIGHTS, load_model_dir, read_model_config, resolve_model_dir
+    from lmsmith.model.directory import CONFIG, WEIGHTS, load_model_dir, read_model_config, resolve_model_dir
 
     model_dir, out = resolve_model_dir(model_dir), Path(out).expanduser()
     config = read_model_config(model_dir)

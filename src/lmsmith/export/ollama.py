@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from lmsmith.errors import UserError
+from lmsmith.core.errors import UserError
 
 _MARK = {"system": "\ue000S\ue000", "user": "\ue000U\ue000", "assistant": "\ue000A\ue000"}
 
@@ -119,10 +119,10 @@ def export_ollama(model_dir: str | Path, out: str | Path, settings) -> dict:
     """Write OUT/model.gguf, OUT/Modelfile and OUT/manifest.json, atomically as a whole directory."""
     from dataclasses import asdict
 
+    from lmsmith.core.output import stage_directory, write_manifest
     from lmsmith.export.gguf import GGUF_FILE, MODELFILE, export_gguf, gguf_architecture, model_chat_template
-    from lmsmith.model_dir import read_model_config, resolve_model_dir
-    from lmsmith.output import stage_directory, write_manifest
-    from lmsmith.tokenizer import load_tokenizer
+    from lmsmith.model.directory import read_model_config, resolve_model_dir
+    from lmsmith.text.tokenizer import load_tokenizer
 
     model_dir = resolve_model_dir(model_dir)
     config = read_model_config(model_dir)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lmsmith.errors import UserError
+from lmsmith.core.errors import UserError
 
 
 def finetune(base: str, data: str, out: str | Path, config: str | Path | None = None, overrides: list[str] = (),
@@ -27,15 +27,15 @@ def finetune(base: str, data: str, out: str | Path, config: str | Path | None = 
     `flags` are mode, method and template; `overrides` are `key=value` items such as
     `lora.rank=16` or `train.lr=1e-4`.
     """
-    from lmsmith.finetune.config import load_finetune_config
     from lmsmith.finetune.job import finetune as run
+    from lmsmith.schema.finetune import load_finetune_config
 
     return run(base, data, out, load_finetune_config(config, list(overrides), **flags), quiet=quiet)
 
 
 def load_config(stage, config_file, overrides: list[str], flags: dict):
     """The finetune and train sections, with fine-tuning's own training defaults."""
-    from lmsmith.finetune.config import load_finetune_config
+    from lmsmith.schema.finetune import load_finetune_config
 
     chosen = {key.split(".", 1)[1]: value for key, value in flags.items()}
     return load_finetune_config(config_file, list(overrides), **chosen)
@@ -50,8 +50,8 @@ def run(config, inputs: dict, out: str | Path, *, quiet: bool = False, force: bo
         if base or data:
             raise UserError("--merge takes only the run (or adapter directory), -o and optionally --base: "
                             "e.g. lmsmith finetune --merge runs/sql -o models/sql-merged")
+        from lmsmith.core.manifest import read_manifest
         from lmsmith.finetune.adapter_dir import merge_adapter
-        from lmsmith.manifest import read_manifest
 
         return read_manifest(merge_adapter(inputs["merge"], out, base=inputs.get("merge_base"), force=force))
     if inputs.get("merge_base"):

@@ -21,13 +21,13 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from lmsmith.atomic import atomic_directory
-from lmsmith.errors import UserError
+from lmsmith.core.atomic import atomic_directory
+from lmsmith.core.errors import UserError
+from lmsmith.core.json_file import read_json
+from lmsmith.core.manifest import MANIFEST, file_sha256, make_manifest
 from lmsmith.finetune.lora import adapter_state, base_weights_sha256, inject_lora, load_adapter_state, merge_lora
 from lmsmith.finetune.vocabulary import grow_vocabulary
-from lmsmith.json_file import read_json
-from lmsmith.manifest import MANIFEST, file_sha256, make_manifest
-from lmsmith.model import GPT
+from lmsmith.model.transformer import GPT
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
@@ -39,7 +39,7 @@ ADDED_ROWS = {"tok_emb": "added_tokens.tok_emb", "head": "added_tokens.head"}
 class Adapter:
     config: dict  # adapter_config.json
     state: dict[str, torch.Tensor]  # adapter_model.safetensors
-    tokenizer: object  # lmsmith.tokenizer.Tokenizer
+    tokenizer: object  # lmsmith.text.tokenizer.Tokenizer
     path: Path
 
 
@@ -88,7 +88,7 @@ def resolve_adapter_dir(path: str | Path) -> Path:
 
 
 def load_adapter_dir(path: str | Path) -> Adapter:
-    from lmsmith.tokenizer import load_tokenizer
+    from lmsmith.text.tokenizer import load_tokenizer
 
     path = resolve_adapter_dir(path)
     config = read_json(path / ADAPTER_CONFIG, fix="train the adapter again")
@@ -126,9 +126,9 @@ def apply_adapter(model: GPT, adapter: Adapter) -> GPT:
 def merge_adapter(run_or_adapter: str | Path, out: str | Path, base: str | Path | None = None,
                   force: bool = False) -> Path:
     """`lmsmith finetune --merge`: fold an adapter into its base, write an ordinary model directory."""
+    from lmsmith.core.manifest import check_replaceable
     from lmsmith.finetune.start import load_start
-    from lmsmith.manifest import check_replaceable
-    from lmsmith.model_dir import save_model_dir
+    from lmsmith.model.directory import save_model_dir
 
     adapter = load_adapter_dir(run_or_adapter)
     source = str(base) if base is not None else adapter.config["base"].get("source")

@@ -13,7 +13,8 @@ import torch
 
 from lmsmith.finetune.instruct_data import Example
 from lmsmith.finetune.templates import ChatTemplate
-from lmsmith.generate import GenerationConfig, generate
+from lmsmith.model.decoding import generate
+from lmsmith.schema.generate import GenerationConfig
 
 
 @dataclass

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from lmsmith.errors import UserError
-from lmsmith.manifest import MANIFEST
-from lmsmith.tokens_dir import TokensDir, open_tokens_dir, read_split, tokenize_corpus
+from lmsmith.core.errors import UserError
+from lmsmith.core.manifest import MANIFEST
+from lmsmith.text.tokens_dir import TokensDir, open_tokens_dir, read_split, tokenize_corpus
 
 
 def stage_of(path: Path) -> str | None:
@@ -70,7 +70,7 @@ def _texts(path: Path):
 
         yield from iter_split_texts(path, "val" if split_files(path, "val") else "train")
         return
-    from lmsmith.tokenizer import TextFiles
+    from lmsmith.text.tokenizer import TextFiles
 
     yield from TextFiles([path])
 

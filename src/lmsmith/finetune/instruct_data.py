@@ -34,9 +34,9 @@ from typing import Any
 
 import torch
 
-from lmsmith.errors import UserError
+from lmsmith.core.errors import UserError
 from lmsmith.finetune.templates import ROLES, TRAINED_ROLE, ChatTemplate
-from lmsmith.model import IGNORE_INDEX
+from lmsmith.model.transformer import IGNORE_INDEX
 
 FORMAT_HINT = ('each line must be {"prompt": "...", "response": "..."} or '
                '{"messages": [{"role": "user", "content": "..."}, {"role": "assistant", "content": "..."}]}')

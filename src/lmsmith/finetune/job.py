@@ -34,11 +34,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lmsmith.atomic import atomic_directory, write_json
-from lmsmith.config import section_to_dict
-from lmsmith.errors import UserError
+from lmsmith.core.atomic import atomic_directory, write_json
+from lmsmith.core.config import section_to_dict
+from lmsmith.core.errors import UserError
+from lmsmith.core.manifest import check_replaceable
 from lmsmith.finetune.adapter_dir import save_adapter_dir
-from lmsmith.finetune.config import FinetuneRecipe
 from lmsmith.finetune.domain_text import domain_tokens, general_tokens
 from lmsmith.finetune.instruct_data import (
     InstructBatches,
@@ -52,8 +52,8 @@ from lmsmith.finetune.methods import check_method, choose_trainable
 from lmsmith.finetune.start import load_start
 from lmsmith.finetune.templates import get_template
 from lmsmith.finetune.vocabulary import add_special_tokens, grow_vocabulary, missing_special_tokens
-from lmsmith.manifest import check_replaceable
-from lmsmith.model import GPT
+from lmsmith.model.transformer import GPT
+from lmsmith.schema.finetune import FinetuneRecipe
 
 STAGE = "finetune"
 REPORT = "finetune.json"
@@ -126,8 +126,8 @@ def continue_data(recipe: FinetuneRecipe, data: str, tokenizer, plan, info, work
 def add_template_tokens(recipe: FinetuneRecipe, model: GPT, tokenizer, quiet: bool):
     """The tokenizer with the chat template's special tokens, added if missing (the embedding grows to match),
     and the template itself as Jinja, so the model directory says how to chat with it."""
-    from lmsmith.chat_template import jinja_source
-    from lmsmith.tokenizer import Tokenizer
+    from lmsmith.model.chat_template import jinja_source
+    from lmsmith.text.tokenizer import Tokenizer
 
     if recipe.finetune.mode != "instruct":
         return tokenizer, []
@@ -180,7 +180,7 @@ class ModelWriter:
         return model.eval()
 
     def __call__(self, path: Path, tensors: dict[str, torch.Tensor], extra: dict) -> None:
-        from lmsmith.model_dir import save_model_dir
+        from lmsmith.model.directory import save_model_dir
 
         model = self.plain_model(tensors)
         adapter_model = None
@@ -217,7 +217,7 @@ def general_loss(model, tokens: np.ndarray | None, tokenizer, device) -> dict | 
     """Loss and bits per byte of the general validation text, scored in non-overlapping windows."""
     if tokens is None:
         return None
-    from lmsmith.scoring import evaluate_tokens, token_byte_lengths
+    from lmsmith.model.scoring import evaluate_tokens, token_byte_lengths
 
     was_training = model.training
     context = model.config.block_size
@@ -266,7 +266,7 @@ def finetune(base: str, data: str, out: str | Path, recipe: FinetuneRecipe, quie
 
 
 def _finetune(base: str, data: str, out: Path, recipe: FinetuneRecipe, info, work: Path, quiet: bool) -> dict:
-    from lmsmith.model_dir import load_model_dir
+    from lmsmith.model.directory import load_model_dir
     from lmsmith.train.distributed import barrier
     from lmsmith.train.loop import FINAL_MODEL, TrainingJob, run_job
     from lmsmith.train.precision import resolve_precision
@@ -316,7 +316,7 @@ def _finetune(base: str, data: str, out: Path, recipe: FinetuneRecipe, info, wor
 
 def batch_plan(recipe: FinetuneRecipe, block_size: int, world_size: int):
     """Rows of the model's full context; unless train.batch_tokens was given, one micro-batch per step."""
-    from lmsmith.train.config import plan_batch
+    from lmsmith.schema.train import plan_batch
 
     if not recipe.batch_tokens_given:
         recipe.train.batch_tokens = recipe.train.micro_batch * block_size * world_size

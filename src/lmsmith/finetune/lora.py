@@ -24,8 +24,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from lmsmith.config import ConfigError
-from lmsmith.errors import UserError
+from lmsmith.core.config import ConfigError
+from lmsmith.core.errors import UserError
 
 LORA_PARAMS = ("lora_A", "lora_B")
 

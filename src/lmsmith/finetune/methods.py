@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from lmsmith.config import ConfigError
-from lmsmith.finetune.config import FinetuneConfig
+from lmsmith.core.config import ConfigError
 from lmsmith.finetune.lora import count_parameters, inject_lora, select_targets
-from lmsmith.model import GPT, LearnedPositions
+from lmsmith.model.transformer import GPT, LearnedPositions
+from lmsmith.schema.finetune import FinetuneConfig
 
 
 def check_frozen_blocks(model: GPT, n: int) -> None:

@@ -13,10 +13,10 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from lmsmith.errors import UserError, cannot_read
-from lmsmith.extras import require
-from lmsmith.model import GPT
-from lmsmith.tokenizer import Tokenizer
+from lmsmith.core.errors import UserError, cannot_read
+from lmsmith.core.extras import require
+from lmsmith.model.transformer import GPT
+from lmsmith.text.tokenizer import Tokenizer
 
 HUB_PREFIX = "hf:"
 # What a model needs from a Hub repository; everything else (other frameworks' weights, ONNX...) is skipped.
@@ -58,8 +58,8 @@ def download_from_hub(name: str) -> Path:
 
 
 def _load_converted(hf_dir: Path) -> tuple[GPT, Tokenizer]:
-    from lmsmith.convert import import_hf_dir
-    from lmsmith.model_dir import load_model_dir
+    from lmsmith.interop.convert import import_hf_dir
+    from lmsmith.model.directory import load_model_dir
 
     with tempfile.TemporaryDirectory(prefix="lmsmith-start-") as tmp:
         converted = import_hf_dir(hf_dir, Path(tmp) / "model")
@@ -68,7 +68,7 @@ def _load_converted(hf_dir: Path) -> tuple[GPT, Tokenizer]:
 
 def load_start(source: str | Path) -> StartPoint:
     """Load the model and tokenizer to fine-tune from (on the CPU, in eval mode)."""
-    from lmsmith.model_dir import load_model_dir
+    from lmsmith.model.directory import load_model_dir
 
     text = str(source)
     if text.startswith(HUB_PREFIX):

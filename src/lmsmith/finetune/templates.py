@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lmsmith.errors import UserError
+from lmsmith.core.errors import UserError
 
 ROLES = ("system", "user", "assistant")
 TRAINED_ROLE = "assistant"

@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from lmsmith.model import GPT
-from lmsmith.tokenizer import Tokenizer
+from lmsmith.model.transformer import GPT
+from lmsmith.text.tokenizer import Tokenizer
 
 
 def missing_special_tokens(tokenizer: Tokenizer, tokens) -> list[str]:

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from lmsmith.chat_template import ChatFormat, TemplateError
+from lmsmith.model.chat_template import ChatFormat, TemplateError
 from lmsmith.serve.choices import Choice, Choices
 from lmsmith.serve.engine import Engine, Sampling
 from lmsmith.serve.errors import ApiError, bad_request

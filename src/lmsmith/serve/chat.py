@@ -14,39 +14,14 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
-from lmsmith.errors import UserError
+from lmsmith.core.errors import UserError
+from lmsmith.schema.serve import ChatConfig
 
 HELP = "commands: /reset, /system TEXT, /temp X, /quit"
 
 
-@dataclass
-class ChatConfig:
-    """The `chat:` section: how `lmsmith chat` samples, and what it starts with."""
-
-    system: str | None = None  # a system message to start the conversation with
-    temperature: float = 0.7
-    top_p: float | None = 0.95
-    top_k: int | None = None
-    max_new_tokens: int = 256  # the longest answer
-    template: str | None = None  # chatml | plain | raw, for a model without its own chat_template
-    seed: int | None = None
-    device: str = "auto"
-    compile: bool = False  # decode through torch.compile (compiled_decode.py): once, before the first answer
-
-    def check(self, where: str = "chat") -> None:
-        self.generation().check(where)
-        if self.template is not None:
-            from lmsmith.finetune.templates import get_template
-
-            get_template(self.template)
-
-    def generation(self):
-        from lmsmith.generate import GenerationConfig
-
-        return GenerationConfig(max_new_tokens=self.max_new_tokens, temperature=self.temperature, top_k=self.top_k,
-                                top_p=self.top_p, seed=self.seed)
 
 
 class Conversation:
@@ -78,12 +53,12 @@ class Conversation:
 
 def chat_loop(model, tokenizer, chat_format, cfg: ChatConfig, lines: Iterable[str], out=None) -> None:
     """Read messages and commands from `lines`, stream each answer to `out`."""
-    from lmsmith.generate import generate_streams
+    from lmsmith.model.decoding import generate_streams
 
     out = out or sys.stdout
     decoder = None
     if cfg.compile:
-        from lmsmith.compiled_decode import CompiledDecoder
+        from lmsmith.model.compiled_decode import CompiledDecoder
 
         decoder = CompiledDecoder(model)
         write(out, "[--compile: the first answer pauses while the decode step compiles, tens of seconds]\n")
@@ -162,10 +137,10 @@ def typed_lines(prompt: str = "you> "):
 
 def run(config, inputs: dict, out=None, *, quiet: bool = False) -> None:
     """The chat stage: talk with the model in `inputs["model"]` until /quit or Ctrl-D."""
-    from lmsmith.chat_template import chat_format
-    from lmsmith.device import pick_device
-    from lmsmith.generate import lay_out_for_decoding
-    from lmsmith.model_dir import load_model_dir, resolve_model_dir
+    from lmsmith.core.device import pick_device
+    from lmsmith.model.chat_template import chat_format
+    from lmsmith.model.decoding import lay_out_for_decoding
+    from lmsmith.model.directory import load_model_dir, resolve_model_dir
 
     cfg: ChatConfig = config.chat
     path = resolve_model_dir(inputs["model"])

@@ -12,7 +12,7 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
-from lmsmith.generate import TextStream
+from lmsmith.model.decoding import TextStream
 from lmsmith.serve.engine import Engine, EngineStopped, Finished, PromptScores, QueueFull, Request, Sampling, Token
 from lmsmith.serve.errors import ApiError
 

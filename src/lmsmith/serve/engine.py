@@ -32,8 +32,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from lmsmith.generate import GenerationConfig, TokenSampler, left_pad
-from lmsmith.model import GPT, KVCache
+from lmsmith.model.decoding import TokenSampler, left_pad
+from lmsmith.model.transformer import GPT, KVCache
+from lmsmith.schema.generate import GenerationConfig
 
 log = logging.getLogger("lmsmith.serve")
 
@@ -232,7 +233,7 @@ class Engine:
         # would take minutes to compile.
         self.compiled = None
         if compile:
-            from lmsmith.compiled_decode import CompiledStep
+            from lmsmith.model.compiled_decode import CompiledStep
 
             self.compiled = CompiledStep(self.model)
 

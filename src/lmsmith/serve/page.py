@@ -18,7 +18,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lmsmith.errors import UserError
+from lmsmith.core.errors import UserError
 from lmsmith.serve.errors import ApiError, bad_request
 
 if TYPE_CHECKING:
@@ -37,7 +37,8 @@ class Explainer:
         self.lock = threading.Lock()
 
     def explain(self, text: str) -> dict:
-        from lmsmith.explain.explanation import ExplainConfig, explain_text, jsonable
+        from lmsmith.explain.explanation import explain_text, jsonable
+        from lmsmith.schema.explain import ExplainConfig
 
         with self.lock:
             if self.model is None:
@@ -77,7 +78,7 @@ def add_page(app: "FastAPI", served, authorize, read_body) -> None:
 
 def explained_text(body, served) -> str:
     """The text of {"text": ...}, or of {"messages": [...]} as the model's chat template lays it out."""
-    from lmsmith.chat_template import TemplateError
+    from lmsmith.model.chat_template import TemplateError
 
     if isinstance(body, dict) and isinstance(body.get("text"), str):
         return body["text"]

@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from lmsmith.errors import UserError
+from lmsmith.core.errors import UserError
 
 log = logging.getLogger("lmsmith.serve")
 
@@ -66,10 +66,10 @@ def bind(host: str, port: int) -> socket.socket:
 
 def load_served_model(model_path: str | Path, cfg, api_key: str | None = None):
     """The model, its engine (started) and everything the HTTP layer needs."""
-    from lmsmith.chat_template import chat_format
-    from lmsmith.device import pick_device
-    from lmsmith.generate import lay_out_for_decoding
-    from lmsmith.model_dir import load_model_dir, resolve_model_dir
+    from lmsmith.core.device import pick_device
+    from lmsmith.model.chat_template import chat_format
+    from lmsmith.model.decoding import lay_out_for_decoding
+    from lmsmith.model.directory import load_model_dir, resolve_model_dir
     from lmsmith.serve.api import ServedModel
     from lmsmith.serve.engine import Engine
     from lmsmith.serve.protocol import Limits

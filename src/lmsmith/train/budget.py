@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import time
 
-from lmsmith.errors import UserError
+from lmsmith.core.errors import UserError
 
 UNCAPPED = 10**9  # train.steps under `lmsmith build --minutes`: the budget alone decides
 PROBE_STEPS = 5  # steps timed before the first plan (after the unmeasured first step)

@@ -28,8 +28,8 @@ import torch.nn as nn
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from lmsmith.atomic import atomic_directory
-from lmsmith.errors import UserError, cannot_read, check_readable, is_disk_full
+from lmsmith.core.atomic import atomic_directory
+from lmsmith.core.errors import UserError, cannot_read, check_readable, is_disk_full
 from lmsmith.train.distributed import DistInfo, barrier
 from lmsmith.train.parallel import unwrap
 

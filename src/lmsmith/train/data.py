@@ -20,9 +20,9 @@ import time
 import numpy as np
 import torch
 
-from lmsmith.errors import UserError
-from lmsmith.tokens_dir import TokensDir
-from lmsmith.train.config import BatchPlan
+from lmsmith.core.errors import UserError
+from lmsmith.schema.train import BatchPlan
+from lmsmith.text.tokens_dir import TokensDir
 
 _TRAIN, _EVAL = 0, 1  # stream ids in the seed, so training and validation draws never coincide
 

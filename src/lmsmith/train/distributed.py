@@ -20,8 +20,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from lmsmith.device import pick_device
-from lmsmith.errors import UserError
+from lmsmith.core.device import pick_device
+from lmsmith.core.errors import UserError
 
 TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-from lmsmith.errors import UserError
+from lmsmith.core.errors import UserError
 
 
 class NonFiniteGuard:

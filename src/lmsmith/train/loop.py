@@ -33,26 +33,19 @@ import numpy as np
 import torch
 import yaml
 
-from lmsmith.atomic import write_json, write_text
-from lmsmith.config import ConfigError
-from lmsmith.errors import UserError
-from lmsmith.host_memory import keep_freed_memory
-from lmsmith.manifest import MANIFEST, file_sha256, make_manifest, read_manifest
-from lmsmith.model import GPT
-from lmsmith.output import directory_lock
-from lmsmith.tokens_dir import TokensDir, open_tokens_dir
+from lmsmith.core.atomic import write_json, write_text
+from lmsmith.core.config import ConfigError
+from lmsmith.core.errors import UserError
+from lmsmith.core.host_memory import keep_freed_memory
+from lmsmith.core.manifest import MANIFEST, file_sha256, make_manifest, read_manifest
+from lmsmith.core.output import directory_lock
+from lmsmith.model.transformer import GPT
+from lmsmith.schema.train import TrainRecipe, plan_batch, recipe_to_dict
+from lmsmith.text.tokens_dir import TokensDir, open_tokens_dir
 from lmsmith.train import checkpoint as ckpt
 from lmsmith.train.budget import UNCAPPED, TimeBudget
-from lmsmith.train.config import TrainRecipe, plan_batch, recipe_to_dict
 from lmsmith.train.data import EvalBatches, TokenWindows, TrainBatches
-from lmsmith.train.distributed import (
-    DistInfo,
-    any_rank,
-    barrier,
-    from_rank_zero,
-    mean_across_ranks,
-    process_group,
-)
+from lmsmith.train.distributed import DistInfo, any_rank, barrier, from_rank_zero, mean_across_ranks, process_group
 from lmsmith.train.flops import measure_matmul_peak, mfu
 from lmsmith.train.guard import NonFiniteGuard
 from lmsmith.train.memory import available_memory, check_fits, estimate_memory
@@ -222,7 +215,7 @@ def export_model(path: Path, model: torch.nn.Module, job: TrainingJob, info: Dis
 
 def plain_model_writer(recipe: TrainRecipe, tokenizer) -> Callable[[Path, dict, dict], None]:
     """`lmsmith train`'s model directories: the weights as they are, in a GPT of the recipe's shape."""
-    from lmsmith.model_dir import save_model_dir
+    from lmsmith.model.directory import save_model_dir
 
     def write(path: Path, weights: dict, extra: dict) -> None:
         with torch.device("meta"):
@@ -311,7 +304,7 @@ def run(config, inputs: dict, out: str | Path | None = None, *, quiet: bool = Fa
     A config file may name both instead (`data:` and `out:`, as the training recipes that build and
     sweep write for their child processes do). Returns the run's manifest.
     """
-    from lmsmith.train.config import check_recipe
+    from lmsmith.schema.train import check_recipe
 
     data = inputs.get("tokens") or getattr(config, "data", None)
     if data is None:

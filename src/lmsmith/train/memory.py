@@ -27,8 +27,8 @@ from pathlib import Path
 
 import torch
 
-from lmsmith.config import ModelConfig
-from lmsmith.errors import UserError
+from lmsmith.core.errors import UserError
+from lmsmith.schema.model import ModelConfig
 
 GiB = 1 << 30
 OVERHEAD = {"cuda": 1.0 * GiB, "mps": 0.5 * GiB, "cpu": 0.3 * GiB}  # runtime, kernels, allocator slack

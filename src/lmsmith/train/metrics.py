@@ -12,8 +12,8 @@ import json
 import math
 from pathlib import Path
 
-from lmsmith.atomic import write_text
-from lmsmith.extras import require
+from lmsmith.core.atomic import write_text
+from lmsmith.core.extras import require
 
 METRICS = "metrics.jsonl"
 

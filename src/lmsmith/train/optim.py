@@ -20,8 +20,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from lmsmith.errors import UserError
-from lmsmith.train.config import TrainConfig
+from lmsmith.core.errors import UserError
+from lmsmith.schema.train import TrainConfig
 
 
 def parameter_kinds(model: nn.Module) -> dict[str, list[tuple[str, nn.Parameter]]]:

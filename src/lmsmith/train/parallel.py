@@ -1,6 +1,6 @@
 """Everything that changes how the model runs, but not what it computes, applied in one place.
 
-The model (lmsmith.model) is plain PyTorch and knows nothing of what follows. `parallelize`
+The model (lmsmith.model.transformer) is plain PyTorch and knows nothing of what follows. `parallelize`
 takes it and, in this order:
 
 1. activation checkpointing: chosen blocks keep only their input during the forward pass and
@@ -30,7 +30,7 @@ import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.checkpoint import checkpoint
 
-from lmsmith.errors import UserError
+from lmsmith.core.errors import UserError
 from lmsmith.train.distributed import DistInfo
 
 CheckpointingKind = Literal["none", "full", "every_n"]

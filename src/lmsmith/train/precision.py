@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from lmsmith.errors import UserError
+from lmsmith.core.errors import UserError
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 

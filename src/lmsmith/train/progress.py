@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from lmsmith.progress import progress_bar
+from lmsmith.core.progress import progress_bar
 
 
 class TrainProgress:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 
-from lmsmith.train.config import TrainConfig
+from lmsmith.schema.train import TrainConfig
 
 
 def lr_factor(step: int, config: TrainConfig, total: int | None = None) -> float:

@@ -22,6 +22,7 @@ from typing import IO
 
 import zstandard
 
+from lmsmith.core.manifest import file_sha256
 from lmsmith.data.document import Document
 from lmsmith.data.sources.decode import SNIFF_BYTES, NotText, decode_text, looks_binary, python_source_encoding
 from lmsmith.data.sources.epub import epub_items
@@ -30,7 +31,6 @@ from lmsmith.data.sources.pdf import pdf_items
 from lmsmith.data.sources.records import json_items, jsonl_items, parquet_items
 from lmsmith.data.sources.source import ContentDigest, Skipped, Source, document_id
 from lmsmith.data.sources.wikipedia import dump_items, looks_like_dump
-from lmsmith.manifest import file_sha256
 
 # Folders that hold tool state, never corpus text.
 # What a damaged file or stream raises: ValueError for a truncated stream, zlib.error for bad gzip data.

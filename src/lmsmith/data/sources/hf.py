@@ -15,9 +15,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from lmsmith.core.errors import UserError
 from lmsmith.data.document import Document
 from lmsmith.data.sources.source import Skipped, Source, document_id
-from lmsmith.errors import UserError
 
 
 def parse_hf_spec(spec: str) -> tuple[str, str | None, str | None]:

@@ -6,18 +6,9 @@ page: as a step it runs in the worker processes with the other per-document step
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from lmsmith.data.document import Document
 from lmsmith.data.step import Step, StepStats
-
-
-@dataclass
-class HtmlConfig:
-    enabled: bool = True  # off: pages keep their markup (and are judged as prose)
-    include_tables: bool = True
-    include_comments: bool = False  # reader comments under an article are mostly noise
-    favor_precision: bool = False  # True drops more borderline text, keeping only the surest main content
+from lmsmith.schema.curate import HtmlConfig
 
 
 class HtmlExtract(Step):

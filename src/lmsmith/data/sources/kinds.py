@@ -10,8 +10,6 @@ from pathlib import PurePath
 
 COMPRESSIONS = {".gz": "gzip", ".zst": "zstd", ".zstd": "zstd", ".bz2": "bz2"}
 
-# Formats a file can be read as; `sources.formats` maps extra suffixes onto these.
-FORMATS = ("text", "html", "code", "jsonl", "json", "parquet", "pdf", "epub", "wikipedia")
 
 PROSE_SUFFIXES = {".txt": "text", ".md": "markdown", ".markdown": "markdown", ".rst": "rst", ".text": "text"}
 HTML_SUFFIXES = {".html", ".htm", ".xhtml"}

@@ -1,0 +1,144 @@
+"""What a fine-tuning run does, as typed config: the `finetune:` section of a recipe.
+
+The training itself (learning rate, steps, batch size, precision, evaluation and early
+stopping) is the training engine's own `train:` section, with defaults suited to fine-tuning;
+the `finetune:` section only chooses what data flows in and which parameters learn.
+
+    finetune:
+      mode: instruct
+      method: lora
+      template: chatml
+      lora: {rank: 16, alpha: 32, targets: [attn.qkv, attn.proj]}
+    train:
+      lr: 5.0e-4
+      steps: 300
+
+On the command line, `lora.rank=16` and `template=chatml` set keys of the finetune section,
+`train.lr=1e-4` keys of the train section.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from lmsmith.core.config import ConfigError, apply_overrides, parse_section, read_yaml
+
+if TYPE_CHECKING:
+    from lmsmith.schema.train import TrainConfig
+
+DEFAULT_LORA_TARGETS = ["attn.qkv", "attn.proj", "ffn.fc", "ffn.proj"]
+
+
+@dataclass
+class LoRAConfig:
+    rank: int = 8  # the rank r of the update B A; the adapter has r * (in + out) numbers per layer
+    alpha: float = 16.0  # the update is scaled by alpha / rank, so changing rank keeps its size
+    dropout: float = 0.0  # dropout on the adapter's input only
+    targets: list[str] = field(default_factory=lambda: list(DEFAULT_LORA_TARGETS))  # layer names or patterns
+
+    def check(self, where: str = "lora") -> None:
+        if self.rank < 1:
+            raise ConfigError(f"{where}.rank must be at least 1, got {self.rank}")
+        if self.alpha <= 0:
+            raise ConfigError(f"{where}.alpha must be positive, got {self.alpha}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"{where}.dropout must be in [0, 1), got {self.dropout}")
+        if not self.targets:
+            raise ConfigError(f"{where}.targets is empty: name layers to adapt, e.g. {DEFAULT_LORA_TARGETS}")
+
+
+@dataclass
+class FreezeConfig:
+    """For full fine-tuning: parts of the model that keep their weights."""
+
+    embeddings: bool = False  # the token embedding (and a head tied to it) and learned positions
+    blocks: int = 0  # the first N transformer blocks
+
+    def check(self, where: str = "freeze") -> None:
+        if self.blocks < 0:
+            raise ConfigError(f"{where}.blocks must be 0 or more, got {self.blocks}")
+
+
+@dataclass
+class FinetuneConfig:
+    mode: Literal["instruct", "continue"] = "instruct"  # answers to prompts, or more pretraining on domain text
+    method: Literal["full", "lora"] = "full"
+    template: str = "plain"  # chat template for instruct data: chatml, plain or raw
+    packing: bool = False  # instruct: pack examples into full rows (faster; attention crosses examples)
+    val_fraction: float = 0.1  # held out from the domain data when it has no validation split
+    val_data: str | None = None  # a separate domain validation set (same kind as --data)
+    # general text (files, curated or tokens dir) whose loss before and after is reported
+    general_val: str | None = None
+    general_val_tokens: int = 65536  # at most this many tokens of it are scored
+    restore_best: bool = True  # end with the weights of the best validation, not those of the last step
+    exact_match: int = 0  # instruct: answer this many validation prompts greedily before and after, and score them
+    lora: LoRAConfig = field(default_factory=LoRAConfig)
+    freeze: FreezeConfig = field(default_factory=FreezeConfig)
+
+    def check(self, where: str = "finetune") -> None:
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ConfigError(f"{where}.val_fraction must be in [0, 1), got {self.val_fraction}")
+        if self.general_val_tokens < 2:
+            raise ConfigError(f"{where}.general_val_tokens must be at least 2, got {self.general_val_tokens}")
+        if self.method == "lora" and (self.freeze.embeddings or self.freeze.blocks):
+            raise ConfigError(f"{where}.freeze applies to full fine-tuning; LoRA already freezes every base weight: "
+                              "drop the freeze settings or use method full")
+        if self.mode == "continue" and self.packing:
+            raise ConfigError(f"{where}.packing is for instruct data; continued pretraining always fills whole rows")
+        from lmsmith.finetune.templates import get_template
+
+        get_template(self.template)
+
+
+# Training defaults for fine-tuning: short runs, a gentle learning rate (the weights are already
+# good), no weight decay (it would pull the weights towards zero, not towards the base model),
+# frequent validation with early stopping, and one checkpoint kept.
+FINETUNE_TRAIN_DEFAULTS = dict(
+    steps=300, warmup_steps=10, lr=1e-4, weight_decay=0.0, schedule="cosine", min_lr_ratio=0.1,
+    micro_batch=8, eval_every=25, eval_batches=8, early_stop_patience=4, save_every=1000, keep_last=1, log_every=10,
+)
+LORA_LEARNING_RATE = 1e-3  # adapters start at zero and are small: they take a larger step
+
+
+@dataclass
+class FinetuneRecipe:
+    finetune: FinetuneConfig
+    train: TrainConfig
+    batch_tokens_given: bool  # False: one micro-batch of full rows per step, set once the model's context is known
+
+
+def load_finetune_config(path: str | Path | None, overrides: list[str] = (), **flags) -> FinetuneRecipe:
+    """The finetune and train sections from a YAML file, command-line flags and `key=value` overrides.
+
+    `flags` (mode, method, template) come from --mode/--method/--template; overrides win over them.
+    An override whose first part is not `train.` or `finetune.` belongs to the finetune section.
+    """
+    from lmsmith.schema.train import TrainConfig
+    from lmsmith.stages import all_sections
+
+    raw = read_yaml(path) if path is not None else {}
+    others = {*all_sections(), "data", "out"} - {"finetune", "train", "lora", "freeze"}  # a whole recipe's other stages
+    if raw and not ({"finetune", "train"} | others) & set(raw):
+        raw = {"finetune": raw}  # a file of bare finetune keys
+    for key in list(raw):
+        if key in others:
+            raw.pop(key)
+        elif key not in ("finetune", "train"):
+            raise ConfigError(f"unknown section '{key}' in {path}: "
+                              "a fine-tuning config has finetune: and train: sections")
+    finetune = dict(raw.get("finetune") or {})
+    finetune.update({k: v for k, v in flags.items() if v is not None})
+    raw["finetune"] = finetune
+    qualified = [o if o.split("=", 1)[0].split(".")[0] in ("train", "finetune") else f"finetune.{o}" for o in overrides]
+    raw = apply_overrides(raw, qualified)
+    config = parse_section(FinetuneConfig, raw.get("finetune"), "finetune")
+    train_raw = dict(raw.get("train") or {})
+    defaults = dict(FINETUNE_TRAIN_DEFAULTS,
+                    lr=LORA_LEARNING_RATE if config.method == "lora" else FINETUNE_TRAIN_DEFAULTS["lr"])
+    steps = train_raw.get("steps")
+    if isinstance(steps, int) and "warmup_steps" not in train_raw:
+        defaults["warmup_steps"] = min(defaults["warmup_steps"], max(0, steps // 10))
+    train = parse_section(TrainConfig, {**defaults, **train_raw}, "train")
+    return FinetuneRecipe(config, train, "batch_tokens" in train_raw)
