@@ -59,7 +59,7 @@ def measure(method: str, shape: str, steps: int, warmup: int, micro_batch: int, 
     from lmsmith.core.device import pick_device
     from lmsmith.finetune.instruct_data import InstructBatches, tokenize_examples
     from lmsmith.finetune.methods import choose_trainable
-    from lmsmith.finetune.templates import get_template
+    from lmsmith.model.chat_template import get_template
     from lmsmith.model.transformer import GPT
     from lmsmith.schema.finetune import FinetuneConfig, LoRAConfig
     from lmsmith.schema.model import ModelConfig

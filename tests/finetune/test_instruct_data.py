@@ -20,7 +20,7 @@ from lmsmith.finetune.instruct_data import (
     tokenize_example,
     tokenize_examples,
 )
-from lmsmith.finetune.templates import get_template
+from lmsmith.model.chat_template import get_template
 from lmsmith.model.transformer import IGNORE_INDEX
 from lmsmith.schema.train import BatchPlan
 

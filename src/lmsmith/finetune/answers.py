@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from lmsmith.finetune.instruct_data import Example
-from lmsmith.finetune.templates import ChatTemplate
+from lmsmith.model.chat_template import ChatTemplate
 from lmsmith.model.decoding import generate
 from lmsmith.schema.generate import GenerationConfig
 

@@ -35,7 +35,7 @@ from typing import Any
 import torch
 
 from lmsmith.core.errors import UserError
-from lmsmith.finetune.templates import ROLES, TRAINED_ROLE, ChatTemplate
+from lmsmith.model.chat_template import ROLES, TRAINED_ROLE, ChatTemplate
 from lmsmith.model.transformer import IGNORE_INDEX
 
 FORMAT_HINT = ('each line must be {"prompt": "...", "response": "..."} or '

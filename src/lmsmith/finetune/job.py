@@ -50,7 +50,7 @@ from lmsmith.finetune.instruct_data import (
 from lmsmith.finetune.lora import base_weights_sha256, inject_lora, lora_layers, merge_lora
 from lmsmith.finetune.methods import check_method, choose_trainable
 from lmsmith.finetune.start import load_start
-from lmsmith.finetune.templates import get_template
+from lmsmith.model.chat_template import get_template
 from lmsmith.finetune.vocabulary import add_special_tokens, grow_vocabulary, missing_special_tokens
 from lmsmith.model.transformer import GPT
 from lmsmith.schema.finetune import FinetuneRecipe

@@ -68,6 +68,7 @@ class FinetuneConfig:
     template: str = "plain"  # chat template for instruct data: chatml, plain or raw
     packing: bool = False  # instruct: pack examples into full rows (faster; attention crosses examples)
     val_fraction: float = 0.1  # held out from the domain data when it has no validation split
+    data: str | None = None  # the domain data (--data): a JSONL file for instruct; text, a curated or tokens dir
     val_data: str | None = None  # a separate domain validation set (same kind as --data)
     # general text (files, curated or tokens dir) whose loss before and after is reported
     general_val: str | None = None
@@ -87,7 +88,7 @@ class FinetuneConfig:
                               "drop the freeze settings or use method full")
         if self.mode == "continue" and self.packing:
             raise ConfigError(f"{where}.packing is for instruct data; continued pretraining always fills whole rows")
-        from lmsmith.finetune.templates import get_template
+        from lmsmith.model.chat_template import get_template
 
         get_template(self.template)
 
@@ -109,32 +110,16 @@ class FinetuneRecipe:
     batch_tokens_given: bool  # False: one micro-batch of full rows per step, set once the model's context is known
 
 
-def load_finetune_config(path: str | Path | None, overrides: list[str] = (), **flags) -> FinetuneRecipe:
-    """The finetune and train sections from a YAML file, command-line flags and `key=value` overrides.
+def finetune_from_sections(raw: dict) -> FinetuneRecipe:
+    """The finetune and train sections, with fine-tuning's own training defaults under what was written.
 
-    `flags` (mode, method, template) come from --mode/--method/--template; overrides win over them.
-    An override whose first part is not `train.` or `finetune.` belongs to the finetune section.
+    Fine-tuning starts from a trained model, so its training defaults differ from pretraining's
+    (FINETUNE_TRAIN_DEFAULTS); LoRA's adapters start at zero and take a larger learning rate.
     """
-    from lmsmith.schema.train import TrainConfig
-    from lmsmith.stages import all_sections
-
-    raw = read_yaml(path) if path is not None else {}
-    others = {*all_sections(), "data", "out"} - {"finetune", "train", "lora", "freeze"}  # a whole recipe's other stages
-    if raw and not ({"finetune", "train"} | others) & set(raw):
-        raw = {"finetune": raw}  # a file of bare finetune keys
-    for key in list(raw):
-        if key in others:
-            raw.pop(key)
-        elif key not in ("finetune", "train"):
-            raise ConfigError(f"unknown section '{key}' in {path}: "
-                              "a fine-tuning config has finetune: and train: sections")
-    finetune = dict(raw.get("finetune") or {})
-    finetune.update({k: v for k, v in flags.items() if v is not None})
-    raw["finetune"] = finetune
-    qualified = [o if o.split("=", 1)[0].split(".")[0] in ("train", "finetune") else f"finetune.{o}" for o in overrides]
-    raw = apply_overrides(raw, qualified)
     config = parse_section(FinetuneConfig, raw.get("finetune"), "finetune")
-    train_raw = dict(raw.get("train") or {})
+    train_raw = raw.get("train") or {}
+    if not isinstance(train_raw, dict):
+        raise ConfigError(f"train: expected a mapping of keys to values, got {train_raw!r}")
     defaults = dict(FINETUNE_TRAIN_DEFAULTS,
                     lr=LORA_LEARNING_RATE if config.method == "lora" else FINETUNE_TRAIN_DEFAULTS["lr"])
     steps = train_raw.get("steps")

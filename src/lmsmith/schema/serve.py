@@ -40,7 +40,7 @@ class ServeConfig:
             raise ConfigError(f"{where}.max_tokens must be at least 1 (or unset for the context), "
                               f"got {self.max_tokens}")
         if self.template is not None:
-            from lmsmith.finetune.templates import get_template
+            from lmsmith.model.chat_template import get_template
 
             get_template(self.template)
 
@@ -62,7 +62,7 @@ class ChatConfig:
     def check(self, where: str = "chat") -> None:
         self.generation().check(where)
         if self.template is not None:
-            from lmsmith.finetune.templates import get_template
+            from lmsmith.model.chat_template import get_template
 
             get_template(self.template)
 

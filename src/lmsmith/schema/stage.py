@@ -9,6 +9,11 @@ manifest it wrote. `config` holds one checked dataclass per section the stage re
 The command line (`lmsmith.cli`) and `lmsmith build` both call that same function; the list
 of stages is `lmsmith.stages.STAGES`.
 
+A stage that can be a step of `lmsmith build` also says where in the work directory it writes
+(`writes`), what kind of thing its output is for later steps (`makes`: data, tokenizer, tokens,
+model, samples, ...), and, for each input, which kind it reads (`Input.reads`). Build derives a
+step's inputs, its key and its output from those declarations alone.
+
 This module also turns what a user writes (a YAML file, `section.key=value` overrides and a
 few flags) into that config, the same way for every verb.
 """
@@ -28,6 +33,7 @@ from typing import Any, Literal
 import yaml
 
 from lmsmith.core.config import ConfigError, apply_overrides, closest_hint, parse_section, read_yaml
+from lmsmith.schema.sections import FILE_KEYS, SECTIONS, STEPS_KEY
 
 OVERRIDE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*=")
 
@@ -48,6 +54,8 @@ class Input:
     required: bool = True
     metavar: str | None = None
     key: str | None = None  # the config key it fills ("curate.inputs"), so a recipe can name it too
+    reads: str | None = None  # in a build: the kind of output of an earlier step it takes ("model", "tokens", ...)
+    otherwise: str | None = None  # in a build, when no earlier step makes that kind: this recipe key names it
 
 
 @dataclass(frozen=True)
@@ -90,12 +98,22 @@ class Stage:
     output: Literal["required", "optional", "none"] = "required"
     output_help: str = "output directory"
     verb: tuple[str, ...] = ()  # the words on the command line, when not just the name
-    in_build: bool = False  # a step of `lmsmith build`
+    in_build: bool = False  # a step of the classic journey: what a recipe without `steps:` runs
     writes_model: bool = False  # its output holds a trained model: --force to replace one
     options: tuple[Option, ...] = ()
     file_keys: tuple[str, ...] = ()  # top-level keys of a --config file besides sections (train: data, out)
     config_input: str | None = None  # the input that is itself the config (a recipe), instead of --config
     load_config: Callable[..., Any] | None = None  # (stage, file, overrides, flags) -> config; default stage_config
+    # (raw sections) -> config, for a stage whose sections need more than each dataclass's defaults
+    from_sections: Callable[[dict], Any] | None = None
+    # As a step of `lmsmith build`:
+    writes: str | None = None  # its folder in the work directory (a step named otherwise: that name, same place)
+    makes: str | None = None  # the kind of thing it writes, that later steps' inputs read
+    done: str = ""  # the sub-folder whose manifest marks the step finished, and that later steps read
+    resumable: bool = False  # an interrupted step continues from its checkpoints when its key is unchanged
+    torchrun: bool = False  # runs as N processes under torchrun with `lmsmith build --nproc-per-node N`
+    check_step: Callable[[Any, int], None] | None = None  # (config, processes): refuse a step before any work
+    show: Callable[[Path], None] | None = None  # prints what a finished step made, at the end of a build
 
     @property
     def words(self) -> tuple[str, ...]:
@@ -159,9 +177,7 @@ def flag_value(stage: Stage, flag: Flag, given: Any) -> Any:
 
 
 def known_sections() -> dict[str, type]:
-    from lmsmith.stages import all_sections
-
-    return all_sections()
+    return SECTIONS
 
 
 def config_file_sections(stage: Stage, path: str | Path) -> dict:
@@ -172,10 +188,8 @@ def config_file_sections(stage: Stage, path: str | Path) -> dict:
     """
     if Path(path).is_dir():
         raise ConfigError(f"--config {path} is a directory: give a YAML file")
-    from lmsmith.stages import all_file_keys
-
     raw = read_yaml(path)
-    known = {**known_sections(), **dict.fromkeys(all_file_keys())}
+    known = {**known_sections(), **dict.fromkeys(FILE_KEYS), STEPS_KEY: None}
     if raw and not any(key in known for key in raw):
         return {stage.own_section: raw}
     kept = {}
@@ -221,9 +235,16 @@ def stage_config(stage: Stage, config_file: str | Path | None = None, overrides:
         for part in rest.split(".")[:-1]:
             node = node.setdefault(part, {})
         node[rest.split(".")[-1]] = value
+    return config_from_sections(stage, raw)
+
+
+def config_from_sections(stage: Stage, raw: dict) -> Any:
+    """The checked config of a stage from the plain dict of its sections (and file keys)."""
     for key in stage.file_keys:
         if raw.get(key) is not None and not isinstance(raw[key], str):
             raise ConfigError(f"{key}: expected a directory path, got {raw[key]!r}")
+    if stage.from_sections is not None:
+        return stage.from_sections(raw)
     config = SimpleNamespace(**{name: parse_section(cls, raw.get(name), name) for name, cls in stage.sections.items()})
     for key in stage.file_keys:
         setattr(config, key, raw.get(key))
