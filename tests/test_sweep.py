@@ -15,7 +15,7 @@ pytest.importorskip("matplotlib")
 from lmsmith.cli import main  # noqa: E402
 from lmsmith.config import ConfigError  # noqa: E402
 from lmsmith.recipe import load_recipe  # noqa: E402
-from lmsmith.sweep import (  # noqa: E402
+from lmsmith.sweep.study import (  # noqa: E402
     BEST_RECIPE,
     PLOTS,
     RESULTS,

@@ -8,7 +8,7 @@ reads all come from this one list, so they cannot drift apart. To add a stage, w
 from __future__ import annotations
 
 from lmsmith import build as build_module
-from lmsmith import convert, evaluate, generate, model_dir, report, sweep, tokenizer, tokens_dir
+from lmsmith import convert, evaluate, generate, model_dir, report, tokenizer, tokens_dir
 from lmsmith import finetune as finetune_module
 from lmsmith.config import ModelConfig
 from lmsmith.data import pipeline
@@ -22,6 +22,7 @@ from lmsmith.serve import chat as chat_module
 from lmsmith.serve import server as serve_module
 from lmsmith.serve.config import ServeConfig
 from lmsmith.stage import Flag, Input, Option, Stage
+from lmsmith.sweep import study as sweep_study
 from lmsmith.train import loop
 from lmsmith.train.config import TrainConfig
 
@@ -197,7 +198,8 @@ FINETUNE = Stage(
 
 SWEEP = Stage(
     "sweep", "search hyperparameters with Optuna: short training runs, median pruning",
-    sections={"sweep": sweep.SweepConfig}, run=sweep.run, load_config=sweep.load_config, output="optional",
+    sections={"sweep": sweep_study.SweepConfig}, run=sweep_study.run, load_config=sweep_study.load_config,
+    output="optional",
     config_input="recipe",
     inputs=(Input("recipe", "recipe YAML with a sweep: section (or a shipped recipe's name)", required=False,
                   metavar="RECIPE"),),
