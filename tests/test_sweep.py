@@ -15,17 +15,11 @@ pytest.importorskip("matplotlib")
 from lmsmith.cli import main  # noqa: E402
 from lmsmith.config import ConfigError  # noqa: E402
 from lmsmith.recipe import load_recipe  # noqa: E402
-from lmsmith.sweep.study import (  # noqa: E402
-    BEST_RECIPE,
-    PLOTS,
-    RESULTS,
-    STUDY_DB,
-    SweepPlan,
-    check_space_edges,
-    load_sweep_recipe,
-    run_trial,
-    sweep,
-)
+from lmsmith.sweep.plots import PLOTS  # noqa: E402
+from lmsmith.sweep.results import BEST_RECIPE, RESULTS  # noqa: E402
+from lmsmith.sweep.space import SweepPlan, check_space_edges  # noqa: E402
+from lmsmith.sweep.study import STUDY_DB, load_sweep_recipe, sweep  # noqa: E402
+from lmsmith.sweep.trials import run_trial  # noqa: E402
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
 

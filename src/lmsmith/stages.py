@@ -23,6 +23,7 @@ from lmsmith.serve import server as serve_module
 from lmsmith.serve.config import ServeConfig
 from lmsmith.stage import Flag, Input, Option, Stage
 from lmsmith.sweep import study as sweep_study
+from lmsmith.sweep.space import SweepConfig
 from lmsmith.train import loop
 from lmsmith.train.config import TrainConfig
 
@@ -198,8 +199,7 @@ FINETUNE = Stage(
 
 SWEEP = Stage(
     "sweep", "search hyperparameters with Optuna: short training runs, median pruning",
-    sections={"sweep": sweep_study.SweepConfig}, run=sweep_study.run, load_config=sweep_study.load_config,
-    output="optional",
+    sections={"sweep": SweepConfig}, run=sweep_study.run, load_config=sweep_study.load_config, output="optional",
     config_input="recipe",
     inputs=(Input("recipe", "recipe YAML with a sweep: section (or a shipped recipe's name)", required=False,
                   metavar="RECIPE"),),
