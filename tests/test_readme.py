@@ -136,7 +136,7 @@ def check_command(argv: list[str]):
     if stage.config_input is not None:  # build and sweep: the recipe is the input, and holds every section
         recipe = _recipe_or_shipped(line.config_file)
         if stage.name == "sweep":  # its own load_config defers every check to the run: check them here
-            from lmsmith.sweep import load_sweep_recipe
+            from lmsmith.sweep.study import load_sweep_recipe
 
             _, config, _ = load_sweep_recipe(recipe, line.overrides + [f"{k}={v}" for k, v in line.flags.items()])
             config.check()

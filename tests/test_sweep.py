@@ -12,20 +12,14 @@ import yaml
 optuna = pytest.importorskip("optuna")
 pytest.importorskip("matplotlib")
 
-from lmsmith.cli import main  # noqa: E402
-from lmsmith.core.config import ConfigError  # noqa: E402
-from lmsmith.schema.recipe import load_recipe  # noqa: E402
-from lmsmith.sweep import (  # noqa: E402
-    BEST_RECIPE,
-    PLOTS,
-    RESULTS,
-    STUDY_DB,
-    SweepPlan,
-    check_space_edges,
-    load_sweep_recipe,
-    run_trial,
-    sweep,
-)
+from lmsmith.cli import main
+from lmsmith.core.config import ConfigError
+from lmsmith.schema.recipe import load_recipe
+from lmsmith.sweep.plots import PLOTS
+from lmsmith.sweep.results import BEST_RECIPE, RESULTS
+from lmsmith.sweep.space import SweepPlan, check_space_edges
+from lmsmith.sweep.study import STUDY_DB, load_sweep_recipe, sweep
+from lmsmith.sweep.trials import run_trial
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
 
