@@ -59,11 +59,11 @@ def measure(method: str, shape: str, steps: int, warmup: int, micro_batch: int, 
     from lmsmith.core.device import pick_device
     from lmsmith.finetune.instruct_data import InstructBatches, tokenize_examples
     from lmsmith.finetune.methods import choose_trainable
-    from lmsmith.model.chat_template import get_template
     from lmsmith.model.transformer import GPT
     from lmsmith.schema.finetune import FinetuneConfig, LoRAConfig
     from lmsmith.schema.model import ModelConfig
     from lmsmith.schema.train import TrainConfig, plan_batch
+    from lmsmith.text.chat_template import get_template
     from lmsmith.text.tokenizer import train_char
     from lmsmith.train.loop import train_step
     from lmsmith.train.optim import build_optimizers

@@ -106,10 +106,10 @@ def write_support_data(folder: Path, copies: int = 6, seed: int = 0) -> tuple[Pa
 
 def answers(model_dir: Path, questions: list[str], max_new_tokens: int = 48) -> list[str]:
     """Greedy answers through the model's own chat template, as `lmsmith chat` would give them."""
-    from lmsmith.model.chat_template import chat_format
     from lmsmith.model.decoding import generate_tokens
     from lmsmith.model.directory import load_model_dir
     from lmsmith.schema.generate import GenerationConfig
+    from lmsmith.text.chat_template import chat_format
 
     model, tokenizer = load_model_dir(model_dir)
     chat = chat_format(tokenizer, model_dir)
@@ -130,7 +130,7 @@ def llama_cpp_answers(file: Path, model_dir: Path, questions: list[str], max_new
         import llama_cpp
     except ImportError:
         return None
-    from lmsmith.model.chat_template import chat_format
+    from lmsmith.text.chat_template import chat_format
     from lmsmith.text.tokenizer import load_tokenizer
 
     tokenizer = load_tokenizer(model_dir)

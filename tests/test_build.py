@@ -22,7 +22,17 @@ from lmsmith.cli import main
 from lmsmith.core.config import ConfigError
 from lmsmith.evaluate.heldout import evaluate
 from lmsmith.schema.evaluate import EvalConfig
-from lmsmith.schema.recipe import build_stage_names, find_recipe, load_recipe, shipped_recipes
+from lmsmith.schema.recipe import find_recipe, load_recipe, shipped_recipes
+from lmsmith.stages import STAGE_BY_NAME
+
+
+def build_stage_names() -> list[str]:
+    """The steps of the classic journey, in order."""
+    return [name for name, stage in STAGE_BY_NAME.items() if stage.in_build]
+
+
+def result_json(work: Path, step: str, name: str):
+    return json.loads((Workdir(work).output(step) / name).read_text(encoding="utf-8"))
 from lmsmith.text.tokenizer import load_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,22 +94,23 @@ def test_a_build_runs_every_stage_into_its_directory(built):
     w = Workdir(work)
     for stage in build_stage_names():
         assert (w.output(stage) / "manifest.json").is_file(), stage
-    tokens = json.loads((w.tokens / "manifest.json").read_text())
-    assert tokens["config"]["tokenizer_sha256"] == load_tokenizer(w.tokenizer).sha256
+    tokens = json.loads((w.output("tokenize") / "manifest.json").read_text())
+    assert tokens["config"]["tokenizer_sha256"] == load_tokenizer(w.output("tokenizer")).sha256
     assert all(tokens["counts"][split]["tokens"] > 0 for split in ("train", "val", "test"))
-    run = json.loads((w.run / "manifest.json").read_text())
+    run = json.loads((w.folder("train") / "manifest.json").read_text())
     assert run["counts"]["steps"] == TRAIN_STEPS
 
 
 def test_the_build_scores_the_whole_test_split_of_its_model(built):
     _, work, result = built
     w = Workdir(work)
-    direct = evaluate(w.model, w.tokens, EvalConfig(split="test", batch_size=64), quiet=True).to_dict()
-    assert result.eval == pytest.approx(direct) and result.eval["split"] == "test"
-    tokens = json.loads((w.tokens / "manifest.json").read_text())
-    assert result.eval["tokens"] == tokens["counts"]["test"]["tokens"] - 1
-    assert [s["prompt"] for s in result.samples] == ["def ", ""]
-    assert all(s["text"] for s in result.samples)
+    direct = evaluate(w.output("train"), w.output("tokenize"), EvalConfig(split="test", batch_size=64), quiet=True).to_dict()
+    scored = result_json(work, "eval", "result.json")
+    assert scored == pytest.approx(direct) and scored["split"] == "test"
+    tokens = json.loads((w.output("tokenize") / "manifest.json").read_text())
+    assert result_json(work, "eval", "result.json")["tokens"] == tokens["counts"]["test"]["tokens"] - 1
+    assert [s["prompt"] for s in result_json(work, "generate", "samples.json")] == ["def ", ""]
+    assert all(s["text"] for s in result_json(work, "generate", "samples.json"))
 
 
 def test_a_second_build_skips_every_stage(built, capsys):
@@ -118,7 +129,7 @@ def test_force_redoes_a_stage_and_every_stage_after_it(built):
     before = manifests(work)
     result = build(load_recipe(recipe_file), work, force=["tokenize"], quiet=True)
     assert result.skipped == ["curate", "tokenizer"]
-    assert result.ran == ["tokenize", "train", "eval", "generate"]
+    assert result.ran == ["tokenize", "train", "eval", "generate", "report", "explain"]
     after = manifests(work)
     assert after["tokenizer"] == before["tokenizer"] and after["train"] != before["train"]
     # Retraining from scratch on the same tokens gives the same model: the run is a function of the seed.
@@ -128,17 +139,17 @@ def test_force_redoes_a_stage_and_every_stage_after_it(built):
 def test_a_changed_setting_reruns_its_stage_and_those_after(built):
     recipe_file, work, _ = built
     result = build(load_recipe(recipe_file, ["eval.stride=8"]), work, quiet=True)
-    assert result.ran == ["eval"]  # the samples do not depend on eval settings
-    assert result.eval["stride"] == 8
+    assert result.ran == ["eval", "report"]  # the samples (and the explanation of one) do not depend on eval settings
+    assert result_json(work, "eval", "result.json")["stride"] == 8
     result = build(load_recipe(recipe_file, ["generate.max_new_tokens=4"]), work, quiet=True)
-    assert result.ran == ["eval", "generate"]  # eval back to its recipe stride; samples with the new length
+    assert result.ran == ["eval", "generate", "report", "explain"]  # eval back to its recipe stride; samples with the new length
 
 
 def test_until_stops_after_a_stage(tmp_path):
     recipe_file = write_recipe(tmp_path / "tiny.yaml", TINY)
     result = build(load_recipe(recipe_file), tmp_path / "work", until="tokenizer", quiet=True)
     assert result.ran == ["curate", "tokenizer"]
-    assert not Workdir(tmp_path / "work").tokens.exists()
+    assert not Workdir(tmp_path / "work").output("tokenize").exists()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -163,14 +174,14 @@ def test_an_interrupted_build_resumes_training_where_it_stopped(built, tmp_path,
         build(load_recipe(recipe_file), work, quiet=True)
     stopped_at = len(steps_run)
     assert 12 <= stopped_at < TRAIN_STEPS
-    assert not (Workdir(work).model / "manifest.json").exists()
+    assert not (Workdir(work).output("train") / "manifest.json").exists()
 
     interrupt, steps_run[:] = False, []
     result = build(load_recipe(recipe_file), work, quiet=True)
     assert result.skipped == ["curate", "tokenizer", "tokenize"]
     assert steps_run == list(range(stopped_at, TRAIN_STEPS))  # continued, not started over
     # ... and ended with exactly the model of the build that was never interrupted.
-    resumed, reference = weights(Workdir(work).model), weights(Workdir(reference_work).model)
+    resumed, reference = weights(Workdir(work).output("train")), weights(Workdir(reference_work).output("train"))
     assert resumed.keys() == reference.keys()
     assert all(torch.equal(resumed[k], reference[k]) for k in reference)
 
@@ -182,13 +193,13 @@ def test_training_under_torchrun_gives_the_model_of_one_process(built, tmp_path)
                                          "train.micro_batch=4"])
     work = tmp_path / "work"
     build(recipe, work, until="train", quiet=True)
-    one = weights(Workdir(work).model)
+    one = weights(Workdir(work).output("train"))
     result = build(recipe, work, until="train", force=["train"], nproc_per_node=2, quiet=True)
     assert result.ran == ["train"]
     with pytest.raises(ConfigError, match="x 3 ranks"):  # refused before any stage runs
         build(recipe, work, nproc_per_node=3, quiet=True)
-    assert json.loads((Workdir(work).run / "manifest.json").read_text())["counts"]["steps"] == 8
-    two = weights(Workdir(work).model)
+    assert json.loads((Workdir(work).folder("train") / "manifest.json").read_text())["counts"]["steps"] == 8
+    two = weights(Workdir(work).output("train"))
     assert all(torch.allclose(one[k], two[k], atol=1e-5) for k in one)
 
 
@@ -208,9 +219,10 @@ def test_a_recipe_without_curate_tokenizes_plain_files(tmp_path):
         "generate": {"prompts": ["To be"], "max_new_tokens": 5},
     }
     result = build(load_recipe(write_recipe(tmp_path / "char.yaml", raw)), tmp_path / "work", quiet=True)
-    assert result.ran == ["tokenizer", "tokenize", "train", "eval", "generate"]
-    assert load_tokenizer(Workdir(tmp_path / "work").tokenizer).kind == "char"
-    assert result.eval["split"] == "val" and result.eval["tokens"] > 0
+    assert result.ran == ["tokenizer", "tokenize", "train", "eval", "generate", "report", "explain"]
+    assert load_tokenizer(Workdir(tmp_path / "work").output("tokenizer")).kind == "char"
+    scored = result_json(tmp_path / "work", "eval", "result.json")
+    assert scored["split"] == "val" and scored["tokens"] > 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -256,17 +268,17 @@ def test_a_deleted_stage_output_is_made_again(built):
     recipe_file, work, _ = built
     import shutil
 
-    shutil.rmtree(Workdir(work).tokens)
+    shutil.rmtree(Workdir(work).output("tokenize"))
     result = build(load_recipe(recipe_file), work, quiet=True)
     assert result.skipped[:2] == ["curate", "tokenizer"] and result.ran[0] == "tokenize"
-    assert (Workdir(work).tokens / "manifest.json").is_file()
+    assert (Workdir(work).output("tokenize") / "manifest.json").is_file()
 
 
 def test_bad_build_options_are_refused(built, tmp_path, capsys):
     recipe_file, work, _ = built
     assert main(["build", str(recipe_file), "-o", str(work), "--force", "trainn"]) == 2
     assert (
-        "--force trainn: not a stage; the stages are curate, tokenizer, tokenize, train, eval, generate"
+        "--force trainn: not a step; the steps are curate, tokenizer, tokenize, train, eval, generate"
         in capsys.readouterr().err
     )
     (tmp_path / "mine").mkdir()

@@ -12,14 +12,14 @@ import yaml
 optuna = pytest.importorskip("optuna")
 pytest.importorskip("matplotlib")
 
-from lmsmith.cli import main
-from lmsmith.core.config import ConfigError
-from lmsmith.schema.recipe import load_recipe
-from lmsmith.sweep.plots import PLOTS
-from lmsmith.sweep.results import BEST_RECIPE, RESULTS
-from lmsmith.sweep.space import SweepPlan, check_space_edges
-from lmsmith.sweep.study import STUDY_DB, load_sweep_recipe, sweep
-from lmsmith.sweep.trials import run_trial
+from lmsmith.cli import main  # noqa: E402
+from lmsmith.core.config import ConfigError  # noqa: E402
+from lmsmith.schema.recipe import load_recipe  # noqa: E402
+from lmsmith.schema.sweep import SweepPlan, check_space_edges  # noqa: E402
+from lmsmith.sweep.plots import PLOTS  # noqa: E402
+from lmsmith.sweep.results import BEST_RECIPE, RESULTS  # noqa: E402
+from lmsmith.sweep.study import STUDY_DB, load_sweep_recipe, sweep  # noqa: E402
+from lmsmith.sweep.trials import run_trial  # noqa: E402
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
 

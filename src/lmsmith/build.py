@@ -1,20 +1,23 @@
-"""`lmsmith build`: every stage of one recipe, in order, into one work directory.
+"""`lmsmith build`: the steps of one recipe, in order, into one work directory.
 
-    WORKDIR/data/        curate       the inputs, cleaned, deduplicated, split into train/val/test
-    WORKDIR/tokenizer/   tokenizer    trained on the train split
-    WORKDIR/tokens/      tokenize     every split as token shards
-    WORKDIR/runs/main/   train        checkpoints, metrics.jsonl, the final model in model/
-    WORKDIR/eval/        eval         loss, perplexity and bits per byte on the held-out split
-    WORKDIR/samples/     generate     a few texts the model wrote
-    WORKDIR/build.json   what build has done: each stage's key and the fingerprint of its output
+Build knows no stage by name. Each stage's registry entry says where a step of it writes
+(`writes`), what kind of thing it makes (`makes`) and which kind each of its inputs reads
+(`Input.reads`); build derives everything from that:
+
+    a step's inputs   the output of the last earlier step that makes what the input reads
+                      (or the step named in its `from:`), else the files its config names
+    a step's folder   its stage's folder (`runs/main` for train); a step with a name of its own
+                      writes the folder of that name in the same place (`runs/sft`)
+    a step's key      a hash of its config and of what it reads: an earlier step's manifest, or
+                      the input files (their sizes and modification times, as `make` does)
+
+    WORKDIR/build.json   what build has done: each step's key and the fingerprint of its output
     WORKDIR/recipe.yaml  the recipe as it was resolved (defaults and overrides included)
 
-A stage's key is a hash of its config and of what it reads: the inputs (their sizes and
-modification times, as `make` does) or the manifest of the stage before it. A stage is up to
-date when build.json holds the same key and its output's manifest is still the one it wrote;
-it is then skipped. A stage that runs again makes a new manifest, so everything after it runs
-again too. Training that stops (Ctrl-C, a crash) leaves checkpoints, and a later build with
-the same key resumes from the newest one instead of starting over.
+A step is up to date when build.json holds the same key and its output's manifest is still the
+one it wrote; it is then skipped. A step that runs again makes a new manifest, so every step
+that reads it runs again too. A resumable step (training) that stops leaves checkpoints, and a
+later build with the same key continues from the newest one instead of starting over.
 """
 
 from __future__ import annotations
@@ -29,60 +32,37 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 
 import yaml
 
 from lmsmith.core.atomic import write_json, write_text
-from lmsmith.core.config import section_to_dict
+from lmsmith.core.config import ConfigError, closest_hint, section_to_dict
 from lmsmith.core.errors import UserError
 from lmsmith.core.manifest import manifest_or_none, read_manifest
-from lmsmith.schema.recipe import Recipe, build_stage_names
-from lmsmith.schema.train import plan_batch
+from lmsmith.schema.recipe import Recipe, Step, classic_steps, load_recipe
+from lmsmith.schema.stage import Input, Option, Stage
+from lmsmith.stages import STAGE_BY_NAME
 
 STATE = "build.json"
 RESOLVED_RECIPE = "recipe.yaml"
-RESULT, SAMPLES = "result.json", "samples.json"
+WORKDIR_KIND = "workdir"  # an input that reads the whole work directory (the report)
 
 
 @dataclass(frozen=True)
 class Workdir:
-    """Where each stage of a build writes."""
+    """Where each step of a build writes, from its stage's registry entry."""
 
     root: Path
 
-    @property
-    def data(self) -> Path:
-        return self.root / "data"
+    def folder(self, step: str, stage: str | None = None) -> Path:
+        """The folder a step writes: its stage's, or for a step with a name of its own, that name beside it."""
+        entry = STAGE_BY_NAME[stage or step]
+        writes = Path(entry.writes)
+        return self.root / (writes if step == entry.name else writes.with_name(step))
 
-    @property
-    def tokenizer(self) -> Path:
-        return self.root / "tokenizer"
-
-    @property
-    def tokens(self) -> Path:
-        return self.root / "tokens"
-
-    @property
-    def run(self) -> Path:
-        return self.root / "runs" / "main"
-
-    @property
-    def model(self) -> Path:
-        return self.run / "model"
-
-    @property
-    def eval(self) -> Path:
-        return self.root / "eval"
-
-    @property
-    def samples(self) -> Path:
-        return self.root / "samples"
-
-    def output(self, stage: str) -> Path:
-        """The directory whose manifest.json marks the stage as finished."""
-        return {"curate": self.data, "tokenizer": self.tokenizer, "tokenize": self.tokens, "train": self.model,
-                "eval": self.eval, "generate": self.samples}[stage]
+    def output(self, step: str, stage: str | None = None) -> Path:
+        """The directory whose manifest.json marks the step as finished, and that later steps read."""
+        return self.folder(step, stage) / STAGE_BY_NAME[stage or step].done
 
 
 def default_workdir(recipe: Recipe) -> Path:
@@ -90,7 +70,7 @@ def default_workdir(recipe: Recipe) -> Path:
 
 
 # ---------------------------------------------------------------------------------------------
-# Fingerprints: what a stage read, and what it wrote
+# Fingerprints: what a step read, and what it wrote
 
 
 def _digest(obj) -> str:
@@ -126,32 +106,137 @@ def output_fingerprint(directory: Path) -> str | None:
     return _digest(manifest)
 
 
-def stage_reads(stage: str, recipe: Recipe, work: Workdir) -> dict:
-    """Everything a stage's output depends on: its config, and fingerprints of what it reads."""
-    if stage == "curate":
-        return {"curate": section_to_dict(recipe.curate),
-                "inputs": [input_fingerprint(i) for i in recipe.curate.inputs]}
-    if stage in ("tokenizer", "tokenize"):
-        data = (output_fingerprint(work.data) if recipe.curate is not None
-                else [input_fingerprint(i) for i in recipe.tokenize.inputs])
-        reads = {stage: section_to_dict(getattr(recipe, stage)), "data": data}
-        if stage == "tokenize":
-            reads["tokenizer"] = output_fingerprint(work.tokenizer)
-        return reads
-    if stage == "train":
-        return {"model": section_to_dict(recipe.model), "train": section_to_dict(recipe.train),
-                "tokens": output_fingerprint(work.tokens)}
-    # eval and generate read the trained model (and eval the tokens of its split)
-    return {stage: section_to_dict(getattr(recipe, stage)), "model": output_fingerprint(work.model),
-            "tokens": output_fingerprint(work.tokens) if stage == "eval" else None}
+# ---------------------------------------------------------------------------------------------
+# The plan: each step's stage, folder and inputs, derived from the registry's declarations
 
 
-def stage_key(stage: str, recipe: Recipe, work: Workdir) -> str:
-    return _digest({"stage": stage, **stage_reads(stage, recipe, work)})
+@dataclass
+class PlannedStep:
+    step: Step
+    stage: Stage
+    folder: Path
+    output: Path
+    inputs: dict = field(default_factory=dict)  # what the stage's run() takes
+    upstream: dict[str, str] = field(default_factory=dict)  # input name -> the earlier step it reads
+    given: dict[str, list[str]] = field(default_factory=dict)  # input name -> files and datasets the recipe names
+    earlier: list[str] = field(default_factory=list)  # the steps before it (what a whole-workdir input reads)
+
+    @property
+    def name(self) -> str:
+        return self.step.name
+
+
+def config_value(step: Step, recipe: Recipe, dotted: str):
+    """A recipe value by its `section.key`: the step's own section, else the recipe's top-level one."""
+    section, _, key = dotted.partition(".")
+    holder = getattr(step.config, section, None) or getattr(recipe, section, None)
+    return getattr(holder, key, None) if holder is not None else None
+
+
+def provider_of(spec: Input, planned: PlannedStep, done: list[PlannedStep]) -> PlannedStep | str | None:
+    """The earlier step an input reads, or the path `from:` gives it; None when there is neither.
+
+    `from: STEP` feeds every input that STEP makes the kind of; `from: PATH` feeds the stage's main
+    input (its first that reads an earlier step); `from: {INPUT: STEP or PATH}` names each input.
+    """
+    sources = planned.step.sources
+    explicit = spec.name in sources
+    main = spec is next(i for i in planned.stage.inputs if i.reads)
+    named = sources.get(spec.name, sources.get("*"))
+    earlier = {p.name: p for p in done}
+    if named in earlier:
+        if earlier[named].stage.makes == spec.reads:
+            return earlier[named]
+        if explicit:
+            raise ConfigError(f"steps.{planned.name}.from: {spec.name} reads a {spec.reads}, but step "
+                              f"'{named}' makes a {earlier[named].stage.makes or 'nothing later steps read'}")
+    elif named is not None and (explicit or main):
+        return named  # a path, given as the input (check_sources has checked that it exists)
+    return next((p for p in reversed(done) if p.stage.makes == spec.reads), None)
+
+
+def resolve_inputs(planned: PlannedStep, done: list[PlannedStep], recipe: Recipe, root: Path) -> None:
+    """Fill `planned.inputs`: earlier steps' outputs, or what the recipe names, for each input of its stage."""
+    step, stage = planned.step, planned.stage
+    for spec in stage.inputs:
+        source = provider_of(spec, planned, done) if spec.reads else None
+        if spec.reads == WORKDIR_KIND:
+            planned.inputs[spec.name] = str(root.resolve())
+        elif isinstance(source, PlannedStep):
+            planned.upstream[spec.name] = source.name
+            path = str(source.output.resolve())
+            planned.inputs[spec.name] = [path] if spec.many else path
+        else:
+            value = source if source is not None else next(
+                (v for v in (config_value(step, recipe, key) for key in (spec.key, spec.otherwise) if key) if v), None)
+            if value:
+                specs = list(value) if isinstance(value, list) else [value]
+                planned.given[spec.name] = specs
+                planned.inputs[spec.name] = specs if spec.many else specs[0]
+            elif spec.required and spec.reads:
+                raise ConfigError(missing_input(planned, spec))
+    unknown = set(step.sources) - {i.name for i in stage.inputs} - {"*"}
+    if unknown:
+        raise ConfigError(f"steps.{planned.name}.from: stage {stage.name} has no input {sorted(unknown)[0]} "
+                          f"(its inputs are {', '.join(i.name for i in stage.inputs)})")
+
+
+def missing_input(planned: PlannedStep, spec: Input) -> str:
+    makers = sorted(s.name for s in STAGE_BY_NAME.values() if s.makes == spec.reads and s.writes)
+    return (f"step '{planned.name}' reads a {spec.reads} ({spec.name}), but no step before it makes one: "
+            f"add a {' or '.join(makers)} step before it, or name one with steps.{planned.name}.from")
+
+
+def check_sources(recipe: Recipe) -> None:
+    """Every `from:` names an earlier step or a path that exists; one naming a later step would be a cycle."""
+    order = [step.name for step in recipe.steps]
+    for n, step in enumerate(recipe.steps):
+        for target in step.sources.values():
+            if target in order[n:]:
+                raise ConfigError(f"steps.{step.name}.from: '{target}' does not come before '{step.name}': "
+                                  "steps run in the order written, and each reads only earlier steps; "
+                                  f"move '{target}' up, or read another step")
+            if target not in order and not Path(target).expanduser().exists():
+                hint = closest_hint(target, order[:n], "the steps before it are " + ", ".join(order[:n]))
+                raise ConfigError(f"steps.{step.name}.from: '{target}' is neither an earlier step nor a path "
+                                  f"that exists: {hint}")
+
+
+def plan(recipe: Recipe, work: Workdir) -> list[PlannedStep]:
+    """Each step with its folder and inputs; refuses, before any work, a graph that cannot run."""
+    check_sources(recipe)
+    done: list[PlannedStep] = []
+    folders: dict[Path, str] = {}
+    for step in recipe.steps:
+        stage = STAGE_BY_NAME[step.stage]
+        folder = work.folder(step.name, step.stage)
+        clash = next((other for path, other in folders.items()
+                      if path == folder or path in folder.parents or folder in path.parents), None)
+        if clash is not None:
+            raise ConfigError(f"steps '{clash}' and '{step.name}' would both write {folder}: "
+                              f"give '{step.name}' a name of its own")
+        folders[folder] = step.name
+        planned = PlannedStep(step, stage, folder, work.output(step.name, step.stage), earlier=[p.name for p in done])
+        resolve_inputs(planned, done, recipe, work.root)
+        done.append(planned)
+    return done
+
+
+def step_key(planned: PlannedStep, records: dict[str, dict]) -> str:
+    """A hash of everything a step's output depends on: its sections and fingerprints of what it reads."""
+    reads: dict = {"stage": planned.stage.name,
+                   **{name: section_to_dict(getattr(planned.step.config, name)) for name in planned.stage.sections}}
+    for name, source in planned.upstream.items():
+        reads[name] = records.get(source, {}).get("output")
+    for name, specs in planned.given.items():
+        reads[name] = [input_fingerprint(spec) for spec in specs]
+    if any(spec.reads == WORKDIR_KIND for spec in planned.stage.inputs):
+        reads["workdir"] = {step: records.get(step, {}).get("output") for step in planned.earlier}
+    return _digest(reads)
 
 
 class BuildState:
-    """build.json: for each stage, the key it ran with and the fingerprint of what it wrote."""
+    """build.json: for each step, the key it ran with and the fingerprint of what it wrote."""
 
     def __init__(self, work: Workdir):
         self.path = work.root / STATE
@@ -162,19 +247,19 @@ class BuildState:
             except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
                 self.stages = {}  # a damaged record only costs a rebuild
 
-    def up_to_date(self, stage: str, key: str, output: Path) -> bool:
-        record = self.stages.get(stage, {})
+    def up_to_date(self, step: str, key: str, output: Path) -> bool:
+        record = self.stages.get(step, {})
         return (record.get("key") == key and record.get("output") is not None
                 and record["output"] == output_fingerprint(output))
 
-    def started(self, stage: str) -> str | None:
-        """The key of an unfinished run of the stage (training resumes only with the same key)."""
-        record = self.stages.get(stage, {})
+    def started(self, step: str) -> str | None:
+        """The key of an unfinished run of the step (a resumable step continues only with the same key)."""
+        record = self.stages.get(step, {})
         return record.get("key") if record.get("output") is None else None
 
-    def record(self, stage: str, key: str, output: Path | None, seconds: float | None = None) -> None:
-        self.stages[stage] = {"key": key, "output": output_fingerprint(output) if output is not None else None,
-                              "seconds": None if seconds is None else round(seconds, 1)}
+    def record(self, step: str, key: str, output: Path | None, seconds: float | None = None) -> None:
+        self.stages[step] = {"key": key, "output": output_fingerprint(output) if output is not None else None,
+                             "seconds": None if seconds is None else round(seconds, 1)}
         write_json(self.path, {"stages": self.stages})
 
 
@@ -189,68 +274,59 @@ def check_workdir(work: Workdir) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# The stages
+# Running one step
 
 
-def stage_config_of(recipe: Recipe, stage) -> SimpleNamespace:
-    """The sections of the recipe that a stage reads, as that stage's config."""
-    return SimpleNamespace(**{name: getattr(recipe, name) for name in stage.sections})
-
-
-def stage_inputs(name: str, recipe: Recipe, work: Workdir) -> dict:
-    """What each stage reads inside a work directory: the output of the stage before it."""
-    data = [str(work.data)] if recipe.curate is not None else list(recipe.tokenize.inputs)
-    return {
-        "curate": {"sources": list(recipe.curate.inputs) if recipe.curate is not None else []},
-        "tokenizer": {"data": data},
-        "tokenize": {"data": data, "tokenizer": str(work.tokenizer)},
-        "eval": {"model": str(work.model), "data": str(work.tokens)},
-        "generate": {"model": str(work.model)},
-    }[name]
-
-
-def run_stage(name: str, recipe: Recipe, work: Workdir, quiet: bool) -> None:
-    """One stage of the build: the same function its verb calls, on the work directory's paths."""
-    from lmsmith.stages import stage_named
-
-    stage = stage_named(name)
-    stage.run(stage_config_of(recipe, stage), stage_inputs(name, recipe, work), work.output(name), quiet=quiet)
-
-
-def run_train(recipe: Recipe, work: Workdir, quiet: bool, resume: bool, nproc_per_node: int) -> None:
-    from lmsmith.schema.train import recipe_to_dict
-
-    train_recipe = recipe.train_recipe(work.tokens.resolve(), work.run.resolve())
-    if not resume:
-        remove_run(work.run)
-    if nproc_per_node == 1:
-        from lmsmith.stages import stage_named
-
-        stage = stage_named("train")
-        stage.run(stage_config_of(recipe, stage), {"tokens": str(work.tokens.resolve())}, work.run.resolve(),
-                  quiet=quiet, resume="auto" if resume else None)
+def remove_earlier_output(planned: PlannedStep) -> None:
+    """Delete what this step wrote before (its settings changed, or --force), never anything else."""
+    folder = planned.folder
+    if not folder.exists():
         return
-    # Many processes: torchrun starts them, each runs `lmsmith train` on the resolved training recipe.
-    recipe_file = work.root / "train.yaml"
-    write_text(recipe_file, yaml.safe_dump(recipe_to_dict(train_recipe), sort_keys=False))
+    read_manifest(folder, planned.stage.name, fix=f"{folder} is not a {planned.stage.name} output; "
+                                                  "move it away and build again")
+    shutil.rmtree(folder)
+
+
+def command_line(planned: PlannedStep, config_file: Path, quiet: bool) -> list[str]:
+    """The `lmsmith VERB ...` line that runs the step as a process of its own (under torchrun)."""
+    line = list(planned.stage.words)
+    for spec in planned.stage.inputs:
+        value = planned.inputs.get(spec.name)
+        values = value if isinstance(value, list) else [value] if value is not None else []
+        for item in values:
+            line += [item] if spec.flag is None else [spec.flag.split("/")[-1], item]
+    line += ["--config", str(config_file), "-o", str(planned.folder.resolve())]
+    if planned.stage.resumable:
+        line += ["--resume", "auto"]
+    return line + (["--quiet"] if quiet else [])
+
+
+def run_under_torchrun(planned: PlannedStep, work: Workdir, quiet: bool, nproc_per_node: int) -> None:
+    """N processes under torchrun, each running the step's verb on the step's resolved config."""
+    config_file = work.root / f"{planned.name}.yaml"
+    sections = {name: section_to_dict(getattr(planned.step.config, name)) for name in planned.stage.sections}
+    write_text(config_file, yaml.safe_dump(sections, sort_keys=False))
     command = ([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc_per_node}",
-                "-m", "lmsmith", "train", "--config", str(recipe_file), "--resume", "auto"]
-               + (["--quiet"] if quiet else []))
+                "-m", "lmsmith", *command_line(planned, config_file, quiet)])
     finished = subprocess.run(command)
     if finished.returncode == 130 or finished.returncode == -2:
         raise KeyboardInterrupt
     if finished.returncode != 0:
-        raise UserError(f"training under torchrun failed (exit code {finished.returncode}); "
+        raise UserError(f"the {planned.name} step under torchrun failed (exit code {finished.returncode}); "
                         "the messages above say why. "
-                        "Fix it and run the same build again: training resumes from its last checkpoint")
+                        "Fix it and run the same build again: it resumes from its last checkpoint")
 
 
-def remove_run(run: Path) -> None:
-    """Delete a run this build made earlier (its config changed, or --force train), never anything else."""
-    if not run.exists():
+def run_step(planned: PlannedStep, work: Workdir, quiet: bool, resume: bool, nproc_per_node: int) -> None:
+    """One step: the same function its verb calls, on the work directory's paths."""
+    stage = planned.stage
+    if stage.torchrun and nproc_per_node > 1:
+        run_under_torchrun(planned, work, quiet, nproc_per_node)
         return
-    read_manifest(run, "train", fix=f"{run} is not a training run; move it away and build again")
-    shutil.rmtree(run)
+    options = {"resume": "auto" if resume else None} if stage.resumable else {}
+    if stage.writes_model:
+        options["force"] = True  # the folder is this build's own earlier output of the same step
+    stage.run(planned.step.config, planned.inputs, planned.folder.resolve(), quiet=quiet, **options)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -263,146 +339,159 @@ class BuildResult:
     ran: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     seconds: float = 0.0
-
-    @property
-    def eval(self) -> dict | None:
-        path = Workdir(self.workdir).eval / RESULT
-        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
-
-    @property
-    def samples(self) -> list[dict] | None:
-        path = Workdir(self.workdir).samples / SAMPLES
-        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    steps: list[PlannedStep] = field(default_factory=list)
 
 
-def stages_of(recipe: Recipe, until: str | None = None) -> list[str]:
-    """The stages this recipe runs, in order (no curate without a curate: section), up to `until`."""
-    names = build_stage_names()
-    stages = [s for s in names if s != "curate" or recipe.curate is not None]
-    if until is not None:
-        if until not in names:
-            raise UserError(f"--until {until}: not a stage; the stages are {', '.join(names)}")
-        if until not in stages:
-            raise UserError(f"--until {until}: this recipe has no {until} stage (it has {', '.join(stages)})")
-        stages = stages[:stages.index(until) + 1]
-    return stages
+def steps_until(steps: list[PlannedStep], until: str | None) -> list[PlannedStep]:
+    """The steps this build runs, in order, up to `until`."""
+    names = [p.name for p in steps]
+    if until is None:
+        return steps
+    if until not in names:
+        raise UserError(f"--until {until}: not a step; the steps are {', '.join(names)}")
+    return steps[:names.index(until) + 1]
 
 
-def forced_stages(stages: list[str], force: Iterable[str]) -> set[str]:
-    """The stages to redo: each one named, and every stage after it, which reads its output."""
+def forced_steps(steps: list[PlannedStep], force: Iterable[str], all_names: list[str]) -> set[str]:
+    """The steps to redo: each one named, and every later step that reads it, directly or not."""
     forced: set[str] = set()
+    names = [p.name for p in steps]
     for name in force:
-        if name not in build_stage_names():
-            raise UserError(f"--force {name}: not a stage; the stages are {', '.join(build_stage_names())}")
-        if name not in stages:
-            raise UserError(f"--force {name}: this recipe has no {name} stage to redo (it has {', '.join(stages)})")
-        forced.update(stages[stages.index(name):])
+        if name not in all_names:
+            raise UserError(f"--force {name}: not a step; the steps are {', '.join(all_names)}")
+        if name not in names:
+            raise UserError(f"--force {name}: the build stops before {name} (--until): nothing to redo")
+        forced.add(name)
+    for planned in steps:
+        reads_forced = set(planned.upstream.values()) & forced
+        reads_all = any(spec.reads == WORKDIR_KIND for spec in planned.stage.inputs)
+        if reads_forced or (reads_all and forced):
+            forced.add(planned.name)
     return forced
 
 
-def check_inputs(recipe: Recipe) -> None:
-    """Every input path exists, before any stage starts."""
-    for spec in (recipe.curate.inputs if recipe.curate is not None else recipe.tokenize.inputs):
-        input_fingerprint(spec)
+def check_steps(steps: list[PlannedStep], nproc_per_node: int) -> None:
+    """What only a stage's own code can check (the batch on N processes, ...), before any step starts."""
+    for planned in steps:
+        if planned.stage.check_step is not None:
+            try:
+                planned.stage.check_step(planned.step.config, nproc_per_node)
+            except ConfigError as exc:
+                where = "" if planned.name == planned.stage.name or str(exc).startswith("steps.") else \
+                    f"steps.{planned.name}: "
+                raise ConfigError(f"{where}{exc}") from None
 
 
 def build(recipe: Recipe, workdir: str | Path | None = None, *, force: Iterable[str] = (), until: str | None = None,
           nproc_per_node: int = 1, quiet: bool = False, say: Callable[[str], None] | None = None) -> BuildResult:
-    """Run the recipe's stages that are not up to date; returns what ran and what was skipped."""
+    """Run the recipe's steps that are not up to date; returns what ran and what was skipped."""
     work = Workdir(Path(workdir) if workdir is not None else default_workdir(recipe))
-    stages = stages_of(recipe, until)
-    redo = forced_stages(stages, force)
+    if not recipe.steps:  # read without the registry: the classic journey
+        recipe.steps = classic_steps(recipe, STAGE_BY_NAME)
+    all_steps = plan(recipe, work)
+    steps = steps_until(all_steps, until)
+    redo = forced_steps(steps, force, [p.name for p in all_steps])
     if nproc_per_node < 1:
         raise UserError(f"--nproc-per-node must be at least 1, got {nproc_per_node}")
-    plan_batch(recipe.train, recipe.model.block_size, nproc_per_node)  # before any stage starts
+    check_steps(steps, nproc_per_node)
     check_workdir(work)
-    check_inputs(recipe)
+    for planned in steps:  # every input file exists, before any step starts
+        for specs in planned.given.values():
+            for spec in specs:
+                input_fingerprint(spec)
     say = say or (lambda text: None if quiet else print(text, flush=True))
     work.root.mkdir(parents=True, exist_ok=True)
     write_text(work.root / RESOLVED_RECIPE, yaml.safe_dump(recipe.to_dict(), sort_keys=False))
     state = BuildState(work)
-    result = BuildResult(work.root)
+    result = BuildResult(work.root, steps=steps)
     started = time.perf_counter()
-    for stage in stages:
-        key = stage_key(stage, recipe, work)
-        output = work.output(stage)
-        if stage not in redo and state.up_to_date(stage, key, output):
-            say(f"[{stage}] up to date: {output}")
-            result.skipped.append(stage)
-            continue
-        say(f"[{stage}] running -> {output}")
-        stage_started = time.perf_counter()
-        try:
-            if stage == "train":
-                resume = stage not in redo and state.started(stage) == key
-                state.record(stage, key, None)
-                run_train(recipe, work, quiet, resume, nproc_per_node)
-            else:
-                run_stage(stage, recipe, work, quiet)
-        except KeyboardInterrupt:
-            again = "training continues from its last checkpoint" if stage == "train" else "finished stages are kept"
-            say(f"[{stage}] stopped. Run the same build again to continue ({again}).")
-            raise
-        state.record(stage, key, output, time.perf_counter() - stage_started)
-        say(f"[{stage}] done in {time.perf_counter() - stage_started:.1f} s")
-        result.ran.append(stage)
+    for planned in steps:
+        run_if_needed(planned, state, redo, result, work, quiet, nproc_per_node, say)
     result.seconds = time.perf_counter() - started
     return result
+
+
+def run_if_needed(planned: PlannedStep, state: BuildState, redo: set[str], result: BuildResult, work: Workdir,
+                  quiet: bool, nproc_per_node: int, say: Callable[[str], None]) -> None:
+    """Skip the step when it is up to date; else run it and record its key and output."""
+    name, output = planned.name, planned.output
+    key = step_key(planned, state.stages)
+    if name not in redo and state.up_to_date(name, key, output):
+        say(f"[{name}] up to date: {output}")
+        result.skipped.append(name)
+        return
+    say(f"[{name}] running -> {output}")
+    stage_started = time.perf_counter()
+    resume = False
+    if planned.stage.resumable:
+        resume = name not in redo and state.started(name) == key
+        state.record(name, key, None)
+        if not resume:
+            remove_earlier_output(planned)
+    try:
+        run_step(planned, work, quiet, resume, nproc_per_node)
+    except KeyboardInterrupt:
+        again = ("it continues from its last checkpoint" if planned.stage.resumable
+                 else "finished stages are kept")
+        say(f"[{name}] stopped. Run the same build again to continue ({again}).")
+        raise
+    state.record(name, key, output, time.perf_counter() - stage_started)
+    say(f"[{name}] done in {time.perf_counter() - stage_started:.1f} s")
+    result.ran.append(name)
 
 
 # ---------------------------------------------------------------------------------------------
 # The command line
 
 
-def print_outcome(result: BuildResult, console=None) -> None:
-    """The held-out scores and the samples, whether they were made now or by an earlier build."""
-    from rich.console import Console
-    from rich.panel import Panel
-    from rich.text import Text
-
-    console = console or Console(highlight=False)
-    scored = result.eval
-    if scored is not None:
-        from lmsmith.evaluate.heldout import SplitEval, eval_table
-        from lmsmith.model.scoring import EvalResult
-
-        fields = {k: scored[k] for k in EvalResult.__dataclass_fields__}
-        console.print(eval_table(SplitEval(scored["model"], scored["data"], scored["split"], EvalResult(**fields))))
-    for sample in result.samples or []:
-        body = Text(sample["prompt"], style="bold")
-        body.append(sample["text"])
-        console.print(Panel(body, title=f"prompt {sample['prompt']!r}" if sample["prompt"] else "from scratch",
-                            title_align="left", expand=False))
+def print_outcome(result: BuildResult) -> None:
+    """What each finished step made (scores, samples, pages), whether made now or by an earlier build."""
+    for planned in result.steps:
+        if planned.stage.show is not None and (planned.output / "manifest.json").is_file():
+            planned.stage.show(planned.folder)
     ran = ", ".join(result.ran) or "nothing"
-    console.print(f"built {result.workdir} in {result.seconds:.0f} s (ran: {ran}"
-                  + (f"; kept: {', '.join(result.skipped)}" if result.skipped else "") + ")")
+    print(f"built {result.workdir} in {result.seconds:.0f} s (ran: {ran}"
+          + (f"; kept: {', '.join(result.skipped)}" if result.skipped else "") + ")", flush=True)
 
 
 def train_for_minutes(recipe: Recipe, minutes: float) -> None:
-    """`--minutes N`: a time budget replaces the recipe's train.steps (the budget plans the steps)."""
+    """`--minutes N`: a time budget replaces train.steps of every pretraining step (the budget plans the steps)."""
     from lmsmith.train.budget import UNCAPPED
 
     if not minutes > 0:
         raise UserError(f"--minutes must be positive, got {minutes:g}")
-    recipe.train.max_minutes, recipe.train.steps = minutes, UNCAPPED
+    for step in recipe.steps:
+        if STAGE_BY_NAME[step.stage].own_section == "train":
+            step.config.train.max_minutes, step.config.train.steps = minutes, UNCAPPED
 
 
 def load_config(stage, recipe_file, overrides: list[str], flags: dict):
     """A build's config is its recipe: a file or a shipped recipe's name, plus overrides."""
-    from lmsmith.schema.recipe import load_recipe
-
-    return load_recipe(recipe_file, list(overrides))
+    return load_recipe(recipe_file, list(overrides), STAGE_BY_NAME)
 
 
 def run(config: Recipe, inputs: dict, out: str | Path | None = None, *, quiet: bool = False, force: list[str] = (),
         until: str | None = None, nproc_per_node: int = 1, minutes: float | None = None) -> dict:
-    """`lmsmith build`: the recipe's stages that are not up to date, then the scores and samples."""
+    """`lmsmith build`: the recipe's steps that are not up to date, then what each one made."""
     if minutes is not None:
         train_for_minutes(config, minutes)
     result = build(config, out, force=force or (), until=until, nproc_per_node=nproc_per_node, quiet=quiet)
-    print_outcome(result)
-    from lmsmith.explain.first_look import first_look
-
-    for page in first_look(result.workdir, result.samples, redo=bool(result.ran)):
-        print(f"open {page}")
+    if not quiet:
+        print_outcome(result)
     return {"stage": "build", "ran": result.ran, "kept": result.skipped}
+
+
+BUILD = Stage(
+    "build", "run every step of a recipe: curate, tokenizer, tokenize, train, eval, samples, and any others it lists",
+    sections={}, run=run, load_config=load_config, output="optional", config_input="recipe",
+    inputs=(Input("recipe", "recipe YAML or the name of a shipped recipe (default: quickstart)", required=False,
+                  metavar="RECIPE"),),
+    options=(Option("--force", "redo this step and the ones that read it even if up to date (repeatable)",
+                    metavar="STEP", repeat=True),
+             Option("--until", "stop after this step", metavar="STEP"),
+             Option("--nproc-per-node", "train with N processes under torchrun (e.g. one per GPU)", metavar="N",
+                    type=int, default=1),
+             Option("--minutes", "train for N minutes: the steps that fit are planned (train.steps is ignored)",
+                    metavar="N", type=float)),
+    output_help="work directory (default: work/RECIPE_NAME)",
+)

@@ -2,8 +2,9 @@
 
     lmsmith VERB [INPUTS] [-o OUT] [--config FILE] [section.key=value ...] [--flag VALUE ...]
 
-Every verb comes from the registry (`lmsmith.stages.STAGES`): its inputs, its flags (each one
-config key, with the dataclass's type and default), its options, and the function it calls.
+Every verb comes from the registry (`lmsmith.stages.STAGES`), plus the two that run stages,
+`build` and `sweep`: its inputs, its flags (each one config key, with the dataclass's type and
+default), its options, and the function it calls.
 `key=value` items may stand anywhere on the line. Every `UserError` becomes one line on stderr
 and exit code 2; nothing else is caught, so a bug keeps its traceback.
 """
@@ -18,9 +19,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from lmsmith import __version__
-from lmsmith.core.config import ConfigError
+from lmsmith.build import BUILD
+from lmsmith.core.config import ConfigError, closest_hint
 from lmsmith.core.errors import UserError, is_disk_full
 from lmsmith.schema.stage import Stage, field_default, field_type, flag_value, is_override, stage_config
+from lmsmith.stages import STAGES
+from lmsmith.sweep.study import SWEEP
+
+# Every verb, in the order `lmsmith --help` lists them.
+VERBS: tuple[Stage, ...] = (BUILD, *STAGES, SWEEP)
 
 
 class ArgumentError(UserError):
@@ -202,10 +209,7 @@ def parse_command(argv: list[str]) -> Command:
 
 
 def unknown_verb(argv: list[str]) -> UserError:
-    from lmsmith.core.config import closest_hint
-    from lmsmith.stages import STAGES
-
-    known = sorted({" ".join(s.words) for s in STAGES})
+    known = sorted({" ".join(s.words) for s in VERBS})
     given = " ".join(argv[:2]) if argv[:1] == ["tokenizer"] else (argv[0] if argv else "")
     return ArgumentError(f"unknown verb '{given}': "
                          f"{closest_hint(given, known, 'the verbs are ' + ', '.join(sorted(known)))}")
@@ -213,9 +217,7 @@ def unknown_verb(argv: list[str]) -> UserError:
 
 def find_stage(argv: list[str]) -> tuple[Stage | None, list[str]]:
     """The verb at the start of argv (one word, or two for `tokenizer train|show`) and the rest."""
-    from lmsmith.stages import STAGES
-
-    for stage in sorted(STAGES, key=lambda s: -len(s.words)):
+    for stage in sorted(VERBS, key=lambda s: -len(s.words)):
         n = len(stage.words)
         if tuple(argv[:n]) == stage.words:
             return stage, argv[n:]
@@ -223,9 +225,7 @@ def find_stage(argv: list[str]) -> tuple[Stage | None, list[str]]:
 
 
 def top_parser() -> argparse.ArgumentParser:
-    from lmsmith.stages import STAGES
-
-    lines = "\n".join(f"  {' '.join(s.words):<18} {s.help}" for s in STAGES)
+    lines = "\n".join(f"  {' '.join(s.words):<18} {s.help}" for s in VERBS)
     parser = VerbParser(prog="lmsmith", description="Build your own language model end to end.",
                         formatter_class=argparse.RawDescriptionHelpFormatter,
                         epilog=f"verbs:\n{lines}\n\nEvery verb: lmsmith VERB [INPUTS] [-o OUT] [--config FILE] "

@@ -1,20 +1,26 @@
-"""The registry: every stage lmsmith has, in the order `lmsmith build` runs the ones it builds.
+"""The registry: every stage lmsmith has, in the order `lmsmith --help` lists them.
 
-The command-line verbs, build's order, the sections a recipe may hold and the sections each verb
-reads all come from this one list, so they cannot drift apart. To add a stage, write its module
-(a config dataclass and `run(config, inputs, out)`) and add one entry here.
+The command-line verbs, the classic journey of `lmsmith build`, the steps a recipe may list and
+the sections each verb reads all come from this one list, so they cannot drift apart. To add a
+stage, write its module (a config dataclass in lmsmith.schema, and `run(config, inputs, out)`)
+and add one entry here; to make it a step of a build, say where it writes (`writes`), what it
+makes for later steps (`makes`) and which kind each of its inputs reads (`Input.reads`).
+`lmsmith build` and `lmsmith sweep`, which run stages rather than being one, sit above this
+registry (lmsmith.build, lmsmith.sweep) and add their verbs to it in lmsmith.cli.
 """
 
 from __future__ import annotations
 
-from lmsmith import build as build_module
+from pathlib import Path
+
 from lmsmith import finetune as finetune_module
-from lmsmith import sweep
 from lmsmith.data import pipeline
-from lmsmith.evaluate import heldout as evaluate
+from lmsmith.evaluate import heldout
 from lmsmith.explain import stage as explain_stage
 from lmsmith.export import gguf as gguf_export
-from lmsmith.generate import samples as generate
+from lmsmith.export import stage as export_stage
+from lmsmith.finetune.job import show_report
+from lmsmith.generate import samples
 from lmsmith.interop import convert
 from lmsmith.model import directory as model_dir
 from lmsmith.report import page as report
@@ -22,28 +28,55 @@ from lmsmith.schema.curate import CurateConfig
 from lmsmith.schema.evaluate import EvalConfig
 from lmsmith.schema.explain import ExplainConfig
 from lmsmith.schema.export import ExportConfig
-from lmsmith.schema.finetune import FinetuneConfig
+from lmsmith.schema.finetune import FinetuneConfig, finetune_from_sections
 from lmsmith.schema.generate import GenerateConfig
 from lmsmith.schema.model import InitConfig, ModelConfig
 from lmsmith.schema.serve import ChatConfig, ServeConfig
 from lmsmith.schema.stage import Flag, Input, Option, Stage
 from lmsmith.schema.text import TokenizeConfig, TokenizerConfig
-from lmsmith.schema.train import TrainConfig
+from lmsmith.schema.train import TrainConfig, plan_batch
 from lmsmith.serve import chat as chat_module
 from lmsmith.serve import server as serve_module
 from lmsmith.text import tokenizer, tokens_dir
+from lmsmith.text.chat_template import get_template
 from lmsmith.train import loop
 
-MODEL_INPUT = Input("model", "a model directory, or a run directory (its final model)", metavar="MODEL_OR_RUN")
+MODEL_INPUT = Input("model", "a model directory, or a run directory (its final model)", metavar="MODEL_OR_RUN",
+                    reads="model")
 
 
 def _unescape(text: str) -> str:
     return text.replace("\\n", "\n").replace("\\t", "\t")
 
 
+def _check_batch(config, processes: int) -> None:
+    plan_batch(config.train, config.model.block_size, processes)
+
+
+def _check_finetune(config, processes: int) -> None:
+    get_template(config.finetune.template)
+
+
+def _check_export(config, processes: int) -> None:
+    from lmsmith.core.config import ConfigError
+
+    if not config.export.ollama:
+        raise ConfigError("export.ollama is false, but a build step writes a folder: set export.ollama=true "
+                          "(model.gguf, a Modelfile and manifest.json)")
+
+
+def _show_export(out: Path) -> None:
+    print(f"exported {out / gguf_export.GGUF_FILE}; run it: "
+          f"ollama create NAME -f {out / gguf_export.MODELFILE} && ollama run NAME")
+
+
+def _show_page(name: str):
+    return lambda out: print(f"open {out / name}")
+
+
 CURATE = Stage(
     "curate", "turn raw text, code and datasets into clean, deduplicated train/val/test shards",
-    sections={"curate": CurateConfig}, run=pipeline.run, in_build=True,
+    sections={"curate": CurateConfig}, run=pipeline.run, in_build=True, writes="data", makes="data",
     inputs=(Input("sources", "files, folders, hf:NAME[:CONFIG][:SPLIT], or stdlib", many=True, metavar="INPUT",
                   key="curate.inputs"),),
     flags=(Flag("--keep-dropped", "curate.keep_dropped",
@@ -61,8 +94,9 @@ CURATE = Stage(
 TOKENIZER = Stage(
     "tokenizer", "train a byte-level BPE (or char-level) tokenizer on a curated directory or text files",
     verb=("tokenizer", "train"), sections={"tokenizer": TokenizerConfig}, run=tokenizer.run, in_build=True,
+    writes="tokenizer", makes="tokenizer",
     inputs=(Input("data", "a curated directory (its train split), or text files and folders", many=True,
-                  metavar="DATA"),),
+                  metavar="DATA", reads="data", otherwise="tokenize.inputs"),),
     flags=(Flag("--vocab-size", "tokenizer.vocab_size", "vocabulary size, special tokens included (BPE)"),
            Flag("--kind", "tokenizer.kind", "byte-level BPE, or one token per character"),
            Flag("--special", "tokenizer.special_tokens", "an extra special token (repeatable)"),
@@ -72,10 +106,11 @@ TOKENIZER = Stage(
 
 TOKENIZE = Stage(
     "tokenize", "encode a curated directory (or text files) into token shards for training",
-    sections={"tokenize": TokenizeConfig}, run=tokens_dir.run, in_build=True,
+    sections={"tokenize": TokenizeConfig}, run=tokens_dir.run, in_build=True, writes="tokens", makes="tokens",
     inputs=(Input("data", "a curated directory (from `lmsmith curate`), or text files and folders", many=True,
-                  metavar="DATA"),
-            Input("tokenizer", "tokenizer directory (from `lmsmith tokenizer train`)", flag="-t/--tokenizer")),
+                  metavar="DATA", reads="data", otherwise="tokenize.inputs"),
+            Input("tokenizer", "tokenizer directory (from `lmsmith tokenizer train`)", flag="-t/--tokenizer",
+                  reads="tokenizer")),
     flags=(Flag("--val-fraction", "tokenize.val_fraction", "text files only: the last fraction held out as val"),
            Flag("--shard-tokens", "tokenize.shard_tokens", "tokens per shard file")),
     output_help="output tokens directory",
@@ -92,9 +127,10 @@ INIT = Stage(
 TRAIN = Stage(
     "train", "pretrain a model on token shards (one process, or many under torchrun)",
     sections={"train": TrainConfig, "model": ModelConfig}, run=loop.run, in_build=True, output="optional",
-    file_keys=("data", "out"),
+    file_keys=("data", "out"), writes="runs/main", makes="model", done=loop.FINAL_MODEL, resumable=True,
+    torchrun=True, check_step=_check_batch,
     inputs=(Input("tokens", "tokens directory (from `lmsmith tokenize`); or data: in the --config file",
-                  required=False, metavar="TOKENS"),),
+                  required=False, metavar="TOKENS", reads="tokens"),),
     flags=(Flag("--minutes", "train.max_minutes", "a time budget: plan the steps that fit (train.steps at most)"),),
     options=(Option("--resume", "continue from the run's newest checkpoint (auto; starts fresh if there is none) "
                                 "or from PATH", metavar="auto|PATH"),),
@@ -103,10 +139,11 @@ TRAIN = Stage(
 
 EVAL = Stage(
     "eval", "loss, perplexity and bits per byte of a model on a whole held-out split",
-    sections={"eval": EvalConfig}, run=evaluate.run, in_build=True, output="optional",
+    sections={"eval": EvalConfig}, run=heldout.run, in_build=True, output="optional", writes="eval",
+    makes="scores", show=heldout.show_result,
     inputs=(MODEL_INPUT,
             Input("data", "tokens directory (default: the one the model was trained on)", flag="--data",
-                  required=False, metavar="TOKENS_DIR")),
+                  required=False, metavar="TOKENS_DIR", reads="tokens")),
     flags=(Flag("--split", "eval.split"), Flag("--context", "eval.context", "tokens each window sees"),
            Flag("--stride", "eval.stride", "tokens a window moves on"),
            Flag("--batch-size", "eval.batch_size", "windows per forward pass"),
@@ -117,7 +154,8 @@ EVAL = Stage(
 
 GENERATE = Stage(
     "generate", "write text with a model, streaming tokens as they come",
-    sections={"generate": GenerateConfig}, run=generate.run, in_build=True, output="optional",
+    sections={"generate": GenerateConfig}, run=samples.run, in_build=True, output="optional", writes="samples",
+    makes="samples", show=samples.show_samples,
     inputs=(MODEL_INPUT,),
     flags=(Flag("--prompt", "generate.prompts", "prompt text (repeat for a batch); \\n is a newline", _unescape),
            Flag("--max-new-tokens", "generate.max_new_tokens"),
@@ -178,7 +216,8 @@ CONVERT = Stage(
 
 EXPORT = Stage(
     "export", "write a model as one GGUF file for llama.cpp (and a Modelfile for Ollama)",
-    sections={"export": ExportConfig}, run=gguf_export.run,
+    sections={"export": ExportConfig}, run=export_stage.run, writes="export", makes="gguf",
+    check_step=_check_export, show=_show_export,
     inputs=(MODEL_INPUT,),
     flags=(Flag("--quant", "export.quant", "type of the weight matrices (vectors stay f32)"),
            Flag("--ollama", "export.ollama", "-o is a directory: model.gguf, a Modelfile and manifest.json")),
@@ -189,11 +228,12 @@ FINETUNE = Stage(
     "finetune",
     "specialise a model on domain data: full fine-tuning or LoRA, instruction tuning or continued pretraining",
     sections={"finetune": FinetuneConfig, "train": TrainConfig}, run=finetune_module.run,
-    load_config=finetune_module.load_config, writes_model=True,
+    from_sections=finetune_from_sections, writes_model=True, writes="runs/finetune", makes="model",
+    done=loop.FINAL_MODEL, check_step=_check_finetune, show=show_report,
     inputs=(Input("base", "start point: a run or model directory, a Hugging Face GPT-2/Llama directory, or hf:NAME",
-                  required=False, metavar="BASE"),
+                  required=False, metavar="BASE", reads="model"),
             Input("data", "instruct: a JSONL file; continue: text files, a folder, a curated or tokens directory",
-                  flag="--data", required=False),
+                  flag="--data", required=False, key="finetune.data"),
             Input("merge", "fold the LoRA adapter of RUN (or an adapter directory) into its base", flag="--merge",
                   required=False, metavar="RUN"),
             Input("merge_base", "with --merge: the base to fold into (default: the one the adapter names)",
@@ -204,36 +244,26 @@ FINETUNE = Stage(
     output_help="the run directory (with --merge: the merged model directory)",
 )
 
-SWEEP = Stage(
-    "sweep", "search hyperparameters with Optuna: short training runs, median pruning",
-    sections={"sweep": sweep.SweepConfig}, run=sweep.run, load_config=sweep.load_config, output="optional",
-    config_input="recipe",
-    inputs=(Input("recipe", "recipe YAML with a sweep: section (or a shipped recipe's name)", required=False,
-                  metavar="RECIPE"),),
-    flags=(Flag("--trials", "sweep.trials", "trials in the study, counting those of earlier runs"),
-           Flag("--budget-minutes", "sweep.budget_minutes", "stop after this many minutes; run again to continue")),
-    options=(Option("--storage", "Optuna storage shared by machines, e.g. postgresql://host/db", metavar="URL"),
-             Option("--study-name", "the study's name in the storage (default: the recipe's name)"),
-             Option("--data", "train every trial on these tokens instead of building them", metavar="TOKENS_DIR"),
-             Option("--workdir", "where the recipe's data stages are built (default: work/NAME)")),
-    output_help="sweep directory: study, trials, results, best recipe, plots (default: sweeps/NAME)",
-)
-
 REPORT = Stage(
     "report", "a self-contained report.html with loss curves, schedule, throughput, data and scores",
-    sections={}, run=report.run, output="optional",
-    inputs=(Input("path", "a training run, or a build's work directory", metavar="RUN_OR_WORKDIR"),),
+    sections={}, run=report.run, output="optional", in_build=True, writes="report", makes="report",
+    show=_show_page(report.REPORT_HTML),
+    inputs=(Input("path", "a training run, or a build's work directory", metavar="RUN_OR_WORKDIR",
+                  reads="workdir"),),
     output_help="where report.html and the PNGs go (default: RUN_OR_WORKDIR/report)",
 )
 
 EXPLAIN = Stage(
     "explain", "see inside a model: tokens, attention, the logit lens, next-token odds, embeddings, head roles",
-    sections={"explain": ExplainConfig}, run=explain_stage.run, output="optional",
+    sections={"explain": ExplainConfig}, run=explain_stage.run, output="optional", in_build=True,
+    writes="explain", makes="explanation", show=_show_page(explain_stage.INDEX),
     inputs=(MODEL_INPUT,
-            Input("text", "text to explain (\\n is a newline); may be left out with --heads", required=False,
-                  metavar="TEXT"),
+            Input("text", "text to explain (\\n is a newline); may be left out with --heads or --samples",
+                  required=False, metavar="TEXT"),
             Input("data", "--heads: tokens directory whose val split is the held-out text (default: the model's)",
-                  flag="--data", required=False, metavar="TOKENS_DIR")),
+                  flag="--data", required=False, metavar="TOKENS_DIR"),
+            Input("samples", "explain the first text a generate output holds (its samples.json)", flag="--samples",
+                  required=False, metavar="SAMPLES_DIR", reads="samples")),
     flags=(Flag("--focus", "explain.focus", "a token of the text: which earlier tokens each head looks at from it"),
            Flag("--heads", "explain.heads", "also measure what each head does over held-out text"),
            Flag("--top-k", "explain.top_k", "guesses shown per position"),
@@ -249,40 +279,7 @@ TOKENIZER_SHOW = Stage(
             Input("text", "text to encode", metavar="TEXT")),
 )
 
-BUILD = Stage(
-    "build", "run every stage of a recipe: curate, tokenizer, tokenize, train, eval, samples",
-    sections={}, run=build_module.run, load_config=build_module.load_config, output="optional", config_input="recipe",
-    inputs=(Input("recipe", "recipe YAML or the name of a shipped recipe (default: quickstart)", required=False,
-                  metavar="RECIPE"),),
-    options=(Option("--force", "redo this stage and the ones after it even if up to date (repeatable)",
-                    metavar="STAGE", repeat=True),
-             Option("--until", "stop after this stage", metavar="STAGE"),
-             Option("--nproc-per-node", "train with N processes under torchrun (e.g. one per GPU)", metavar="N",
-                    type=int, default=1),
-             Option("--minutes", "train for N minutes: the steps that fit are planned (train.steps is ignored)",
-                    metavar="N", type=float)),
-    output_help="work directory (default: work/RECIPE_NAME)",
-)
-
-# Every verb, in the order `lmsmith --help` lists them; the in_build ones in the order build runs them.
-STAGES: tuple[Stage, ...] = (BUILD, CURATE, TOKENIZER, TOKENIZER_SHOW, TOKENIZE, INIT, TRAIN, EVAL, GENERATE, SERVE,
-                             CHAT, CONVERT, EXPORT, FINETUNE, SWEEP, REPORT, EXPLAIN)
-BUILD_STAGES: tuple[Stage, ...] = tuple(s for s in STAGES if s.in_build)
-
-
-def stage_named(name: str) -> Stage:
-    return next(s for s in STAGES if s.name == name)
-
-
-def all_sections() -> dict[str, type]:
-    """Every section a recipe may hold, with its dataclass: the union of what the stages read."""
-    sections: dict[str, type] = {}
-    for stage in STAGES:
-        for name, cls in stage.sections.items():
-            sections.setdefault(name, cls)
-    return sections
-
-
-def all_file_keys() -> tuple[str, ...]:
-    """Top-level keys of a config file that are not sections (a training recipe's data: and out:)."""
-    return tuple(dict.fromkeys(k for stage in STAGES for k in stage.file_keys))
+# Every stage, in the order `lmsmith --help` lists them; the in_build ones in the order the classic journey runs.
+STAGES: tuple[Stage, ...] = (CURATE, TOKENIZER, TOKENIZER_SHOW, TOKENIZE, INIT, TRAIN, EVAL, GENERATE, SERVE,
+                             CHAT, CONVERT, EXPORT, FINETUNE, REPORT, EXPLAIN)
+STAGE_BY_NAME: dict[str, Stage] = {stage.name: stage for stage in STAGES}

@@ -13,9 +13,9 @@ from lmsmith.cli import main
 from lmsmith.data.bias import GENDERED
 from lmsmith.data.bias_pictures import plot_bias
 from lmsmith.data.pipeline import curate
-from lmsmith.data.write import split_files
 from lmsmith.report import page as report_page
 from lmsmith.schema.curate import DEFAULT_IDENTITY_TERMS
+from lmsmith.text.curated_dir import split_files
 from tests.data.test_pipeline import SENTENCES
 
 PEOPLE = ["She said her sister would come.", "He told his brother and the king.", "The woman and the man met.",

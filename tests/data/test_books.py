@@ -11,7 +11,7 @@ from fpdf import FPDF
 
 from lmsmith.data.pipeline import curate
 from lmsmith.data.sources.pdf import join_pages
-from lmsmith.data.write import iter_split_texts
+from lmsmith.text.curated_dir import iter_split_texts
 from tests.data.test_pipeline import SENTENCES
 from tests.data.test_sources import read
 

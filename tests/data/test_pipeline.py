@@ -14,11 +14,11 @@ from lmsmith.cli import main
 from lmsmith.core.atomic import write_json
 from lmsmith.core.errors import UserError
 from lmsmith.core.manifest import file_sha256, read_manifest
-from lmsmith.data import pipeline
+from lmsmith.data.chain import document_steps
 from lmsmith.data.pipeline import curate
 from lmsmith.data.quality import QualityStep
-from lmsmith.data.write import iter_split_texts, split_files
-from lmsmith.schema.curate import CurateConfig, load_curate_config
+from lmsmith.schema.curate import CurateConfig, load_curate_config, resolve_config
+from lmsmith.text.curated_dir import iter_split_texts, split_files
 
 SENTENCES = [
     "The lighthouse keeper wrote down the weather every morning before he climbed the stairs.",
@@ -295,10 +295,10 @@ def test_cli_config_file_and_bad_input_exit_codes(tmp_path, capsys):
 
 
 def test_document_steps_follow_the_config():
-    config = pipeline.resolve_config({"safety": {"enabled": False}, "html": {"enabled": False}})
-    assert [s.name for s in pipeline.document_steps(config)] == ["format", "quality", "pii", "minhash"]
+    config = resolve_config({"safety": {"enabled": False}, "html": {"enabled": False}})
+    assert [s.name for s in document_steps(config)] == ["format", "quality", "pii", "minhash"]
     assert "minhash" not in [
-        s.name for s in pipeline.document_steps(pipeline.resolve_config({"dedup": {"enabled": False}}))
+        s.name for s in document_steps(resolve_config({"dedup": {"enabled": False}}))
     ]
 
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from lmsmith.core.errors import UserError
-from lmsmith.model.chat_template import TEMPLATES, get_template
 from lmsmith.finetune.vocabulary import add_special_tokens, grow_vocabulary, missing_special_tokens
+from lmsmith.text.chat_template import TEMPLATES, get_template
 
 CHAT = [("system", "Be brief."), ("user", "2+2?"), ("assistant", "4"), ("user", "and 3+3?"), ("assistant", "6")]
 

@@ -5,7 +5,16 @@ from __future__ import annotations
 import pytest
 
 from lmsmith.core.errors import UserError
-from lmsmith.schema.finetune import FINETUNE_TRAIN_DEFAULTS, LORA_LEARNING_RATE, load_finetune_config
+from lmsmith.schema.finetune import FINETUNE_TRAIN_DEFAULTS, LORA_LEARNING_RATE
+from lmsmith.schema.stage import stage_config
+from lmsmith.stages import FINETUNE
+
+
+def load_finetune_config(path, overrides=(), **flags):
+    """The config `lmsmith finetune` reads: the shared loader with fine-tuning's defaults, then the stage's checks."""
+    config = stage_config(FINETUNE, path, list(overrides), {f"finetune.{k}": v for k, v in flags.items()})
+    FINETUNE.check_step(config, 1)
+    return config
 
 
 def test_defaults_suit_fine_tuning_and_lora_takes_a_larger_step():

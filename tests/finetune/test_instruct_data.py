@@ -20,9 +20,9 @@ from lmsmith.finetune.instruct_data import (
     tokenize_example,
     tokenize_examples,
 )
-from lmsmith.model.chat_template import get_template
 from lmsmith.model.transformer import IGNORE_INDEX
 from lmsmith.schema.train import BatchPlan
+from lmsmith.text.chat_template import get_template
 
 
 def write_lines(path, lines) -> str:

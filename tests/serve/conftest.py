@@ -27,7 +27,7 @@ def model_dir(tmp_path_factory, char_tokenizer):
 @pytest.fixture(scope="session")
 def chat_model_dir(tmp_path_factory, model_dir):
     """The tiny model after two steps of instruction tuning with the chatml template: it carries the template."""
-    from lmsmith.finetune import finetune
+    from lmsmith.cli import main
 
     work = tmp_path_factory.mktemp("chat")
     data = work / "chat.jsonl"
@@ -36,8 +36,9 @@ def chat_model_dir(tmp_path_factory, model_dir):
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        finetune(str(model_dir), str(data), work / "run", quiet=True, template="chatml", overrides=[
-            "train.steps=2", "train.eval_every=2", "train.micro_batch=8", "train.peak_flops=1e11", "exact_match=0"])
+        assert main(["finetune", str(model_dir), "--data", str(data), "-o", str(work / "run"), "--quiet",
+                     "--template", "chatml", "train.steps=2", "train.eval_every=2", "train.micro_batch=8",
+                     "train.peak_flops=1e11", "exact_match=0"]) == 0
     finally:
         torch.set_num_threads(before)
     return work / "run" / "model"

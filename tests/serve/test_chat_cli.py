@@ -8,12 +8,12 @@ import pytest
 import torch
 
 from lmsmith.cli import main
-from lmsmith.model.chat_template import chat_format
 from lmsmith.model.decoding import generate
 from lmsmith.model.directory import load_model_dir
 from lmsmith.schema.generate import GenerationConfig
 from lmsmith.schema.serve import ChatConfig
 from lmsmith.serve.chat import chat_loop
+from lmsmith.text.chat_template import chat_format
 
 
 @pytest.fixture(scope="module")

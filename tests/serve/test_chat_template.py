@@ -8,8 +8,7 @@ import pytest
 import torch
 
 from lmsmith.core.errors import UserError
-from lmsmith.model.chat_template import TEMPLATES
-from lmsmith.model.chat_template import TemplateError, chat_format, jinja_source, read_chat_template, render
+from lmsmith.text.chat_template import TEMPLATES, TemplateError, chat_format, jinja_source, read_chat_template, render
 from lmsmith.text.tokenizer import load_tokenizer
 
 EOT = "<|endoftext|>"

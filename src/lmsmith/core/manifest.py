@@ -81,11 +81,3 @@ def read_manifest(directory: str | Path, stage: str | tuple[str, ...] | None = N
             f"but {' or '.join(stages)} output is needed here{hint}"
         )
     return manifest
-
-
-def check_replaceable(out: str | Path, stage: str | tuple[str, ...], source: str | Path | None = None,
-                      force: bool = False) -> None:
-    """The shared output rules (`lmsmith.core.output.check_output`) for a stage that reads `source`."""
-    from lmsmith.core.output import check_output
-
-    check_output(out, stage, reads=[source] if source is not None else [], force=force)

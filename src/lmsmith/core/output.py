@@ -186,3 +186,9 @@ def directory_lock(directory: str | Path, what: str = "run") -> Iterator[None]:
         lock.unlink(missing_ok=True)
         if created and not any(directory.iterdir()):  # refused before writing anything: leave no trace
             directory.rmdir()
+
+
+def check_replaceable(out: str | Path, stage: str | tuple[str, ...], source: str | Path | None = None,
+                      force: bool = False) -> None:
+    """The shared output rules (`check_output`) for a stage that reads `source`."""
+    check_output(out, stage, reads=[source] if source is not None else [], force=force)

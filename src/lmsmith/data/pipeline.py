@@ -27,54 +27,20 @@ from lmsmith.core.errors import UserError
 from lmsmith.core.manifest import read_manifest
 from lmsmith.core.output import stage_directory, write_manifest
 from lmsmith.core.progress import progress_bar
-from lmsmith.data.bias import BiasProbe, BiasTally
-from lmsmith.data.dedup import BoilerplateRemover, Deduplicator, LineFrequencyCounter, MinHashSigner
+from lmsmith.data.bias import BiasTally
+from lmsmith.data.chain import document_steps
+from lmsmith.data.dedup import BoilerplateRemover, Deduplicator, LineFrequencyCounter
 from lmsmith.data.document import Document
-from lmsmith.data.format import FormatStep
-from lmsmith.data.pii import PiiRedactor
-from lmsmith.data.quality import QualityStep
 from lmsmith.data.report import build_report, nothing_survived_message, print_summary
-from lmsmith.data.safety import SafetyFilter
 from lmsmith.data.sources import Skipped, Source, open_inputs
-from lmsmith.data.sources.html import HtmlExtract
-from lmsmith.data.split import SPLITS, heldout_overlap, split_of
+from lmsmith.data.split import heldout_overlap, split_of
 from lmsmith.data.step import Step, StepStats
 from lmsmith.data.workers import StepRunner
 from lmsmith.data.write import DOC_SCHEMA, CurateWriter, ShardWriter, document_row
-from lmsmith.schema.curate import CurateConfig, load_curate_config
+from lmsmith.schema.curate import SPLITS, CurateConfig, resolve_config
 
 REPORT = "report.json"
 _SPOOL = ".spool"
-
-
-def document_steps(config: CurateConfig) -> list[Step]:
-    """The per-document steps that are switched on, in pipeline order."""
-    steps: list[Step] = []
-    if config.html.enabled:
-        steps.append(HtmlExtract(config.html))
-    if config.format.enabled:
-        steps.append(FormatStep(config.format))
-    if config.quality.enabled:
-        steps.append(QualityStep(config.quality))
-    if config.safety.enabled:
-        steps.append(SafetyFilter(config.safety))
-    if config.pii.enabled:
-        steps.append(PiiRedactor(config.pii))
-    if config.bias.enabled:  # counts the text as it will be written: after redaction
-        steps.append(BiasProbe(config.bias))
-    if config.dedup.enabled:  # the hashing half of dedup: on every core, on what the steps before it kept
-        steps.append(MinHashSigner(config.dedup))
-    return steps
-
-
-def resolve_config(config: CurateConfig | dict | str | Path | None, overrides: list[str] = ()) -> CurateConfig:
-    if isinstance(config, CurateConfig):
-        if overrides:
-            return load_curate_config(None, overrides, base=section_to_dict(config))
-        return config
-    if isinstance(config, dict):
-        return load_curate_config(None, overrides, base=config.get("curate", config))
-    return load_curate_config(config, overrides)
 
 
 def default_workers() -> int:

@@ -134,7 +134,8 @@ _WORKER_STEPS: dict[str, tuple] = {}  # config (as JSON) -> (steps, bands, rows)
 
 def _steps_for(config_json: str):
     if config_json not in _WORKER_STEPS:
-        from lmsmith.data.pipeline import document_steps, resolve_config
+        from lmsmith.data.chain import document_steps
+        from lmsmith.schema.curate import resolve_config
 
         config = resolve_config(json.loads(config_json))
         bands, rows = config.dedup.bands_rows()

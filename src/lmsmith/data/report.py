@@ -11,8 +11,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from lmsmith.data.split import SPLITS
 from lmsmith.data.step import StepStats
+from lmsmith.schema.curate import SPLITS
 
 _PIPELINE_ORDER = ("read", "html", "format", "quality", "safety", "pii", "bias", "minhash", "dedup", "boilerplate")
 

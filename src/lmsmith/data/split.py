@@ -18,7 +18,6 @@ import numpy as np
 from lmsmith.data.ngrams import ngram_hashes, word_hashes
 from lmsmith.schema.curate import SplitConfig
 
-SPLITS = ("train", "val", "test")
 _WORD = re.compile(r"\w+")
 
 

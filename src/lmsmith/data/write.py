@@ -12,19 +12,15 @@ Rows are buffered and written a row group at a time, and a shard is closed once 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from lmsmith.core.errors import UserError
-from lmsmith.core.manifest import read_manifest
 from lmsmith.data.document import Document
-from lmsmith.data.split import SPLITS
-from lmsmith.schema.curate import OutputConfig
+from lmsmith.schema.curate import SPLITS, OutputConfig
+from lmsmith.text.curated_dir import DROPPED
 
-DROPPED = "dropped"
 _DOC_FIELDS = [("id", pa.string()), ("text", pa.string()), ("source", pa.string()), ("meta", pa.string())]
 DOC_SCHEMA = pa.schema(_DOC_FIELDS)
 DROPPED_SCHEMA = pa.schema([*_DOC_FIELDS, ("step", pa.string()), ("reason", pa.string())])
@@ -123,21 +119,5 @@ class CurateWriter:
 # Reading a curated directory back (the tokenizer stage starts here)
 
 
-def split_files(curated_dir: str | Path, split: str = "train") -> list[Path]:
-    """The Parquet shards of one split, as listed in the directory's curate manifest."""
-    curated_dir = Path(curated_dir)
-    manifest = read_manifest(curated_dir, "curate", fix="make it with `lmsmith curate INPUTS -o DIR`")
-    if split not in (*SPLITS, DROPPED):
-        raise UserError(f"unknown split '{split}': use one of {', '.join(SPLITS)}")
-    names = sorted(name for name in manifest.get("files", {}) if name.startswith(f"{split}/"))
-    missing = [name for name in names if not (curated_dir / name).is_file()]
-    if missing:
-        raise UserError(f"{curated_dir / missing[0]} is missing: the curated directory is incomplete, curate again")
-    return [curated_dir / name for name in names]
 
 
-def iter_split_texts(curated_dir: str | Path, split: str = "train", batch_rows: int = 1024) -> Iterator[str]:
-    """Every text of one split of a curated directory, shard by shard, in stored order."""
-    for path in split_files(curated_dir, split):
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows, columns=["text"]):
-            yield from batch.column(0).to_pylist()

@@ -162,3 +162,15 @@ def run(config, inputs: dict, out: str | Path | None = None, *, quiet: bool = Fa
 
         Console(highlight=False).print(eval_table(scored))
     return scored.to_dict()
+
+
+def show_result(out: Path) -> None:
+    """The scores a finished eval step wrote, as the table `lmsmith eval` prints (at the end of a build)."""
+    from rich.console import Console
+
+    from lmsmith.model.scoring import EvalResult
+
+    scored = json.loads((Path(out) / RESULT).read_text(encoding="utf-8"))
+    fields = {k: scored[k] for k in EvalResult.__dataclass_fields__}
+    Console(highlight=False).print(eval_table(SplitEval(scored["model"], scored["data"], scored["split"],
+                                                        EvalResult(**fields))))

@@ -23,6 +23,8 @@ from lmsmith.schema.explain import ExplainConfig
 STAGE = "explain"
 INDEX, NUMBERS = "index.html", "explain.json"
 DEFAULT_TEMPERATURE = 0.8  # GenerationConfig's, for a model without a recipe beside it
+SAMPLES_FILE = "samples.json"  # what `lmsmith generate -o` writes (lmsmith.generate.samples.SAMPLES)
+SAMPLE_TOKENS = 40  # the explained sample is cut to this many tokens: a heatmap stays readable
 
 
 def default_out(model_dir: Path) -> Path:
@@ -121,11 +123,34 @@ def run(config, inputs: dict, out: str | Path | None = None, *, quiet: bool = Fa
     check_output(out, STAGE, reads=reads)  # before the minutes of computing, not after
     text = inputs.get("text")
     text = text.replace("\\n", "\n").replace("\\t", "\t") if text is not None else None
+    if text is None and inputs.get("samples"):
+        text = first_sample_text(inputs["samples"], model_dir)
+        reads.append(inputs["samples"])
     result, model_dir = explain(inputs["model"], text, explain_config, inputs.get("data"))
     manifest = write_explanation(result, out, model_dir, reads)
     if not quiet:
         print_summary(result, out)
     return manifest
+
+
+def first_sample_text(samples_dir: str | Path, model_dir: Path) -> str:
+    """The first sample a generate output holds (its prompt and what the model wrote), cut to SAMPLE_TOKENS
+    tokens so that a heatmap stays readable."""
+    from lmsmith.text.tokenizer import load_tokenizer
+
+    path = Path(samples_dir) / SAMPLES_FILE
+    try:
+        samples = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise UserError(f"--samples {samples_dir}: cannot read {SAMPLES_FILE} ({exc}): give the folder "
+                        "`lmsmith generate -o` wrote") from None
+    tokenizer = load_tokenizer(model_dir)
+    for sample in samples if isinstance(samples, list) else []:
+        text = str(sample.get("prompt", "")) + str(sample.get("text", ""))
+        ids = tokenizer.encode(text, what="the sample")[:SAMPLE_TOKENS]
+        if ids:
+            return tokenizer.decode(ids)
+    raise UserError(f"--samples {samples_dir}: no sample holds any text to explain: give a TEXT instead")
 
 
 def print_summary(result: dict, out: Path) -> None:

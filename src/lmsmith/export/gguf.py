@@ -39,7 +39,6 @@ import torch
 from lmsmith.core.errors import UserError
 from lmsmith.core.extras import require
 from lmsmith.core.manifest import file_sha256
-from lmsmith.schema.export import ExportConfig
 from lmsmith.schema.model import ModelConfig
 
 MARKER = "lmsmith.made_by"  # metadata key of every GGUF lmsmith writes: such a file may be replaced
@@ -363,23 +362,3 @@ def export_gguf(model_dir: str | Path, out: str | Path, quant: str = "f16", *, n
 
 # ---------------------------------------------------------------------------------------------
 # The stage
-
-
-def run(config, inputs: dict, out: str | Path, *, quiet: bool = False) -> dict:
-    """The export stage: the model of `inputs["model"]` as a GGUF file at `out` (with --ollama: a directory
-    holding model.gguf, a Modelfile and manifest.json). Returns what was written."""
-    settings: ExportConfig = config.export
-    if settings.ollama:
-        from lmsmith.export.ollama import export_ollama
-
-        result = export_ollama(inputs["model"], out, settings)
-    else:
-        result = export_gguf(inputs["model"], out, settings.quant)
-    if not quiet:
-        types = ", ".join(f"{n} {kind}" for kind, n in sorted(result["tensor_types"].items()))
-        where = Path(out) / GGUF_FILE if settings.ollama else Path(out)
-        print(f"exported {inputs['model']} -> {where} as llama.cpp architecture {result['architecture']}: "
-              f"{result['bytes'] / 1e6:.1f} MB, tensors {types}")
-        if settings.ollama:
-            print(f"run it: ollama create NAME -f {Path(out) / MODELFILE} && ollama run NAME")
-    return result

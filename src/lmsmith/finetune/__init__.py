@@ -1,10 +1,11 @@
 """Fine-tuning: turn a general model into a specialist, on the same training engine as pretraining.
 
+Its settings (the finetune: section, and fine-tuning's defaults for train:) are in lmsmith.schema.finetune;
+the chat templates in lmsmith.text.chat_template.
+
     job.py            `lmsmith finetune`: start point -> data -> what learns -> engine -> report
     start.py          start points: our run/model dirs, Hugging Face dirs, hf:NAME
-    config.py         the finetune: section, and fine-tuning defaults for the train: section
     instruct_data.py  JSONL -> checked examples -> tokens with the loss on answers only -> batches
-    templates.py      chat templates (chatml, plain, raw)
     vocabulary.py     special tokens a template needs, added to tokenizer and embedding
     domain_text.py    text for continued pretraining and for the general-skill guard
     methods.py        full fine-tuning (optionally freezing parts) or LoRA
@@ -18,33 +19,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from lmsmith.core.errors import UserError
-
-
-def finetune(base: str, data: str, out: str | Path, config: str | Path | None = None, overrides: list[str] = (),
-             quiet: bool = False, **flags) -> dict:
-    """Fine-tune `base` on `data` into the run directory `out`; returns the report.
-
-    `flags` are mode, method and template; `overrides` are `key=value` items such as
-    `lora.rank=16` or `train.lr=1e-4`.
-    """
-    from lmsmith.finetune.job import finetune as run
-    from lmsmith.schema.finetune import load_finetune_config
-
-    return run(base, data, out, load_finetune_config(config, list(overrides), **flags), quiet=quiet)
-
-
-def load_config(stage, config_file, overrides: list[str], flags: dict):
-    """The finetune and train sections, with fine-tuning's own training defaults."""
-    from lmsmith.schema.finetune import load_finetune_config
-
-    chosen = {key.split(".", 1)[1]: value for key, value in flags.items()}
-    return load_finetune_config(config_file, list(overrides), **chosen)
+from lmsmith.text.chat_template import get_template
 
 
 def run(config, inputs: dict, out: str | Path, *, quiet: bool = False, force: bool = False) -> dict:
     """The finetune stage: a run directory at `out`, or with `--merge`, an adapter folded into its base."""
     from lmsmith.finetune.job import finetune as finetune_run
 
+    get_template(config.finetune.template)  # before any work: a misspelt template is refused at once
     base, data = inputs.get("base"), inputs.get("data")
     if inputs.get("merge"):
         if base or data:

@@ -126,7 +126,7 @@ def apply_adapter(model: GPT, adapter: Adapter) -> GPT:
 def merge_adapter(run_or_adapter: str | Path, out: str | Path, base: str | Path | None = None,
                   force: bool = False) -> Path:
     """`lmsmith finetune --merge`: fold an adapter into its base, write an ordinary model directory."""
-    from lmsmith.core.manifest import check_replaceable
+    from lmsmith.core.output import check_replaceable
     from lmsmith.finetune.start import load_start
     from lmsmith.model.directory import save_model_dir
 

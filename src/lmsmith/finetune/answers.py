@@ -12,9 +12,9 @@ from dataclasses import dataclass
 import torch
 
 from lmsmith.finetune.instruct_data import Example
-from lmsmith.model.chat_template import ChatTemplate
 from lmsmith.model.decoding import generate
 from lmsmith.schema.generate import GenerationConfig
+from lmsmith.text.chat_template import ChatTemplate
 
 
 @dataclass

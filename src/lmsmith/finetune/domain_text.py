@@ -66,7 +66,7 @@ def domain_tokens(data: str | Path, tokenizer, work_dir: Path, val_fraction: flo
 def _texts(path: Path):
     """The texts of a curated directory (val split, else train) or of text files and folders."""
     if stage_of(path) == "curate":
-        from lmsmith.data.write import iter_split_texts, split_files
+        from lmsmith.text.curated_dir import iter_split_texts, split_files
 
         yield from iter_split_texts(path, "val" if split_files(path, "val") else "train")
         return

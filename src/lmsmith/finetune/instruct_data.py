@@ -35,8 +35,8 @@ from typing import Any
 import torch
 
 from lmsmith.core.errors import UserError
-from lmsmith.model.chat_template import ROLES, TRAINED_ROLE, ChatTemplate
 from lmsmith.model.transformer import IGNORE_INDEX
+from lmsmith.text.chat_template import ROLES, TRAINED_ROLE, ChatTemplate
 
 FORMAT_HINT = ('each line must be {"prompt": "...", "response": "..."} or '
                '{"messages": [{"role": "user", "content": "..."}, {"role": "assistant", "content": "..."}]}')

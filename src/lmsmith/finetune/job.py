@@ -37,7 +37,7 @@ import torch
 from lmsmith.core.atomic import atomic_directory, write_json
 from lmsmith.core.config import section_to_dict
 from lmsmith.core.errors import UserError
-from lmsmith.core.manifest import check_replaceable
+from lmsmith.core.output import check_replaceable
 from lmsmith.finetune.adapter_dir import save_adapter_dir
 from lmsmith.finetune.domain_text import domain_tokens, general_tokens
 from lmsmith.finetune.instruct_data import (
@@ -50,10 +50,10 @@ from lmsmith.finetune.instruct_data import (
 from lmsmith.finetune.lora import base_weights_sha256, inject_lora, lora_layers, merge_lora
 from lmsmith.finetune.methods import check_method, choose_trainable
 from lmsmith.finetune.start import load_start
-from lmsmith.model.chat_template import get_template
 from lmsmith.finetune.vocabulary import add_special_tokens, grow_vocabulary, missing_special_tokens
 from lmsmith.model.transformer import GPT
 from lmsmith.schema.finetune import FinetuneRecipe
+from lmsmith.text.chat_template import get_template
 
 STAGE = "finetune"
 REPORT = "finetune.json"
@@ -126,7 +126,7 @@ def continue_data(recipe: FinetuneRecipe, data: str, tokenizer, plan, info, work
 def add_template_tokens(recipe: FinetuneRecipe, model: GPT, tokenizer, quiet: bool):
     """The tokenizer with the chat template's special tokens, added if missing (the embedding grows to match),
     and the template itself as Jinja, so the model directory says how to chat with it."""
-    from lmsmith.model.chat_template import jinja_source
+    from lmsmith.text.chat_template import jinja_source
     from lmsmith.text.tokenizer import Tokenizer
 
     if recipe.finetune.mode != "instruct":
@@ -361,3 +361,10 @@ def print_summary(report: dict, out: Path) -> None:
     where = f"{out / 'model'}" + (f", adapter in {out / 'model' / ADAPTER}"
                                   if report["parameters"]["method"] == "lora" else "")
     print("\n".join(lines) + f"\nfine-tuned model in {where}; report in {out / REPORT}")
+
+
+def show_report(out: Path) -> None:
+    """The before -> after scores of a finished fine-tuning step (at the end of a build)."""
+    import json
+
+    print_summary(json.loads((Path(out) / REPORT).read_text(encoding="utf-8")), Path(out))

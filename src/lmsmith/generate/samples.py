@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import sys
 import time
 import warnings
@@ -66,7 +67,7 @@ class OrderedPrinter:
 def chat_prompts(cfg: GenerateConfig, tokenizer, model_path) -> tuple[list[str], list[str]]:
     """With --chat: each prompt as a one-message conversation in the model's template, and the stop
     strings with the template's end of an answer added."""
-    from lmsmith.model.chat_template import chat_format
+    from lmsmith.text.chat_template import chat_format
 
     fmt = chat_format(tokenizer, model_path, cfg.template)
     prompts = [fmt.prompt([{"role": "user", "content": p}]) for p in cfg.prompts]
@@ -134,3 +135,17 @@ def run(config, inputs: dict, out: str | Path | None = None, *, quiet: bool = Fa
             write_manifest(tmp, STAGE, config=dataclasses.asdict(cfg), counts={"samples": len(samples)},
                            inputs={"model": input_record(resolve_model_dir(model_path))})
     return samples
+
+
+def show_samples(out: Path) -> None:
+    """The texts a finished generate step wrote, one panel each (at the end of a build)."""
+    from rich.console import Console
+    from rich.panel import Panel
+    from rich.text import Text
+
+    console = Console(highlight=False)
+    for sample in json.loads((Path(out) / SAMPLES).read_text(encoding="utf-8")):
+        body = Text(sample["prompt"], style="bold")
+        body.append(sample["text"])
+        console.print(Panel(body, title=f"prompt {sample['prompt']!r}" if sample["prompt"] else "from scratch",
+                            title_align="left", expand=False))

@@ -37,7 +37,8 @@ from lmsmith.core.atomic import atomic_directory, write_json
 from lmsmith.core.errors import UserError, cannot_read, check_readable
 from lmsmith.core.extras import require
 from lmsmith.core.json_file import read_json
-from lmsmith.core.manifest import MANIFEST, check_replaceable, file_sha256, make_manifest, read_manifest
+from lmsmith.core.manifest import MANIFEST, file_sha256, make_manifest, read_manifest
+from lmsmith.core.output import check_replaceable
 from lmsmith.model.directory import describe_mismatch, load_model_dir, save_model_dir
 from lmsmith.model.sizes import check_model_fits
 from lmsmith.model.transformer import GPT
@@ -562,7 +563,7 @@ def read_hf_tokenizer(hf_dir: Path, hf_config) -> Tokenizer:
         )
     eot = end_of_text_token(hf_dir, hf_config, backend)
     backend.add_special_tokens([eot])  # keeps its id; makes sure "<|endoftext|>" in text is one token
-    from lmsmith.model.chat_template import read_chat_template
+    from lmsmith.text.chat_template import read_chat_template
 
     return Tokenizer(backend, eot_token=eot, chat_template=read_chat_template(hf_dir))  # the model's own chat format
 

@@ -240,7 +240,8 @@ def tokenizer_from_gguf(file: GGUFFile):
 
 def import_gguf(path: str | Path, out: str | Path, force: bool = False) -> Path:
     """`lmsmith convert --from-gguf`: a GGUF file -> our model directory at `out`."""
-    from lmsmith.core.manifest import check_replaceable, file_sha256
+    from lmsmith.core.manifest import file_sha256
+    from lmsmith.core.output import check_replaceable
     from lmsmith.model.directory import save_model_dir
     from lmsmith.model.sizes import check_model_fits
     from lmsmith.model.transformer import GPT

@@ -20,7 +20,7 @@ from typing import Literal
 
 import numpy as np
 
-from lmsmith.core.config import ConfigError, apply_overrides, parse_section, read_yaml
+from lmsmith.core.config import ConfigError, apply_overrides, parse_section, read_yaml, section_to_dict
 
 DEFAULT_IDENTITY_TERMS = {
     "religion": ["christian", "christians", "muslim", "muslims", "jewish", "jew", "jews", "hindu", "hindus", "buddhist",
@@ -434,3 +434,17 @@ def load_curate_config(
     overrides = [item[len("curate."):] if item.startswith("curate.") else item for item in overrides]
     raw = apply_overrides(raw, overrides)
     return parse_section(CurateConfig, raw, "curate")
+
+
+def resolve_config(config: CurateConfig | dict | str | Path | None, overrides: list[str] = ()) -> CurateConfig:
+    """A curate config from a checked one, a plain dict (a recipe's or its curate section), or a YAML file."""
+    if isinstance(config, CurateConfig):
+        if overrides:
+            return load_curate_config(None, overrides, base=section_to_dict(config))
+        return config
+    if isinstance(config, dict):
+        return load_curate_config(None, overrides, base=config.get("curate", config))
+    return load_curate_config(config, overrides)
+
+
+SPLITS = ("train", "val", "test")

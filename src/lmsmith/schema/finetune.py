@@ -20,10 +20,9 @@ On the command line, `lora.rank=16` and `template=chatml` set keys of the finetu
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from lmsmith.core.config import ConfigError, apply_overrides, parse_section, read_yaml
+from lmsmith.core.config import ConfigError, parse_section
 
 if TYPE_CHECKING:
     from lmsmith.schema.train import TrainConfig
@@ -88,9 +87,6 @@ class FinetuneConfig:
                               "drop the freeze settings or use method full")
         if self.mode == "continue" and self.packing:
             raise ConfigError(f"{where}.packing is for instruct data; continued pretraining always fills whole rows")
-        from lmsmith.model.chat_template import get_template
-
-        get_template(self.template)
 
 
 # Training defaults for fine-tuning: short runs, a gentle learning rate (the weights are already

@@ -1,9 +1,11 @@
-"""A recipe: one YAML file that holds the config of every stage, for `lmsmith build`.
+"""A recipe: one YAML file that says what `lmsmith build` makes, as a list of named steps.
+
+The classic recipe has one section per stage and runs the classic journey, curate (when there is
+a `curate:` section) -> tokenizer -> tokenize -> train -> eval -> generate -> report -> explain:
 
     curate:                  # optional; without it the inputs are plain text files (see tokenize.inputs)
       inputs: [stdlib]       # files, folders, hf:NAME[:CONFIG][:SPLIT], or stdlib
       split: {val_fraction: 0.02, test_fraction: 0.02}
-      ...                    # every other key is `lmsmith curate`'s config (lmsmith.schema.curate.CurateConfig)
     tokenizer: {kind: bpe, vocab_size: 4096, sample_mb: null}
     tokenize: {inputs: [], val_fraction: null, shard_tokens: 100000000}
     model: {...}             # lmsmith.schema.model.ModelConfig; vocab_size comes from the tokenizer
@@ -12,18 +14,34 @@
     generate: {prompts: ["def "], max_new_tokens: 100, temperature: 0.8, top_k: 50, seed: 0, device: auto}
     sweep: {...}             # optional; read by `lmsmith sweep`, ignored by build
 
-Every section is optional and takes its defaults when left out, except that something must name
-the inputs: `curate.inputs`, or `tokenize.inputs` (text files and folders) when there is no
-`curate:` section. A training recipe for `lmsmith train` (data, out, model, train) is made from
-a recipe by `train_recipe`. Everything is checked when the recipe is loaded, before any work.
+A recipe with `steps:` runs exactly the steps it lists, in order, each a registered stage:
+
+    steps:
+      curate: {inputs: [stdlib]}       # a step named after its stage; bare keys are its own section
+      tokenizer: {vocab_size: 2048}
+      tokenize: {}
+      base:                            # a name of its own ...
+        stage: train                   # ... and the stage it runs
+        model: {n_layer: 4}            # the stage's sections, each written out
+        train: {steps: 300}
+      sft:
+        stage: finetune
+        from: base                     # where its inputs come from (default: the last step that makes them)
+        finetune: {data: "{recipe_dir}/sql/train.jsonl"}
+
+`{recipe_dir}` in a text value stands for the folder of the recipe file (a shipped recipe's data
+travels with it). Everything is checked when the recipe is loaded, before any work; which
+sections a stage reads comes from the registry, handed to `recipe_from_dict` by its caller.
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from lmsmith.core.config import ConfigError, apply_overrides, closest_hint, parse_section, read_yaml, section_to_dict
@@ -32,25 +50,27 @@ from lmsmith.schema.curate import CurateConfig
 from lmsmith.schema.evaluate import EvalConfig
 from lmsmith.schema.generate import GenerateConfig
 from lmsmith.schema.model import ModelConfig
+from lmsmith.schema.sections import SECTIONS, STEPS_KEY
+from lmsmith.schema.stage import Stage, config_from_sections
 from lmsmith.schema.text import TokenizeConfig, TokenizerConfig
 from lmsmith.schema.train import TrainConfig, TrainRecipe, plan_batch
 
 SHIPPED = "configs"  # recipes shipped inside the package: lmsmith/configs/NAME.yaml
 DEFAULT_RECIPE = "quickstart"
+CLASSIC_SECTIONS = ("tokenizer", "tokenize", "model", "train", "eval", "generate")
+STEP_KEYS = ("stage", "from")  # the keys of a step besides its sections
+RECIPE_DIR = "{recipe_dir}"
 
 
-def build_stage_names() -> tuple[str, ...]:
-    """The stages `lmsmith build` runs, in order (from the registry)."""
-    from lmsmith.stages import BUILD_STAGES
+@dataclass
+class Step:
+    """One step of a build: a registered stage, its checked config, and where its inputs come from."""
 
-    return tuple(s.name for s in BUILD_STAGES)
-
-
-def recipe_sections() -> tuple[str, ...]:
-    """The sections a recipe may hold: every section a stage reads (from the registry)."""
-    from lmsmith.stages import all_sections
-
-    return tuple(all_sections())
+    name: str
+    stage: str
+    config: Any  # what the stage's `run` takes: one checked dataclass per section it reads
+    sources: dict[str, str] = field(default_factory=dict)  # input name (or "*": every input) -> earlier step
+    written: dict = field(default_factory=dict)  # the step as written (sections resolved), for recipe.yaml
 
 
 @dataclass
@@ -63,12 +83,8 @@ class Recipe:
     eval: EvalConfig = field(default_factory=EvalConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     sweep: dict[str, Any] | None = None  # checked by `lmsmith sweep`
-    init: Any = None  # `lmsmith init`'s seed; build's train stage makes its own model
-    finetune: dict[str, Any] | None = None  # read by `lmsmith finetune --config`, not by build
-    export: dict[str, Any] | None = None  # read by `lmsmith export --config`, not by build
-    serve: dict[str, Any] | None = None  # read by `lmsmith serve --config`, not by build
-    chat: dict[str, Any] | None = None  # read by `lmsmith chat --config`, not by build
-    explain: dict[str, Any] | None = None  # read by `lmsmith explain --config`; build's first look uses defaults
+    steps: list[Step] = field(default_factory=list)  # the journey `lmsmith build` runs, in order
+    written_steps: bool = False  # the file has `steps:` (else the steps are the classic journey's)
     path: Path | None = None  # the file it was read from (not a config key)
 
     @property
@@ -77,10 +93,12 @@ class Recipe:
 
     def to_dict(self) -> dict:
         """The plain-dict form, as it would be written in a recipe file (loads back to an equal Recipe)."""
-        raw = {name: section_to_dict(getattr(self, name))
-               for name in ("tokenizer", "tokenize", "model", "train", "eval", "generate")}
-        if self.curate is not None:
-            raw = {"curate": section_to_dict(self.curate), **raw}
+        if self.written_steps:
+            raw = {STEPS_KEY: {step.name: copy.deepcopy(step.written) for step in self.steps}}
+        else:
+            raw = {name: section_to_dict(getattr(self, name)) for name in CLASSIC_SECTIONS}
+            if self.curate is not None:
+                raw = {"curate": section_to_dict(self.curate), **raw}
         if self.sweep is not None:
             raw["sweep"] = copy.deepcopy(self.sweep)
         return raw
@@ -117,22 +135,42 @@ def find_recipe(name_or_path: str | Path | None) -> Path:
     raise UserError(f"recipe {name_or_path} does not exist: give a YAML file or a shipped recipe name ({hint})")
 
 
-def load_recipe(name_or_path: str | Path | None = None, overrides: list[str] = ()) -> Recipe:
-    """Read and check a recipe (a path or a shipped recipe's name) plus `section.key=value` overrides."""
+def load_recipe(name_or_path: str | Path | None = None, overrides: list[str] = (),
+                stages: Mapping[str, Stage] | None = None) -> Recipe:
+    """Read and check a recipe (a path or a shipped recipe's name) plus `section.key=value` overrides.
+
+    `stages` is the registry (name -> Stage), needed to read a recipe with `steps:`.
+    """
     path = find_recipe(name_or_path)
     raw = apply_overrides(read_yaml(path), list(overrides))
-    recipe = recipe_from_dict(raw)
+    recipe = recipe_from_dict(with_recipe_dir(raw, path.resolve().parent), stages)
     recipe.path = path
     return recipe
 
 
-def recipe_from_dict(raw: dict) -> Recipe:
+def with_recipe_dir(value: Any, folder: Path) -> Any:
+    """`{recipe_dir}` in every text value replaced by the recipe's folder."""
+    if isinstance(value, str):
+        return value.replace(RECIPE_DIR, str(folder))
+    if isinstance(value, dict):
+        return {k: with_recipe_dir(v, folder) for k, v in value.items()}
+    if isinstance(value, list):
+        return [with_recipe_dir(v, folder) for v in value]
+    return value
+
+
+def recipe_from_dict(raw: dict, stages: Mapping[str, Stage] | None = None) -> Recipe:
     """A checked Recipe from the plain dict of a recipe file."""
-    sections = recipe_sections()
+    sections = (*SECTIONS, STEPS_KEY)
     for key in raw:
         if key not in sections:
             hint = closest_hint(key, sections, f"a recipe has the sections {', '.join(sections)}")
             raise ConfigError(f"unknown stage '{key}' in the recipe: {hint}")
+    sweep = raw.get("sweep")
+    if sweep is not None and not isinstance(sweep, dict):
+        raise ConfigError(f"sweep: expected a mapping of keys to values, got {sweep!r}")
+    if STEPS_KEY in raw:
+        return stepped_recipe(raw, stages, sweep)
     recipe = Recipe(
         curate=parse_section(CurateConfig, raw["curate"], "curate") if "curate" in raw else None,
         tokenizer=parse_section(TokenizerConfig, raw.get("tokenizer"), "tokenizer"),
@@ -141,20 +179,99 @@ def recipe_from_dict(raw: dict) -> Recipe:
         train=parse_section(TrainConfig, raw.get("train"), "train"),
         eval=parse_section(EvalConfig, raw.get("eval"), "eval"),
         generate=parse_section(GenerateConfig, raw.get("generate"), "generate"),
+        sweep=sweep,
     )
     if recipe.curate is not None and not recipe.curate.inputs:
         raise ConfigError("curate.inputs is empty: name what to curate, e.g. curate.inputs=[stdlib] "
                           "or a list of files, folders and hf:DATASET names")
-    sweep = raw.get("sweep")
-    if sweep is not None and not isinstance(sweep, dict):
-        raise ConfigError(f"sweep: expected a mapping of keys to values, got {sweep!r}")
-    recipe.sweep = sweep
     check_stages_fit(recipe)
+    if stages is not None:
+        recipe.steps = classic_steps(recipe, stages)
     return recipe
 
 
+def classic_steps(recipe: Recipe, stages: Mapping[str, Stage]) -> list[Step]:
+    """The classic journey: each stage marked in_build, reading the recipe's top-level sections.
+
+    A stage whose own section the recipe may leave out (curate) is left out with it; a section the
+    classic recipe does not hold (explain:, read by `lmsmith explain --config`) takes its defaults.
+    """
+    steps = []
+    for stage in stages.values():
+        if not stage.in_build or getattr(recipe, stage.own_section or "", True) is None:
+            continue
+        config = SimpleNamespace(**{section: getattr(recipe, section, None) or SECTIONS[section]()
+                                    for section in stage.sections})
+        steps.append(Step(stage.name, stage.name, config))
+    return steps
+
+
+# ---------------------------------------------------------------------------------------------
+# Recipes with steps:
+
+
+def stepped_recipe(raw: dict, stages: Mapping[str, Stage] | None, sweep: dict | None) -> Recipe:
+    """A recipe that lists its steps; its top-level sections may only be `sweep:`."""
+    if stages is None:
+        raise ConfigError("this recipe lists steps: only `lmsmith build` runs it")  # a bug if reached from a verb
+    others = [key for key in raw if key not in (STEPS_KEY, "sweep")]
+    if others:
+        raise ConfigError(f"the recipe has steps:, so its {others[0]}: section belongs inside a step: "
+                          f"write it under the step that reads it (steps.NAME.{others[0]})")
+    written = raw[STEPS_KEY]
+    if not isinstance(written, dict) or not written:
+        raise ConfigError("steps: expected a mapping of step names to their settings, e.g. "
+                          "steps: {curate: {inputs: [stdlib]}, tokenizer: {}, ...}")
+    steps = [parse_step(str(name), body, stages) for name, body in written.items()]
+    return Recipe(steps=steps, written_steps=True, sweep=sweep)
+
+
+def parse_step(name: str, body: Any, stages: Mapping[str, Stage]) -> Step:
+    """One step: its stage (`stage:`, default its name), `from:`, and the stage's sections."""
+    body = {} if body is None else body
+    if not isinstance(body, dict):
+        raise ConfigError(f"steps.{name}: expected a mapping of settings, got {body!r}")
+    stage_name = body.get("stage", name)
+    stage = stages.get(stage_name) if isinstance(stage_name, str) else None
+    if stage is None or stage.writes is None:
+        steppable = sorted(s.name for s in stages.values() if s.writes is not None)
+        hint = closest_hint(str(stage_name), steppable, f"the stages a step can run are {', '.join(steppable)}")
+        named = "its name" if "stage" not in body else "stage:"
+        raise ConfigError(f"steps.{name}: '{stage_name}' ({named}) is not a stage a step can run: {hint}")
+    sections = {k: v for k, v in body.items() if k not in STEP_KEYS}
+    if sections and not any(k in stage.sections for k in sections):
+        sections = {stage.own_section: sections}  # bare keys: the stage's own section
+    for key in sections:
+        if key not in stage.sections:
+            raise ConfigError(f"steps.{name}.{key}: stage {stage.name} reads the sections "
+                              f"{', '.join(stage.sections)} (and stage:, from:), not {key}")
+    try:
+        config = config_from_sections(stage, copy.deepcopy(sections))
+    except ConfigError as exc:
+        raise ConfigError(f"steps.{name}: {exc}") from None
+    written = {"stage": stage.name, **({"from": body["from"]} if "from" in body else {}),
+               **{section: section_to_dict(getattr(config, section)) for section in stage.sections}}
+    return Step(name, stage.name, config, step_sources(name, body.get("from")), written)
+
+
+def step_sources(name: str, given: Any) -> dict[str, str]:
+    """`from: STEP` (every input that STEP can feed) or `from: {INPUT: STEP, ...}`."""
+    if given is None:
+        return {}
+    if isinstance(given, str):
+        return {"*": given}
+    if isinstance(given, dict) and all(isinstance(v, str) for v in given.values()):
+        return {str(k): v for k, v in given.items()}
+    raise ConfigError(f"steps.{name}.from: expected a step's name or a mapping of inputs to step names, "
+                      f"got {given!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# What no single section can check alone
+
+
 def check_stages_fit(recipe: Recipe) -> None:
-    """What no single section can check alone: that each stage will have its input."""
+    """That each stage of the classic journey will have its input."""
     if recipe.curate is not None:
         if recipe.tokenize.inputs:
             raise ConfigError("tokenize.inputs is set, "

@@ -39,10 +39,6 @@ class ServeConfig:
         if self.max_tokens is not None and self.max_tokens < 1:
             raise ConfigError(f"{where}.max_tokens must be at least 1 (or unset for the context), "
                               f"got {self.max_tokens}")
-        if self.template is not None:
-            from lmsmith.model.chat_template import get_template
-
-            get_template(self.template)
 
 
 @dataclass
@@ -61,10 +57,6 @@ class ChatConfig:
 
     def check(self, where: str = "chat") -> None:
         self.generation().check(where)
-        if self.template is not None:
-            from lmsmith.model.chat_template import get_template
-
-            get_template(self.template)
 
     def generation(self):
         from lmsmith.schema.generate import GenerationConfig

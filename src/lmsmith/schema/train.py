@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from lmsmith.core.config import ConfigError, apply_overrides, closest_hint, parse_section, read_yaml, section_to_dict
+from lmsmith.core.config import ConfigError, section_to_dict
+from lmsmith.core.errors import UserError
 from lmsmith.schema.model import ModelConfig
 
 # Sections of a full pipeline recipe that belong to other verbs; `train` accepts and ignores them.
@@ -156,41 +157,14 @@ def launch_world_size() -> int:
         return 1
 
 
-def load_recipe(path: str | Path | None, overrides: list[str] = ()) -> TrainRecipe:
-    """Read a recipe file plus `key=value` overrides and check everything that can be checked without data."""
-    raw = read_yaml(path) if path is not None else {}
-    raw = apply_overrides(raw, list(overrides))
-    return parse_recipe(raw, default_out=str(Path("runs") / (Path(path).stem if path is not None else "run")))
-
-
-def parse_recipe(raw: dict, default_out: str = "runs/run") -> TrainRecipe:
-    """A TrainRecipe from the plain dict of a recipe (other stages' sections are ignored)."""
-    from lmsmith.stages import all_sections
-
-    raw = dict(raw)
-    known = {"data", "out", "model", "train"}
-    others = set(all_sections()) - known
-    for key in list(raw):
-        if key in others:
-            raw.pop(key)
-        elif key not in known:
-            hint = closest_hint(key, known | others, "a training recipe has data, out, model and train")
-            raise ConfigError(f"unknown section '{key}' in the recipe: {hint}")
-    for key in ("data", "out"):
-        if raw.get(key) is not None and not isinstance(raw[key], str):
-            raise ConfigError(f"{key}: expected a directory path, got {raw[key]!r}")
-    recipe = TrainRecipe(
-        data=raw.get("data"),
-        out=raw.get("out"),
-        model=parse_section(ModelConfig, raw.get("model"), "model"),
-        train=parse_section(TrainConfig, raw.get("train"), "train"),
-    )
-    if recipe.data is None:
-        raise ConfigError("no tokens directory: "
-                          "add `data: TOKENS_DIR` to the recipe or data=TOKENS_DIR on the command line "
-                          "(make one with `lmsmith tokenize`)")
-    if recipe.out is None:
-        recipe.out = default_out
+def train_recipe_of(config, data: str | Path | None = None, out: str | Path | None = None) -> TrainRecipe:
+    """What `lmsmith train` runs: its config's model and train sections, on the tokens in `data` (or the
+    config file's `data:`), into `out` (or its `out:`, else runs/run); checked before any work."""
+    data = data or getattr(config, "data", None)
+    if data is None:
+        raise UserError("no tokens directory: lmsmith train TOKENS_DIR -o RUN (make one with `lmsmith tokenize`)")
+    out = out or getattr(config, "out", None) or Path("runs") / "run"
+    recipe = TrainRecipe(data=str(data), out=str(out), model=config.model, train=config.train)
     check_recipe(recipe)
     return recipe
 

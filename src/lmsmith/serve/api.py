@@ -16,11 +16,11 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from lmsmith.model.chat_template import ChatFormat, TemplateError
 from lmsmith.serve.choices import Choice, Choices
 from lmsmith.serve.engine import Engine, Sampling
 from lmsmith.serve.errors import ApiError, bad_request
 from lmsmith.serve.protocol import ChatBody, CompletionBody, Limits, Sampled, check_fits, read_chat, read_completion
+from lmsmith.text.chat_template import ChatFormat, TemplateError
 
 if TYPE_CHECKING:
     from fastapi import FastAPI, Request
@@ -88,7 +88,7 @@ def create_app(served: ServedModel) -> "FastAPI":
         body = read_chat(await read_body(request, served), served.limits)
         return await chat(request, served, body)
 
-    from lmsmith.serve.page import add_page  # the playground page at / (and its /explain)
+    from lmsmith.serve.page import add_page
 
     add_page(app, served, authorize, read_body)
     return app

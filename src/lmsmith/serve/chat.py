@@ -138,9 +138,9 @@ def typed_lines(prompt: str = "you> "):
 def run(config, inputs: dict, out=None, *, quiet: bool = False) -> None:
     """The chat stage: talk with the model in `inputs["model"]` until /quit or Ctrl-D."""
     from lmsmith.core.device import pick_device
-    from lmsmith.model.chat_template import chat_format
     from lmsmith.model.decoding import lay_out_for_decoding
     from lmsmith.model.directory import load_model_dir, resolve_model_dir
+    from lmsmith.text.chat_template import chat_format
 
     cfg: ChatConfig = config.chat
     path = resolve_model_dir(inputs["model"])

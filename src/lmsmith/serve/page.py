@@ -78,7 +78,7 @@ def add_page(app: "FastAPI", served, authorize, read_body) -> None:
 
 def explained_text(body, served) -> str:
     """The text of {"text": ...}, or of {"messages": [...]} as the model's chat template lays it out."""
-    from lmsmith.model.chat_template import TemplateError
+    from lmsmith.text.chat_template import TemplateError
 
     if isinstance(body, dict) and isinstance(body.get("text"), str):
         return body["text"]

@@ -67,12 +67,12 @@ def bind(host: str, port: int) -> socket.socket:
 def load_served_model(model_path: str | Path, cfg, api_key: str | None = None):
     """The model, its engine (started) and everything the HTTP layer needs."""
     from lmsmith.core.device import pick_device
-    from lmsmith.model.chat_template import chat_format
     from lmsmith.model.decoding import lay_out_for_decoding
     from lmsmith.model.directory import load_model_dir, resolve_model_dir
     from lmsmith.serve.api import ServedModel
     from lmsmith.serve.engine import Engine
     from lmsmith.serve.protocol import Limits
+    from lmsmith.text.chat_template import chat_format
 
     if cfg.threads is not None:
         import torch
@@ -120,7 +120,7 @@ def run(config, inputs: dict, out=None, *, quiet: bool = False, api_key: str | N
     try:
         import uvicorn
 
-        from lmsmith.serve.api import create_app  # imports fastapi
+        from lmsmith.serve.api import create_app
     except ImportError as exc:
         raise UserError(f"lmsmith serve needs {exc.name}: pip install 'lmsmith[serve]'") from None
 

@@ -32,7 +32,7 @@ stopped by Ctrl-C (or by its time budget) continues up to N when run again.
 
 The package, a module for each part:
 
-    space.py    the search space (`sweep:`) and each trial's training recipe; no Optuna, no training
+    (lmsmith.schema.sweep holds the search space, `sweep:`, and each trial's training recipe)
     trials.py   one trial: a child `lmsmith train` whose metrics.jsonl is followed as it grows
     results.py  the results table, results.csv and the best recipe
     plots.py    the PNG plots

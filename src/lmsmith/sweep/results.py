@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 
 from lmsmith.core.atomic import write_text
-from lmsmith.sweep.space import best_recipe_dict
+from lmsmith.schema.sweep import best_recipe_dict
 
 RESULTS, BEST_RECIPE = "results.csv", "best.yaml"
 COUNTED = "counted"  # user attribute of a trial that counts towards --trials even though it failed

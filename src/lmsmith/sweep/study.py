@@ -14,11 +14,16 @@ from pathlib import Path
 
 import yaml
 
+from lmsmith.build import build, default_workdir
 from lmsmith.core.atomic import write_json, write_text
 from lmsmith.core.config import ConfigError, apply_overrides, parse_section, read_yaml
 from lmsmith.core.errors import UserError
 from lmsmith.core.extras import require
 from lmsmith.core.progress import progress_bar
+from lmsmith.schema.recipe import find_recipe, load_recipe
+from lmsmith.schema.stage import Flag, Input, Option, Stage
+from lmsmith.schema.sweep import SweepConfig, SweepPlan, check_space_edges, check_trial_recipe
+from lmsmith.stages import STAGE_BY_NAME
 from lmsmith.sweep.plots import PLOTS, write_plots
 from lmsmith.sweep.results import (
     BEST_RECIPE,
@@ -30,7 +35,6 @@ from lmsmith.sweep.results import (
     write_best_recipe,
     write_results_csv,
 )
-from lmsmith.sweep.space import SweepConfig, SweepPlan, check_space_edges, check_trial_recipe
 from lmsmith.sweep.trials import TrialFailed, run_trial, tidy_trial_run
 
 STUDY_DB = "study.db"
@@ -161,9 +165,7 @@ class Objective:
 
 def load_sweep_recipe(recipe_arg: str | None, overrides: list[str]):
     """The build recipe, its sweep section checked, and the recipe as written (plus overrides)."""
-    from lmsmith.schema.recipe import find_recipe, load_recipe
-
-    recipe = load_recipe(recipe_arg, overrides)
+    recipe = load_recipe(recipe_arg, overrides, STAGE_BY_NAME)
     if recipe.sweep is None:
         raise ConfigError(f"{recipe.path or recipe.name} has no sweep: section: add one with a space, e.g. "
                           "sweep: {space: {train.lr: {log_uniform: [1.0e-4, 1.0e-2]}}}")
@@ -178,11 +180,9 @@ def prepare_tokens(recipe, data: str | None, workdir: str | None, quiet: bool) -
 
         open_tokens_dir(data)  # refuse a wrong directory before the first trial
         return Path(data).resolve()
-    from lmsmith.build import Workdir, build, default_workdir
-
     root = Path(workdir) if workdir is not None else default_workdir(recipe)
-    build(recipe, root, until="tokenize", quiet=quiet)
-    return Workdir(root).tokens.resolve()
+    result = build(recipe, root, until="tokenize", quiet=quiet)
+    return result.steps[-1].output.resolve()
 
 
 def sweep(recipe_arg: str | None, overrides: list[str] = (), *, trials: int | None = None,
@@ -327,3 +327,18 @@ def run(config: dict, inputs: dict, out: str | Path | None = None, *, quiet: boo
                    budget_minutes=config.get("budget_minutes"), out=out, storage=storage, study_name=study_name,
                    data=data, workdir=workdir, quiet=quiet)
     return {"stage": "sweep", "study": result.study_name, "trials": result.trials}
+
+
+SWEEP = Stage(
+    "sweep", "search hyperparameters with Optuna: short training runs, median pruning",
+    sections={"sweep": SweepConfig}, run=run, load_config=load_config, output="optional", config_input="recipe",
+    inputs=(Input("recipe", "recipe YAML with a sweep: section (or a shipped recipe's name)", required=False,
+                  metavar="RECIPE"),),
+    flags=(Flag("--trials", "sweep.trials", "trials in the study, counting those of earlier runs"),
+           Flag("--budget-minutes", "sweep.budget_minutes", "stop after this many minutes; run again to continue")),
+    options=(Option("--storage", "Optuna storage shared by machines, e.g. postgresql://host/db", metavar="URL"),
+             Option("--study-name", "the study's name in the storage (default: the recipe's name)"),
+             Option("--data", "train every trial on these tokens instead of building them", metavar="TOKENS_DIR"),
+             Option("--workdir", "where the recipe's data stages are built (default: work/NAME)")),
+    output_help="sweep directory: study, trials, results, best recipe, plots (default: sweeps/NAME)",
+)

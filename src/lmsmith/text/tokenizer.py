@@ -75,7 +75,7 @@ class Tokenizer:
         self.backend = backend
         self.kind = kind
         self.eot_token = eot_token
-        self.chat_template = chat_template  # Jinja, as transformers reads it (see lmsmith.model.chat_template)
+        self.chat_template = chat_template  # Jinja, as transformers reads it (see lmsmith.text.chat_template)
         eot_id = backend.token_to_id(eot_token)
         if eot_id is None:
             raise UserError(f"the tokenizer has no end-of-text token {eot_token!r}: retrain it, or name its token")
@@ -202,7 +202,7 @@ def load_tokenizer(directory: str | Path) -> Tokenizer:
         if isinstance(eot, dict):  # transformers may store AddedToken dicts
             eot = eot.get("content", EOT)
         kind = config.get("lmsmith_kind", kind)
-    from lmsmith.model.chat_template import read_chat_template
+    from lmsmith.text.chat_template import read_chat_template
 
     return Tokenizer(backend, eot_token=eot, kind=kind, chat_template=read_chat_template(directory))
 
@@ -474,7 +474,7 @@ def training_text(data: list[str], exclude: Path) -> tuple[Iterable[str], dict, 
     Returns the texts, how the manifest names them, and a short description for the summary.
     """
     from lmsmith.core.output import input_record
-    from lmsmith.data.write import iter_split_texts
+    from lmsmith.text.curated_dir import iter_split_texts
 
     curated = [p for p in data if (Path(p) / MANIFEST).is_file()]
     if curated:

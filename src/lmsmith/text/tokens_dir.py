@@ -159,7 +159,7 @@ def encode_into(writer: SplitWriter, tokenizer: Tokenizer, texts: Iterable[tuple
 
 
 def _curated_texts(curated_dir: Path, split: str) -> Iterator[tuple[str, bool]]:
-    from lmsmith.data.write import iter_split_texts
+    from lmsmith.text.curated_dir import iter_split_texts
 
     for text in iter_split_texts(curated_dir, split):
         yield text, True

@@ -40,7 +40,7 @@ from lmsmith.core.host_memory import keep_freed_memory
 from lmsmith.core.manifest import MANIFEST, file_sha256, make_manifest, read_manifest
 from lmsmith.core.output import directory_lock
 from lmsmith.model.transformer import GPT
-from lmsmith.schema.train import TrainRecipe, plan_batch, recipe_to_dict
+from lmsmith.schema.train import TrainRecipe, plan_batch, recipe_to_dict, train_recipe_of
 from lmsmith.text.tokens_dir import TokensDir, open_tokens_dir
 from lmsmith.train import checkpoint as ckpt
 from lmsmith.train.budget import UNCAPPED, TimeBudget
@@ -304,14 +304,7 @@ def run(config, inputs: dict, out: str | Path | None = None, *, quiet: bool = Fa
     A config file may name both instead (`data:` and `out:`, as the training recipes that build and
     sweep write for their child processes do). Returns the run's manifest.
     """
-    from lmsmith.schema.train import check_recipe
-
-    data = inputs.get("tokens") or getattr(config, "data", None)
-    if data is None:
-        raise UserError("no tokens directory: lmsmith train TOKENS_DIR -o RUN (make one with `lmsmith tokenize`)")
-    out = out or getattr(config, "out", None) or Path("runs") / "run"
-    recipe = TrainRecipe(data=str(data), out=str(out), model=config.model, train=config.train)
-    check_recipe(recipe)
+    recipe = train_recipe_of(config, inputs.get("tokens"), out)
     return read_manifest(train(recipe, resume=resume, quiet=quiet), STAGE)
 
 

@@ -69,7 +69,7 @@ def build_optimizers(model: nn.Module, config: TrainConfig) -> list[torch.optim.
     if getattr(torch.optim, "Muon", None) is None:
         raise UserError(f"train.optimizer=muon needs torch.optim.Muon, which PyTorch {torch.__version__} lacks: "
                         "upgrade PyTorch to 2.9 or newer, or use train.optimizer=adamw")
-    from lmsmith.train.muon import GroupedMuon  # torch.optim.Muon, orthogonalising same-shaped matrices together
+    from lmsmith.train.muon import GroupedMuon
 
     muon = GroupedMuon([_group("hidden_matrix", kinds["hidden_matrix"], config.muon_lr, config.weight_decay)],
                        momentum=config.muon_momentum, nesterov=True)

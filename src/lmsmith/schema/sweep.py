@@ -1,6 +1,6 @@
 """The search space of a sweep (its `sweep:` section) and the training recipe of each trial.
 
-It reads only the recipe's configs (lmsmith.core.config, lmsmith.schema.train): no Optuna, no training, no files.
+It reads only the recipe's configs: no Optuna, no training, no files.
 """
 
 from __future__ import annotations
