@@ -16,7 +16,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-import lmsmith.train.loop as train_loop
+import lmsmith.train.trainer as train_trainer
 from lmsmith.build import Workdir, build
 from lmsmith.cli import main
 from lmsmith.config import ConfigError
@@ -147,7 +147,7 @@ def test_until_stops_after_a_stage(tmp_path):
 def test_an_interrupted_build_resumes_training_where_it_stopped(built, tmp_path, monkeypatch):
     recipe_file, reference_work, _ = built
     steps_run = []
-    real_step = train_loop.train_step
+    real_step = train_trainer.train_step
 
     def counting_step(*args, **kwargs):
         steps_run.append(args[4])  # the step number
@@ -155,7 +155,7 @@ def test_an_interrupted_build_resumes_training_where_it_stopped(built, tmp_path,
             os.kill(os.getpid(), signal.SIGINT)  # what Ctrl-C sends: the loop checkpoints and stops
         return real_step(*args, **kwargs)
 
-    monkeypatch.setattr(train_loop, "train_step", counting_step)
+    monkeypatch.setattr(train_trainer, "train_step", counting_step)
     work = tmp_path / "work"
     interrupt = True
     with pytest.raises(KeyboardInterrupt):
