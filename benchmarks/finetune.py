@@ -3,7 +3,7 @@
     python benchmarks/finetune.py                       # a small GPT-2-style model, CPU-sized
     python benchmarks/finetune.py --shape distilgpt2    # distilgpt2's shape (82M parameters), for a GPU
 
-Both methods run the training engine's own step (lmsmith.train.loop.train_step: autocast,
+Both methods run the training engine's own step (lmsmith.train.trainer.train_step: autocast,
 backward, clipping, AdamW) on the same packed instruction batches, each in a fresh process so
 that its peak memory is its own. Measured per method:
 
@@ -55,6 +55,7 @@ def peak_rss_bytes() -> int:
 def measure(method: str, shape: str, steps: int, warmup: int, micro_batch: int, length: int, device: str) -> dict:
     """One method's numbers, in this process."""
     import torch
+    from lmsmith.finetune.templates import get_template
 
     from lmsmith.core.device import pick_device
     from lmsmith.finetune.instruct_data import InstructBatches, tokenize_examples
@@ -63,11 +64,10 @@ def measure(method: str, shape: str, steps: int, warmup: int, micro_batch: int, 
     from lmsmith.schema.finetune import FinetuneConfig, LoRAConfig
     from lmsmith.schema.model import ModelConfig
     from lmsmith.schema.train import TrainConfig, plan_batch
-    from lmsmith.text.chat_template import get_template
     from lmsmith.text.tokenizer import train_char
-    from lmsmith.train.loop import train_step
     from lmsmith.train.optim import build_optimizers
     from lmsmith.train.precision import resolve_precision
+    from lmsmith.train.trainer import train_step
 
     target = pick_device(device)
     tokenizer = train_char([string.ascii_lowercase + " ?."], show_progress=False)

@@ -6,8 +6,8 @@ processes falls on all of them alike:
 
     reference     a minimal nanoGPT-style model and loop written below: fp32, eager, torch's
                   default AdamW, batches cut from the memory-mapped token shard with torch.stack
-    ours_gpt2     lmsmith's engine (lmsmith.train.loop.train_step with its data loader, optimizer
-                  and precision, after lmsmith.train.parallel.parallelize) on lmsmith.model.transformer.GPT
+    ours_gpt2     lmsmith's engine (lmsmith.train.trainer.train_step with its data loader, optimizer
+                  and precision, after lmsmith.train.parallel.parallelize) on lmsmith.model.GPT
                   in the GPT-2 layout, the same architecture and parameter count as the reference
     ours_gpt2_fp32  the same in fp32 (when the engine picks another precision), to tell the gain
                   of the precision from the rest
@@ -67,12 +67,12 @@ from lmsmith.text.tokenizer import train_char
 from lmsmith.text.tokens_dir import open_tokens_dir, tokenize_corpus
 from lmsmith.train.data import TokenWindows, TrainBatches
 from lmsmith.train.distributed import DistInfo
-from lmsmith.train.loop import train_step
 from lmsmith.train.metrics import MetricsLog
 from lmsmith.train.optim import build_optimizers
 from lmsmith.train.parallel import parallelize
 from lmsmith.train.precision import resolve_precision
 from lmsmith.train.progress import TrainProgress
+from lmsmith.train.trainer import train_step
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-import lmsmith.train.loop as train_loop
+import lmsmith.train.trainer as train_trainer
 from lmsmith.build import Workdir, build
 from lmsmith.cli import main
 from lmsmith.core.config import ConfigError
@@ -24,6 +24,7 @@ from lmsmith.evaluate.heldout import evaluate
 from lmsmith.schema.evaluate import EvalConfig
 from lmsmith.schema.recipe import find_recipe, load_recipe, shipped_recipes
 from lmsmith.stages import STAGE_BY_NAME
+from lmsmith.text.tokenizer import load_tokenizer
 
 
 def build_stage_names() -> list[str]:
@@ -33,7 +34,7 @@ def build_stage_names() -> list[str]:
 
 def result_json(work: Path, step: str, name: str):
     return json.loads((Workdir(work).output(step) / name).read_text(encoding="utf-8"))
-from lmsmith.text.tokenizer import load_tokenizer
+
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN_STEPS = 30
@@ -104,7 +105,8 @@ def test_a_build_runs_every_stage_into_its_directory(built):
 def test_the_build_scores_the_whole_test_split_of_its_model(built):
     _, work, result = built
     w = Workdir(work)
-    direct = evaluate(w.output("train"), w.output("tokenize"), EvalConfig(split="test", batch_size=64), quiet=True).to_dict()
+    direct = evaluate(w.output("train"), w.output("tokenize"), EvalConfig(split="test", batch_size=64),
+                      quiet=True).to_dict()
     scored = result_json(work, "eval", "result.json")
     assert scored == pytest.approx(direct) and scored["split"] == "test"
     tokens = json.loads((w.output("tokenize") / "manifest.json").read_text())
@@ -142,7 +144,8 @@ def test_a_changed_setting_reruns_its_stage_and_those_after(built):
     assert result.ran == ["eval", "report"]  # the samples (and the explanation of one) do not depend on eval settings
     assert result_json(work, "eval", "result.json")["stride"] == 8
     result = build(load_recipe(recipe_file, ["generate.max_new_tokens=4"]), work, quiet=True)
-    assert result.ran == ["eval", "generate", "report", "explain"]  # eval back to its recipe stride; samples with the new length
+    # eval back to its recipe stride; samples with the new length
+    assert result.ran == ["eval", "generate", "report", "explain"]
 
 
 def test_until_stops_after_a_stage(tmp_path):
@@ -159,7 +162,7 @@ def test_until_stops_after_a_stage(tmp_path):
 def test_an_interrupted_build_resumes_training_where_it_stopped(built, tmp_path, monkeypatch):
     recipe_file, reference_work, _ = built
     steps_run = []
-    real_step = train_loop.train_step
+    real_step = train_trainer.train_step
 
     def counting_step(*args, **kwargs):
         steps_run.append(args[4])  # the step number
@@ -167,7 +170,7 @@ def test_an_interrupted_build_resumes_training_where_it_stopped(built, tmp_path,
             os.kill(os.getpid(), signal.SIGINT)  # what Ctrl-C sends: the loop checkpoints and stops
         return real_step(*args, **kwargs)
 
-    monkeypatch.setattr(train_loop, "train_step", counting_step)
+    monkeypatch.setattr(train_trainer, "train_step", counting_step)
     work = tmp_path / "work"
     interrupt = True
     with pytest.raises(KeyboardInterrupt):

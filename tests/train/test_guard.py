@@ -9,7 +9,7 @@ from lmsmith.core.errors import UserError
 from lmsmith.model.transformer import GPT
 from lmsmith.schema.model import ModelConfig
 from lmsmith.schema.train import BatchPlan, TrainConfig, load_recipe
-from lmsmith.train import loop
+from lmsmith.train import loop, trainer
 from lmsmith.train.guard import NonFiniteGuard
 from lmsmith.train.optim import build_optimizers
 from lmsmith.train.precision import Precision
@@ -46,19 +46,19 @@ def test_a_non_finite_step_leaves_weights_and_optimizer_state_alone(precision):
     optimizers = build_optimizers(net, TrainConfig())
     p = Precision(precision, torch.device("cpu"))
     scaler = p.grad_scaler()
-    loop.train_step(net, optimizers, scaler, FixedBatches(), 0, p, grad_clip=1.0)  # a good step first: state exists
+    trainer.train_step(net, optimizers, scaler, FixedBatches(), 0, p, grad_clip=1.0)  # a good step first: state exists
     weights = {k: v.clone() for k, v in net.state_dict().items()}
     moments = {k: v["exp_avg"].clone() for k, v in zip(weights, optimizers[0].state.values())}
     PoisonedGPT.poisoned = True
     try:
-        loss = loop.train_step(net, optimizers, scaler, FixedBatches(), 1, p, grad_clip=1.0).loss
+        loss = trainer.train_step(net, optimizers, scaler, FixedBatches(), 1, p, grad_clip=1.0).loss
     finally:
         PoisonedGPT.poisoned = False
     assert loss != loss  # NaN
     assert all(torch.equal(weights[k], v) for k, v in net.state_dict().items())
     assert all(torch.equal(moments[k], v["exp_avg"]) for k, v in zip(weights, optimizers[0].state.values()))
     assert all(p.grad is None for p in net.parameters())  # nothing carried into the next step
-    loss = loop.train_step(net, optimizers, scaler, FixedBatches(), 2, p, grad_clip=1.0).loss
+    loss = trainer.train_step(net, optimizers, scaler, FixedBatches(), 2, p, grad_clip=1.0).loss
     assert loss == loss and any(not torch.equal(weights[k], v) for k, v in net.state_dict().items())
 
 

@@ -199,7 +199,7 @@ class ModelWriter:
 
 def restore_best(run_dir: Path) -> bool:
     """Make RUN/model a copy of RUN/best; False when there is no best model to restore."""
-    from lmsmith.train.loop import BEST_MODEL, FINAL_MODEL
+    from lmsmith.train.trainer import BEST_MODEL, FINAL_MODEL
 
     best = run_dir / BEST_MODEL
     if not best.is_dir():
@@ -268,8 +268,9 @@ def finetune(base: str, data: str, out: str | Path, recipe: FinetuneRecipe, quie
 def _finetune(base: str, data: str, out: Path, recipe: FinetuneRecipe, info, work: Path, quiet: bool) -> dict:
     from lmsmith.model.directory import load_model_dir
     from lmsmith.train.distributed import barrier
-    from lmsmith.train.loop import FINAL_MODEL, TrainingJob, run_job
+    from lmsmith.train.loop import run_job
     from lmsmith.train.precision import resolve_precision
+    from lmsmith.train.trainer import FINAL_MODEL, TrainingJob
 
     cfg, train = recipe.finetune, recipe.train
     start = load_start(base)
@@ -325,7 +326,7 @@ def batch_plan(recipe: FinetuneRecipe, block_size: int, world_size: int):
 
 def score(model, tokenizer, recipe, domain: DomainData, general, precision, info) -> dict:
     """Domain validation loss (the engine's own evaluation), general loss, exact match."""
-    from lmsmith.train.loop import evaluate
+    from lmsmith.train.trainer import evaluate
 
     return {
         "val_loss": round(evaluate(model, domain.eval_batches, precision, info), 5),

@@ -13,5 +13,6 @@
     progress.py     the progress bar
     distributed.py  joining the ranks torchrun started
     parallel.py     activation checkpointing, compile, DDP and FSDP2, applied from outside the model
-    loop.py         the loop that ties them together
+    trainer.py      the Trainer: one step, evaluation, checkpoints, and the loop over them
+    loop.py         `lmsmith train`: a recipe's model and data, run by the Trainer
 """
