@@ -1,22 +1,17 @@
-"""Worked example: a small general model learns to write SQL for questions about one database.
+"""The SQL task of the `sql-assistant` recipe: questions about a shop database, each with the one query that answers it.
 
-    python examples/finetune_sql.py                    # everything from scratch, a few minutes on a laptop CPU
-    python examples/finetune_sql.py --base runs/main   # start from a model of your own (or a Hugging Face dir)
+    lmsmith build sql-assistant                       # the whole journey, from nothing, on a laptop CPU
+    python examples/finetune_sql.py                   # prints that recipe and where its data is
+    python examples/finetune_sql.py --write DIR       # writes the task again (the shipped files, byte for byte)
 
-What it does, with the commands a user would type (each printed before it runs):
+The recipe pretrains a small general model on the Python standard library, fine-tunes it on
+these questions, scores its greedy answers to questions it never saw in training before and
+after, and exports it for llama.cpp and Ollama. This file is how its data was made:
 
-1. A general base model, unless --base is given: a BPE tokenizer and a tiny transformer trained
-   for a few hundred steps on Python standard library modules (code and English docstrings).
-2. A domain task it makes itself: a shop database (customers, orders, products) and questions
-   about it, each with the one SQL query that answers it, written as
-       {"prompt": "-- all customers from Paris\\n", "response": "SELECT * FROM customers WHERE city = 'Paris';"}
-   The validation questions are new combinations (other cities, numbers, products, wordings).
-3. Fine-tuning twice from the same base: all weights, and LoRA adapters only. Each run reports
-   the domain validation loss, exact-match accuracy of greedy answers to the validation
-   questions, and the loss on held-out general text before and after: what the specialty cost.
-4. A few answers from the fine-tuned models, through `lmsmith generate`.
+    {"prompt": "all customers from Paris", "response": "SELECT * FROM customers WHERE city = 'Paris';"}
 
-Everything goes under --work (default work/sql-example); a second run reuses what is there.
+The validation questions are new combinations (other cities, numbers, products, wordings), never
+a training question.
 """
 
 from __future__ import annotations
@@ -24,12 +19,8 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import shlex
-import shutil
-import sysconfig
+from importlib import resources
 from pathlib import Path
-
-from lmsmith.cli import main as lmsmith
 
 CITIES = {"Paris": "France", "Lyon": "France", "Nice": "France", "Berlin": "Germany", "Munich": "Germany",
           "Hamburg": "Germany", "Madrid": "Spain", "Seville": "Spain", "Rome": "Italy", "Milan": "Italy",
@@ -68,21 +59,6 @@ SCHEMA = """-- customers(id, name, city, country, signup_year)
 -- orders(id, customer_id, product, amount, order_date)
 -- products(id, name, category, price)"""
 
-GENERAL_MODULES = ["textwrap.py", "argparse.py", "json/__init__.py", "json/decoder.py", "json/encoder.py",
-                   "string.py", "calendar.py", "csv.py", "fractions.py", "heapq.py", "shlex.py", "difflib.py"]
-
-
-def run(*args: str) -> None:
-    """Run one lmsmith command, showing it as it would be typed."""
-    print("\n$ lmsmith " + " ".join(shlex.quote(a) for a in args), flush=True)
-    code = lmsmith(list(args))
-    if code != 0:
-        raise SystemExit(code)
-
-
-# ---------------------------------------------------------------------------------------------
-# The domain task
-
 
 def question_and_query(rng: random.Random) -> tuple[str, str]:
     wordings, query = rng.choice(TASKS)
@@ -104,88 +80,29 @@ def write_sql_data(folder: Path, n_train: int, n_val: int, seed: int = 0) -> tup
     rng.shuffle(items)
     folder.mkdir(parents=True, exist_ok=True)
     files = []
-    for name, chunk in (("sql_train.jsonl", items[n_val:]), ("sql_val.jsonl", items[:n_val])):
+    for name, chunk in (("train.jsonl", items[n_val:]), ("val.jsonl", items[:n_val])):
         path = folder / name
-        path.write_text("".join(json.dumps({"prompt": f"-- {q}\n", "response": sql}) + "\n" for q, sql in chunk),
+        path.write_text("".join(json.dumps({"prompt": q, "response": sql}) + "\n" for q, sql in chunk),
                         encoding="utf-8")
         files.append(path)
     return files[0], files[1]
 
 
-# ---------------------------------------------------------------------------------------------
-# The general base model
-
-
-def make_base(work: Path, steps: int) -> tuple[Path, Path]:
-    """A tiny general model trained on standard library modules; returns (run dir, tokens dir)."""
-    corpus, tokenizer, tokens, run_dir = work / "general", work / "tokenizer", work / "tokens", work / "runs" / "base"
-    stdlib = Path(sysconfig.get_paths()["stdlib"])
-    corpus.mkdir(parents=True, exist_ok=True)
-    for module in GENERAL_MODULES:
-        if (stdlib / module).is_file():
-            shutil.copyfile(stdlib / module, corpus / module.replace("/", "_"))
-    if not (tokenizer / "tokenizer.json").is_file():
-        run("tokenizer", "train", str(corpus), "-o", str(tokenizer), "--vocab-size", "1024", "--quiet")
-    if not (tokens / "manifest.json").is_file():
-        run("tokenize", str(corpus), "-t", str(tokenizer), "-o", str(tokens), "--quiet")
-    if not (run_dir / "model" / "model.safetensors").is_file():
-        run("train", f"data={tokens}", f"out={run_dir}", "model.block_size=128", "model.n_layer=4", "model.n_head=4",
-            "model.n_embd=128", f"train.steps={steps}", "train.batch_tokens=4096", "train.micro_batch=32",
-            "train.lr=3e-3", f"train.warmup_steps={steps // 10}", f"train.eval_every={steps}", "train.eval_batches=8",
-            f"train.save_every={steps}", "train.keep_last=1", "train.log_every=50")
-    return run_dir, tokens
-
-
-# ---------------------------------------------------------------------------------------------
+SHIPPED = resources.files("lmsmith") / "configs"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--work", default="work/sql-example", help="where everything is written")
-    parser.add_argument("--base", help="start from this model instead of training a small general one")
-    parser.add_argument("--general-val", help="general text to guard (default: the base's held-out stdlib text)")
-    parser.add_argument("--base-steps", type=int, default=300, help="training steps of the general base")
-    parser.add_argument("--steps", type=int, default=300, help="fine-tuning steps")
+    parser.add_argument("--write", metavar="DIR", help="write train.jsonl and val.jsonl into DIR")
     parser.add_argument("--train-pairs", type=int, default=2000)
     parser.add_argument("--val-pairs", type=int, default=200)
     args = parser.parse_args()
-    work = Path(args.work)
-
-    general = args.general_val
-    if args.base:
-        base = args.base
-    else:
-        base_run, tokens = make_base(work, args.base_steps)
-        base, general = str(base_run), general or str(tokens)
-    train_file, val_file = write_sql_data(work / "data", args.train_pairs, args.val_pairs)
-    print(f"\n{SCHEMA}\n{args.train_pairs} training and {args.val_pairs} validation questions in {work / 'data'}, e.g.")
-    print("  " + val_file.read_text(encoding="utf-8").splitlines()[0])
-
-    common = ["--template", "raw", f"finetune.val_data={val_file}", f"exact_match={args.val_pairs}",
-              f"train.steps={args.steps}", "train.micro_batch=32", "train.eval_every=50", "train.early_stop_patience=3"]
-    if general:
-        common.append(f"general_val={general}")
-    reports = {}
-    for method, extra in (("full", ["train.lr=1e-3"]), ("lora", ["lora.rank=16", "lora.alpha=32", "train.lr=3e-3"])):
-        out = work / "runs" / f"sql-{method}"
-        if not (out / "finetune.json").is_file():
-            run("finetune", base, "--data", str(train_file), "-o", str(out), "--method", method, *common, *extra)
-        reports[method] = json.loads((out / "finetune.json").read_text(encoding="utf-8"))
-
-    for method in reports:
-        run("generate", str(work / "runs" / f"sql-{method}"), "--prompt", "-- all customers from Paris\\n",
-            "--prompt", "-- the 3 most expensive products\\n", "--temperature", "0", "--max-new-tokens", "80",
-            "--no-stream")
-
-    print("\nbefore -> after fine-tuning (validation questions never seen in training):")
-    print(f"{'method':8} {'trainable':>12} {'val loss':>17} {'exact match':>17} {'general loss':>17} {'steps':>6}")
-    for method, r in reports.items():
-        b, a = r["before"], r["after"]
-        general_text = f"{b['general']['loss']:.3f} -> {a['general']['loss']:.3f}" if b["general"] else "-"
-        print(f"{method:8} {r['parameters']['trainable_parameters']:>12,} "
-              f"{b['val_loss']:>7.3f} -> {a['val_loss']:<6.3f} "
-              f"{b['answers']['exact_match']:>7.1%} -> {a['answers']['exact_match']:<6.1%} "
-              f"{general_text:>17} {r['steps']:>6}")
+    if args.write:
+        train, val = write_sql_data(Path(args.write), args.train_pairs, args.val_pairs)
+        print(f"wrote {train} and {val}")
+        return
+    print((SHIPPED / "sql-assistant.yaml").read_text(encoding="utf-8"))
+    print(f"{SCHEMA}\nthe task: {SHIPPED / 'sql-assistant'}\nrun it:   lmsmith build sql-assistant")
 
 
 if __name__ == "__main__":

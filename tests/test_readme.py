@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
+from lmsmith.cli import VERBS as STAGES
 from lmsmith.cli import find_stage, load_line_config, main, read_line
 from lmsmith.core.errors import UserError
 from lmsmith.schema.stage import route_override
-from lmsmith.stages import STAGES
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"

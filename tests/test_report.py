@@ -19,8 +19,15 @@ from lmsmith.cli import main
 from lmsmith.core.errors import UserError
 from lmsmith.report.page import PNGS, REPORT_HTML, write_report
 from lmsmith.schema.recipe import recipe_from_dict
-from lmsmith.schema.train import load_recipe as load_train_recipe
+from lmsmith.schema.stage import stage_config
+from lmsmith.schema.train import train_recipe_of
+from lmsmith.stages import TRAIN
 from lmsmith.train.loop import train
+
+
+def load_train_recipe(path, overrides=()):
+    """The training recipe `lmsmith train --config PATH KEY=VALUE...` runs."""
+    return train_recipe_of(stage_config(TRAIN, path, list(overrides)))
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
 PROMPTS = ["def ", "<b>&"]  # the second one must come out escaped in the HTML

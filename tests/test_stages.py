@@ -3,7 +3,6 @@ every shipped recipe parses with every verb that reads it, and no -o ever replac
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
 import sysconfig
 from pathlib import Path
@@ -11,10 +10,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from lmsmith.cli import VERBS as STAGES
 from lmsmith.cli import main, parse_command
-from lmsmith.schema.recipe import Recipe, build_stage_names, load_recipe, shipped_recipes
+from lmsmith.schema.recipe import load_recipe, shipped_recipes
+from lmsmith.schema.sections import SECTIONS
 from lmsmith.schema.stage import field_type, stage_config
-from lmsmith.stages import STAGES, all_sections, stage_named
+from lmsmith.stages import STAGE_BY_NAME
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
@@ -25,13 +26,23 @@ def generic(stage) -> bool:
     return stage.load_config is None and bool(stage.sections)
 
 
-def test_build_runs_the_registry_stages_in_order():
-    assert build_stage_names() == ("curate", "tokenizer", "tokenize", "train", "eval", "generate")
+def all_sections() -> dict[str, type]:
+    return SECTIONS
 
 
-def test_a_recipe_has_a_field_for_every_section_a_stage_reads():
-    fields = {f.name for f in dataclasses.fields(Recipe)}
-    assert set(all_sections()) <= fields
+def stage_named(name: str):
+    return next(s for s in STAGES if s.name == name)
+
+
+def test_the_classic_journey_is_the_registry_stages_in_order():
+    classic = tuple(s.name for s in STAGE_BY_NAME.values() if s.in_build)
+    assert classic == ("curate", "tokenizer", "tokenize", "train", "eval", "generate", "report", "explain")
+
+
+def test_every_section_a_stage_reads_is_in_the_schema_with_the_same_dataclass():
+    for stage in STAGES:
+        for name, cls in stage.sections.items():
+            assert SECTIONS[name] is cls, (stage.name, name)
 
 
 @pytest.mark.parametrize("stage", STAGES, ids=lambda s: s.name)

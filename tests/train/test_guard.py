@@ -8,11 +8,18 @@ import torch
 from lmsmith.core.errors import UserError
 from lmsmith.model.transformer import GPT
 from lmsmith.schema.model import ModelConfig
-from lmsmith.schema.train import BatchPlan, TrainConfig, load_recipe
+from lmsmith.schema.stage import stage_config
+from lmsmith.schema.train import BatchPlan, TrainConfig, train_recipe_of
+from lmsmith.stages import TRAIN
 from lmsmith.train import loop, trainer
 from lmsmith.train.guard import NonFiniteGuard
 from lmsmith.train.optim import build_optimizers
 from lmsmith.train.precision import Precision
+
+
+def load_recipe(path, overrides=()):
+    """The training recipe `lmsmith train --config PATH KEY=VALUE...` runs."""
+    return train_recipe_of(stage_config(TRAIN, path, list(overrides)))
 
 
 class PoisonedGPT(GPT):

@@ -6,7 +6,14 @@ import pytest
 import yaml
 
 from lmsmith.cli import main
-from lmsmith.schema.train import load_recipe
+from lmsmith.schema.stage import stage_config
+from lmsmith.schema.train import train_recipe_of
+from lmsmith.stages import TRAIN
+
+
+def load_recipe(path, overrides=()):
+    """The training recipe `lmsmith train --config PATH KEY=VALUE...` runs."""
+    return train_recipe_of(stage_config(TRAIN, path, list(overrides)))
 
 
 def train_cli(capsys, recipe, *args) -> tuple[int, str]:

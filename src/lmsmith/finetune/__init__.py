@@ -18,8 +18,25 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lmsmith.core.config import apply_overrides
 from lmsmith.core.errors import UserError
+from lmsmith.schema.finetune import finetune_from_sections
 from lmsmith.text.chat_template import get_template
+
+
+def finetune(base: str, data: str, out: str | Path, overrides: list[str] = (), quiet: bool = False,
+             **flags) -> dict:
+    """Fine-tune `base` on `data` into the run directory `out`; returns the report.
+
+    `flags` are keys of the finetune section (mode, method, template); `overrides` are `key=value`
+    items such as `lora.rank=16` or `train.lr=1e-4` (a key without `train.` is the finetune section's).
+    """
+    from lmsmith.finetune.job import finetune as finetune_run
+
+    routed = [o if o.split("=", 1)[0].split(".")[0] in ("train", "finetune") else f"finetune.{o}" for o in overrides]
+    config = finetune_from_sections(apply_overrides({"finetune": dict(flags)}, routed))
+    get_template(config.finetune.template)
+    return finetune_run(base, data, out, config, quiet=quiet)
 
 
 def run(config, inputs: dict, out: str | Path, *, quiet: bool = False, force: bool = False) -> dict:

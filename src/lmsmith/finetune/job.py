@@ -369,3 +369,4 @@ def show_report(out: Path) -> None:
     import json
 
     print_summary(json.loads((Path(out) / REPORT).read_text(encoding="utf-8")), Path(out))
+    print(f"chat with it: lmsmith chat {out}")
