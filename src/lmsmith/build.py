@@ -188,7 +188,7 @@ def missing_input(planned: PlannedStep, spec: Input) -> str:
 
 
 def check_sources(recipe: Recipe) -> None:
-    """Every `from:` names an earlier step or a path that exists; one naming a later step would be a cycle."""
+    """Every `from:` names an earlier step, a path that exists or an hf:NAME; a later step would be a cycle."""
     order = [step.name for step in recipe.steps]
     for n, step in enumerate(recipe.steps):
         for target in step.sources.values():
@@ -196,10 +196,10 @@ def check_sources(recipe: Recipe) -> None:
                 raise ConfigError(f"steps.{step.name}.from: '{target}' does not come before '{step.name}': "
                                   "steps run in the order written, and each reads only earlier steps; "
                                   f"move '{target}' up, or read another step")
-            if target not in order and not Path(target).expanduser().exists():
+            if target not in order and not target.startswith("hf:") and not Path(target).expanduser().exists():
                 hint = closest_hint(target, order[:n], "the steps before it are " + ", ".join(order[:n]))
                 raise ConfigError(f"steps.{step.name}.from: '{target}' is neither an earlier step nor a path "
-                                  f"that exists: {hint}")
+                                  f"that exists (nor hf:NAME): {hint}")
 
 
 def plan(recipe: Recipe, work: Workdir) -> list[PlannedStep]:

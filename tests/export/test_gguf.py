@@ -169,6 +169,15 @@ def test_ollama_directory_has_an_exact_go_template(tmp_path, tokenizer):
         go_template(uneven, "<|endoftext|>")
 
 
+@pytest.mark.parametrize("name,separator", [("chatml", "\n"), ("plain", "\n\n")])
+def test_our_own_templates_put_their_separator_between_messages_in_go(name, separator):
+    from lmsmith.text.chat_template import get_template, jinja_source
+
+    go, stops = go_template(jinja_source(get_template(name)), "<|endoftext|>")  # checked against Jinja inside
+    assert go.startswith("{{ range $i, $m := .Messages }}{{ if $i }}" + separator + "{{ end }}")
+    assert stops == (["<|im_end|>"] if name == "chatml" else ["<|endoftext|>"])
+
+
 # ---------------------------------------------------------------------------------------------
 # llama.cpp itself
 

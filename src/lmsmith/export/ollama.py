@@ -56,31 +56,58 @@ def template_pieces(source: str, eos: str) -> dict[str, str]:
     return pieces
 
 
+def with_separator(pieces: dict[str, str], source: str, eos: str) -> dict[str, str] | None:
+    """The pieces read as a template that puts a separator between messages and no default system
+    prompt (lmsmith's own chatml and plain do): the text before a message that follows another is the
+    separator, then the text before a first message. None when the pieces do not read that way."""
+    first_user = _render(source, [{"role": "user", "content": _MARK["user"]}], eos, False).split(_MARK["user"])[0]
+    after_system = pieces["user_before"]
+    if not first_user or not after_system.endswith(first_user) or after_system == first_user:
+        return None
+    separator = after_system[:-len(first_user)]
+    if not pieces["assistant_before"].startswith(separator):
+        return None
+    read = dict(pieces, separator=separator, default_system="", user_before=first_user)
+    read["assistant_before"] = pieces["assistant_before"][len(separator):]
+    return read
+
+
 def _render_pieces(pieces: dict[str, str], messages: list[dict]) -> str:
     """What the Go template built from `pieces` writes for `messages`, computed here."""
     text = "" if messages and messages[0]["role"] == "system" else pieces["default_system"]
-    for m in messages:
+    for n, m in enumerate(messages):
+        text += (pieces.get("separator", "") if n else "")
         text += pieces[f"{m['role']}_before"] + m["content"] + pieces[f"{m['role']}_after"]
     return text + pieces["generation"]
+
+
+CONVERSATIONS = [
+    [{"role": "user", "content": "hi"}],
+    [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}],
+    [{"role": "system", "content": "s"}, {"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
+     {"role": "user", "content": "c"}],
+    [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}, {"role": "user", "content": "c"}],
+]
+
+
+def exact_pieces(source: str, eos: str) -> dict[str, str]:
+    """The pieces of a template, as fixed text around each message (with a separator between messages
+    if that is how it reads), checked against the Jinja template on several conversations."""
+    pieces = template_pieces(source, eos)
+    for candidate in (pieces, with_separator(pieces, source, eos)):
+        if candidate is not None and all(_render_pieces(candidate, messages) == _render(source, messages, eos, True)
+                                         for messages in CONVERSATIONS):
+            return candidate
+    raise UserError("the model's chat template does not wrap each message in fixed text, so it has no exact "
+                    "Ollama (Go) template: export without --ollama (llama.cpp reads the Jinja template from "
+                    "the GGUF file)")
 
 
 def go_template(source: str | None, eos: str) -> tuple[str, list[str]]:
     """(the Ollama TEMPLATE, the extra stop strings) for a Jinja chat template, or a UserError."""
     if source is None:
         return "{{ .Prompt }}", []
-    pieces = template_pieces(source, eos)
-    conversations = [
-        [{"role": "user", "content": "hi"}],
-        [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}],
-        [{"role": "system", "content": "s"}, {"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
-         {"role": "user", "content": "c"}],
-        [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}, {"role": "user", "content": "c"}],
-    ]
-    for messages in conversations:
-        if _render_pieces(pieces, messages) != _render(source, messages, eos, generation=True):
-            raise UserError("the model's chat template does not wrap each message in fixed text, so it has no exact "
-                            "Ollama (Go) template: export without --ollama (llama.cpp reads the Jinja template from "
-                            "the GGUF file)")
+    pieces = exact_pieces(source, eos)
     if any("{{" in p or "}}" in p for p in pieces.values()):
         raise UserError("the model's chat template writes '{{' or '}}', which an Ollama template cannot hold literally")
     go = ""
@@ -90,7 +117,9 @@ def go_template(source: str | None, eos: str) -> tuple[str, list[str]]:
             + pieces["default_system"]
             + "{{ end }}"
         )
-    go += "{{ range .Messages }}"
+    separator = pieces.get("separator", "")
+    between = "{{ range $i, $m := .Messages }}{{ if $i }}" + separator + "{{ end }}"
+    go += between if separator else "{{ range .Messages }}"
     for n, role in enumerate(("system", "user", "assistant")):
         go += ("{{ if" if n == 0 else "{{ else if") + f' eq .Role "{role}" }}}}'
         go += pieces[f"{role}_before"] + "{{ .Content }}" + pieces[f"{role}_after"]

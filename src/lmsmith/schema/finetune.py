@@ -20,12 +20,10 @@ On the command line, `lora.rank=16` and `template=chatml` set keys of the finetu
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from lmsmith.core.config import ConfigError, parse_section
-
-if TYPE_CHECKING:
-    from lmsmith.schema.train import TrainConfig
+from lmsmith.schema.train import TrainConfig
 
 DEFAULT_LORA_TARGETS = ["attn.qkv", "attn.proj", "ffn.fc", "ffn.proj"]
 

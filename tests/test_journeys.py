@@ -1,0 +1,156 @@
+"""Whole journeys from one recipe: steps of any registered stage, named, in order, reading earlier steps.
+
+The shipped sql-assistant recipe runs here end to end on tiny settings (the same steps, the same
+code, minutes shrunk to seconds); its GGUF file is read back by transformers' own GGUF reader.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sysconfig
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from lmsmith.build import Workdir
+from lmsmith.cli import main
+from lmsmith.model.directory import load_model_dir
+from lmsmith.schema.recipe import find_recipe
+
+STDLIB = Path(sysconfig.get_paths()["stdlib"])
+MODULES = ["textwrap.py", "argparse.py", "string.py", "calendar.py", "csv.py", "fractions.py", "heapq.py",
+           "shlex.py", "difflib.py", "json/__init__.py", "json/decoder.py", "json/encoder.py", "sqlite3/__init__.py",
+           "sqlite3/dump.py", "this.py", "bisect.py", "colorsys.py", "keyword.py", "queue.py", "sched.py"]
+TINY_BASE = {"model.block_size": 128, "model.n_layer": 2, "model.n_head": 2, "model.n_embd": 32,
+             "train.max_minutes": "null", "train.steps": 4, "train.batch_tokens": 1024, "train.micro_batch": 8,
+             "train.eval_every": 2, "train.eval_batches": 2, "train.save_every": 4, "train.optimizer": "adamw",
+             "train.schedule": "cosine", "train.warmup_steps": 1, "train.device": "cpu"}
+TINY_SQL = {"train.steps": 4, "train.eval_every": 2, "train.eval_batches": 2, "train.micro_batch": 8,
+            "train.device": "cpu", "finetune.exact_match": 4}
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("stdlib")
+    for module in MODULES:
+        if (STDLIB / module).is_file():
+            shutil.copyfile(STDLIB / module, folder / module.replace("/", "_"))
+    return folder
+
+
+def tiny_sql_assistant(corpus: Path) -> list[str]:
+    """The shipped recipe's overrides that shrink it to seconds: the same steps, smaller everything."""
+    return ([f"steps.curate.inputs=[{corpus}]", "steps.curate.split={val_fraction: 0.2, test_fraction: 0.2}",
+             "steps.tokenizer.vocab_size=512", "steps.eval.split=val", "steps.export.export.quant=f32"]
+            + [f"steps.train.{k}={v}" for k, v in TINY_BASE.items()]
+            + [f"steps.sql.{k}={v}" for k, v in TINY_SQL.items()])
+
+
+@pytest.fixture(scope="module")
+def journey(corpus, tmp_path_factory):
+    work = tmp_path_factory.mktemp("journey") / "work"
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main(["build", "sql-assistant", "-o", str(work), *tiny_sql_assistant(corpus)]) == 0
+    finally:
+        torch.set_num_threads(before)
+    return work
+
+
+def test_the_sql_assistant_pretrains_fine_tunes_scores_and_exports(journey, corpus, capsys):
+    assert main(["build", "sql-assistant", "-o", str(journey), *tiny_sql_assistant(corpus)]) == 0
+    out = capsys.readouterr().out
+    steps = ["curate", "tokenizer", "tokenize", "train", "eval", "sql", "export"]
+    assert [line.split("]")[0][1:] for line in out.splitlines() if "] up to date" in line] == steps
+    assert "exact match on 4 val examples:" in out and "%" in out  # before -> after, on questions never trained on
+    assert f"chat with it: lmsmith chat {journey / 'runs' / 'sql'}" in out
+    assert "ollama create NAME -f" in out
+    report = json.loads((journey / "runs" / "sql" / "finetune.json").read_text())
+    assert report["base"]["source"].endswith(str(Path("runs") / "main" / "model"))  # it started from the train step
+    assert report["after"]["answers"]["examples"] == 4
+    resolved = yaml.safe_load((journey / "recipe.yaml").read_text())
+    assert list(resolved["steps"]) == steps and resolved["steps"]["sql"]["finetune"]["data"].endswith("train.jsonl")
+
+
+def test_its_gguf_file_loads_in_transformers_with_the_fine_tuned_logits(journey):
+    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("gguf")
+    folder = Workdir(journey).output("export")
+    theirs = transformers.AutoModelForCausalLM.from_pretrained(str(folder), gguf_file="model.gguf").eval()
+    ours, tokenizer = load_model_dir(journey / "runs" / "sql")
+    ids = torch.tensor([tokenizer.encode("SELECT name FROM customers WHERE city = 'Oslo';")])
+    with torch.no_grad():
+        torch.testing.assert_close(theirs(ids).logits, ours(ids).logits, atol=1e-4, rtol=0)
+    assert (folder / "Modelfile").read_text().startswith("# Made by lmsmith export --ollama")
+
+
+def test_a_journey_can_start_from_a_hugging_face_model(tmp_path, corpus):
+    transformers = pytest.importorskip("transformers")
+    from tokenizers import Tokenizer as Backend
+    from tokenizers import decoders, models, pre_tokenizers, trainers
+
+    backend = Backend(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    backend.train_from_iterator([(corpus / "csv.py").read_text()], trainers.BpeTrainer(
+        vocab_size=400, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False))
+    torch.manual_seed(0)
+    eot = backend.token_to_id("<|endoftext|>")
+    hf = transformers.LlamaForCausalLM(transformers.LlamaConfig(
+        vocab_size=backend.get_vocab_size(), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=256, bos_token_id=eot,
+        eos_token_id=eot, tie_word_embeddings=True))
+    hf_dir = tmp_path / "hf"
+    hf.save_pretrained(str(hf_dir))
+    backend.save(str(hf_dir / "tokenizer.json"))
+    (hf_dir / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "PreTrainedTokenizerFast",
+                                                              "eos_token": "<|endoftext|>"}))
+    work = tmp_path / "work"
+    overrides = [f"steps.sql.from.base={hf_dir}", "steps.export.export.quant=f32"] + [
+        f"steps.sql.{k}={v}" for k, v in TINY_SQL.items()]
+    assert main(["build", "sql-from-model", "-o", str(work), *overrides, "--quiet"]) == 0
+    report = json.loads((work / "runs" / "sql" / "finetune.json").read_text())
+    assert report["base"]["kind"] == "hf-dir" and report["steps"] == 4
+    assert (work / "export" / "model.gguf").is_file()
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad graphs: one line, exit 2, before any work
+
+
+def write_recipe(path: Path, steps: dict, **top) -> Path:
+    path.write_text(yaml.safe_dump({"steps": steps, **top}, sort_keys=False))
+    return path
+
+
+SQL_DATA = str(find_recipe("sql-assistant").parent / "sql-assistant" / "train.jsonl")
+
+
+@pytest.mark.parametrize("steps,top,message", [
+    ({"curate": {"inputs": ["stdlib"]}, "finetuen": {}}, {},
+     "steps.finetuen: 'finetuen' (its name) is not a stage a step can run: did you mean 'finetune'?"),
+    ({"eval": {}}, {}, "step 'eval' reads a model (model), but no step before it makes one: add a finetune or "
+                       "train step before it, or name one with steps.eval.from"),
+    ({"sql": {"stage": "finetune", "from": "export", "finetune": {"data": SQL_DATA}}, "export": {}}, {},
+     "steps.sql.from: 'export' does not come before 'sql'"),
+    ({"sql": {"stage": "finetune", "from": "nowhere", "finetune": {"data": SQL_DATA}}}, {},
+     "steps.sql.from: 'nowhere' is neither an earlier step nor a path that exists"),
+    ({"main": {"stage": "finetune", "from": "hf:org/model", "finetune": {"data": SQL_DATA}},
+      "train": {"model": {"n_layer": 2}}}, {},
+     "steps 'main' and 'train' would both write"),
+    ({"curate": {"inputs": ["stdlib"]}}, {"train": {"steps": 3}},
+     "the recipe has steps:, so its train: section belongs inside a step"),
+    ({"export": {"stage": "export", "from": "hf:org/model", "export": {"ollama": False}}}, {},
+     "export.ollama is false, but a build step writes a folder"),
+])
+def test_a_graph_that_cannot_run_is_refused_before_any_work(tmp_path, capsys, steps, top, message):
+    recipe = write_recipe(tmp_path / "journey.yaml", steps, **top)
+    assert main(["build", str(recipe), "-o", str(tmp_path / "work")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1, err
+    assert not (tmp_path / "work").exists()
