@@ -476,8 +476,7 @@ def run(config: Recipe, inputs: dict, out: str | Path | None = None, *, quiet: b
     if minutes is not None:
         train_for_minutes(config, minutes)
     result = build(config, out, force=force or (), until=until, nproc_per_node=nproc_per_node, quiet=quiet)
-    if not quiet:
-        print_outcome(result)
+    print_outcome(result)  # what the build is for: shown with --quiet too
     return {"stage": "build", "ran": result.ran, "kept": result.skipped}
 
 

@@ -51,8 +51,13 @@ def test_state_moves_between_grouped_and_torch_muon():
         q.grad = p.grad.clone()
     ours.step()
     theirs.step()
+    # The state carried over exactly (the update before it is compared in the test above). On a CPU with
+    # native bf16 (AVX-512 BF16) a batched bf16 product and the same product alone may round a few
+    # elements one bf16 step apart: allow one step (2**-8) of an update of size lr, nothing more.
     for p, q in zip(params, theirs_params):
-        torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-7)
+        torch.testing.assert_close(p, q, rtol=0, atol=0.02 * 2**-8)
+    for mine, reference in zip(ours.state_dict()["state"].values(), theirs.state_dict()["state"].values()):
+        torch.testing.assert_close(mine["momentum_buffer"], reference["momentum_buffer"], rtol=0, atol=0)
 
 
 def test_parameters_without_gradients_are_left_alone():
