@@ -154,3 +154,19 @@ def test_a_graph_that_cannot_run_is_refused_before_any_work(tmp_path, capsys, st
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1, err
     assert not (tmp_path / "work").exists()
+
+
+def test_the_shipped_sql_task_is_what_the_example_makes(tmp_path):
+    """The recipe's data is reproducible: examples/finetune_sql.py writes the shipped files byte for byte."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("finetune_sql", Path(__file__).parents[1] / "examples" /
+                                                  "finetune_sql.py")
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    written = example.write_sql_data(tmp_path, 2000, 200)
+    shipped = find_recipe("sql-assistant").parent / "sql-assistant"
+    for path in written:
+        assert path.read_bytes() == (shipped / path.name).read_bytes(), path.name
+    train = {json.loads(line)["prompt"] for line in written[0].read_text().splitlines()}
+    assert not train & {json.loads(line)["prompt"] for line in written[1].read_text().splitlines()}
