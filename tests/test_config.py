@@ -3,7 +3,14 @@
 import pytest
 
 from lmsmith.core.config import ConfigError, apply_overrides, parse_section
-from lmsmith.schema.model import ModelConfig, load_model_config
+from lmsmith.schema.model import ModelConfig
+from lmsmith.schema.stage import stage_config
+from lmsmith.stages import INIT
+
+
+def load_model_config(path, overrides=()):
+    """The model section as `lmsmith init --config PATH KEY=VALUE...` reads it (the shared loader)."""
+    return stage_config(INIT, path, list(overrides)).model
 
 
 def test_overrides_reach_nested_keys_and_parse_values():

@@ -126,11 +126,20 @@ class PlannedStep:
         return self.step.name
 
 
-def config_value(step: Step, recipe: Recipe, dotted: str):
-    """A recipe value by its `section.key`: the step's own section, else the recipe's top-level one."""
-    section, _, key = dotted.partition(".")
-    holder = getattr(step.config, section, None) or getattr(recipe, section, None)
-    return getattr(holder, key, None) if holder is not None else None
+def named_in_recipe(spec: Input, step: Step, recipe: Recipe):
+    """What the recipe names for an input (by its config key, else its fallback key); None if nothing.
+
+    A key is looked up in the step's own section, else in the recipe's top-level one (the classic
+    journey's tokenizer step reads tokenize.inputs)."""
+    for dotted in (spec.key, spec.otherwise):
+        if dotted is None:
+            continue
+        section, _, key = dotted.partition(".")
+        holder = getattr(step.config, section, None) or getattr(recipe, section, None)
+        value = getattr(holder, key, None) if holder is not None else None
+        if value:
+            return value
+    return None
 
 
 def provider_of(spec: Input, planned: PlannedStep, done: list[PlannedStep]) -> PlannedStep | str | None:
@@ -166,15 +175,12 @@ def resolve_inputs(planned: PlannedStep, done: list[PlannedStep], recipe: Recipe
             planned.upstream[spec.name] = source.name
             path = str(source.output.resolve())
             planned.inputs[spec.name] = [path] if spec.many else path
-        else:
-            value = source if source is not None else next(
-                (v for v in (config_value(step, recipe, key) for key in (spec.key, spec.otherwise) if key) if v), None)
-            if value:
-                specs = list(value) if isinstance(value, list) else [value]
-                planned.given[spec.name] = specs
-                planned.inputs[spec.name] = specs if spec.many else specs[0]
-            elif spec.required and spec.reads:
-                raise ConfigError(missing_input(planned, spec))
+        elif (value := source or named_in_recipe(spec, step, recipe)) is not None:
+            specs = list(value) if isinstance(value, list) else [value]
+            planned.given[spec.name] = specs
+            planned.inputs[spec.name] = specs if spec.many else specs[0]
+        elif spec.required and spec.reads:
+            raise ConfigError(missing_input(planned, spec))
     unknown = set(step.sources) - {i.name for i in stage.inputs} - {"*"}
     if unknown:
         raise ConfigError(f"steps.{planned.name}.from: stage {stage.name} has no input {sorted(unknown)[0]} "

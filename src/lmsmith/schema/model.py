@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
-from lmsmith.core.config import ConfigError, apply_overrides, parse_section, read_yaml
+from lmsmith.core.config import ConfigError
 
 PositionKind = Literal["learned", "sinusoidal", "rope"]
 
@@ -147,17 +146,6 @@ class ModelConfig:
         if self.norm_eps <= 0 or self.init_std <= 0 or self.rope_theta <= 0:
             raise ConfigError(f"{where}: norm_eps, init_std and rope_theta must be positive")
 
-
-def load_model_config(path: str | Path | None, overrides: list[str] = ()) -> ModelConfig:
-    """A model config from a YAML file (its `model:` section, or the whole file) plus overrides."""
-    raw = read_yaml(path) if path is not None else {}
-    if "model" not in raw:
-        raw = {"model": raw} if raw else {}
-    raw = apply_overrides(raw, list(overrides))
-    unknown = [k for k in raw if k != "model"]
-    if unknown:
-        raise ConfigError(f"unknown section '{unknown[0]}' in a model config: only 'model' is read here")
-    return parse_section(ModelConfig, raw.get("model"), "model")
 
 
 @dataclass

@@ -53,7 +53,7 @@ from lmsmith.schema.model import ModelConfig
 from lmsmith.schema.sections import SECTIONS, STEPS_KEY
 from lmsmith.schema.stage import Stage, config_from_sections
 from lmsmith.schema.text import TokenizeConfig, TokenizerConfig
-from lmsmith.schema.train import TrainConfig, TrainRecipe, plan_batch
+from lmsmith.schema.train import TrainConfig, plan_batch
 
 SHIPPED = "configs"  # recipes shipped inside the package: lmsmith/configs/NAME.yaml
 DEFAULT_RECIPE = "quickstart"
@@ -102,11 +102,6 @@ class Recipe:
         if self.sweep is not None:
             raw["sweep"] = copy.deepcopy(self.sweep)
         return raw
-
-    def train_recipe(self, data: str | Path, out: str | Path) -> TrainRecipe:
-        """What `lmsmith train` runs for this recipe, on the tokens in `data`, into the run directory `out`."""
-        return TrainRecipe(data=str(data), out=str(out),
-                           model=copy.deepcopy(self.model), train=copy.deepcopy(self.train))
 
 
 # ---------------------------------------------------------------------------------------------
