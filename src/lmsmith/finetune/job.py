@@ -28,6 +28,7 @@ import math
 import shutil
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,20 +41,24 @@ from lmsmith.core.errors import UserError
 from lmsmith.core.output import check_replaceable
 from lmsmith.finetune.adapter_dir import save_adapter_dir
 from lmsmith.finetune.domain_text import domain_tokens, general_tokens
+from lmsmith.finetune.dpo import cache_reference, preference_objective
 from lmsmith.finetune.instruct_data import (
     InstructBatches,
     InstructEvalBatches,
+    TokenizedSet,
     read_jsonl,
     split_examples,
     tokenize_examples,
 )
 from lmsmith.finetune.lora import base_weights_sha256, inject_lora, lora_layers, merge_lora
 from lmsmith.finetune.methods import check_method, choose_trainable
+from lmsmith.finetune.preferences import PreferenceBatches, PreferenceEvalBatches, read_pairs, tokenize_pairs
 from lmsmith.finetune.start import load_start
 from lmsmith.finetune.vocabulary import add_special_tokens, grow_vocabulary, missing_special_tokens
 from lmsmith.model.transformer import GPT
 from lmsmith.schema.finetune import FinetuneRecipe
 from lmsmith.text.chat_template import get_template
+from lmsmith.train.trainer import next_token_loss
 
 STAGE = "finetune"
 REPORT = "finetune.json"
@@ -73,6 +78,7 @@ class DomainData:
     eval_batches: object  # (inputs, targets) micro-batches of the domain validation set
     description: dict = field(default_factory=dict)
     val_examples: list = field(default_factory=list)  # instruct: for exact-match scoring
+    objective: Callable = next_token_loss  # what the engine minimises on these batches
 
 
 # ---------------------------------------------------------------------------------------------
@@ -106,6 +112,41 @@ def instruct_data(recipe: FinetuneRecipe, data: str, model: GPT, tokenizer, plan
     return DomainData(batches, eval_batches, description, val_examples)
 
 
+def preference_data(recipe: FinetuneRecipe, data: str, model: GPT, tokenizer, plan, info, precision,
+                    quiet: bool) -> DomainData:
+    """Pairs for --mode dpo, with the starting model's log-probabilities cached in each (the reference)."""
+    cfg = recipe.finetune
+    template = get_template(cfg.template)
+    given = read_pairs(data)
+    if cfg.val_data:
+        validation = read_pairs(cfg.val_data)
+        train_pairs, val_pairs, identical = given.pairs, validation.pairs, given.identical + validation.identical
+    else:
+        train_pairs, val_pairs = split_examples(given.pairs, cfg.val_fraction, recipe.train.seed)
+        identical = given.identical
+    if not val_pairs:
+        raise UserError(f"{data} gives no validation pairs (it has {len(given.pairs)}; finetune.val_fraction is "
+                        f"{cfg.val_fraction}): give finetune.val_data, or more pairs and a val_fraction above 0")
+    if identical:
+        note(f"{identical} pair(s) dropped: the chosen answer equals the rejected one", quiet)
+    block, pad = model.config.block_size, tokenizer.eot_id
+    train_set, dropped = tokenize_pairs(train_pairs, template, tokenizer, block, "training")
+    val_set, val_dropped = tokenize_pairs(val_pairs, template, tokenizer, block, "validation")
+    if dropped or val_dropped:
+        note(f"{dropped + val_dropped} pair(s) dropped: a prompt fills the context of {block} tokens", quiet)
+    model.to(info.device)
+    dpo = cfg.dpo
+    if dpo.loss == "sigmoid":  # SimPO needs no reference
+        cache_reference(model, train_set + val_set, plan.micro_batch, info.device, pad, precision)
+    batches = PreferenceBatches(TokenizedSet(train_set, dropped, 0), plan, recipe.train.seed, info.rank, info.device,
+                                pad)
+    eval_batches = PreferenceEvalBatches(val_set, plan.micro_batch, info.device, pad)
+    description = {"kind": "dpo", "path": str(data), "template": template.name, "loss": dpo.loss,
+                   "train_pairs": len(train_set), "val_pairs": len(val_set), "identical_dropped": identical}
+    return DomainData(batches, eval_batches, description, [pair.chosen for pair in val_pairs],
+                      preference_objective(dpo.loss, dpo.beta, dpo.gamma))
+
+
 def continue_data(recipe: FinetuneRecipe, data: str, tokenizer, plan, info, work: Path, quiet: bool) -> DomainData:
     from lmsmith.train.data import EvalBatches, TokenWindows, TrainBatches
 
@@ -129,7 +170,7 @@ def add_template_tokens(recipe: FinetuneRecipe, model: GPT, tokenizer, quiet: bo
     from lmsmith.text.chat_template import jinja_source
     from lmsmith.text.tokenizer import Tokenizer
 
-    if recipe.finetune.mode != "instruct":
+    if recipe.finetune.mode == "continue":  # plain text: no template, no special tokens to add
         return tokenizer, []
     template = get_template(recipe.finetune.template)
     tokenizer = Tokenizer(tokenizer.backend, eot_token=tokenizer.eot_token, kind=tokenizer.kind,
@@ -258,8 +299,9 @@ def finetune(base: str, data: str, out: str | Path, recipe: FinetuneRecipe, quie
 
     out = Path(out)
     check_output(out, base, data)
-    if recipe.finetune.mode == "instruct" and Path(data).is_dir():
-        raise UserError(f"--mode instruct reads a JSONL file, but {data} is a directory: give the .jsonl file, "
+    mode = recipe.finetune.mode
+    if mode != "continue" and Path(data).is_dir():
+        raise UserError(f"--mode {mode} reads a JSONL file, but {data} is a directory: give the .jsonl file, "
                         "or use --mode continue for domain text")
     with process_group(recipe.train.device) as info, tempfile.TemporaryDirectory(prefix="lmsmith-finetune-") as work:
         return _finetune(base, data, out, recipe, info, Path(work), quiet)
@@ -282,8 +324,11 @@ def _finetune(base: str, data: str, out: Path, recipe: FinetuneRecipe, info, wor
                  "vocab_size": model.config.vocab_size}
     tokenizer, added = add_template_tokens(recipe, model, tokenizer, quiet)
     plan = batch_plan(recipe, model.config.block_size, info.world_size)
+    precision = resolve_precision(train.precision, info.device)
     if cfg.mode == "instruct":
         domain = instruct_data(recipe, data, model, tokenizer, plan, info, quiet)
+    elif cfg.mode == "dpo":
+        domain = preference_data(recipe, data, model, tokenizer, plan, info, precision, quiet)
     else:
         domain = continue_data(recipe, data, tokenizer, plan, info, work, quiet)
     model.to(info.device)
@@ -292,13 +337,12 @@ def _finetune(base: str, data: str, out: Path, recipe: FinetuneRecipe, info, wor
         print(f"fine-tuning {base} ({start.kind}) with {cfg.method}: {chosen['trainable_parameters']:,} of "
               f"{chosen['total_parameters']:,} parameters train "
               f"({chosen['trainable_parameters'] / chosen['total_parameters']:.2%})")
-    precision = resolve_precision(train.precision, info.device)
     before = score(model, tokenizer, recipe, domain, general, precision, info)
 
     inputs = {"base": base_info, "data": domain.description}
     writer = ModelWriter(model.config, tokenizer, recipe, base_info, added, list(lora_layers(model)), inputs)
     job = TrainingJob(model=model, batches=domain.batches, eval_batches=domain.eval_batches, write_model=writer,
-                      stage=STAGE, inputs=inputs,
+                      stage=STAGE, inputs=inputs, objective=domain.objective,
                       config={"finetune": section_to_dict(cfg), "train": section_to_dict(train)})
     result = run_job(job, train, out, info, quiet=quiet)
 
@@ -325,11 +369,12 @@ def batch_plan(recipe: FinetuneRecipe, block_size: int, world_size: int):
 
 
 def score(model, tokenizer, recipe, domain: DomainData, general, precision, info) -> dict:
-    """Domain validation loss (the engine's own evaluation), general loss, exact match."""
-    from lmsmith.train.trainer import evaluate
+    """Domain validation loss (the engine's own evaluation, with its statistics), general loss, exact match."""
+    from lmsmith.train.trainer import evaluate_objective
 
+    val_loss, val_stats = evaluate_objective(model, domain.eval_batches, precision, info, domain.objective)
     return {
-        "val_loss": round(evaluate(model, domain.eval_batches, precision, info), 5),
+        "val_loss": round(val_loss, 5), **({"val": val_stats} if val_stats else {}),
         "general": general_loss(model, general, tokenizer, info.device),
         "answers": exact_match_score(model, tokenizer, recipe, domain.val_examples),
     }
@@ -356,6 +401,11 @@ def print_summary(report: dict, out: Path) -> None:
         change = report["general_loss_change"]
         lines.append(f"general val loss {before['general']['loss']:.4f} -> {after['general']['loss']:.4f} "
                      f"({'+' if change >= 0 else ''}{change:.4f}: what the specialty cost)")
+    if before.get("val"):
+        b, a = before["val"], after["val"]
+        lines.append(f"preference accuracy on val pairs {b['preference_accuracy']:.1%} -> "
+                     f"{a['preference_accuracy']:.1%} (reward margin {b['reward_margin']:.3f} -> "
+                     f"{a['reward_margin']:.3f})")
     if before["answers"]:
         lines.append(f"exact match on {after['answers']['examples']} val examples: "
                      f"{before['answers']['exact_match']:.1%} -> {after['answers']['exact_match']:.1%}")

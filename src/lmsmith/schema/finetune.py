@@ -19,6 +19,7 @@ On the command line, `lora.rank=16` and `template=chatml` set keys of the finetu
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -59,8 +60,26 @@ class FreezeConfig:
 
 
 @dataclass
+class DpoConfig:
+    """Preference tuning (--mode dpo): pairs of a better and a worse answer to the same prompt."""
+
+    # sigmoid: DPO (Rafailov et al. 2023) against the starting model's log-probabilities, computed once;
+    # simpo: SimPO (Meng et al. 2024), reference-free, on length-normalised log-probabilities
+    loss: Literal["sigmoid", "simpo"] = "sigmoid"
+    beta: float = 0.1  # how far from the reference the policy may move (sigmoid); the reward scale (simpo: ~2)
+    gamma: float = 0.5  # simpo: the margin the chosen answer's reward must clear; not used by sigmoid
+
+    def check(self, where: str = "dpo") -> None:
+        if not self.beta > 0 or not math.isfinite(self.beta):
+            raise ConfigError(f"{where}.beta must be a positive number, got {self.beta}")
+        if not math.isfinite(self.gamma) or self.gamma < 0:
+            raise ConfigError(f"{where}.gamma must be 0 or more, got {self.gamma}")
+
+
+@dataclass
 class FinetuneConfig:
-    mode: Literal["instruct", "continue"] = "instruct"  # answers to prompts, or more pretraining on domain text
+    # answers to prompts (instruct), more pretraining on domain text (continue), or preference pairs (dpo)
+    mode: Literal["instruct", "continue", "dpo"] = "instruct"
     method: Literal["full", "lora"] = "full"
     template: str = "plain"  # chat template for instruct data: chatml, plain or raw
     packing: bool = False  # instruct: pack examples into full rows (faster; attention crosses examples)
@@ -74,6 +93,7 @@ class FinetuneConfig:
     exact_match: int = 0  # instruct: answer this many validation prompts greedily before and after, and score them
     lora: LoRAConfig = field(default_factory=LoRAConfig)
     freeze: FreezeConfig = field(default_factory=FreezeConfig)
+    dpo: DpoConfig = field(default_factory=DpoConfig)
 
     def check(self, where: str = "finetune") -> None:
         if not 0.0 <= self.val_fraction < 1.0:
@@ -85,6 +105,8 @@ class FinetuneConfig:
                               "drop the freeze settings or use method full")
         if self.mode == "continue" and self.packing:
             raise ConfigError(f"{where}.packing is for instruct data; continued pretraining always fills whole rows")
+        if self.mode == "dpo" and self.packing:
+            raise ConfigError(f"{where}.packing is for instruct data; a preference pair is scored as whole answers")
 
 
 # Training defaults for fine-tuning: short runs, a gentle learning rate (the weights are already

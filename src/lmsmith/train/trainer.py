@@ -50,6 +50,16 @@ RESOLVED_CONFIG = "config.yaml"
 FINAL_MODEL, BEST_MODEL = "model", "best"
 
 
+def next_token_loss(model, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The objective of pretraining and of instruct fine-tuning: cross-entropy of each next token.
+
+    An objective takes the model and one micro-batch (inputs first) and returns the loss and any
+    statistics to log beside it; preference tuning (finetune/dpo.py) brings its own.
+    """
+    inputs, targets = batch
+    return model(inputs, targets).loss, {}
+
+
 @dataclass
 class RunState:
     """What the loop carries from step to step, beyond model and optimizer (saved in checkpoints)."""
@@ -83,6 +93,7 @@ class TrainingJob:
     config: dict = field(default_factory=dict)  # the resolved configuration, for config.yaml and the manifest
     tokenizer_sha256: str | None = None  # a checkpoint of another tokenizer is refused on resume
     train_tokens: int | None = None  # size of the training data, for the start line
+    objective: Callable = next_token_loss  # (model, micro-batch) -> (loss, statistics to log)
 
 
 @dataclass
@@ -149,10 +160,11 @@ class StepResult:
     grad_norm: float
     tokens: int  # positions this rank's micro-batches held, padding included (the model computed them)
     rows: int  # sequences in them
+    stats: dict[str, float] = field(default_factory=dict)  # what the objective reports beside its loss
 
 
 def train_step(model, optimizers, scaler, batches: TrainBatches, step: int, precision: Precision,
-               grad_clip: float) -> StepResult:
+               grad_clip: float, objective: Callable = next_token_loss) -> StepResult:
     """Forward and backward over the step's micro-batches, clip, optimizer step.
 
     A step whose loss or gradient norm is not finite leaves the weights as they were. The tokens
@@ -161,14 +173,19 @@ def train_step(model, optimizers, scaler, batches: TrainBatches, step: int, prec
     """
     grad_accum = batches.plan.grad_accum
     loss_sum = torch.zeros((), device=batches.device)
+    stats_sum: dict[str, torch.Tensor] = {}
     tokens = rows = 0
-    for micro, (inputs, targets) in enumerate(batches.micro_batches(step)):
+    for micro, batch in enumerate(batches.micro_batches(step)):
+        inputs = batch[0]
         tokens, rows = tokens + inputs.numel(), rows + inputs.size(0)
         with gradient_sync(model, enabled=micro == grad_accum - 1):
             with precision.autocast():
-                loss = model(inputs, targets).loss / grad_accum
+                loss, stats = objective(model, batch)
+                loss = loss / grad_accum
             (scaler.scale(loss) if scaler is not None else loss).backward()
         loss_sum += loss.detach()
+        for name, value in stats.items():
+            stats_sum[name] = stats_sum.get(name, 0) + value.detach().float() / grad_accum
     if scaler is not None:
         for optimizer in optimizers:
             scaler.unscale_(optimizer)
@@ -186,20 +203,32 @@ def train_step(model, optimizers, scaler, batches: TrainBatches, step: int, prec
             optimizer.step()
     for optimizer in optimizers:
         optimizer.zero_grad(set_to_none=True)
-    return StepResult(loss_value, norm_value, tokens, rows)
+    return StepResult(loss_value, norm_value, tokens, rows, {k: round(float(v), 5) for k, v in stats_sum.items()})
 
 
 @torch.no_grad()
-def evaluate(model, batches: EvalBatches, precision: Precision, info: DistInfo) -> float:
-    """Mean validation loss over the fixed validation windows, averaged over ranks."""
+def evaluate_objective(model, batches: EvalBatches, precision: Precision, info: DistInfo,
+                       objective: Callable = next_token_loss) -> tuple[float, dict[str, float]]:
+    """Mean validation loss (and the objective's statistics) over the fixed validation batches, over ranks."""
     model.eval()
     total, count = 0.0, 0
-    for inputs, targets in batches:
+    stats_sum: dict[str, float] = {}
+    for batch in batches:
         with precision.autocast():
-            total += model(inputs, targets).loss.item()
+            loss, stats = objective(model, batch)
+        total += loss.item()
+        for name, value in stats.items():
+            stats_sum[name] = stats_sum.get(name, 0.0) + float(value)
         count += 1
     model.train()
-    return mean_across_ranks(total / max(1, count), info)
+    stats = {name: round(mean_across_ranks(value / max(1, count), info), 5) for name, value in stats_sum.items()}
+    return mean_across_ranks(total / max(1, count), info), stats
+
+
+def evaluate(model, batches: EvalBatches, precision: Precision, info: DistInfo,
+             objective: Callable = next_token_loss) -> float:
+    """Mean validation loss over the fixed validation batches, averaged over ranks."""
+    return evaluate_objective(model, batches, precision, info, objective)[0]
 
 
 
@@ -239,6 +268,7 @@ class Trainer:
         self.peak = cfg.peak_flops or (measure_matmul_peak(info.device, self.precision.dtype) if info.is_main else 0.0)
         self._print_start(resume_from)
         self.progress: TrainProgress | None = None  # fit()'s progress bar, while it runs
+        self.step_stats: dict[str, float] = {}  # what the objective reported beside the last step's loss
 
     def _resume(self, resume_from: Path | None) -> RunState:
         """A fresh RunState, or the one saved in `resume_from` with model, optimizers and scaler restored."""
@@ -340,8 +370,9 @@ class Trainer:
         torch.manual_seed(step_seed(cfg.seed, state.step, info.rank))  # dropout masks: a function of the step
         lr_scale = set_learning_rates(self.optimizers, state.step, cfg, self.total)
         result = train_step(self.model, self.optimizers, self.scaler, self.job.batches, state.step, self.precision,
-                            cfg.grad_clip)
+                            cfg.grad_clip, self.job.objective)
         loss, grad_norm = result.loss, result.grad_norm
+        self.step_stats = result.stats
         # With a scaler the gradients' overflow is its business (it skips the update); only the loss counts.
         bad = any_rank(NonFiniteGuard.is_bad(loss, grad_norm) if self.scaler is None else not math.isfinite(loss),
                        info)
@@ -385,14 +416,15 @@ class Trainer:
                               "data_share": (round((batches.seconds - self.data_seconds) / elapsed, 4)
                                              if elapsed > 0 else 0.0),
                               "skipped_steps": self.guard.skipped,
-                              "elapsed_s": round(time.perf_counter() - self.started, 2)})
+                              "elapsed_s": round(time.perf_counter() - self.started, 2), **self.step_stats})
         if log_now:
             self._restart_window()
 
     def evaluate(self) -> bool:
         """The held-out loss now; keeps the best model in RUN/best. True when early stopping says to stop."""
         cfg, state = self.cfg, self.state
-        val_loss = evaluate(self.model, self.job.eval_batches, self.precision, self.info)  # the module's function
+        val_loss, val_stats = evaluate_objective(self.model, self.job.eval_batches, self.precision, self.info,
+                                                 self.job.objective)
         state.last_val_loss = val_loss
         improved = state.best_val_loss is None or val_loss < state.best_val_loss - cfg.early_stop_min_delta
         if improved:
@@ -402,9 +434,11 @@ class Trainer:
         else:
             state.evals_since_best += 1
         if self.metrics is not None:
-            self.metrics.log({"step": state.step, "val_loss": val_loss, "val_perplexity": math.exp(min(val_loss, 700))})
+            self.metrics.log({"step": state.step, "val_loss": val_loss, "val_perplexity": math.exp(min(val_loss, 700)),
+                              **{f"val_{name}": value for name, value in val_stats.items()}})
+        shown = "".join(f", {name.replace('_', ' ')} {value:.4g}" for name, value in val_stats.items())
         self.progress.print(f"step {state.step}: val loss {val_loss:.4f} "
-                            f"(perplexity {math.exp(min(val_loss, 700)):.2f})" + (" best" if improved else ""))
+                            f"(perplexity {math.exp(min(val_loss, 700)):.2f}{shown})" + (" best" if improved else ""))
         return cfg.early_stop_patience is not None and state.evals_since_best >= cfg.early_stop_patience
 
     def checkpoint(self) -> None:
