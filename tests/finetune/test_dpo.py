@@ -124,3 +124,56 @@ def test_bad_pairs_are_counted_or_refused_by_line(tmp_path, base_dir, capsys):
     err = capsys.readouterr().err
     assert f"{broken} line 1: field 'rejected' is missing" in err and err.count("\n") == 1
     assert not (tmp_path / "r").exists()
+
+
+def trl_rows(inputs: torch.Tensor, targets: torch.Tensor, pad_id: int) -> dict:
+    """Our pair batch as TRL's DPOTrainer reads one: whole sequences, their attention and completion masks."""
+    rows = []
+    for i in range(inputs.size(0)):
+        n = int((targets[i] != IGNORE_INDEX).nonzero().max()) + 1
+        rows.append((inputs[i, :n].tolist() + [int(targets[i, n - 1])],
+                     [0] + [int(t != IGNORE_INDEX) for t in targets[i, :n].tolist()]))
+    width = max(len(ids) for ids, _ in rows)
+    return {"input_ids": torch.tensor([ids + [pad_id] * (width - len(ids)) for ids, _ in rows]),
+            "attention_mask": torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids, _ in rows]),
+            "completion_mask": torch.tensor([mask + [0] * (width - len(mask)) for _, mask in rows])}
+
+
+def test_the_loss_and_rewards_equal_trl_on_the_same_batch(tmp_path, pairs_file, make_model):
+    """TRL's DPOTrainer, given the same two models converted to transformers and the same rows."""
+    pytest.importorskip("transformers")
+    trl = pytest.importorskip("trl")
+    from datasets import Dataset
+    from transformers import PreTrainedTokenizerFast
+
+    from lmsmith.interop.convert import ours_to_hf_model
+    from lmsmith.text.tokenizer import train_char
+
+    tokenizer = train_char(["0123456789+= "], show_progress=False)
+    reference_model = make_model(tokenizer.vocab_size, seed=1)
+    policy = make_model(tokenizer.vocab_size, seed=1)
+    with torch.no_grad():  # the policy a few steps away from its reference
+        for p in policy.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    pairs, _ = tokenize_pairs(read_pairs(pairs_file).pairs[:6], get_template("raw"), tokenizer, 64, "training")
+    cache_reference(reference_model, pairs, 8, "cpu", tokenizer.eot_id, resolve_precision("fp32", torch.device("cpu")))
+    inputs, targets, reference = pair_batch(pairs, tokenizer.eot_id)
+    ours, stats = preference_objective("sigmoid", 0.1, 0.0)(policy, (inputs, targets, reference))
+
+    backend = PreTrainedTokenizerFast(tokenizer_object=tokenizer.backend, eos_token=tokenizer.eot_token,
+                                      pad_token=tokenizer.eot_token)
+    args = trl.DPOConfig(output_dir=str(tmp_path / "trl"), beta=0.1, report_to=[], use_cpu=True, bf16=False,
+                         per_device_train_batch_size=2, max_length=64)
+    trainer = trl.DPOTrainer(model=ours_to_hf_model(policy, eot_id=tokenizer.eot_id),
+                             ref_model=ours_to_hf_model(reference_model, eot_id=tokenizer.eot_id), args=args,
+                             train_dataset=Dataset.from_list([{"prompt": "1+1=", "chosen": "2", "rejected": "3"}] * 2),
+                             processing_class=backend)
+    trainer.model.eval()
+    with torch.no_grad():
+        theirs = trainer._compute_loss(trainer.model, trl_rows(inputs, targets, tokenizer.eot_id), False)
+    logged = trainer._metrics["eval"]
+    assert ours.item() == pytest.approx(float(theirs), abs=1e-5)
+    assert stats["rewards_chosen"].item() == pytest.approx(logged["rewards/chosen"][-1], abs=1e-5)
+    assert stats["rewards_rejected"].item() == pytest.approx(logged["rewards/rejected"][-1], abs=1e-5)
+    assert stats["reward_margin"].item() == pytest.approx(logged["rewards/margins"][-1], abs=1e-5)
+    assert stats["preference_accuracy"].item() == pytest.approx(logged["rewards/accuracies"][-1])
