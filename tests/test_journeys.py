@@ -170,3 +170,22 @@ def test_the_shipped_sql_task_is_what_the_example_makes(tmp_path):
         assert path.read_bytes() == (shipped / path.name).read_bytes(), path.name
     train = {json.loads(line)["prompt"] for line in written[0].read_text().splitlines()}
     assert not train & {json.loads(line)["prompt"] for line in written[1].read_text().splitlines()}
+
+
+def test_two_steps_of_one_stage_each_read_the_step_before(tmp_path):
+    """The graph alone (no work): a second fine-tuning starts from the first; export reads the last model."""
+    from lmsmith.build import plan
+    from lmsmith.schema.recipe import load_recipe
+    from lmsmith.stages import STAGE_BY_NAME
+
+    recipe_file = write_recipe(tmp_path / "two.yaml", {
+        "sft": {"stage": "finetune", "from": "hf:org/model", "finetune": {"data": SQL_DATA}},
+        "dpo": {"stage": "finetune", "finetune": {"data": SQL_DATA, "mode": "dpo"}},
+        "export": {"quant": "q8_0", "ollama": True},
+    })
+    steps = {p.name: p for p in plan(load_recipe(recipe_file, [], STAGE_BY_NAME), Workdir(tmp_path / "work"))}
+    assert steps["sft"].given["base"] == ["hf:org/model"] and steps["sft"].folder == tmp_path / "work" / "runs" / "sft"
+    assert steps["dpo"].upstream == {"base": "sft"} and steps["dpo"].folder == tmp_path / "work" / "runs" / "dpo"
+    assert steps["dpo"].inputs["base"] == str((tmp_path / "work" / "runs" / "sft" / "model").resolve())
+    assert steps["export"].upstream == {"model": "dpo"}
+    assert steps["dpo"].inputs["data"] == SQL_DATA and steps["dpo"].step.config.finetune.mode == "dpo"
