@@ -106,12 +106,12 @@ def parse_example(obj: Any, where: str, line: int = 0) -> Example:
     return Example((("user", prompt), (TRAINED_ROLE, response)), line)
 
 
-def read_jsonl(path: str | Path) -> list[Example]:
-    """Every example of a JSONL file; the first bad line is refused with its line number."""
+def json_lines(path: str | Path, what: str, hint: str) -> Iterator[tuple[Any, str, int]]:
+    """(decoded object, "FILE line N", N) for each non-blank line of a JSONL file; a line that is not
+    JSON, or a file that is missing or not UTF-8, is refused naming the line or the file."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"instruction data {path} does not exist or is not a file: give a .jsonl file")
-    examples = []
+        raise UserError(f"{what} {path} does not exist or is not a file: give a .jsonl file")
     try:
         with open(path, encoding="utf-8") as f:
             for number, text in enumerate(f, start=1):
@@ -121,11 +121,16 @@ def read_jsonl(path: str | Path) -> list[Example]:
                 try:
                     obj = json.loads(text)
                 except json.JSONDecodeError as exc:
-                    raise UserError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno}): "
-                                    f"{FORMAT_HINT}") from None
-                examples.append(parse_example(obj, where, number))
+                    raise UserError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno}): {hint}") from None
+                yield obj, where, number
     except UnicodeDecodeError as exc:
         raise UserError(f"{path} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x}): convert it to UTF-8") from None
+
+
+def read_jsonl(path: str | Path) -> list[Example]:
+    """Every example of a JSONL file; the first bad line is refused with its line number."""
+    examples = [parse_example(obj, where, number) for obj, where, number in
+                json_lines(path, "instruction data", FORMAT_HINT)]
     if not examples:
         raise UserError(f"{path} holds no examples: {FORMAT_HINT}")
     return examples

@@ -12,7 +12,6 @@ training, by finetune/dpo.py), so one forward pass scores both.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from lmsmith.finetune.instruct_data import (
     Example,
     InstructBatches,
     TokenizedExample,
+    json_lines,
     pad_batch,
     parse_example,
     tokenize_example,
@@ -72,22 +72,8 @@ class PairFile:
 
 def read_pairs(path: str | Path) -> PairFile:
     """Every pair of a JSONL file; a malformed line is refused with its line number."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"preference data {path} does not exist or is not a file: give a .jsonl file of pairs")
     pairs, identical = [], 0
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as exc:
-        raise UserError(f"{path} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x}): convert it to UTF-8") from None
-    for number, text in enumerate(lines, start=1):
-        if not text.strip():
-            continue
-        where = f"{path} line {number}"
-        try:
-            obj = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno}): {PAIR_HINT}") from None
+    for obj, where, number in json_lines(path, "preference data", PAIR_HINT):
         pair = parse_pair(obj, where, number)
         if pair.chosen.answer == pair.rejected.answer:
             identical += 1
