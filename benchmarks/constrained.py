@@ -1,8 +1,8 @@
 """Per-token overhead of constrained decoding on a CPU: llguidance, xgrammar and outlines-core.
 
-Why this exists: `response_format` (serve/constraints.py) needs a token mask per row and step
+Why this exists: `response_format` (model/constraints.py) needs a token mask per row and step
 from an established library; this measures what each one adds to a decode step, so the choice
-is made by numbers (the note in DESIGN.md and the docstring of serve/constraints.py cite them).
+is made by numbers (the docstring of model/constraints.py cites them).
 
 A byte-level BPE tokenizer is trained here on Python's own standard library sources (so the
 vocabulary has real merges, `--vocab` of them), one JSON schema (nested objects, enums, arrays,
@@ -59,12 +59,12 @@ def bench_llguidance(tokenizer, tokens: list[int], rows: int) -> tuple[float, fl
     import llguidance
     import llguidance.torch
 
-    from lmsmith.serve.constraints import llguidance_tokenizer
+    from lmsmith.model.constraints import Constraint, Grammars
 
     started = time.perf_counter()
-    lltok = llguidance_tokenizer(tokenizer)
-    grammar = llguidance.LLMatcher.grammar_from_json_schema(SCHEMA, defaults={"whitespace_flexible": False})
-    matchers = [llguidance.LLMatcher(lltok, grammar) for _ in range(rows)]
+    grammars = Grammars(tokenizer)
+    grammar = grammars.compile(Constraint.json_schema(SCHEMA))
+    matchers = [llguidance.LLMatcher(grammars.tokenizer, grammar) for _ in range(rows)]
     compiled = time.perf_counter() - started
     mask = llguidance.torch.allocate_token_bitmask(rows, tokenizer.vocab_size)
     executor = llguidance.LLExecutor()

@@ -7,15 +7,18 @@ the logs record each request's size and timing, not its text (unless serve.log_t
 
 # No `from __future__ import annotations` here: FastAPI reads the route functions' annotations, and those
 # must be the real classes, which are imported inside create_app (fastapi comes with the serve extra only).
+import asyncio
 import json
 import logging
 import secrets
+import threading
 import time
 import uuid
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from lmsmith.model.constraints import Constraint, ConstraintError, Grammars, Matcher
 from lmsmith.serve.choices import Choice, Choices
 from lmsmith.serve.engine import Engine, Sampling
 from lmsmith.serve.errors import ApiError, bad_request
@@ -45,6 +48,8 @@ class ServedModel:
     max_body_bytes: int = 1 << 20
     log_text: bool = False
     created: int = 0
+    grammars: Grammars | None = None  # made at the first constrained request: plain serving never needs it
+    grammars_lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 def create_app(served: ServedModel) -> "FastAPI":
@@ -183,8 +188,9 @@ async def complete(request: "Request", served: ServedModel, body: CompletionBody
     for i, prompt in enumerate(prompts):
         check_fits(len(prompt), max_tokens, served.limits, i)
     prompt_logprobs = body.logprobs if body.echo and body.logprobs is not None else None
-    choices = start_choices(served, prompts, body, max_tokens, body.logprobs, prompt_logprobs,
-                            frozenset({tokenizer.eot_id}))
+    stop_ids = frozenset({tokenizer.eot_id})
+    matcher = await matchers(served, body.constraint, stop_ids)
+    choices = start_choices(served, prompts, body, max_tokens, body.logprobs, prompt_logprobs, stop_ids, matcher)
     log_request(served, "completion", prompts, body)
     ids = Ids("cmpl", "text_completion", served.name)
     if body.stream:
@@ -264,7 +270,8 @@ async def chat(request: "Request", served: ServedModel, body: ChatBody):
     body.stop = stop
     if body.stream and body.logprobs is not None:
         raise bad_request("'logprobs' with stream: true is not supported: ask without streaming", "logprobs")
-    choices = start_choices(served, [prompt], body, max_tokens, body.logprobs, None, frozenset(stop_ids))
+    matcher = await matchers(served, body.constraint, frozenset(stop_ids))
+    choices = start_choices(served, [prompt], body, max_tokens, body.logprobs, None, frozenset(stop_ids), matcher)
     log_request(served, "chat", [prompt], body)
     ids = Ids("chatcmpl", "chat.completion", served.name)
     if body.stream:
@@ -308,15 +315,39 @@ async def stream_chat(request: "Request", served: ServedModel, choices: Choices,
 # Shared pieces
 
 
+async def matchers(served: ServedModel, constraint: Constraint | None,
+                   stop_ids: frozenset[int]) -> Callable[[], Matcher] | None:
+    """What makes each choice's matcher for a constrained request (None for a free one); a schema, regex or
+    grammar the library refuses is a 400 naming the problem. Compiling runs off the event loop: a large
+    schema takes a while, and other requests' streams must not wait for it."""
+    if constraint is None:
+        return None
+
+    def compile_it() -> Callable[[], Matcher]:
+        with served.grammars_lock:
+            if served.grammars is None:
+                served.grammars = Grammars(served.tokenizer, served.engine.vocab_size)
+        grammar = served.grammars.compile(constraint)
+        served.grammars.matcher(grammar, stop_ids)  # refuses a grammar the matcher cannot start
+        return lambda: served.grammars.matcher(grammar, stop_ids)
+
+    try:
+        return await asyncio.to_thread(compile_it)
+    except ConstraintError as exc:
+        param = {"regex": "guided_regex", "grammar": "guided_grammar"}.get(constraint.kind, "response_format")
+        raise bad_request(str(exc), param) from None
+
+
 def start_choices(served: ServedModel, prompts: list[list[int]], body: Sampled, max_tokens: int,
-                  logprobs: int | None, prompt_logprobs: int | None, stop_ids: frozenset[int]) -> Choices:
+                  logprobs: int | None, prompt_logprobs: int | None, stop_ids: frozenset[int],
+                  matcher: Callable[[], Matcher] | None = None) -> Choices:
     def sampling(j: int) -> Sampling:
         # n choices with one seed would all be the same text: choice j samples with seed + j
         seed = None if body.seed is None else body.seed + j
         return Sampling(max_tokens=max_tokens, temperature=body.temperature, top_p=body.top_p, top_k=body.top_k,
                         seed=seed, logprobs=logprobs, prompt_logprobs=prompt_logprobs)
 
-    choices = Choices(served.engine, served.tokenizer, prompts, body.n, sampling, body.stop, stop_ids)
+    choices = Choices(served.engine, served.tokenizer, prompts, body.n, sampling, body.stop, stop_ids, matcher)
     choices.submit()
     return choices
 

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from lmsmith.model.constraints import Matcher, apply_masks
 from lmsmith.model.decoding import TokenSampler, left_pad
 from lmsmith.model.transformer import GPT, KVCache
 from lmsmith.schema.generate import GenerationConfig
@@ -104,6 +105,7 @@ class Request:
     sampling: Sampling
     stop_ids: frozenset[int]
     on_event: Callable[[Event], None]  # called on the engine's thread; must not block
+    matcher: Matcher | None = None  # holds the output to a JSON schema, regex or grammar (model/constraints.py)
     id: int = field(default_factory=lambda: next(_ids))
     cancelled: bool = False
     # the engine's bookkeeping
@@ -419,6 +421,11 @@ class Engine:
         rows each use their own sampler (and random generator), so a seeded request gives the same
         text whatever else is in the batch."""
         logits = logits[:, : self.vocab_size].float()
+        matchers = [r.matcher for r in requests]
+        if any(m is not None for m in matchers):
+            # the same batch: constrained rows get their masks, the free rows' logits are left untouched
+            logits = logits.clone()
+            apply_masks(logits, matchers)
         picked = [0] * len(requests)
         greedy = [i for i, r in enumerate(requests) if r.sampling.temperature == 0]
         if greedy:
@@ -441,9 +448,15 @@ class Engine:
     def _deliver(self, request: Request, token: Token) -> bool:
         """Hand a new token to its request; True when the request is finished by it."""
         request.generated += 1
+        ended = token.id in request.stop_ids
+        if request.matcher is not None and not ended and not request.matcher.accept(token.id):
+            # the mask allowed only tokens the grammar takes, so this is a bug: end this request, not the others
+            log.error("request %d: its grammar refused token %d that its mask allowed", request.id, token.id)
+            self._finish(request, "error")
+            return True
         self._emit(request, token)  # a stop token too: its log-probability is part of a scored text
-        if token.id in request.stop_ids:
-            self._finish(request, "stop")
+        if ended or (request.matcher is not None and request.matcher.finished):
+            self._finish(request, "stop")  # a stop token, or a complete output that nothing more may follow
             return True
         request.next_token = token.id
         if request.generated >= request.sampling.max_tokens:
@@ -472,7 +485,7 @@ class Engine:
             self._finish(request, reason)
 
     def _finish(self, request: Request, reason: str) -> None:
-        request.cache = request.sampler = request.last_logits = None
+        request.cache = request.sampler = request.last_logits = request.matcher = None
         log.info("request %d %s: %d prompt + %d new tokens", request.id,
                  "finished" if reason in ("stop", "length") else reason, len(request.prompt), request.generated)
         self._emit(request, Finished(reason, len(request.prompt), request.generated))
