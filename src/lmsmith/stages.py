@@ -167,7 +167,9 @@ GENERATE = Stage(
            Flag("--chat", "generate.chat", "each prompt is a user's message, put through the model's chat template"),
            Flag("--template", "generate.template", "with --chat: chatml, plain or raw, for a model without its own"),
            Flag("--compile", "generate.compile", "decode through torch.compile: the same tokens, faster after "
-                "a compilation of tens of seconds")),
+                "a compilation of tens of seconds"),
+           Flag("--json-schema", "generate.json_schema", "a JSON schema file: every output is JSON valid against it"),
+           Flag("--regex", "generate.regex", "a regular expression every whole output matches")),
     options=(Option("--no-stream", "print each text when it is complete", boolean=True),),
     output_help="also write samples.json and its manifest here",
 )
