@@ -23,6 +23,7 @@ from lmsmith.serve.choices import Choice, Choices
 from lmsmith.serve.engine import Engine, Sampling
 from lmsmith.serve.errors import ApiError, bad_request
 from lmsmith.serve.protocol import ChatBody, CompletionBody, Limits, Sampled, check_fits, read_chat, read_completion
+from lmsmith.serve.tools import call_constraint, parse_tool_calls, template_messages
 from lmsmith.text.chat_template import ChatFormat, TemplateError
 
 if TYPE_CHECKING:
@@ -251,7 +252,7 @@ async def chat(request: "Request", served: ServedModel, body: ChatBody):
     if served.chat is None:
         raise bad_request(served.no_chat_reason, "messages")
     try:
-        text = served.chat.prompt(body.messages)
+        text = served.chat.prompt(template_messages(body.messages), tools=body.tools if body.calls_tools else None)
     except TemplateError as exc:
         raise bad_request(str(exc), "messages") from None
     prompt = served.tokenizer.encode(text)
@@ -270,7 +271,8 @@ async def chat(request: "Request", served: ServedModel, body: ChatBody):
     body.stop = stop
     if body.stream and body.logprobs is not None:
         raise bad_request("'logprobs' with stream: true is not supported: ask without streaming", "logprobs")
-    matcher = await matchers(served, body.constraint, frozenset(stop_ids))
+    call = call_constraint(body.tools, body.tool_choice)
+    matcher = await matchers(served, call or body.constraint, frozenset(stop_ids), "tools" if call else None)
     choices = start_choices(served, [prompt], body, max_tokens, body.logprobs, None, frozenset(stop_ids), matcher)
     log_request(served, "chat", [prompt], body)
     ids = Ids("chatcmpl", "chat.completion", served.name)
@@ -279,9 +281,23 @@ async def chat(request: "Request", served: ServedModel, body: ChatBody):
     await drain(request, served, choices)
     logprobs = (lambda c: chat_logprobs(c, served.tokenizer, choices.stop_ids)) if body.logprobs is not None else None
     return {**ids.head(), "choices": [
-        {"index": c.index, "message": {"role": "assistant", "content": c.text},
-         "logprobs": logprobs(c) if logprobs else None, "finish_reason": c.finish_reason} for c in choices.choices],
+        {"index": c.index, "message": chat_message(c, body), "logprobs": logprobs(c) if logprobs else None,
+         "finish_reason": chat_finish(c, body)} for c in choices.choices],
         "usage": usage(choices)}
+
+
+def chat_message(choice: Choice, body: ChatBody) -> dict:
+    """The assistant's message: its text, and with tools offered, the calls it made (its text without them)."""
+    if not body.calls_tools or choice.finish_reason != "stop":
+        return {"role": "assistant", "content": choice.text}
+    content, calls = parse_tool_calls(choice.text, body.tools)
+    return {"role": "assistant", "content": content, **({"tool_calls": calls} if calls else {})}
+
+
+def chat_finish(choice: Choice, body: ChatBody) -> str | None:
+    if body.calls_tools and choice.finish_reason == "stop" and parse_tool_calls(choice.text, body.tools)[1]:
+        return "tool_calls"
+    return choice.finish_reason
 
 
 def chat_logprobs(choice: Choice, tokenizer, stop_ids: frozenset[int]) -> dict:
@@ -300,7 +316,13 @@ async def stream_chat(request: "Request", served: ServedModel, choices: Choices,
         yield ids.chunk([{"index": choice.index, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
                           "finish_reason": None}])
     async for choice, piece in choices.pieces(request.is_disconnected):
-        if piece:
+        if body.calls_tools:  # an answer is known to be a call or text only once it ends: sent whole then
+            if not piece:
+                yield ids.chunk([{"index": choice.index, "delta": tool_delta(chat_message(choice, body)),
+                                  "logprobs": None, "finish_reason": None}])
+                yield ids.chunk([{"index": choice.index, "delta": {}, "logprobs": None,
+                                  "finish_reason": chat_finish(choice, body)}])
+        elif piece:
             yield ids.chunk([{"index": choice.index, "delta": {"content": piece}, "logprobs": None,
                               "finish_reason": None}])
         else:
@@ -311,12 +333,20 @@ async def stream_chat(request: "Request", served: ServedModel, choices: Choices,
         yield ids.chunk([], usage=usage(choices))
 
 
+def tool_delta(message: dict) -> dict:
+    """A whole message as one streamed delta: its text, and its calls each with their index."""
+    delta = {"content": message["content"]} if message["content"] else {}
+    if message.get("tool_calls"):
+        delta["tool_calls"] = [{"index": i, **call} for i, call in enumerate(message["tool_calls"])]
+    return delta
+
+
 # ---------------------------------------------------------------------------------------------
 # Shared pieces
 
 
-async def matchers(served: ServedModel, constraint: Constraint | None,
-                   stop_ids: frozenset[int]) -> Callable[[], Matcher] | None:
+async def matchers(served: ServedModel, constraint: Constraint | None, stop_ids: frozenset[int],
+                   param: str | None = None) -> Callable[[], Matcher] | None:
     """What makes each choice's matcher for a constrained request (None for a free one); a schema, regex or
     grammar the library refuses is a 400 naming the problem. Compiling runs off the event loop: a large
     schema takes a while, and other requests' streams must not wait for it."""
@@ -334,7 +364,7 @@ async def matchers(served: ServedModel, constraint: Constraint | None,
     try:
         return await asyncio.to_thread(compile_it)
     except ConstraintError as exc:
-        param = {"regex": "guided_regex", "grammar": "guided_grammar"}.get(constraint.kind, "response_format")
+        param = param or {"regex": "guided_regex", "grammar": "guided_grammar"}.get(constraint.kind, "response_format")
         raise bad_request(str(exc), param) from None
 
 

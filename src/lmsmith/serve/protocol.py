@@ -16,6 +16,7 @@ from typing import Any
 
 from lmsmith.model.constraints import Constraint, ConstraintError
 from lmsmith.serve.errors import ApiError, bad_request
+from lmsmith.serve.tools import ToolChoice, read_tools
 
 MAX_STOP_STRINGS = 4
 MAX_LOGPROBS = 20
@@ -59,6 +60,13 @@ class CompletionBody(Sampled):
 class ChatBody(Sampled):
     messages: list[dict] = field(default_factory=list)
     logprobs: int | None = None  # logprobs: true gives each answer token's; top_logprobs N the N likeliest too
+    tools: list[dict] = field(default_factory=list)  # the functions the model may call (serve/tools.py)
+    tool_choice: ToolChoice = field(default_factory=lambda: ToolChoice("none"))
+
+    @property
+    def calls_tools(self) -> bool:
+        """Tools are offered and may be called: the answer is read for tool calls."""
+        return bool(self.tools) and self.tool_choice.mode != "none"
 
 
 def _number(body: dict, name: str, default, low: float, high: float, integer: bool = False):
@@ -206,8 +214,12 @@ def read_chat(body: Any, limits: Limits) -> ChatBody:
     wanted = _flag(body, "logprobs")
     if top is not None and not wanted:
         raise bad_request("'top_logprobs' needs logprobs: true", "top_logprobs")
+    tools, tool_choice = read_tools(body)
     parsed = ChatBody(**_sampled(body, limits, token_field), messages=body["messages"],
-                      logprobs=(top or 0) if wanted else None)
+                      logprobs=(top or 0) if wanted else None, tools=tools, tool_choice=tool_choice)
+    if tool_choice.mode in ("required", "function") and parsed.constraint is not None:
+        raise bad_request("'tool_choice' required or a named function already holds the answer to a call: "
+                          "drop 'response_format' (or the guided_ field)", "tool_choice")
     if parsed.max_tokens == 0:
         raise bad_request(f"'{token_field}' must be at least 1", token_field)
     if not isinstance(parsed.messages, list):
