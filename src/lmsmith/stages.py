@@ -183,6 +183,8 @@ SERVE = Stage(
            Flag("--api-key-file", "serve.api_key_file", "file holding the key clients must send"),
            Flag("--max-batch", "serve.max_batch", "requests decoded together"),
            Flag("--max-queue", "serve.max_queue", "requests waiting for a slot before 429"),
+           Flag("--kv-cache-tokens", "serve.kv_cache_tokens", "the KV cache as a pool of blocks holding this "
+                "many tokens, shared by the requests in flight (default: max-batch x the context)"),
            Flag("--model-name", "serve.model_name", "the model id clients name (default: the directory's name)"),
            Flag("--template", "serve.template", "chat template for a model without its own"),
            Flag("--log-text", "serve.log_text", "also log prompts and outputs"),

@@ -163,3 +163,33 @@ def test_prompt_scores_are_the_log_probabilities_of_one_forward_pass(model, char
                           atol=1e-5)
     assert [t[0][0] for t in scores.top[1:]] == logprobs.argmax(-1).tolist()
     assert recorder.finish("s").reason == "length" and recorder.tokens("s") == []
+
+
+@pytest.mark.parametrize("kv_cache_tokens", [4096, 200])
+def test_a_block_pool_writes_the_slot_caches_greedy_tokens_and_gets_its_blocks_back(model, char_tokenizer,
+                                                                                    kv_cache_tokens):
+    """At 1 and at 32 clients; with 200 tokens only a few requests fit at once and the others wait for
+    blocks to come back, in order, with the same tokens."""
+    prompts = [char_tokenizer.encode(f"Order {i}: where is it?" + " more" * (i % 7)) for i in range(32)]
+    outputs = {}
+    for name, tokens in (("slots", None), ("blocks", kv_cache_tokens)):
+        engine = Engine(model, char_tokenizer.vocab_size, max_batch=32, kv_cache_tokens=tokens).start()
+        try:
+            for clients in (1, 32):
+                recorder = Recorder()
+                run_all(engine, recorder, [recorder.request(str(i), p, Sampling(max_tokens=30, temperature=0))
+                                           for i, p in enumerate(prompts[:clients])])
+                outputs[name, clients] = [recorder.tokens(str(i)) for i in range(clients)]
+        finally:
+            engine.stop(10)
+        if tokens is not None:
+            assert sorted(engine.pool.free) == list(range(engine.pool.blocks))  # every block came back
+    assert outputs["blocks", 1] == outputs["slots", 1]
+    assert outputs["blocks", 32] == outputs["slots", 32]
+
+
+def test_a_request_that_never_fits_the_block_pool_is_refused(model, char_tokenizer):
+    engine = Engine(model, char_tokenizer.vocab_size, kv_cache_tokens=32)
+    recorder = Recorder()
+    with pytest.raises(ValueError, match="never fits the KV cache's 32"):
+        engine.submit(recorder.request("long", range(1, 20), Sampling(max_tokens=20, temperature=0)))

@@ -257,7 +257,8 @@ async def chat(request: "Request", served: ServedModel, body: ChatBody):
         raise bad_request(str(exc), "messages") from None
     prompt = served.tokenizer.encode(text)
     check_fits(len(prompt), body.max_tokens or 0, served.limits)
-    max_tokens = body.max_tokens or min(served.limits.max_tokens, served.limits.context - len(prompt))
+    room = min(served.limits.context, served.limits.kv_cache_tokens or served.limits.context) - len(prompt)
+    max_tokens = body.max_tokens or min(served.limits.max_tokens, room)  # unasked: as much as the cache can hold
     if max_tokens < 1:
         check_fits(len(prompt), 1, served.limits)
     stop_ids, stop = {served.tokenizer.eot_id}, list(body.stop)

@@ -36,6 +36,7 @@ from lmsmith.model.constraints import Matcher, apply_masks
 from lmsmith.model.decoding import TokenSampler, left_pad
 from lmsmith.model.transformer import GPT, KVCache
 from lmsmith.schema.generate import GenerationConfig
+from lmsmith.serve.kv_blocks import BlockPool, BlockStep
 
 log = logging.getLogger("lmsmith.serve")
 
@@ -118,6 +119,7 @@ class Request:
     sampler: TokenSampler | None = None
     next_token: int | None = None  # the token to feed at the next decode step
     generated: int = 0
+    blocks: list[int] | None = None  # with a block pool: the blocks this request holds (its block table)
 
     def cancel(self) -> None:
         """Stop generating (the client went away, or a stop string was found); safe from any thread."""
@@ -211,14 +213,17 @@ class Engine:
     """Owns the model and its KV cache slots; runs the decode loop on its own thread."""
 
     def __init__(self, model: GPT, vocab_size: int | None = None, max_batch: int = 32, max_queue: int = 256,
-                 prefill_chunk: int = 256, compile: bool = False):
+                 prefill_chunk: int = 256, compile: bool = False, kv_cache_tokens: int | None = None):
         self.model = model.eval()
         self.vocab_size = min(vocab_size or model.config.vocab_size, model.config.vocab_size)
         self.max_batch = max_batch
         self.max_queue = max_queue
         self.prefill_chunk = prefill_chunk
         self.device = next(model.parameters()).device
-        self.slots = SlotCache(model, max_batch)
+        # The KV cache: max_batch slots of the whole context each, or (kv_cache_tokens) a pool of blocks
+        # shared by the requests in flight, each holding what its prompt and max_tokens can need
+        self.pool = BlockPool(model, kv_cache_tokens) if kv_cache_tokens else None
+        self.slots = SlotCache(model, max_batch) if self.pool is None else None
         self.waiting: deque[Request] = deque()
         self.prefilling: list[Request] = []
         self.decoding: list[Request] = []  # row i of the slot cache is decoding[i]
@@ -234,7 +239,7 @@ class Engine:
         # dynamic row count measured 0.9x-1.0x it at 8 and 32 clients, and one graph per count
         # would take minutes to compile.
         self.compiled = None
-        if compile:
+        if compile and self.pool is None:  # the block pool's gather is not compiled yet: it decodes eagerly
             from lmsmith.model.compiled_decode import CompiledStep
 
             self.compiled = CompiledStep(self.model)
@@ -247,6 +252,9 @@ class Engine:
                 raise EngineStopped("the server is shutting down")
             if len(self.waiting) >= self.max_queue:
                 raise QueueFull(f"{len(self.waiting)} requests are already waiting")
+            if not self.fits(min(len(request.prompt) + request.sampling.max_tokens, self.model.config.block_size)):
+                raise ValueError(f"a request of {len(request.prompt)} + {request.sampling.max_tokens} tokens never "
+                                 f"fits the KV cache's {self.pool.tokens}")  # the HTTP layer refuses it first
             self.waiting.append(request)
             self.lock.notify()
         return request
@@ -292,8 +300,21 @@ class Engine:
                     return False
                 self.lock.wait()
             while self.waiting and len(self.prefilling) + len(self.decoding) < self.max_batch:
+                if self.pool is not None and not self._reserve(self.waiting[0]):
+                    break  # first come, first served: the next request waits for blocks to come back
                 self.prefilling.append(self.waiting.popleft())
             return True
+
+    def _reserve(self, request: Request) -> bool:
+        """Take the blocks a request can need (its prompt, its max_tokens, within the context); False if
+        the pool has too few free. A request that could never fit is refused at submission."""
+        need = min(len(request.prompt) + request.sampling.max_tokens, self.model.config.block_size)
+        request.blocks = self.pool.take(need)
+        return request.blocks is not None
+
+    def fits(self, tokens: int) -> bool:
+        """Whether a request of `tokens` tokens (prompt and new ones) can ever be served."""
+        return self.pool is None or tokens <= self.pool.tokens
 
     def _turn(self) -> None:
         """One turn: drop cancelled requests, prefill up to `prefill_chunk` prompt tokens (shortest remaining
@@ -389,7 +410,10 @@ class Engine:
             self._finish(request, "length")
             return
         row = len(self.decoding)
-        self.slots.fill(row, request.cache, request.cache_row, request.cache_offset, len(request.prompt))
+        if self.pool is not None:
+            self.pool.fill(request.blocks, request.cache, request.cache_row, request.cache_offset, len(request.prompt))
+        else:
+            self.slots.fill(row, request.cache, request.cache_row, request.cache_offset, len(request.prompt))
         request.cache = None
         self.decoding.append(request)
         self.lengths.append(len(request.prompt))
@@ -399,12 +423,15 @@ class Engine:
     def _decode_step(self) -> None:
         tokens = torch.tensor([[r.next_token] for r in self.decoding], dtype=torch.long, device=self.device)
         lengths = torch.tensor(self.lengths, dtype=torch.long, device=self.device)
-        step = DecodeStep(self.slots, lengths)
-        if self.compiled is not None and len(self.decoding) == 1:
+        if self.pool is not None:
+            step = BlockStep(self.pool, [r.blocks for r in self.decoding], lengths)
+            logits = self.model(tokens, cache=step).logits[:, -1]
+        elif self.compiled is not None and len(self.decoding) == 1:
+            step = DecodeStep(self.slots, lengths)
             logits = self.compiled(tokens, step.dynamic())
             self.compiled_steps += 1
         else:
-            logits = self.model(tokens, cache=step).logits[:, -1]
+            logits = self.model(tokens, cache=DecodeStep(self.slots, lengths)).logits[:, -1]
         self.steps += 1
         self.largest_batch = max(self.largest_batch, len(self.decoding))
         self.lengths = [n + 1 for n in self.lengths]
@@ -477,7 +504,8 @@ class Engine:
         request = self.decoding[row]
         last = len(self.decoding) - 1
         if row != last:
-            self.slots.move(last, row, self.lengths[last])
+            if self.slots is not None:  # a block table moves with its request: no keys to copy
+                self.slots.move(last, row, self.lengths[last])
             self.decoding[row], self.lengths[row] = self.decoding[last], self.lengths[last]
         self.decoding.pop()
         self.lengths.pop()
@@ -486,12 +514,15 @@ class Engine:
 
     def _finish(self, request: Request, reason: str) -> None:
         request.cache = request.sampler = request.last_logits = request.matcher = None
+        if request.blocks is not None:
+            self.pool.give(request.blocks)
+            request.blocks = None
         log.info("request %d %s: %d prompt + %d new tokens", request.id,
                  "finished" if reason in ("stop", "length") else reason, len(request.prompt), request.generated)
         self._emit(request, Finished(reason, len(request.prompt), request.generated))
 
     def _fail_all(self) -> None:
         for request in [*self.prefilling, *self.decoding]:
-            self._finish(request, "error")
+            self._finish(request, "error")  # gives their blocks back too
         self.prefilling, self.decoding, self.lengths = [], [], []
 

@@ -30,6 +30,7 @@ class Limits:
     context: int  # the model's block size: prompt + new tokens must fit
     max_tokens: int  # the most new tokens per request
     max_n: int  # the most choices per request
+    kv_cache_tokens: int | None = None  # with a block pool: the most tokens (prompt + new) one request can hold
 
 
 @dataclass
@@ -242,6 +243,10 @@ def _object(body: Any) -> dict:
 
 def check_fits(prompt_tokens: int, max_tokens: int, limits: Limits, index: int = 0) -> None:
     """A prompt plus the tokens asked for must fit the model's context (400 naming the limit)."""
+    if limits.kv_cache_tokens is not None and prompt_tokens + max_tokens > limits.kv_cache_tokens:
+        raise ApiError(400, f"this server's KV cache holds {limits.kv_cache_tokens} tokens (--kv-cache-tokens); "
+                            f"the prompt has {prompt_tokens} tokens and {max_tokens} new tokens were asked for: "
+                            "shorten the prompt or lower max_tokens", "max_tokens", "kv_cache_exceeded")
     if prompt_tokens + max_tokens > limits.context:
         where = f"prompt {index + 1}" if index else "the prompt"
         raise ApiError(400, f"this model's maximum context length is {limits.context} tokens; {where} has "
