@@ -18,7 +18,10 @@ clients over 1 client.
     with_schema    the batched server again, every request held to a JSON schema (response_format):
                    what the token masks cost (the answers end when their JSON does, so fewer tokens)
 
-    python benchmarks/serve.py [--new-tokens 64] [--requests 2] [--no-compile] [--schema-only]
+    blocks         (--blocks-only) memory and tokens/s of the slot cache (32 slots of the whole context)
+                   against a block pool of --kv-cache-tokens, at the model's 256-token context and at 4,096
+
+    python benchmarks/serve.py [--new-tokens 64] [--requests 2] [--no-compile] [--schema-only] [--blocks-only]
 """
 
 from __future__ import annotations
@@ -55,7 +58,7 @@ SCHEMA = {"type": "object", "additionalProperties": False, "required": ["story",
 SCHEMA_FORMAT = {"response_format": {"type": "json_schema", "json_schema": {"name": "story", "schema": SCHEMA}}}
 
 
-def make_model_dir(folder: Path) -> Path:
+def make_model_dir(folder: Path, block_size: int | None = None) -> Path:
     """A byte-level BPE trained on a few standard-library modules (prompts of realistic token counts)."""
     import inspect
     import json as json_module
@@ -64,15 +67,16 @@ def make_model_dir(folder: Path) -> Path:
     texts = [inspect.getsource(m) for m in (json_module.decoder, json_module.encoder, statistics_module, string)]
     tokenizer = train_bpe(texts, vocab_size=MODEL["vocab_size"], show_progress=False)
     torch.manual_seed(0)
-    model = GPT(parse_section(ModelConfig, dict(MODEL), "model")).eval()
-    return save_model_dir(folder / "model", model, tokenizer, made_by="benchmark")
+    shape = dict(MODEL, **({"block_size": block_size} if block_size else {}))
+    model = GPT(parse_section(ModelConfig, shape, "model")).eval()
+    return save_model_dir(folder / f"model-{shape['block_size']}", model, tokenizer, made_by="benchmark")
 
 
-def start_server(model_dir: Path, max_batch: int, threads: int, log: Path, compile: bool = False
-                 ) -> tuple[subprocess.Popen, int]:
+def start_server(model_dir: Path, max_batch: int, threads: int, log: Path, compile: bool = False,
+                 args: tuple[str, ...] = ()) -> tuple[subprocess.Popen, int]:
     process = subprocess.Popen([sys.executable, "-m", "lmsmith", "serve", str(model_dir), "--port", "0",
                                 "--max-batch", str(max_batch), "--threads", str(threads), "--quiet",
-                                *(["--compile"] if compile else [])],
+                                *(["--compile"] if compile else []), *args],
                                stderr=open(log, "w"))
     deadline = time.monotonic() + 600  # a compiling server takes a minute or so to listen
     while time.monotonic() < deadline:
@@ -145,8 +149,9 @@ def memory_mb(pid: int) -> dict:
 
 
 def serve_levels(model_dir: Path, max_batch: int, threads: int, levels, requests: int, new_tokens: int,
-                 folder: Path, compile: bool = False, extra: dict | None = None) -> dict:
-    process, port = start_server(model_dir, max_batch, threads, folder / f"serve-{max_batch}-{compile}.log", compile)
+                 folder: Path, compile: bool = False, extra: dict | None = None, args: tuple[str, ...] = ()) -> dict:
+    process, port = start_server(model_dir, max_batch, threads, folder / f"serve-{max_batch}-{compile}.log", compile,
+                                 args)
     try:
         result = {"memory_at_start": memory_mb(process.pid)}
         stream_one(port, "warm up", 8, extra)
@@ -191,12 +196,26 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1,
                         help="CPU threads of the model, in both servers and the pipeline (1: the clients need a core)")
     parser.add_argument("--no-compile", action="store_true", help="skip the compiled server")
+    parser.add_argument("--blocks-only", action="store_true",
+                        help="only the slot cache against the block pool, at two context lengths")
+    parser.add_argument("--kv-cache-tokens", type=int, default=8192, help="the block pool's size, with --blocks-only")
     parser.add_argument("--schema-only", action="store_true",
                         help="only the batched server, without and with a JSON schema on every request")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
+        if args.blocks_only:
+            blocks = {}
+            for context in (MODEL["block_size"], 4096):
+                model_dir = make_model_dir(folder, context)
+                for name, extra_args in (("slots", ()), ("blocks", ("--kv-cache-tokens", str(args.kv_cache_tokens)))):
+                    blocks[f"{name}_context_{context}"] = serve_levels(
+                        model_dir, 32, args.threads, LEVELS, args.requests, args.new_tokens, folder, args=extra_args)
+            print(json.dumps({"benchmark": "serve", "model": MODEL, "device": "cpu", "threads": args.threads,
+                              "new_tokens": args.new_tokens, "requests_per_client": args.requests,
+                              "kv_cache_tokens": args.kv_cache_tokens, "blocks": blocks}))
+            return
         model_dir = make_model_dir(folder)
         batched = serve_levels(model_dir, 32, args.threads, LEVELS, args.requests, args.new_tokens, folder)
         with_schema = serve_levels(model_dir, 32, args.threads, LEVELS, args.requests, args.new_tokens, folder,
