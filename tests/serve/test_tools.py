@@ -12,8 +12,9 @@ import json
 import pytest
 from serve_models import tiny_model
 
+from lmsmith.model.constraints import Constraint, Grammars
 from lmsmith.model.directory import save_model_dir
-from lmsmith.serve.tools import MAX_TOOLS, parse_tool_calls
+from lmsmith.serve.tools import MAX_TOOLS, in_schema_order, parse_tool_calls
 from lmsmith.text.chat_template import ChatFormat, find_answer_end, get_template, jinja_source
 
 openai = pytest.importorskip("openai")
@@ -119,6 +120,21 @@ def test_auto_reads_well_formed_calls_out_of_an_answer():
     assert parse_tool_calls('{"name": "get_time", "parameters": {"zone": "cet"}}', TOOLS)[1]  # Llama 3's form
     assert parse_tool_calls('<tool_call>{"name": "rm_rf", "arguments": {}}</tool_call>', TOOLS)[1] == []
     assert parse_tool_calls("just text", TOOLS) == ("just text", [])
+
+
+def test_auto_keeps_a_call_only_when_its_arguments_match_its_schema(char_tokenizer):
+    grammars = Grammars(char_tokenizer)
+    compiled = {name: grammars.compile(Constraint.json_schema(schema)) for name, schema in SCHEMAS.items()}
+
+    def valid(name: str, arguments: dict) -> bool:
+        text = json.dumps(in_schema_order(arguments, SCHEMAS[name]), separators=(",", ":"))
+        return grammars.matches(compiled[name], text)
+
+    good = '<tool_call>{"name": "get_weather", "arguments": {"unit": "c", "city": "Oslo"}}</tool_call>'
+    assert len(parse_tool_calls(good, TOOLS, valid)[1]) == 1  # keys in any order
+    for arguments in ('{"city": "Oslo"}', '{"city": "Oslo City", "unit": "c"}', '{"city": "Oslo", "unit": "k"}'):
+        text = f'<tool_call>{{"name": "get_weather", "arguments": {arguments}}}</tool_call>'
+        assert parse_tool_calls(text, TOOLS, valid) == (text, [])  # not a valid call: it stays text
 
 
 @pytest.mark.parametrize(("extra", "words"), [

@@ -119,6 +119,14 @@ class Grammars:
             raise ConstraintError(f"the {constraint.describe()} cannot be compiled: {_first_line(problem)}")
         return grammar
 
+    def matches(self, grammar: str, text: str) -> bool:
+        """Whether the whole of `text` is a complete match of the grammar (to check what a model wrote freely)."""
+        llg = _llguidance()
+        with self.lock:
+            matcher = llg.LLMatcher(self.tokenizer, grammar, log_level=0, limits=self.limits)
+            tokens = self.tokenizer.tokenize_str(text)
+        return matcher.consume_tokens(tokens) and matcher.is_accepting()
+
     def matcher(self, grammar: str, stop_ids) -> Matcher:
         llg = _llguidance()
         with self.lock:

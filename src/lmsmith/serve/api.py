@@ -18,12 +18,12 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from lmsmith.model.constraints import Constraint, ConstraintError, Grammars, Matcher
+from lmsmith.model.constraints import JSON_OPTIONS, Constraint, ConstraintError, Grammars, Matcher
 from lmsmith.serve.choices import Choice, Choices
 from lmsmith.serve.engine import Engine, Sampling
 from lmsmith.serve.errors import ApiError, bad_request
 from lmsmith.serve.protocol import ChatBody, CompletionBody, Limits, Sampled, check_fits, read_chat, read_completion
-from lmsmith.serve.tools import call_constraint, parse_tool_calls, template_messages
+from lmsmith.serve.tools import call_constraint, in_schema_order, parse_tool_calls, template_messages
 from lmsmith.text.chat_template import ChatFormat, TemplateError
 
 if TYPE_CHECKING:
@@ -273,6 +273,8 @@ async def chat(request: "Request", served: ServedModel, body: ChatBody):
     if body.stream and body.logprobs is not None:
         raise bad_request("'logprobs' with stream: true is not supported: ask without streaming", "logprobs")
     call = call_constraint(body.tools, body.tool_choice)
+    if body.calls_tools:
+        body.valid_arguments = arguments_check(served, body.tools)
     matcher = await matchers(served, call or body.constraint, frozenset(stop_ids), "tools" if call else None)
     choices = start_choices(served, [prompt], body, max_tokens, body.logprobs, None, frozenset(stop_ids), matcher)
     log_request(served, "chat", [prompt], body)
@@ -291,14 +293,37 @@ def chat_message(choice: Choice, body: ChatBody) -> dict:
     """The assistant's message: its text, and with tools offered, the calls it made (its text without them)."""
     if not body.calls_tools or choice.finish_reason != "stop":
         return {"role": "assistant", "content": choice.text}
-    content, calls = parse_tool_calls(choice.text, body.tools)
+    content, calls = parse_tool_calls(choice.text, body.tools, body.valid_arguments)
     return {"role": "assistant", "content": content, **({"tool_calls": calls} if calls else {})}
 
 
 def chat_finish(choice: Choice, body: ChatBody) -> str | None:
-    if body.calls_tools and choice.finish_reason == "stop" and parse_tool_calls(choice.text, body.tools)[1]:
+    if body.calls_tools and choice.finish_reason == "stop" and \
+            parse_tool_calls(choice.text, body.tools, body.valid_arguments)[1]:
         return "tool_calls"
     return choice.finish_reason
+
+
+def arguments_check(served: ServedModel, tools: list[dict]):
+    """Whether a freely written call's arguments are valid for its function: they must match the grammar
+    of its parameters schema, the one a constrained call is decoded under."""
+    schemas = {t["function"]["name"]: t["function"]["parameters"] for t in tools}
+    grammars: dict[str, str] = {}
+
+    def valid(name: str, arguments: dict) -> bool:
+        with served.grammars_lock:
+            if served.grammars is None:
+                served.grammars = Grammars(served.tokenizer, served.engine.vocab_size)
+        try:
+            if name not in grammars:
+                grammars[name] = served.grammars.compile(Constraint.json_schema(schemas[name]))
+        except ConstraintError:
+            return False
+        text = json.dumps(in_schema_order(arguments, schemas[name]), ensure_ascii=False,
+                          separators=(JSON_OPTIONS["item_separator"], JSON_OPTIONS["key_separator"]))
+        return served.grammars.matches(grammars[name], text)
+
+    return valid
 
 
 def chat_logprobs(choice: Choice, tokenizer, stop_ids: frozenset[int]) -> dict:

@@ -63,6 +63,7 @@ class ChatBody(Sampled):
     logprobs: int | None = None  # logprobs: true gives each answer token's; top_logprobs N the N likeliest too
     tools: list[dict] = field(default_factory=list)  # the functions the model may call (serve/tools.py)
     tool_choice: ToolChoice = field(default_factory=lambda: ToolChoice("none"))
+    valid_arguments: Any = None  # with tools: (name, arguments) -> bool, set by the HTTP layer (api.py)
 
     @property
     def calls_tools(self) -> bool:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,27 +93,31 @@ def call_constraint(tools: list[dict], choice: ToolChoice) -> Constraint | None:
                                  f"call: %json {json.dumps(schema)}")
 
 
-def parse_tool_calls(text: str, tools: list[dict]) -> tuple[str | None, list[dict]]:
+Check = Callable[[str, dict], bool]  # (function name, arguments) -> whether they are valid for it
+
+
+def parse_tool_calls(text: str, tools: list[dict], valid: Check | None = None) -> tuple[str | None, list[dict]]:
     """(the answer's text without its calls, or None if nothing else is left; the calls, as OpenAI's
-    message.tool_calls). A call naming a function not offered, or not valid JSON, stays in the text."""
+    message.tool_calls). A call naming a function not offered, not valid JSON, or with arguments that
+    `valid` refuses, stays in the text."""
     names = {t["function"]["name"] for t in tools}
     calls, kept, at = [], [], 0
     for match in _CALL.finditer(text):
-        call = _call(match.group(1), names)
+        call = _call(match.group(1), names, valid)
         if call is not None:
             kept.append(text[at: match.start()])
             at = match.end()
             calls.append(call)
     kept.append(text[at:])
     if not calls:
-        whole = _call(text, names)  # Llama 3 writes a call as the bare JSON object
+        whole = _call(text, names, valid)  # Llama 3 writes a call as the bare JSON object
         if whole is not None:
             return None, [whole]
     rest = "".join(kept).strip()
     return (rest or None) if calls else text, calls
 
 
-def _call(source: str, names: set[str]) -> dict | None:
+def _call(source: str, names: set[str], valid: Check | None) -> dict | None:
     try:
         value = json.loads(source)
     except json.JSONDecodeError:
@@ -125,10 +130,24 @@ def _call(source: str, names: set[str]) -> dict | None:
             arguments = json.loads(arguments)
         except json.JSONDecodeError:
             return None
-    if not isinstance(arguments, dict):
+    if not isinstance(arguments, dict) or (valid is not None and not valid(value["name"], arguments)):
         return None
     return {"id": f"call_{uuid.uuid4().hex[:24]}", "type": "function",
             "function": {"name": value["name"], "arguments": json.dumps(arguments, ensure_ascii=False)}}
+
+
+def in_schema_order(value: Any, schema: Any) -> Any:
+    """`value` with each object's keys in the order its schema lists them (the order constrained JSON is
+    written in), the others after them; arrays item by item."""
+    if not isinstance(schema, dict):
+        return value
+    if isinstance(value, dict) and isinstance(schema.get("properties"), dict):
+        properties = schema["properties"]
+        ordered = {k: in_schema_order(value[k], properties[k]) for k in properties if k in value}
+        return {**ordered, **{k: v for k, v in value.items() if k not in properties}}
+    if isinstance(value, list) and isinstance(schema.get("items"), dict):
+        return [in_schema_order(v, schema["items"]) for v in value]
+    return value
 
 
 def template_messages(messages: list[dict]) -> list[dict]:
