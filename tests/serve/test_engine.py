@@ -55,17 +55,18 @@ def run_all(engine: Engine, recorder: Recorder, requests: list[Request]) -> None
     assert recorder.finished.wait(60)
 
 
-def test_a_compiled_engine_writes_the_eager_tokens_with_one_graph(model, char_tokenizer):
+@pytest.mark.parametrize("kv_cache_tokens", [None, 512])
+def test_a_compiled_engine_writes_the_eager_tokens_with_one_graph(model, char_tokenizer, kv_cache_tokens):
     """A request alone is decoded by the compiled one-row graph, step after step as its length
     grows; in a crowd the rows go eagerly and a row left alone goes back to the graph. The warm-up
-    compiles that graph once, and nothing compiles again."""
+    compiles that graph once, and nothing compiles again: with the slot cache or a block pool."""
     from torch._dynamo.utils import counters
 
     prompts = [char_tokenizer.encode(t) for t in ("abc", "hello world", "x", "a longer prompt here", "yo")]
     lengths = [30, 5, 20, 8, 15]
     expected = [[s[0] for s in generate_tokens(model, [p], GenerationConfig(max_new_tokens=n, temperature=0))]
                 for p, n in zip(prompts, lengths)]
-    engine = Engine(model, char_tokenizer.vocab_size, max_batch=3, compile=True)
+    engine = Engine(model, char_tokenizer.vocab_size, max_batch=3, compile=True, kv_cache_tokens=kv_cache_tokens)
     before = counters["stats"]["unique_graphs"]
     assert engine.warm_up() > 0
     assert counters["stats"]["unique_graphs"] - before == 1

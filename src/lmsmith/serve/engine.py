@@ -239,7 +239,7 @@ class Engine:
         # dynamic row count measured 0.9x-1.0x it at 8 and 32 clients, and one graph per count
         # would take minutes to compile.
         self.compiled = None
-        if compile and self.pool is None:  # the block pool's gather is not compiled yet: it decodes eagerly
+        if compile:
             from lmsmith.model.compiled_decode import CompiledStep
 
             self.compiled = CompiledStep(self.model)
@@ -266,7 +266,10 @@ class Engine:
         with torch.inference_mode():
             lengths = torch.ones(1, dtype=torch.long, device=self.device)
             tokens = torch.zeros(1, 1, dtype=torch.long, device=self.device)
-            self.compiled(tokens, DecodeStep(self.slots, lengths).dynamic())
+            if self.pool is not None:  # the step writes into a free block (every block is, before the first request)
+                self.compiled(tokens, BlockStep(self.pool, [self.pool.free[-2:]], lengths).dynamic())
+            else:
+                self.compiled(tokens, DecodeStep(self.slots, lengths).dynamic())
         return time.perf_counter() - started
 
     def start(self) -> Engine:
@@ -423,15 +426,12 @@ class Engine:
     def _decode_step(self) -> None:
         tokens = torch.tensor([[r.next_token] for r in self.decoding], dtype=torch.long, device=self.device)
         lengths = torch.tensor(self.lengths, dtype=torch.long, device=self.device)
-        if self.pool is not None:
-            step = BlockStep(self.pool, [r.blocks for r in self.decoding], lengths)
-            logits = self.model(tokens, cache=step).logits[:, -1]
-        elif self.compiled is not None and len(self.decoding) == 1:
-            step = DecodeStep(self.slots, lengths)
+        if self.compiled is not None and len(self.decoding) == 1:
+            step = self._step(lengths)
             logits = self.compiled(tokens, step.dynamic())
             self.compiled_steps += 1
         else:
-            logits = self.model(tokens, cache=DecodeStep(self.slots, lengths)).logits[:, -1]
+            logits = self.model(tokens, cache=self._step(lengths)).logits[:, -1]
         self.steps += 1
         self.largest_batch = max(self.largest_batch, len(self.decoding))
         self.lengths = [n + 1 for n in self.lengths]
@@ -442,6 +442,12 @@ class Engine:
                 self._leave(row, None)
             elif self.lengths[row] >= self.model.config.block_size:  # the context is full
                 self._leave(row, "length")
+
+    def _step(self, lengths: torch.Tensor) -> DecodeStep | BlockStep:
+        """The cache view of one decode step over the decoding rows: slots, or blocks through block tables."""
+        if self.pool is not None:
+            return BlockStep(self.pool, [r.blocks for r in self.decoding], lengths)
+        return DecodeStep(self.slots, lengths)
 
     def _sample(self, requests: list[Request], logits: torch.Tensor) -> list[Token]:
         """The next token of each request. Greedy rows are picked together in one argmax; sampled

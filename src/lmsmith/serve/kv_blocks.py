@@ -72,7 +72,10 @@ class BlockStep:
         self.lengths = lengths  # (n,) slots filled per row
         self.length = int(lengths.max())
         self.key_slots = torch.arange(self.length + 1, device=device)  # what the longest row sees
-        used = blocks_for(self.length + 1, pool.block)  # blocks the longest row needs, the new token's included
+        # Blocks the longest row needs, the new token's included, and room for one slot more: then the slots
+        # read are always fewer than the slots gathered, and at least 2 blocks, since torch.compile treats a
+        # dimension of size 1 as a constant; either edge would compile another graph (the spare is masked)
+        used = max(2, blocks_for(self.length + 2, pool.block))
         self.tables = torch.tensor([t[:used] + [0] * (used - len(t[:used])) for t in tables], dtype=torch.long,
                                    device=device)
         rows = torch.arange(lengths.numel(), device=device)
@@ -98,3 +101,16 @@ class BlockStep:
     def mask(self, new: int, device) -> torch.Tensor:
         """Each row sees its own filled slots and the new one; the rest (shorter rows, unused blocks) is hidden."""
         return (self.key_slots[None, :] <= self.lengths[:, None])[:, None, None, :]
+
+    # What compiled_decode.decode_step asks of a cache
+    def decode_positions(self) -> torch.Tensor:
+        return self.positions(1, None)
+
+    def decode_mask(self) -> torch.Tensor:
+        return self.mask(1, None)
+
+    def dynamic(self) -> BlockStep:
+        """Mark the slots seen and the blocks read, which grow as the row does, as dynamic for torch.compile."""
+        torch._dynamo.mark_dynamic(self.key_slots, 0)
+        torch._dynamo.mark_dynamic(self.tables, 1)
+        return self

@@ -91,9 +91,7 @@ def load_served_model(model_path: str | Path, cfg, api_key: str | None = None):
                     kv_cache_tokens=cfg.kv_cache_tokens)
     engine = Engine(model, tokenizer.vocab_size, max_batch=cfg.max_batch, max_queue=cfg.max_queue,
                     prefill_chunk=cfg.prefill_chunk, compile=cfg.compile, kv_cache_tokens=cfg.kv_cache_tokens)
-    if cfg.compile and cfg.kv_cache_tokens:
-        log.info("--compile with --kv-cache-tokens: the block cache decodes eagerly (its gather is not compiled)")
-    elif cfg.compile:  # before the port answers, so no request waits on a compilation
+    if cfg.compile:  # before the port answers, so no request waits on a compilation
         log.info("compiling the decode step (--compile): tens of seconds the first time")
         log.info("compiled the decode step in %.1f s", engine.warm_up())
     engine.start()
