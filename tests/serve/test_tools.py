@@ -72,13 +72,16 @@ def test_required_calls_one_of_the_tools_and_a_stream_carries_the_call(client):
     check_call(answer.choices[0].message.tool_calls[0])
     stream = client.chat.completions.create(model="tools", messages=ASK, tools=TOOLS, tool_choice="required",
                                             temperature=1.0, seed=2, max_tokens=120, stream=True)
-    calls, finish = [], None
+    pieces, finish = [], None
     for chunk in stream:
-        delta = chunk.choices[0].delta
-        calls += delta.tool_calls or []
+        pieces += chunk.choices[0].delta.tool_calls or []
         finish = chunk.choices[0].finish_reason or finish
-    assert finish == "tool_calls" and len(calls) == 1
-    check_call(calls[0])
+    assert finish == "tool_calls" and {p.index for p in pieces} == {0}
+    assert len(pieces) > 2  # the arguments came in pieces, as they were written
+    head = pieces[0]
+    arguments = "".join(p.function.arguments or "" for p in pieces)
+    call = head.model_copy(update={"function": head.function.model_copy(update={"arguments": arguments})})
+    check_call(call)
 
 
 def test_auto_and_none_answer_in_text_and_a_tool_result_goes_back_through_the_template(client):

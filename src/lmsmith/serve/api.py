@@ -10,6 +10,7 @@ the logs record each request's size and timing, not its text (unless serve.log_t
 import asyncio
 import json
 import logging
+import re
 import secrets
 import threading
 import time
@@ -341,8 +342,17 @@ async def stream_chat(request: "Request", served: ServedModel, choices: Choices,
     for choice in choices.choices:
         yield ids.chunk([{"index": choice.index, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
                           "finish_reason": None}])
+    forced = {c.index: ForcedCallStream() for c in choices.choices} \
+        if body.tool_choice.mode in ("required", "function") else None
     async for choice, piece in choices.pieces(request.is_disconnected):
-        if body.calls_tools:  # an answer is known to be a call or text only once it ends: sent whole then
+        if forced is not None:  # the answer is one call: its arguments stream as they are written
+            delta = forced[choice.index].delta(choice.text, finished=not piece)
+            if delta:
+                yield ids.chunk([{"index": choice.index, "delta": delta, "logprobs": None, "finish_reason": None}])
+            if not piece:
+                reason = "tool_calls" if choice.finish_reason == "stop" else choice.finish_reason
+                yield ids.chunk([{"index": choice.index, "delta": {}, "logprobs": None, "finish_reason": reason}])
+        elif body.calls_tools:  # an answer is known to be a call or text only once it ends: sent whole then
             if not piece:
                 yield ids.chunk([{"index": choice.index, "delta": tool_delta(chat_message(choice, body)),
                                   "logprobs": None, "finish_reason": None}])
@@ -357,6 +367,35 @@ async def stream_chat(request: "Request", served: ServedModel, choices: Choices,
     log_outputs(served, choices)
     if body.include_usage:
         yield ids.chunk([], usage=usage(choices))
+
+
+class ForcedCallStream:
+    """The streamed deltas of an answer decoded under a call's grammar (tool_choice required or named):
+    its one call's id and name once the name is written, then its arguments piece by piece, holding
+    back the end of the call. The grammar writes compact JSON, so the text has exactly this shape."""
+
+    HEAD = re.compile(r'<tool_call>\{"name":"([A-Za-z0-9_-]+)","arguments":')
+    TAIL = "}</tool_call>"
+
+    def __init__(self):
+        self.id = f"call_{uuid.uuid4().hex[:24]}"
+        self.head = None  # the match of the call's beginning, once written
+        self.sent = 0  # characters of the arguments sent
+
+    def delta(self, text: str, finished: bool) -> dict | None:
+        call: dict = {"index": 0}
+        if self.head is None:
+            self.head = self.HEAD.match(text)
+            if self.head is None:
+                return None
+            call.update(id=self.id, type="function", function={"name": self.head.group(1), "arguments": ""})
+        arguments = text[self.head.end():]
+        end = len(arguments) - len(self.TAIL) if finished and arguments.endswith(self.TAIL) else \
+            len(arguments) if finished else max(self.sent, len(arguments) - len(self.TAIL))
+        if end > self.sent:
+            call.setdefault("function", {})["arguments"] = arguments[self.sent: end]
+            self.sent = end
+        return {"tool_calls": [call]} if len(call) > 1 else None
 
 
 def tool_delta(message: dict) -> dict:
