@@ -10,11 +10,18 @@ A GPT-2-shaped model with random weights (speed does not depend on them) is serv
 `lmsmith serve` process on a loopback port; 1, 8 and 32 concurrent clients each stream
 completions over HTTP (the bytes an OpenAI client would send), `--requests` each. Reported per
 level: aggregate new tokens/s (all clients' tokens over the wall time), and the median and 95th
-percentile time from sending a request to its first streamed text. Prints one JSON line, with
-the ratios the issue sets targets for: batched / one-at-a-time throughput at 32 clients, and
-time to first token at 8 clients over 1 client.
+percentile time from sending a request to its first streamed text, and the server's memory
+(resident set) after start-up and at its peak. Prints one JSON line, with the ratios the issue
+sets targets for: batched / one-at-a-time throughput at 32 clients, and time to first token at 8
+clients over 1 client.
 
-    python benchmarks/serve.py [--new-tokens 64] [--requests 2] [--no-compile]
+    with_schema    the batched server again, every request held to a JSON schema (response_format):
+                   what the token masks cost (the answers end when their JSON does, so fewer tokens)
+
+    blocks         (--blocks-only) memory and tokens/s of the slot cache (32 slots of the whole context)
+                   against a block pool of --kv-cache-tokens, at the model's 256-token context and at 4,096
+
+    python benchmarks/serve.py [--new-tokens 64] [--requests 2] [--no-compile] [--schema-only] [--blocks-only]
 """
 
 from __future__ import annotations
@@ -42,9 +49,16 @@ from lmsmith.text.tokenizer import train_bpe
 
 MODEL = dict(preset="gpt2", vocab_size=8192, block_size=256, n_layer=4, n_head=4, n_embd=256, dropout=0.0)
 LEVELS = (1, 8, 32)
+# A schema whose answers run to dozens of tokens: nested objects, enums, an array, required fields
+SCHEMA = {"type": "object", "additionalProperties": False, "required": ["story", "mood", "ships", "port"],
+          "properties": {"story": {"type": "string", "maxLength": 40}, "mood": {"enum": ["calm", "stormy"]},
+                         "ships": {"type": "array", "items": {"type": "string", "maxLength": 12}, "maxItems": 3},
+                         "port": {"type": "object", "additionalProperties": False, "required": ["name"],
+                                  "properties": {"name": {"type": "string", "maxLength": 16}}}}}
+SCHEMA_FORMAT = {"response_format": {"type": "json_schema", "json_schema": {"name": "story", "schema": SCHEMA}}}
 
 
-def make_model_dir(folder: Path) -> Path:
+def make_model_dir(folder: Path, block_size: int | None = None) -> Path:
     """A byte-level BPE trained on a few standard-library modules (prompts of realistic token counts)."""
     import inspect
     import json as json_module
@@ -53,15 +67,16 @@ def make_model_dir(folder: Path) -> Path:
     texts = [inspect.getsource(m) for m in (json_module.decoder, json_module.encoder, statistics_module, string)]
     tokenizer = train_bpe(texts, vocab_size=MODEL["vocab_size"], show_progress=False)
     torch.manual_seed(0)
-    model = GPT(parse_section(ModelConfig, dict(MODEL), "model")).eval()
-    return save_model_dir(folder / "model", model, tokenizer, made_by="benchmark")
+    shape = dict(MODEL, **({"block_size": block_size} if block_size else {}))
+    model = GPT(parse_section(ModelConfig, shape, "model")).eval()
+    return save_model_dir(folder / f"model-{shape['block_size']}", model, tokenizer, made_by="benchmark")
 
 
-def start_server(model_dir: Path, max_batch: int, threads: int, log: Path, compile: bool = False
-                 ) -> tuple[subprocess.Popen, int]:
+def start_server(model_dir: Path, max_batch: int, threads: int, log: Path, compile: bool = False,
+                 args: tuple[str, ...] = ()) -> tuple[subprocess.Popen, int]:
     process = subprocess.Popen([sys.executable, "-m", "lmsmith", "serve", str(model_dir), "--port", "0",
                                 "--max-batch", str(max_batch), "--threads", str(threads), "--quiet",
-                                *(["--compile"] if compile else [])],
+                                *(["--compile"] if compile else []), *args],
                                stderr=open(log, "w"))
     deadline = time.monotonic() + 600  # a compiling server takes a minute or so to listen
     while time.monotonic() < deadline:
@@ -74,11 +89,11 @@ def start_server(model_dir: Path, max_batch: int, threads: int, log: Path, compi
     raise RuntimeError("the server did not start")
 
 
-def stream_one(port: int, prompt: str, new_tokens: int) -> tuple[float, int]:
+def stream_one(port: int, prompt: str, new_tokens: int, extra: dict | None = None) -> tuple[float, int]:
     """(seconds to the first text, new tokens) of one streamed completion."""
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
     body = {"prompt": prompt, "max_tokens": new_tokens, "temperature": 0, "stream": True,
-            "stream_options": {"include_usage": True}}
+            "stream_options": {"include_usage": True}, **(extra or {})}
     started = time.perf_counter()
     connection.request("POST", "/v1/completions", body=json.dumps(body), headers={"Content-Type": "application/json"})
     response = connection.getresponse()
@@ -95,7 +110,7 @@ def stream_one(port: int, prompt: str, new_tokens: int) -> tuple[float, int]:
     return (first if first is not None else time.perf_counter() - started), tokens
 
 
-def load(port: int, clients: int, requests: int, new_tokens: int) -> dict:
+def load(port: int, clients: int, requests: int, new_tokens: int, extra: dict | None = None) -> dict:
     """`clients` threads, each streaming `requests` completions one after another."""
     ttfts, tokens, lock = [], [0], threading.Lock()
     start = threading.Barrier(clients + 1)
@@ -103,7 +118,7 @@ def load(port: int, clients: int, requests: int, new_tokens: int) -> dict:
     def client(c: int) -> None:
         start.wait()
         for r in range(requests):
-            ttft, n = stream_one(port, f"Request {c}.{r}: tell me a story about the sea. " * 2, new_tokens)
+            ttft, n = stream_one(port, f"Request {c}.{r}: tell me a story about the sea. " * 2, new_tokens, extra)
             with lock:
                 ttfts.append(ttft)
                 tokens[0] += n
@@ -122,12 +137,27 @@ def load(port: int, clients: int, requests: int, new_tokens: int) -> dict:
             "new_tokens": tokens[0], "wall_s": round(wall, 2)}
 
 
-def serve_levels(model_dir: Path, max_batch: int, threads: int, levels, requests: int, new_tokens: int,
-                 folder: Path, compile: bool = False) -> dict:
-    process, port = start_server(model_dir, max_batch, threads, folder / f"serve-{max_batch}-{compile}.log", compile)
+def memory_mb(pid: int) -> dict:
+    """The process's resident memory now and at its peak (Linux's /proc; empty elsewhere)."""
     try:
-        stream_one(port, "warm up", 8)
-        return {str(n): load(port, n, requests, new_tokens) for n in levels}
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return {}
+    kb = {k: int(v.split()[0]) for k, v in (line.split(":", 1) for line in status.splitlines()) if k in
+          ("VmRSS", "VmHWM")}
+    return {"rss_mb": round(kb["VmRSS"] / 1024, 1), "peak_rss_mb": round(kb["VmHWM"] / 1024, 1)}
+
+
+def serve_levels(model_dir: Path, max_batch: int, threads: int, levels, requests: int, new_tokens: int,
+                 folder: Path, compile: bool = False, extra: dict | None = None, args: tuple[str, ...] = ()) -> dict:
+    process, port = start_server(model_dir, max_batch, threads, folder / f"serve-{max_batch}-{compile}.log", compile,
+                                 args)
+    try:
+        result = {"memory_at_start": memory_mb(process.pid)}
+        stream_one(port, "warm up", 8, extra)
+        for n in levels:
+            result[str(n)] = {**load(port, n, requests, new_tokens, extra), **memory_mb(process.pid)}
+        return result
     finally:
         process.terminate()
         process.wait(60)
@@ -166,12 +196,35 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1,
                         help="CPU threads of the model, in both servers and the pipeline (1: the clients need a core)")
     parser.add_argument("--no-compile", action="store_true", help="skip the compiled server")
+    parser.add_argument("--blocks-only", action="store_true",
+                        help="only the slot cache against the block pool, at two context lengths")
+    parser.add_argument("--kv-cache-tokens", type=int, default=8192, help="the block pool's size, with --blocks-only")
+    parser.add_argument("--schema-only", action="store_true",
+                        help="only the batched server, without and with a JSON schema on every request")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
+        if args.blocks_only:
+            blocks = {}
+            for context in (MODEL["block_size"], 4096):
+                model_dir = make_model_dir(folder, context)
+                for name, extra_args in (("slots", ()), ("blocks", ("--kv-cache-tokens", str(args.kv_cache_tokens)))):
+                    blocks[f"{name}_context_{context}"] = serve_levels(
+                        model_dir, 32, args.threads, LEVELS, args.requests, args.new_tokens, folder, args=extra_args)
+            print(json.dumps({"benchmark": "serve", "model": MODEL, "device": "cpu", "threads": args.threads,
+                              "new_tokens": args.new_tokens, "requests_per_client": args.requests,
+                              "kv_cache_tokens": args.kv_cache_tokens, "blocks": blocks}))
+            return
         model_dir = make_model_dir(folder)
         batched = serve_levels(model_dir, 32, args.threads, LEVELS, args.requests, args.new_tokens, folder)
+        with_schema = serve_levels(model_dir, 32, args.threads, LEVELS, args.requests, args.new_tokens, folder,
+                                   extra=SCHEMA_FORMAT)
+        if args.schema_only:
+            print(json.dumps({"benchmark": "serve", "model": MODEL, "device": "cpu", "threads": args.threads,
+                              "new_tokens": args.new_tokens, "requests_per_client": args.requests,
+                              "batched": batched, "with_schema": with_schema}))
+            return
         single = serve_levels(model_dir, 1, args.threads, (1, 32), args.requests, args.new_tokens, folder)
         compiled = None
         if not args.no_compile:
@@ -182,7 +235,8 @@ def main() -> None:
     result = {
         "benchmark": "serve", "model": MODEL, "device": "cpu", "threads": args.threads,
         "new_tokens": args.new_tokens, "requests_per_client": args.requests,
-        "batched": batched, "one_at_a_time": single, "compiled": compiled, "hf_pipeline": hf,
+        "batched": batched, "with_schema": with_schema, "one_at_a_time": single, "compiled": compiled,
+        "hf_pipeline": hf,
         "throughput_32_clients_vs_one_at_a_time": round(
             batched["32"]["tokens_per_s"] / single["32"]["tokens_per_s"], 2),
         "ttft_median_8_clients_vs_1": round(batched["8"]["ttft_median_ms"] / batched["1"]["ttft_median_ms"], 2),

@@ -8,6 +8,8 @@ shape (padding, one token at a time) cannot flip an argmax by rounding.
 from __future__ import annotations
 
 import copy
+import json
+import re
 
 import pytest
 import torch
@@ -431,3 +433,40 @@ def test_cli_long_prompt_warns_once_on_stderr(model_dir, tokenizer, capsys):
     assert cli(path, "--prompt", long_prompt, "--max-new-tokens", 3) == 0
     err = capsys.readouterr().err
     assert err.count("warning: prompt 1 has") == 1
+
+
+SMALL_SCHEMA = {"type": "object", "properties": {"ok": {"type": "boolean"}, "size": {"enum": ["s", "m", "l"]},
+                                                 "ids": {"type": "array", "items": {"type": "integer", "maximum": 99},
+                                                         "maxItems": 2}},
+                "required": ["ok", "size", "ids"], "additionalProperties": False}
+
+
+def test_cli_json_schema_and_regex_hold_every_sampled_output(model_dir, tmp_path, capsys):
+    jsonschema = pytest.importorskip("jsonschema")
+    pytest.importorskip("llguidance")
+    path, _ = model_dir
+    schema_file = tmp_path / "schema.json"
+    schema_file.write_text(json.dumps(SMALL_SCHEMA), encoding="utf-8")
+    prompts = [a for p in ("The quick", "def", "") for a in ("--prompt", p)]
+    assert cli(path, *prompts, "--json-schema", schema_file, "--max-new-tokens", 40, "--temperature", 1.0,
+               "--seed", 3, "-o", tmp_path / "json", "--quiet") == 0
+    for sample in json.loads((tmp_path / "json" / "samples.json").read_text(encoding="utf-8")):
+        jsonschema.validate(json.loads(sample["text"]), SMALL_SCHEMA)
+    assert cli(path, *prompts, "--regex", "[a-c]{3}-[0-9]", "--max-new-tokens", 10, "--temperature", 1.0,
+               "-o", tmp_path / "regex", "--quiet") == 0
+    for sample in json.loads((tmp_path / "regex" / "samples.json").read_text(encoding="utf-8")):
+        assert re.fullmatch("[a-c]{3}-[0-9]", sample["text"]), sample
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--regex", "(ab"], "the regex cannot be compiled"),
+    (["--json-schema", "missing.json"], "missing.json"),
+    (["--regex", "a", "--json-schema", "x.json"], "give one of them, not both"),
+])
+def test_cli_a_constraint_it_cannot_use_is_one_line_and_exit_2(model_dir, capsys, argv, message):
+    pytest.importorskip("llguidance")
+    path, _ = model_dir
+    assert cli(path, "--prompt", "hi", *argv) == 2
+    captured = capsys.readouterr()
+    assert message in captured.err and captured.err.count("\n") == 1

@@ -167,7 +167,9 @@ GENERATE = Stage(
            Flag("--chat", "generate.chat", "each prompt is a user's message, put through the model's chat template"),
            Flag("--template", "generate.template", "with --chat: chatml, plain or raw, for a model without its own"),
            Flag("--compile", "generate.compile", "decode through torch.compile: the same tokens, faster after "
-                "a compilation of tens of seconds")),
+                "a compilation of tens of seconds"),
+           Flag("--json-schema", "generate.json_schema", "a JSON schema file: every output is JSON valid against it"),
+           Flag("--regex", "generate.regex", "a regular expression every whole output matches")),
     options=(Option("--no-stream", "print each text when it is complete", boolean=True),),
     output_help="also write samples.json and its manifest here",
 )
@@ -181,6 +183,8 @@ SERVE = Stage(
            Flag("--api-key-file", "serve.api_key_file", "file holding the key clients must send"),
            Flag("--max-batch", "serve.max_batch", "requests decoded together"),
            Flag("--max-queue", "serve.max_queue", "requests waiting for a slot before 429"),
+           Flag("--kv-cache-tokens", "serve.kv_cache_tokens", "the KV cache as a pool of blocks holding this "
+                "many tokens, shared by the requests in flight (default: max-batch x the context)"),
            Flag("--model-name", "serve.model_name", "the model id clients name (default: the directory's name)"),
            Flag("--template", "serve.template", "chat template for a model without its own"),
            Flag("--log-text", "serve.log_text", "also log prompts and outputs"),

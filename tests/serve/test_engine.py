@@ -55,17 +55,18 @@ def run_all(engine: Engine, recorder: Recorder, requests: list[Request]) -> None
     assert recorder.finished.wait(60)
 
 
-def test_a_compiled_engine_writes_the_eager_tokens_with_one_graph(model, char_tokenizer):
+@pytest.mark.parametrize("kv_cache_tokens", [None, 512])
+def test_a_compiled_engine_writes_the_eager_tokens_with_one_graph(model, char_tokenizer, kv_cache_tokens):
     """A request alone is decoded by the compiled one-row graph, step after step as its length
     grows; in a crowd the rows go eagerly and a row left alone goes back to the graph. The warm-up
-    compiles that graph once, and nothing compiles again."""
+    compiles that graph once, and nothing compiles again: with the slot cache or a block pool."""
     from torch._dynamo.utils import counters
 
     prompts = [char_tokenizer.encode(t) for t in ("abc", "hello world", "x", "a longer prompt here", "yo")]
     lengths = [30, 5, 20, 8, 15]
     expected = [[s[0] for s in generate_tokens(model, [p], GenerationConfig(max_new_tokens=n, temperature=0))]
                 for p, n in zip(prompts, lengths)]
-    engine = Engine(model, char_tokenizer.vocab_size, max_batch=3, compile=True)
+    engine = Engine(model, char_tokenizer.vocab_size, max_batch=3, compile=True, kv_cache_tokens=kv_cache_tokens)
     before = counters["stats"]["unique_graphs"]
     assert engine.warm_up() > 0
     assert counters["stats"]["unique_graphs"] - before == 1
@@ -163,3 +164,33 @@ def test_prompt_scores_are_the_log_probabilities_of_one_forward_pass(model, char
                           atol=1e-5)
     assert [t[0][0] for t in scores.top[1:]] == logprobs.argmax(-1).tolist()
     assert recorder.finish("s").reason == "length" and recorder.tokens("s") == []
+
+
+@pytest.mark.parametrize("kv_cache_tokens", [4096, 200])
+def test_a_block_pool_writes_the_slot_caches_greedy_tokens_and_gets_its_blocks_back(model, char_tokenizer,
+                                                                                    kv_cache_tokens):
+    """At 1 and at 32 clients; with 200 tokens only a few requests fit at once and the others wait for
+    blocks to come back, in order, with the same tokens."""
+    prompts = [char_tokenizer.encode(f"Order {i}: where is it?" + " more" * (i % 7)) for i in range(32)]
+    outputs = {}
+    for name, tokens in (("slots", None), ("blocks", kv_cache_tokens)):
+        engine = Engine(model, char_tokenizer.vocab_size, max_batch=32, kv_cache_tokens=tokens).start()
+        try:
+            for clients in (1, 32):
+                recorder = Recorder()
+                run_all(engine, recorder, [recorder.request(str(i), p, Sampling(max_tokens=30, temperature=0))
+                                           for i, p in enumerate(prompts[:clients])])
+                outputs[name, clients] = [recorder.tokens(str(i)) for i in range(clients)]
+        finally:
+            engine.stop(10)
+        if tokens is not None:
+            assert sorted(engine.pool.free) == list(range(engine.pool.blocks))  # every block came back
+    assert outputs["blocks", 1] == outputs["slots", 1]
+    assert outputs["blocks", 32] == outputs["slots", 32]
+
+
+def test_a_request_that_never_fits_the_block_pool_is_refused(model, char_tokenizer):
+    engine = Engine(model, char_tokenizer.vocab_size, kv_cache_tokens=32)
+    recorder = Recorder()
+    with pytest.raises(ValueError, match="never fits the KV cache's 32"):
+        engine.submit(recorder.request("long", range(1, 20), Sampling(max_tokens=20, temperature=0)))

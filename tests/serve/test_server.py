@@ -245,3 +245,16 @@ def test_a_flood_gets_429_a_disconnect_frees_its_slot_and_sigterm_finishes_what_
         small.stop()
     assert "Traceback" not in small.log()
     assert "Hello there" not in small.log()  # no request text in the log unless asked
+
+
+def test_kv_cache_tokens_bounds_a_request_with_a_400_naming_the_limit(model_dir, tmp_path):
+    process = ServerProcess(model_dir, "--kv-cache-tokens", "64", "--threads", "1", log_file=tmp_path / "kv.log")
+    try:
+        code, answer = http_request(process.url, "POST", "/completions",
+                                    {"prompt": "Where is my order?", "max_tokens": 60, "temperature": 0})
+        assert code == 400 and "KV cache holds 64 tokens" in answer["error"]["message"]
+        code, answer = http_request(process.url, "POST", "/completions",
+                                    {"prompt": "Where is my order?", "max_tokens": 20, "temperature": 0})
+        assert code == 200 and answer["choices"][0]["finish_reason"] in ("stop", "length")
+    finally:
+        assert process.stop() == 0

@@ -74,6 +74,23 @@ def chat_prompts(cfg: GenerateConfig, tokenizer, model_path) -> tuple[list[str],
     return prompts, cfg.stop + ([fmt.answer_end] if fmt.answer_end and fmt.answer_end not in cfg.stop else [])
 
 
+def constraint_matchers(cfg: GenerateConfig, tokenizer, vocab_size: int, rows: int) -> list | None:
+    """With --json-schema FILE or --regex: one matcher per prompt holding its output to it (None without)."""
+    from lmsmith.core.json_file import read_json
+    from lmsmith.model.constraints import Constraint, Grammars
+
+    if cfg.json_schema is None and cfg.regex is None:
+        return None
+    if cfg.json_schema is not None:
+        schema = read_json(cfg.json_schema, "--json-schema takes a file holding one JSON schema object")
+        constraint = Constraint.json_schema(schema)
+    else:
+        constraint = Constraint("regex", cfg.regex)
+    grammars = Grammars(tokenizer, vocab_size)
+    grammar = grammars.compile(constraint)
+    return [grammars.matcher(grammar, {tokenizer.eot_id}) for _ in range(rows)]
+
+
 STAGE = "generate"
 
 
@@ -110,6 +127,7 @@ def run(config, inputs: dict, out: str | Path | None = None, *, quiet: bool = Fa
         texts, generation.stop = chat_prompts(cfg, tokenizer, resolve_model_dir(model_path))
     # An empty prompt starts from the end-of-text token, as a new document in the training stream does.
     prompts = [p if p else [tokenizer.eot_id] for p in texts]
+    matchers = constraint_matchers(cfg, tokenizer, min(tokenizer.vocab_size, model.config.vocab_size), len(prompts))
     printer = None if no_stream else OrderedPrinter(list(cfg.prompts))
     if decoder is not None and not quiet:
         print(COMPILING, file=sys.stderr)
@@ -117,7 +135,8 @@ def run(config, inputs: dict, out: str | Path | None = None, *, quiet: bool = Fa
     with warnings.catch_warnings():
         warnings.simplefilter("always", PromptTruncatedWarning)
         warnings.showwarning = lambda message, *_: print(f"warning: {message}", file=sys.stderr)
-        streams = generate_streams(model, tokenizer, prompts, generation, on_text=printer, decoder=decoder)
+        streams = generate_streams(model, tokenizer, prompts, generation, on_text=printer, decoder=decoder,
+                                   matchers=matchers)
     elapsed = time.perf_counter() - started
     if no_stream:
         printer = OrderedPrinter(list(cfg.prompts))

@@ -25,6 +25,7 @@ from typing import Protocol
 import torch
 
 from lmsmith.core.errors import UserError
+from lmsmith.model.constraints import Matcher, apply_masks
 from lmsmith.model.transformer import GPT, KVCache
 from lmsmith.schema.generate import GenerationConfig
 
@@ -139,6 +140,7 @@ def generate_tokens(
     eot_id: int | None = None,
     vocab_size: int | None = None,
     decoder: Decoder | None = None,
+    matchers: Sequence[Matcher | None] | None = None,
 ) -> Iterator[list[int | None]]:
     """Yield, per step, the new token of each prompt in the batch.
 
@@ -146,7 +148,8 @@ def generate_tokens(
     every row has, or after `config.max_new_tokens` steps. `vocab_size` limits sampling to the
     tokenizer's ids when the model's vocabulary is padded. `decoder` runs the model (default: an
     EagerDecoder; a compiled_decode.CompiledDecoder writes the same tokens faster once compiled).
-    Put the model in eval mode first. Inputs are checked here, before the first step.
+    `matchers` (model/constraints.py), one per prompt or None, hold each row to its schema, regex or
+    grammar. Put the model in eval mode first. Inputs are checked here, before the first step.
     """
     config = config or GenerationConfig()
     config.check()
@@ -157,11 +160,15 @@ def generate_tokens(
     device = next(model.parameters()).device
     vocab_size = min(vocab_size or model.config.vocab_size, model.config.vocab_size)
     tokens, pad = left_pad(rows, device)
-    return _token_loop(decoder or EagerDecoder(model), block_size, tokens, pad, config, eot_id, vocab_size)
+    matchers = list(matchers) if matchers is not None else None
+    if matchers is not None and len(matchers) != len(rows):
+        raise ValueError(f"{len(matchers)} matchers for {len(rows)} prompts: give one per prompt (or None)")
+    return _token_loop(decoder or EagerDecoder(model), block_size, tokens, pad, config, eot_id, vocab_size, matchers)
 
 
 @torch.inference_mode()
-def _token_loop(decoder, block_size, tokens, pad, config, eot_id, vocab_size) -> Iterator[list[int | None]]:
+def _token_loop(decoder, block_size, tokens, pad, config, eot_id, vocab_size,
+                matchers=None) -> Iterator[list[int | None]]:
     batch, prompt_len = tokens.shape
     slots = torch.arange(prompt_len, device=tokens.device)
     sampler = TokenSampler(config, vocab_size, tokens, real=slots[None, :] >= pad[:, None])
@@ -172,8 +179,15 @@ def _token_loop(decoder, block_size, tokens, pad, config, eot_id, vocab_size) ->
     cache, logits = decoder.prefill(tokens, pad, max_len=min(block_size, prompt_len + config.max_new_tokens))
     finished = [False] * batch
     for step in range(config.max_new_tokens):
+        if matchers is not None:
+            logits = logits[:, :vocab_size].float().clone()
+            apply_masks(logits, [None if done else m for done, m in zip(finished, matchers)])
         token = sampler(logits)
         ids = token.tolist()
+        if matchers is not None:
+            for done, m, t in zip(finished, matchers, ids):
+                if m is not None and not done and not m.accept(t):
+                    raise RuntimeError(f"the grammar refused token {t} that its mask allowed")
         yield [None if done else t for done, t in zip(finished, ids)]
         finished = [done or t == eot_id for done, t in zip(finished, ids)]
         if all(finished) or step == config.max_new_tokens - 1:
@@ -346,8 +360,10 @@ def generate_streams(
     config: GenerationConfig | None = None,
     on_text: OnText | None = None,
     decoder: Decoder | None = None,
+    matchers: Sequence[Matcher | None] | None = None,
 ) -> list[TextStream]:
-    """`generate`, returning each prompt's finished TextStream (its text and token count)."""
+    """`generate`, returning each prompt's finished TextStream (its text and token count); `matchers` as in
+    generate_tokens."""
     config = config or GenerationConfig()
     config.check()
     if isinstance(prompts, str):
@@ -355,7 +371,7 @@ def generate_streams(
     ids = [tokenizer.encode(p) if isinstance(p, str) else list(p) for p in prompts]
     streams = [TextStream(tokenizer, config.stop) for _ in ids]
     steps = generate_tokens(model, ids, config, eot_id=tokenizer.eot_id, vocab_size=tokenizer.vocab_size,
-                            decoder=decoder)
+                            decoder=decoder, matchers=matchers)
 
     def emit(i: int, piece: str) -> None:
         if on_text is not None and (piece or streams[i].done):

@@ -58,11 +58,17 @@ class GenerateConfig(GenerationConfig):
     chat: bool = False  # each prompt is a user's message, rendered through the model's chat template
     template: str | None = None  # with chat: chatml | plain | raw, for a model without its own chat_template
     compile: bool = False  # decode through torch.compile: same tokens, faster once compiled (seconds to compile)
+    json_schema: str | None = None  # a file holding a JSON schema every output is held to (constrained decoding)
+    regex: str | None = None  # ... or a regular expression every whole output matches
 
     def check(self, where: str = "generate") -> None:
         super().check(where)
         if not self.prompts:
             raise UserError(f"{where}.prompts is empty: give at least one prompt (\"\" writes from scratch)")
+        if self.json_schema is not None and self.regex is not None:
+            raise UserError(f"{where}.json_schema and {where}.regex: give one of them, not both")
+        if self.regex == "":
+            raise UserError(f"{where}.regex is empty: give a regular expression, or leave it unset")
 
     def generation_config(self) -> GenerationConfig:
         return GenerationConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(GenerationConfig)})

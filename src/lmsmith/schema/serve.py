@@ -22,6 +22,10 @@ class ServeConfig:
     max_n: int = 8  # the most choices (n x prompts) one request may ask for
     max_body_kb: int = 1024  # request bodies larger than this are refused
     prefill_chunk: int = 256  # prompt tokens run per turn of the decode loop, shared by new requests
+    # The KV cache as a pool of blocks holding this many tokens, shared by the requests in flight (a request
+    # waits until the blocks its prompt and max_tokens can need are free). Unset: max_batch slots of the
+    # whole context each, preallocated.
+    kv_cache_tokens: int | None = None
     log_text: bool = False  # log prompts and outputs (off: logs show only sizes and timings)
     device: str = "auto"  # auto | cpu | cuda | mps
     compile: bool = False  # decode through torch.compile (compiled_decode.py), compiled at start-up
@@ -36,6 +40,9 @@ class ServeConfig:
                 raise ConfigError(f"{where}.{name} must be at least 1, got {getattr(self, name)}")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"{where}.threads must be at least 1 (or unset for one per core), got {self.threads}")
+        if self.kv_cache_tokens is not None and self.kv_cache_tokens < 1:
+            raise ConfigError(f"{where}.kv_cache_tokens must be at least 1 (or unset for slots of the whole "
+                              f"context), got {self.kv_cache_tokens}")
         if self.max_tokens is not None and self.max_tokens < 1:
             raise ConfigError(f"{where}.max_tokens must be at least 1 (or unset for the context), "
                               f"got {self.max_tokens}")

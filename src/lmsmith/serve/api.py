@@ -7,19 +7,24 @@ the logs record each request's size and timing, not its text (unless serve.log_t
 
 # No `from __future__ import annotations` here: FastAPI reads the route functions' annotations, and those
 # must be the real classes, which are imported inside create_app (fastapi comes with the serve extra only).
+import asyncio
 import json
 import logging
+import re
 import secrets
+import threading
 import time
 import uuid
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from lmsmith.model.constraints import JSON_OPTIONS, Constraint, ConstraintError, Grammars, Matcher
 from lmsmith.serve.choices import Choice, Choices
 from lmsmith.serve.engine import Engine, Sampling
 from lmsmith.serve.errors import ApiError, bad_request
 from lmsmith.serve.protocol import ChatBody, CompletionBody, Limits, Sampled, check_fits, read_chat, read_completion
+from lmsmith.serve.tools import call_constraint, in_schema_order, parse_tool_calls, template_messages
 from lmsmith.text.chat_template import ChatFormat, TemplateError
 
 if TYPE_CHECKING:
@@ -45,6 +50,8 @@ class ServedModel:
     max_body_bytes: int = 1 << 20
     log_text: bool = False
     created: int = 0
+    grammars: Grammars | None = None  # made at the first constrained request: plain serving never needs it
+    grammars_lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 def create_app(served: ServedModel) -> "FastAPI":
@@ -183,8 +190,9 @@ async def complete(request: "Request", served: ServedModel, body: CompletionBody
     for i, prompt in enumerate(prompts):
         check_fits(len(prompt), max_tokens, served.limits, i)
     prompt_logprobs = body.logprobs if body.echo and body.logprobs is not None else None
-    choices = start_choices(served, prompts, body, max_tokens, body.logprobs, prompt_logprobs,
-                            frozenset({tokenizer.eot_id}))
+    stop_ids = frozenset({tokenizer.eot_id})
+    matcher = await matchers(served, body.constraint, stop_ids)
+    choices = start_choices(served, prompts, body, max_tokens, body.logprobs, prompt_logprobs, stop_ids, matcher)
     log_request(served, "completion", prompts, body)
     ids = Ids("cmpl", "text_completion", served.name)
     if body.stream:
@@ -245,12 +253,13 @@ async def chat(request: "Request", served: ServedModel, body: ChatBody):
     if served.chat is None:
         raise bad_request(served.no_chat_reason, "messages")
     try:
-        text = served.chat.prompt(body.messages)
+        text = served.chat.prompt(template_messages(body.messages), tools=body.tools if body.calls_tools else None)
     except TemplateError as exc:
         raise bad_request(str(exc), "messages") from None
     prompt = served.tokenizer.encode(text)
     check_fits(len(prompt), body.max_tokens or 0, served.limits)
-    max_tokens = body.max_tokens or min(served.limits.max_tokens, served.limits.context - len(prompt))
+    room = min(served.limits.context, served.limits.kv_cache_tokens or served.limits.context) - len(prompt)
+    max_tokens = body.max_tokens or min(served.limits.max_tokens, room)  # unasked: as much as the cache can hold
     if max_tokens < 1:
         check_fits(len(prompt), 1, served.limits)
     stop_ids, stop = {served.tokenizer.eot_id}, list(body.stop)
@@ -264,7 +273,11 @@ async def chat(request: "Request", served: ServedModel, body: ChatBody):
     body.stop = stop
     if body.stream and body.logprobs is not None:
         raise bad_request("'logprobs' with stream: true is not supported: ask without streaming", "logprobs")
-    choices = start_choices(served, [prompt], body, max_tokens, body.logprobs, None, frozenset(stop_ids))
+    call = call_constraint(body.tools, body.tool_choice)
+    if body.calls_tools:
+        body.valid_arguments = arguments_check(served, body.tools)
+    matcher = await matchers(served, call or body.constraint, frozenset(stop_ids), "tools" if call else None)
+    choices = start_choices(served, [prompt], body, max_tokens, body.logprobs, None, frozenset(stop_ids), matcher)
     log_request(served, "chat", [prompt], body)
     ids = Ids("chatcmpl", "chat.completion", served.name)
     if body.stream:
@@ -272,9 +285,46 @@ async def chat(request: "Request", served: ServedModel, body: ChatBody):
     await drain(request, served, choices)
     logprobs = (lambda c: chat_logprobs(c, served.tokenizer, choices.stop_ids)) if body.logprobs is not None else None
     return {**ids.head(), "choices": [
-        {"index": c.index, "message": {"role": "assistant", "content": c.text},
-         "logprobs": logprobs(c) if logprobs else None, "finish_reason": c.finish_reason} for c in choices.choices],
+        {"index": c.index, "message": chat_message(c, body), "logprobs": logprobs(c) if logprobs else None,
+         "finish_reason": chat_finish(c, body)} for c in choices.choices],
         "usage": usage(choices)}
+
+
+def chat_message(choice: Choice, body: ChatBody) -> dict:
+    """The assistant's message: its text, and with tools offered, the calls it made (its text without them)."""
+    if not body.calls_tools or choice.finish_reason != "stop":
+        return {"role": "assistant", "content": choice.text}
+    content, calls = parse_tool_calls(choice.text, body.tools, body.valid_arguments)
+    return {"role": "assistant", "content": content, **({"tool_calls": calls} if calls else {})}
+
+
+def chat_finish(choice: Choice, body: ChatBody) -> str | None:
+    if body.calls_tools and choice.finish_reason == "stop" and \
+            parse_tool_calls(choice.text, body.tools, body.valid_arguments)[1]:
+        return "tool_calls"
+    return choice.finish_reason
+
+
+def arguments_check(served: ServedModel, tools: list[dict]):
+    """Whether a freely written call's arguments are valid for its function: they must match the grammar
+    of its parameters schema, the one a constrained call is decoded under."""
+    schemas = {t["function"]["name"]: t["function"]["parameters"] for t in tools}
+    grammars: dict[str, str] = {}
+
+    def valid(name: str, arguments: dict) -> bool:
+        with served.grammars_lock:
+            if served.grammars is None:
+                served.grammars = Grammars(served.tokenizer, served.engine.vocab_size)
+        try:
+            if name not in grammars:
+                grammars[name] = served.grammars.compile(Constraint.json_schema(schemas[name]))
+        except ConstraintError:
+            return False
+        text = json.dumps(in_schema_order(arguments, schemas[name]), ensure_ascii=False,
+                          separators=(JSON_OPTIONS["item_separator"], JSON_OPTIONS["key_separator"]))
+        return served.grammars.matches(grammars[name], text)
+
+    return valid
 
 
 def chat_logprobs(choice: Choice, tokenizer, stop_ids: frozenset[int]) -> dict:
@@ -292,8 +342,23 @@ async def stream_chat(request: "Request", served: ServedModel, choices: Choices,
     for choice in choices.choices:
         yield ids.chunk([{"index": choice.index, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
                           "finish_reason": None}])
+    forced = {c.index: ForcedCallStream() for c in choices.choices} \
+        if body.tool_choice.mode in ("required", "function") else None
     async for choice, piece in choices.pieces(request.is_disconnected):
-        if piece:
+        if forced is not None:  # the answer is one call: its arguments stream as they are written
+            delta = forced[choice.index].delta(choice.text, finished=not piece)
+            if delta:
+                yield ids.chunk([{"index": choice.index, "delta": delta, "logprobs": None, "finish_reason": None}])
+            if not piece:
+                reason = "tool_calls" if choice.finish_reason == "stop" else choice.finish_reason
+                yield ids.chunk([{"index": choice.index, "delta": {}, "logprobs": None, "finish_reason": reason}])
+        elif body.calls_tools:  # an answer is known to be a call or text only once it ends: sent whole then
+            if not piece:
+                yield ids.chunk([{"index": choice.index, "delta": tool_delta(chat_message(choice, body)),
+                                  "logprobs": None, "finish_reason": None}])
+                yield ids.chunk([{"index": choice.index, "delta": {}, "logprobs": None,
+                                  "finish_reason": chat_finish(choice, body)}])
+        elif piece:
             yield ids.chunk([{"index": choice.index, "delta": {"content": piece}, "logprobs": None,
                               "finish_reason": None}])
         else:
@@ -304,19 +369,80 @@ async def stream_chat(request: "Request", served: ServedModel, choices: Choices,
         yield ids.chunk([], usage=usage(choices))
 
 
+class ForcedCallStream:
+    """The streamed deltas of an answer decoded under a call's grammar (tool_choice required or named):
+    its one call's id and name once the name is written, then its arguments piece by piece, holding
+    back the end of the call. The grammar writes compact JSON, so the text has exactly this shape."""
+
+    HEAD = re.compile(r'<tool_call>\{"name":"([A-Za-z0-9_-]+)","arguments":')
+    TAIL = "}</tool_call>"
+
+    def __init__(self):
+        self.id = f"call_{uuid.uuid4().hex[:24]}"
+        self.head = None  # the match of the call's beginning, once written
+        self.sent = 0  # characters of the arguments sent
+
+    def delta(self, text: str, finished: bool) -> dict | None:
+        call: dict = {"index": 0}
+        if self.head is None:
+            self.head = self.HEAD.match(text)
+            if self.head is None:
+                return None
+            call.update(id=self.id, type="function", function={"name": self.head.group(1), "arguments": ""})
+        arguments = text[self.head.end():]
+        end = len(arguments) - len(self.TAIL) if finished and arguments.endswith(self.TAIL) else \
+            len(arguments) if finished else max(self.sent, len(arguments) - len(self.TAIL))
+        if end > self.sent:
+            call.setdefault("function", {})["arguments"] = arguments[self.sent: end]
+            self.sent = end
+        return {"tool_calls": [call]} if len(call) > 1 else None
+
+
+def tool_delta(message: dict) -> dict:
+    """A whole message as one streamed delta: its text, and its calls each with their index."""
+    delta = {"content": message["content"]} if message["content"] else {}
+    if message.get("tool_calls"):
+        delta["tool_calls"] = [{"index": i, **call} for i, call in enumerate(message["tool_calls"])]
+    return delta
+
+
 # ---------------------------------------------------------------------------------------------
 # Shared pieces
 
 
+async def matchers(served: ServedModel, constraint: Constraint | None, stop_ids: frozenset[int],
+                   param: str | None = None) -> Callable[[], Matcher] | None:
+    """What makes each choice's matcher for a constrained request (None for a free one); a schema, regex or
+    grammar the library refuses is a 400 naming the problem. Compiling runs off the event loop: a large
+    schema takes a while, and other requests' streams must not wait for it."""
+    if constraint is None:
+        return None
+
+    def compile_it() -> Callable[[], Matcher]:
+        with served.grammars_lock:
+            if served.grammars is None:
+                served.grammars = Grammars(served.tokenizer, served.engine.vocab_size)
+        grammar = served.grammars.compile(constraint)
+        served.grammars.matcher(grammar, stop_ids)  # refuses a grammar the matcher cannot start
+        return lambda: served.grammars.matcher(grammar, stop_ids)
+
+    try:
+        return await asyncio.to_thread(compile_it)
+    except ConstraintError as exc:
+        param = param or {"regex": "guided_regex", "grammar": "guided_grammar"}.get(constraint.kind, "response_format")
+        raise bad_request(str(exc), param) from None
+
+
 def start_choices(served: ServedModel, prompts: list[list[int]], body: Sampled, max_tokens: int,
-                  logprobs: int | None, prompt_logprobs: int | None, stop_ids: frozenset[int]) -> Choices:
+                  logprobs: int | None, prompt_logprobs: int | None, stop_ids: frozenset[int],
+                  matcher: Callable[[], Matcher] | None = None) -> Choices:
     def sampling(j: int) -> Sampling:
         # n choices with one seed would all be the same text: choice j samples with seed + j
         seed = None if body.seed is None else body.seed + j
         return Sampling(max_tokens=max_tokens, temperature=body.temperature, top_p=body.top_p, top_k=body.top_k,
                         seed=seed, logprobs=logprobs, prompt_logprobs=prompt_logprobs)
 
-    choices = Choices(served.engine, served.tokenizer, prompts, body.n, sampling, body.stop, stop_ids)
+    choices = Choices(served.engine, served.tokenizer, prompts, body.n, sampling, body.stop, stop_ids, matcher)
     choices.submit()
     return choices
 

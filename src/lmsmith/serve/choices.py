@@ -12,6 +12,7 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
+from lmsmith.model.constraints import Matcher
 from lmsmith.model.decoding import TextStream
 from lmsmith.serve.engine import Engine, EngineStopped, Finished, PromptScores, QueueFull, Request, Sampling, Token
 from lmsmith.serve.errors import ApiError
@@ -42,7 +43,8 @@ class Choices:
     """Submits one engine request per (prompt, n) pair and follows them to the end."""
 
     def __init__(self, engine: Engine, tokenizer, prompts: list[list[int]], n: int,
-                 sampling: Callable[[int], Sampling], stop: list[str], stop_ids: frozenset[int]):
+                 sampling: Callable[[int], Sampling], stop: list[str], stop_ids: frozenset[int],
+                 matcher: Callable[[], Matcher] | None = None):
         self.engine = engine
         self.loop = asyncio.get_running_loop()
         self.queue: asyncio.Queue = asyncio.Queue()
@@ -51,7 +53,8 @@ class Choices:
         for p, prompt in enumerate(prompts):
             for j in range(n):
                 index = p * n + j
-                request = Request(prompt, sampling(j), stop_ids, self._callback(index))
+                request = Request(prompt, sampling(j), stop_ids, self._callback(index),
+                                  matcher=matcher() if matcher is not None else None)
                 self.choices.append(Choice(index, prompt, request, TextStream(tokenizer, stop)))
         self.stop_ids = stop_ids
 

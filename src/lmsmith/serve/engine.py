@@ -32,9 +32,11 @@ from dataclasses import dataclass, field
 
 import torch
 
+from lmsmith.model.constraints import Matcher, apply_masks
 from lmsmith.model.decoding import TokenSampler, left_pad
 from lmsmith.model.transformer import GPT, KVCache
 from lmsmith.schema.generate import GenerationConfig
+from lmsmith.serve.kv_blocks import BlockPool, BlockStep
 
 log = logging.getLogger("lmsmith.serve")
 
@@ -104,6 +106,7 @@ class Request:
     sampling: Sampling
     stop_ids: frozenset[int]
     on_event: Callable[[Event], None]  # called on the engine's thread; must not block
+    matcher: Matcher | None = None  # holds the output to a JSON schema, regex or grammar (model/constraints.py)
     id: int = field(default_factory=lambda: next(_ids))
     cancelled: bool = False
     # the engine's bookkeeping
@@ -116,6 +119,7 @@ class Request:
     sampler: TokenSampler | None = None
     next_token: int | None = None  # the token to feed at the next decode step
     generated: int = 0
+    blocks: list[int] | None = None  # with a block pool: the blocks this request holds (its block table)
 
     def cancel(self) -> None:
         """Stop generating (the client went away, or a stop string was found); safe from any thread."""
@@ -209,14 +213,17 @@ class Engine:
     """Owns the model and its KV cache slots; runs the decode loop on its own thread."""
 
     def __init__(self, model: GPT, vocab_size: int | None = None, max_batch: int = 32, max_queue: int = 256,
-                 prefill_chunk: int = 256, compile: bool = False):
+                 prefill_chunk: int = 256, compile: bool = False, kv_cache_tokens: int | None = None):
         self.model = model.eval()
         self.vocab_size = min(vocab_size or model.config.vocab_size, model.config.vocab_size)
         self.max_batch = max_batch
         self.max_queue = max_queue
         self.prefill_chunk = prefill_chunk
         self.device = next(model.parameters()).device
-        self.slots = SlotCache(model, max_batch)
+        # The KV cache: max_batch slots of the whole context each, or (kv_cache_tokens) a pool of blocks
+        # shared by the requests in flight, each holding what its prompt and max_tokens can need
+        self.pool = BlockPool(model, kv_cache_tokens) if kv_cache_tokens else None
+        self.slots = SlotCache(model, max_batch) if self.pool is None else None
         self.waiting: deque[Request] = deque()
         self.prefilling: list[Request] = []
         self.decoding: list[Request] = []  # row i of the slot cache is decoding[i]
@@ -245,6 +252,9 @@ class Engine:
                 raise EngineStopped("the server is shutting down")
             if len(self.waiting) >= self.max_queue:
                 raise QueueFull(f"{len(self.waiting)} requests are already waiting")
+            if not self.fits(min(len(request.prompt) + request.sampling.max_tokens, self.model.config.block_size)):
+                raise ValueError(f"a request of {len(request.prompt)} + {request.sampling.max_tokens} tokens never "
+                                 f"fits the KV cache's {self.pool.tokens}")  # the HTTP layer refuses it first
             self.waiting.append(request)
             self.lock.notify()
         return request
@@ -256,7 +266,10 @@ class Engine:
         with torch.inference_mode():
             lengths = torch.ones(1, dtype=torch.long, device=self.device)
             tokens = torch.zeros(1, 1, dtype=torch.long, device=self.device)
-            self.compiled(tokens, DecodeStep(self.slots, lengths).dynamic())
+            if self.pool is not None:  # the step writes into a free block (every block is, before the first request)
+                self.compiled(tokens, BlockStep(self.pool, [self.pool.free[-2:]], lengths).dynamic())
+            else:
+                self.compiled(tokens, DecodeStep(self.slots, lengths).dynamic())
         return time.perf_counter() - started
 
     def start(self) -> Engine:
@@ -290,8 +303,21 @@ class Engine:
                     return False
                 self.lock.wait()
             while self.waiting and len(self.prefilling) + len(self.decoding) < self.max_batch:
+                if self.pool is not None and not self._reserve(self.waiting[0]):
+                    break  # first come, first served: the next request waits for blocks to come back
                 self.prefilling.append(self.waiting.popleft())
             return True
+
+    def _reserve(self, request: Request) -> bool:
+        """Take the blocks a request can need (its prompt, its max_tokens, within the context); False if
+        the pool has too few free. A request that could never fit is refused at submission."""
+        need = min(len(request.prompt) + request.sampling.max_tokens, self.model.config.block_size)
+        request.blocks = self.pool.take(need)
+        return request.blocks is not None
+
+    def fits(self, tokens: int) -> bool:
+        """Whether a request of `tokens` tokens (prompt and new ones) can ever be served."""
+        return self.pool is None or tokens <= self.pool.tokens
 
     def _turn(self) -> None:
         """One turn: drop cancelled requests, prefill up to `prefill_chunk` prompt tokens (shortest remaining
@@ -387,7 +413,10 @@ class Engine:
             self._finish(request, "length")
             return
         row = len(self.decoding)
-        self.slots.fill(row, request.cache, request.cache_row, request.cache_offset, len(request.prompt))
+        if self.pool is not None:
+            self.pool.fill(request.blocks, request.cache, request.cache_row, request.cache_offset, len(request.prompt))
+        else:
+            self.slots.fill(row, request.cache, request.cache_row, request.cache_offset, len(request.prompt))
         request.cache = None
         self.decoding.append(request)
         self.lengths.append(len(request.prompt))
@@ -397,12 +426,12 @@ class Engine:
     def _decode_step(self) -> None:
         tokens = torch.tensor([[r.next_token] for r in self.decoding], dtype=torch.long, device=self.device)
         lengths = torch.tensor(self.lengths, dtype=torch.long, device=self.device)
-        step = DecodeStep(self.slots, lengths)
         if self.compiled is not None and len(self.decoding) == 1:
+            step = self._step(lengths)
             logits = self.compiled(tokens, step.dynamic())
             self.compiled_steps += 1
         else:
-            logits = self.model(tokens, cache=step).logits[:, -1]
+            logits = self.model(tokens, cache=self._step(lengths)).logits[:, -1]
         self.steps += 1
         self.largest_batch = max(self.largest_batch, len(self.decoding))
         self.lengths = [n + 1 for n in self.lengths]
@@ -414,11 +443,22 @@ class Engine:
             elif self.lengths[row] >= self.model.config.block_size:  # the context is full
                 self._leave(row, "length")
 
+    def _step(self, lengths: torch.Tensor) -> DecodeStep | BlockStep:
+        """The cache view of one decode step over the decoding rows: slots, or blocks through block tables."""
+        if self.pool is not None:
+            return BlockStep(self.pool, [r.blocks for r in self.decoding], lengths)
+        return DecodeStep(self.slots, lengths)
+
     def _sample(self, requests: list[Request], logits: torch.Tensor) -> list[Token]:
         """The next token of each request. Greedy rows are picked together in one argmax; sampled
         rows each use their own sampler (and random generator), so a seeded request gives the same
         text whatever else is in the batch."""
         logits = logits[:, : self.vocab_size].float()
+        matchers = [r.matcher for r in requests]
+        if any(m is not None for m in matchers):
+            # the same batch: constrained rows get their masks, the free rows' logits are left untouched
+            logits = logits.clone()
+            apply_masks(logits, matchers)
         picked = [0] * len(requests)
         greedy = [i for i, r in enumerate(requests) if r.sampling.temperature == 0]
         if greedy:
@@ -441,9 +481,15 @@ class Engine:
     def _deliver(self, request: Request, token: Token) -> bool:
         """Hand a new token to its request; True when the request is finished by it."""
         request.generated += 1
+        ended = token.id in request.stop_ids
+        if request.matcher is not None and not ended and not request.matcher.accept(token.id):
+            # the mask allowed only tokens the grammar takes, so this is a bug: end this request, not the others
+            log.error("request %d: its grammar refused token %d that its mask allowed", request.id, token.id)
+            self._finish(request, "error")
+            return True
         self._emit(request, token)  # a stop token too: its log-probability is part of a scored text
-        if token.id in request.stop_ids:
-            self._finish(request, "stop")
+        if ended or (request.matcher is not None and request.matcher.finished):
+            self._finish(request, "stop")  # a stop token, or a complete output that nothing more may follow
             return True
         request.next_token = token.id
         if request.generated >= request.sampling.max_tokens:
@@ -464,7 +510,8 @@ class Engine:
         request = self.decoding[row]
         last = len(self.decoding) - 1
         if row != last:
-            self.slots.move(last, row, self.lengths[last])
+            if self.slots is not None:  # a block table moves with its request: no keys to copy
+                self.slots.move(last, row, self.lengths[last])
             self.decoding[row], self.lengths[row] = self.decoding[last], self.lengths[last]
         self.decoding.pop()
         self.lengths.pop()
@@ -472,13 +519,16 @@ class Engine:
             self._finish(request, reason)
 
     def _finish(self, request: Request, reason: str) -> None:
-        request.cache = request.sampler = request.last_logits = None
+        request.cache = request.sampler = request.last_logits = request.matcher = None
+        if request.blocks is not None:
+            self.pool.give(request.blocks)
+            request.blocks = None
         log.info("request %d %s: %d prompt + %d new tokens", request.id,
                  "finished" if reason in ("stop", "length") else reason, len(request.prompt), request.generated)
         self._emit(request, Finished(reason, len(request.prompt), request.generated))
 
     def _fail_all(self) -> None:
         for request in [*self.prefilling, *self.decoding]:
-            self._finish(request, "error")
+            self._finish(request, "error")  # gives their blocks back too
         self.prefilling, self.decoding, self.lengths = [], [], []
 

@@ -1,7 +1,12 @@
 """The OpenAI request bodies, read and checked: what a client may ask, and the 400 for what it may not.
 
-Only the fields this server acts on are read; a field it cannot honour (chat logprobs, tools)
-is refused by name instead of being silently ignored.
+Only the fields this server acts on are read; a field it cannot honour is refused by name instead
+of being silently ignored.
+
+Structured output: OpenAI's `response_format` ({"type": "json_object"} or {"type": "json_schema",
+"json_schema": {"name", "schema", "strict"}}) on both endpoints, and our extension in vLLM's dialect:
+`guided_regex` (a regular expression the whole output matches) or `guided_grammar` (a Lark grammar,
+as llguidance reads it), sent by the openai client through `extra_body`. At most one per request.
 """
 
 from __future__ import annotations
@@ -9,11 +14,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from lmsmith.model.constraints import Constraint, ConstraintError
 from lmsmith.serve.errors import ApiError, bad_request
+from lmsmith.serve.tools import ToolChoice, read_tools
 
 MAX_STOP_STRINGS = 4
 MAX_LOGPROBS = 20
-UNSUPPORTED_CHAT = ("tools", "tool_choice", "functions", "function_call", "response_format")
+UNSUPPORTED_CHAT = ("functions", "function_call")  # OpenAI's deprecated forms of tools and tool_choice
 
 
 @dataclass
@@ -23,6 +30,7 @@ class Limits:
     context: int  # the model's block size: prompt + new tokens must fit
     max_tokens: int  # the most new tokens per request
     max_n: int  # the most choices per request
+    kv_cache_tokens: int | None = None  # with a block pool: the most tokens (prompt + new) one request can hold
 
 
 @dataclass
@@ -39,6 +47,7 @@ class Sampled:
     n: int = 1
     stream: bool = False
     include_usage: bool = False
+    constraint: Constraint | None = None  # response_format, guided_regex or guided_grammar
 
 
 @dataclass
@@ -52,6 +61,14 @@ class CompletionBody(Sampled):
 class ChatBody(Sampled):
     messages: list[dict] = field(default_factory=list)
     logprobs: int | None = None  # logprobs: true gives each answer token's; top_logprobs N the N likeliest too
+    tools: list[dict] = field(default_factory=list)  # the functions the model may call (serve/tools.py)
+    tool_choice: ToolChoice = field(default_factory=lambda: ToolChoice("none"))
+    valid_arguments: Any = None  # with tools: (name, arguments) -> bool, set by the HTTP layer (api.py)
+
+    @property
+    def calls_tools(self) -> bool:
+        """Tools are offered and may be called: the answer is read for tool calls."""
+        return bool(self.tools) and self.tool_choice.mode != "none"
 
 
 def _number(body: dict, name: str, default, low: float, high: float, integer: bool = False):
@@ -112,7 +129,43 @@ def _sampled(body: dict, limits: Limits, token_field: str = "max_tokens") -> dic
         stop=_stop(body), seed=_number(body, "seed", None, -(2**63), 2**63 - 1, integer=True),
         n=_number(body, "n", 1, 1, limits.max_n, integer=True), stream=stream,
         include_usage=bool(options and options.get("include_usage")),
+        constraint=_constraint(body),
     )
+
+
+def _constraint(body: dict) -> Constraint | None:
+    """The one structured-output field a request may carry, as a Constraint (too large: a 400)."""
+    given = [name for name in ("response_format", "guided_regex", "guided_grammar") if body.get(name) is not None]
+    if not given:
+        return None
+    if len(given) > 1:
+        raise bad_request(f"give at most one of {' and '.join(repr(n) for n in given)}", given[1])
+    name = given[0]
+    value = body[name]
+    try:
+        if name == "response_format":
+            return _response_format(value)
+        if not isinstance(value, str) or not value:
+            raise bad_request(f"'{name}' must be a non-empty string", name)
+        return Constraint("regex" if name == "guided_regex" else "grammar", value)
+    except ConstraintError as exc:
+        raise bad_request(str(exc), name) from None
+
+
+def _response_format(value: Any) -> Constraint | None:
+    kinds = ("text", "json_object", "json_schema")
+    if not isinstance(value, dict) or value.get("type") not in kinds:
+        raise bad_request(f"'response_format' must be an object whose type is one of {', '.join(kinds)}",
+                          "response_format")
+    if value["type"] == "text":
+        return None
+    if value["type"] == "json_object":
+        return Constraint("json_object")
+    spec = value.get("json_schema")
+    if not isinstance(spec, dict) or not isinstance(spec.get("schema", {}), dict):
+        raise bad_request("'response_format.json_schema' must be an object with a 'schema' object "
+                          "(and a 'name')", "response_format")
+    return Constraint.json_schema(spec.get("schema", {}))
 
 
 def _prompts(value: Any, vocab_size: int) -> list[str | list[int]]:
@@ -163,8 +216,12 @@ def read_chat(body: Any, limits: Limits) -> ChatBody:
     wanted = _flag(body, "logprobs")
     if top is not None and not wanted:
         raise bad_request("'top_logprobs' needs logprobs: true", "top_logprobs")
+    tools, tool_choice = read_tools(body)
     parsed = ChatBody(**_sampled(body, limits, token_field), messages=body["messages"],
-                      logprobs=(top or 0) if wanted else None)
+                      logprobs=(top or 0) if wanted else None, tools=tools, tool_choice=tool_choice)
+    if tool_choice.mode in ("required", "function") and parsed.constraint is not None:
+        raise bad_request("'tool_choice' required or a named function already holds the answer to a call: "
+                          "drop 'response_format' (or the guided_ field)", "tool_choice")
     if parsed.max_tokens == 0:
         raise bad_request(f"'{token_field}' must be at least 1", token_field)
     if not isinstance(parsed.messages, list):
@@ -187,6 +244,10 @@ def _object(body: Any) -> dict:
 
 def check_fits(prompt_tokens: int, max_tokens: int, limits: Limits, index: int = 0) -> None:
     """A prompt plus the tokens asked for must fit the model's context (400 naming the limit)."""
+    if limits.kv_cache_tokens is not None and prompt_tokens + max_tokens > limits.kv_cache_tokens:
+        raise ApiError(400, f"this server's KV cache holds {limits.kv_cache_tokens} tokens (--kv-cache-tokens); "
+                            f"the prompt has {prompt_tokens} tokens and {max_tokens} new tokens were asked for: "
+                            "shorten the prompt or lower max_tokens", "max_tokens", "kv_cache_exceeded")
     if prompt_tokens + max_tokens > limits.context:
         where = f"prompt {index + 1}" if index else "the prompt"
         raise ApiError(400, f"this model's maximum context length is {limits.context} tokens; {where} has "

@@ -87,9 +87,10 @@ def load_served_model(model_path: str | Path, cfg, api_key: str | None = None):
     except UserError as exc:
         no_chat = str(exc)
     context = model.config.block_size
-    limits = Limits(context=context, max_tokens=min(cfg.max_tokens or context, context), max_n=cfg.max_n)
+    limits = Limits(context=context, max_tokens=min(cfg.max_tokens or context, context), max_n=cfg.max_n,
+                    kv_cache_tokens=cfg.kv_cache_tokens)
     engine = Engine(model, tokenizer.vocab_size, max_batch=cfg.max_batch, max_queue=cfg.max_queue,
-                    prefill_chunk=cfg.prefill_chunk, compile=cfg.compile)
+                    prefill_chunk=cfg.prefill_chunk, compile=cfg.compile, kv_cache_tokens=cfg.kv_cache_tokens)
     if cfg.compile:  # before the port answers, so no request waits on a compilation
         log.info("compiling the decode step (--compile): tens of seconds the first time")
         log.info("compiled the decode step in %.1f s", engine.warm_up())

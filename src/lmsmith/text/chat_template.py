@@ -21,6 +21,19 @@ each message as  prefix + content + end  and puts a separator before the next me
 Only the assistant's content and its end marker are trained: the model learns to answer, and
 to stop (the end marker is what generation stops at), but not to write the user's questions.
 `{eot}` in a template stands for the tokenizer's end-of-text token.
+
+The tool section of our templates (in the Jinja they are written as, so serving renders it;
+Hermes' format, which Qwen2.5 and SmolLM2 also use). With `tools` given, the system message (or
+a system turn of its own, when the conversation has none) ends with the tool text:
+
+    You can call functions. Each one is described by a JSON schema:
+    {"name": "get_weather", "description": "...", "parameters": {...}}
+    To call one, answer with <tool_call>{"name": NAME, "arguments": ARGUMENTS}</tool_call>
+
+An assistant message's `tool_calls` follow its content, each written as
+<tool_call>{"name": ..., "arguments": {...}}</tool_call>; a `role: "tool"` message (a function's
+result) is written as a user turn holding <tool_response>CONTENT</tool_response>. Without tools,
+tool calls and tool messages, the text is exactly what it was.
 """
 
 from __future__ import annotations
@@ -40,7 +53,11 @@ JINJA_FILE = "chat_template.jinja"  # where transformers >= 4.50 saves the templ
 
 
 ROLES = ("system", "user", "assistant")
+SERVED_ROLES = (*ROLES, "tool")  # a function's result, given back to the model (the tool section)
 TRAINED_ROLE = "assistant"
+TOOL_CALL_OPEN, TOOL_CALL_CLOSE = "<tool_call>", "</tool_call>"
+TOOLS_INTRO = "You can call functions. Each one is described by a JSON schema:\n"
+TOOLS_HOW = 'To call one, answer with <tool_call>{"name": NAME, "arguments": ARGUMENTS}</tool_call>'
 EOT_PLACEHOLDER = "{eot}"
 
 
@@ -181,24 +198,52 @@ def jinja_source(template: ChatTemplate) -> str:
     """The Jinja chat_template that renders what `template.render` / `template.prompt` do.
 
     Each message is prefix + content + end; a separator follows every message but the last;
-    the generation prompt is the last message's separator and the assistant's prefix.
+    the generation prompt is the last message's separator and the assistant's prefix. With tools,
+    tool calls or tool messages, the tool section of the module's docstring.
     """
+    system, user = template.turns["system"], template.turns["user"]
     lines = [f"{{#- lmsmith chat template '{template.name}': {template.description} -#}}",
+             "{%- set tool_text = namespace(text='') -%}",
+             "{%- if tools -%}",
+             f"{{%- set tool_text.text = {json.dumps(TOOLS_INTRO)} -%}}",
+             "{%- for tool in tools -%}{%- set tool_text.text = tool_text.text + "
+             "((tool.function if tool.function is defined else tool) | tojson) + '\\n' -%}{%- endfor -%}",
+             f"{{%- set tool_text.text = tool_text.text + {json.dumps(TOOLS_HOW)} -%}}",
+             "{%- if not messages or messages[0]['role'] != 'system' -%}",
+             f"{{{{- {_literal(system.prefix)} + tool_text.text + {_literal(system.end)} + "
+             f"{_literal(system.separator)} -}}}}",
+             "{%- endif -%}",
+             "{%- endif -%}",
              "{%- for message in messages -%}"]
+    contents = {
+        "system": "message['content'] + ('\\n\\n' + tool_text.text if loop.first and tool_text.text else '')",
+        "user": "message['content']",
+        "assistant": "(message['content'] or '')",
+    }
     for i, role in enumerate(ROLES):
         turn = template.turns[role]
         keyword = "if" if i == 0 else "elif"
         lines += [f"{{%- {keyword} message['role'] == '{role}' -%}}",
-                  f"{{{{- {_literal(turn.prefix)} + message['content'] + {_literal(turn.end)} -}}}}",
+                  f"{{{{- {_literal(turn.prefix)} + {contents[role]} -}}}}"]
+        if role == TRAINED_ROLE:
+            lines.append("{%- for call in message['tool_calls'] or [] -%}{%- set f = call.function if "
+                         "call.function is defined else call -%}"
+                         f"{{{{- {json.dumps(TOOL_CALL_OPEN)} + ({{'name': f.name, 'arguments': f.arguments}} "
+                         f"| tojson) + {json.dumps(TOOL_CALL_CLOSE)} -}}}}{{%- endfor -%}}")
+        lines += [f"{{{{- {_literal(turn.end)} -}}}}",
                   f"{{%- if not loop.last -%}}{{{{- {_literal(turn.separator)} -}}}}{{%- endif -%}}"]
-    lines += ["{%- else -%}",
-              "{{- raise_exception('unknown role ' + message['role'] + ': use system, user or assistant') -}}",
+    lines += ["{%- elif message['role'] == 'tool' -%}",
+              f"{{{{- {_literal(user.prefix)} + '<tool_response>' + message['content'] + '</tool_response>' + "
+              f"{_literal(user.end)} -}}}}",
+              f"{{%- if not loop.last -%}}{{{{- {_literal(user.separator)} -}}}}{{%- endif -%}}",
+              "{%- else -%}",
+              "{{- raise_exception('unknown role ' + message['role'] + ': use system, user, assistant or tool') -}}",
               "{%- endif -%}",
               "{%- endfor -%}",
               "{%- if add_generation_prompt -%}"]
-    for i, role in enumerate(ROLES):
+    for i, role in enumerate(SERVED_ROLES):
         keyword = "if" if i == 0 else "elif"
-        separator = _literal(template.turns[role].separator)
+        separator = _literal(template.turns[role if role != "tool" else "user"].separator)
         lines.append(f"{{%- {keyword} messages and messages[-1]['role'] == '{role}' -%}}{{{{- {separator} -}}}}")
     lines += ["{%- endif -%}",
               f"{{{{- {_literal(template.turns[TRAINED_ROLE].prefix)} -}}}}",
@@ -219,7 +264,7 @@ def _raise(message: str):
 
 
 def render(source: str, messages: list[dict], *, eos_token: str, bos_token: str = "",
-           add_generation_prompt: bool = False) -> str:
+           add_generation_prompt: bool = False, tools: list[dict] | None = None) -> str:
     """Render `messages` with a Jinja chat template, in a sandbox (a template is untrusted data).
 
     The environment matches transformers' apply_chat_template: blocks trimmed, `raise_exception`
@@ -233,7 +278,7 @@ def render(source: str, messages: list[dict], *, eos_token: str, bos_token: str 
     env.filters["tojson"] = lambda value, indent=None: json.dumps(value, ensure_ascii=False, indent=indent)
     try:
         return env.from_string(source).render(messages=messages, eos_token=eos_token, bos_token=bos_token,
-                                              add_generation_prompt=add_generation_prompt)
+                                              add_generation_prompt=add_generation_prompt, tools=tools)
     except JinjaError as exc:
         raise TemplateError(f"the model's chat template failed ({exc}): "
                             f"fix chat_template in {TOKENIZER_CONFIG}") from None
@@ -255,11 +300,12 @@ class ChatFormat:
     bos_token: str = ""
     answer_end: str | None = None  # what the template writes after an answer: a stop string (and token)
 
-    def prompt(self, messages: list[dict]) -> str:
-        """The text to continue so that the model writes the assistant's next answer."""
+    def prompt(self, messages: list[dict], tools: list[dict] | None = None) -> str:
+        """The text to continue so that the model writes the assistant's next answer; `tools` (OpenAI's
+        [{"type": "function", "function": {...}}]) go to the template as transformers passes them."""
         check_messages(messages)
         return render(self.source, messages, eos_token=self.eos_token, bos_token=self.bos_token,
-                      add_generation_prompt=True)
+                      add_generation_prompt=True, tools=tools)
 
     def conversation(self, messages: list[dict]) -> str:
         check_messages(messages)
@@ -267,14 +313,18 @@ class ChatFormat:
 
 
 def check_messages(messages) -> None:
-    """Refuse what no template can render: not a list of {role, content} with a known role."""
+    """Refuse what no template can render: not a list of {role, content} with a known role (an assistant's
+    message may hold tool_calls instead of content)."""
     if not isinstance(messages, list) or not messages:
         raise TemplateError("messages must be a non-empty list of {role, content} objects")
     for i, message in enumerate(messages):
-        if not isinstance(message, dict) or not isinstance(message.get("content"), str):
+        if not isinstance(message, dict):
             raise TemplateError(f"messages[{i}] must be an object with a text 'content'")
-        if message.get("role") not in ROLES:
-            raise TemplateError(f"messages[{i}] has role {message.get('role')!r}: use one of {', '.join(ROLES)}")
+        calls = message.get("role") == TRAINED_ROLE and isinstance(message.get("tool_calls"), list)
+        if not isinstance(message.get("content"), str) and not (calls and message.get("content") is None):
+            raise TemplateError(f"messages[{i}] must be an object with a text 'content'")
+        if message.get("role") not in SERVED_ROLES:
+            raise TemplateError(f"messages[{i}] has role {message.get('role')!r}: use one of {', '.join(SERVED_ROLES)}")
 
 
 def find_answer_end(source: str, tokenizer) -> str | None:
