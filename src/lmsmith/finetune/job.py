@@ -133,7 +133,7 @@ def add_template_tokens(recipe: FinetuneRecipe, model: GPT, tokenizer, quiet: bo
         return tokenizer, []
     template = get_template(recipe.finetune.template)
     tokenizer = Tokenizer(tokenizer.backend, eot_token=tokenizer.eot_token, kind=tokenizer.kind,
-                          chat_template=jinja_source(template))
+                          chat_template=jinja_source(template), specials=tokenizer.specials)
     missing = missing_special_tokens(tokenizer, template.special_tokens)
     if not missing:
         return tokenizer, []

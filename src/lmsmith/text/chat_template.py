@@ -297,4 +297,6 @@ def chat_format(tokenizer, where: str | Path, template: str | None = None) -> Ch
     if source is None:
         raise UserError(f"{where} has no chat template (no chat_template in its {TOKENIZER_CONFIG}): fine-tune it "
                         "with `lmsmith finetune --template chatml`, or pick one here with --template chatml|plain|raw")
-    return ChatFormat(source, tokenizer.eot_token, answer_end=find_answer_end(source, tokenizer))
+    specials = getattr(tokenizer, "specials", None)
+    return ChatFormat(source, tokenizer.eot_token, bos_token=(specials.bos if specials else None) or "",
+                      answer_end=find_answer_end(source, tokenizer))
