@@ -105,3 +105,27 @@ def test_a_hub_model_that_cannot_be_downloaded_is_one_line(tmp_path, capsys, kv_
     err = refused(capsys, ["finetune", "hf:lmsmith-test/not-a-model", "--data", str(kv_file),
                            "-o", str(tmp_path / "r")])
     assert "could not download lmsmith-test/not-a-model from the Hugging Face Hub" in err
+
+
+def test_a_killed_run_resumes_and_a_finished_one_is_replaced_only_with_force(tmp_path, capsys, base_dir, kv_file):
+    import shutil
+
+    run = tmp_path / "run"
+    command = ["finetune", str(base_dir), "--data", str(kv_file), "-o", str(run), "--template", "raw", *FAST,
+               "train.steps=4", "train.save_every=2", "train.keep_last=2", "train.eval_every=2"]
+    assert main([*command, "--quiet"]) == 0
+    # What SIGKILL after the checkpoint of step 2 leaves: that checkpoint, the manifest and logs, a stale lock.
+    for name in ("finetune.json", "model", "best", "checkpoints/step-000004"):
+        path = run / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        path.unlink(missing_ok=True)
+    (run / ".lock").write_text("999999999 2026-01-01T00:00:00\n")  # a process that is gone
+    capsys.readouterr()
+    assert main(command) == 0
+    assert "resuming from step-000002" in capsys.readouterr().out
+    assert (run / "finetune.json").is_file()
+
+    assert "already holds a trained model: add --force" in refused(capsys, [*command, "--quiet"])
+    assert main([*command, "--quiet", "--force"]) == 0  # --force is enough: it is not asked for again
+    assert (run / "finetune.json").is_file() and not (run / ".lock").exists()

@@ -60,4 +60,4 @@ def run(config, inputs: dict, out: str | Path, *, quiet: bool = False, force: bo
     if not data:
         raise UserError("--data is missing: "
                         "give the domain data (a JSONL file for --mode instruct, text for --mode continue)")
-    return finetune_run(base, data, out, config, quiet=quiet)
+    return finetune_run(base, data, out, config, quiet=quiet, force=force)

@@ -242,30 +242,63 @@ def exact_match_score(model, tokenizer, recipe: FinetuneRecipe, examples: list) 
 # The run
 
 
-def check_output(out: Path, base: str, data: str) -> None:
-    """The run directory must be new (or empty), and neither the start model nor the data."""
+def check_output(out: Path, base: str, data: str, force: bool = False) -> None:
+    """The run directory may be new, empty, an interrupted fine-tuning run (it resumes) or, with --force, a
+    finished one; never the start model, the data, or a folder of anything else."""
     for source in (base, data):
         if not str(source).startswith("hf:") and Path(source).exists():
-            check_replaceable(out, STAGE, source=source)
-    check_replaceable(out, STAGE)
-    if out.is_dir() and any(out.iterdir()):
-        raise UserError(f"{out} already holds a fine-tuning run: choose another -o, or delete it first")
+            check_replaceable(out, STAGE, source=source, force=True)
+    check_replaceable(out, STAGE, force=True)  # the rule for a finished run is below: an interrupted one resumes
+    if (out / REPORT).is_file() and not force:
+        raise UserError(f"{out} already holds a trained model: add --force to replace it, or choose another -o")
 
 
-def finetune(base: str, data: str, out: str | Path, recipe: FinetuneRecipe, quiet: bool = False) -> dict:
-    """Fine-tune `base` on `data` into the run directory `out`; returns the report (also RUN/finetune.json)."""
-    from lmsmith.train.distributed import process_group
+def prepare_run_dir(out: Path, force: bool, info) -> Path | None:
+    """Under the run's lock: the checkpoint an interrupted run resumes from (as `train --resume auto` does), or
+    None after clearing what a replaced (--force) or checkpoint-less interrupted run left."""
+    from lmsmith.core.output import LOCK
+    from lmsmith.train import checkpoint as ckpt
+    from lmsmith.train.distributed import barrier
+
+    check_replaceable(out, STAGE, force=True)  # again, now that no other run can write here
+    if (out / REPORT).is_file() and not force:  # another run finished here while this one started
+        raise UserError(f"{out} already holds a trained model: add --force to replace it, or choose another -o")
+    if info.is_main and (force or not ckpt.checkpoint_dirs(out)) and out.is_dir():
+        for path in out.iterdir():
+            if path.name == LOCK:
+                continue
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+    barrier(info)
+    return ckpt.find_checkpoint(out, "auto")
+
+
+def finetune(base: str, data: str, out: str | Path, recipe: FinetuneRecipe, quiet: bool = False,
+             force: bool = False) -> dict:
+    """Fine-tune `base` on `data` into the run directory `out`; returns the report (also RUN/finetune.json).
+    A run killed after a checkpoint continues from it when the same command is given again."""
+    import contextlib
+
+    from lmsmith.core.output import directory_lock
+    from lmsmith.train.distributed import barrier, process_group
 
     out = Path(out)
-    check_output(out, base, data)
+    check_output(out, base, data, force)
     if recipe.finetune.mode == "instruct" and Path(data).is_dir():
         raise UserError(f"--mode instruct reads a JSONL file, but {data} is a directory: give the .jsonl file, "
                         "or use --mode continue for domain text")
     with process_group(recipe.train.device) as info, tempfile.TemporaryDirectory(prefix="lmsmith-finetune-") as work:
-        return _finetune(base, data, out, recipe, info, Path(work), quiet)
+        # One run writes a run directory at a time; the lock comes before the look that decides to resume or clear.
+        with directory_lock(out, "fine-tuning run") if info.is_main else contextlib.nullcontext():
+            barrier(info)
+            resume_from = prepare_run_dir(out, force, info)
+            return _finetune(base, data, out, recipe, info, Path(work), quiet, resume_from)
 
 
-def _finetune(base: str, data: str, out: Path, recipe: FinetuneRecipe, info, work: Path, quiet: bool) -> dict:
+def _finetune(base: str, data: str, out: Path, recipe: FinetuneRecipe, info, work: Path, quiet: bool,
+              resume_from: Path | None = None) -> dict:
     from lmsmith.model.directory import load_model_dir
     from lmsmith.train.distributed import barrier
     from lmsmith.train.loop import run_job
@@ -300,7 +333,7 @@ def _finetune(base: str, data: str, out: Path, recipe: FinetuneRecipe, info, wor
     job = TrainingJob(model=model, batches=domain.batches, eval_batches=domain.eval_batches, write_model=writer,
                       stage=STAGE, inputs=inputs,
                       config={"finetune": section_to_dict(cfg), "train": section_to_dict(train)})
-    result = run_job(job, train, out, info, quiet=quiet)
+    result = run_job(job, train, out, info, resume_from, quiet=quiet)
 
     restored = cfg.restore_best and info.is_main and restore_best(out)
     barrier(info)
