@@ -446,3 +446,55 @@ def test_unreachable_hf_dataset_fails_fast_in_one_line(monkeypatch, caplog, caps
     assert "Retry" not in caplog.text and "Retry" not in capsys.readouterr().err
     assert logging.getLogger("huggingface_hub").level == level  # the libraries' settings are put back
     assert (datasets.config.HF_HUB_OFFLINE, constants.HF_HUB_OFFLINE) == offline_flags
+
+
+# -- accepted where a refusal was due: one line naming the key, exit code 2, before any work ----------------------
+
+BIG_SEED = str(2**64)
+REFUSED = {
+    "train.lr nan": (["train", "{tokens}", "-o", "{out}", "train.lr=.nan"], "train.lr: nan is not a finite number"),
+    "train.weight_decay inf": (["train", "{tokens}", "-o", "{out}", "train.weight_decay=.inf"],
+                               "train.weight_decay: inf is not a finite number"),
+    "train.grad_clip -inf": (["train", "{tokens}", "-o", "{out}", "train.grad_clip=-.inf"],
+                             "train.grad_clip: -inf is not a finite number"),
+    "train.eps overflows": (["train", "{tokens}", "-o", "{out}", "train.eps=1e999"], "train.eps: inf is not a finite"),
+    "train.muon_lr nan text": (["train", "{tokens}", "-o", "{out}", "train.muon_lr=nan"],
+                               "train.muon_lr: nan is not a finite number"),
+    "model.init_std nan": (["train", "{tokens}", "-o", "{out}", "model.init_std=.nan"], "model.init_std: nan is not"),
+    "model.norm_eps inf": (["train", "{tokens}", "-o", "{out}", "model.norm_eps=.inf"], "model.norm_eps: inf is not"),
+    "model.rope_theta nan": (["train", "{tokens}", "-o", "{out}", "model.rope_theta=.nan"],
+                             "model.rope_theta: nan is not"),
+    "generate --temperature nan": (["generate", "{model}", "--temperature", ".nan"],
+                                   "generate.temperature (--temperature): nan is not a finite number"),
+    "export.temperature inf": (["export", "{model}", "-o", "{out}.gguf", "export.temperature=.inf"],
+                               "export.temperature: inf is not a finite number"),
+    "generate --template nope": (["generate", "{model}", "--template", "nope"],
+                                 "unknown chat template 'nope'"),
+    "finetune exact_match=-1": (["finetune", "{model}", "--data", "{model}/config.json", "-o", "{out}",
+                                 "exact_match=-1"], "finetune.exact_match must be 0 (off) or a number of prompts"),
+    "generate --seed beyond 64 bits": (["generate", "{model}", "--seed", BIG_SEED],
+                                       f"generate.seed (--seed): {BIG_SEED} does not fit in 64 bits"),
+    "init.seed beyond 64 bits": (["init", "--tokenizer", "{model}", "-o", "{out}", f"init.seed={BIG_SEED}"],
+                                 f"init.seed (--seed): {BIG_SEED} does not fit in 64 bits"),
+}
+
+
+@pytest.mark.parametrize("argv, message", REFUSED.values(), ids=REFUSED.keys())
+def test_values_no_setting_can_mean_are_refused_in_one_line(model_dir, tmp_path, capsys, argv, message):
+    from lmsmith.cli import main
+
+    out = tmp_path / "out"
+    argv = [a.format(model=model_dir, out=out, tokens=tmp_path / "no-tokens") for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and message in err, err
+    assert not out.exists() and not Path(f"{out}.gguf").exists()
+
+
+def test_a_config_file_with_yaml_nan_is_refused(tmp_path, capsys):
+    from lmsmith.cli import main
+
+    config = tmp_path / "recipe.yaml"
+    config.write_text("train:\n  lr: .nan\n")
+    assert main(["train", str(tmp_path), "-o", str(tmp_path / "run"), "--config", str(config)]) == 2
+    assert "train.lr: nan is not a finite number" in capsys.readouterr().err

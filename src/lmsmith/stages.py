@@ -57,6 +57,11 @@ def _check_finetune(config, processes: int) -> None:
     get_template(config.finetune.template)
 
 
+def _check_generate(config, processes: int) -> None:
+    if config.generate.template is not None:
+        get_template(config.generate.template)
+
+
 def _check_export(config, processes: int) -> None:
     from lmsmith.core.config import ConfigError
 
@@ -155,7 +160,7 @@ EVAL = Stage(
 GENERATE = Stage(
     "generate", "write text with a model, streaming tokens as they come",
     sections={"generate": GenerateConfig}, run=samples.run, in_build=True, output="optional", writes="samples",
-    makes="samples", show=samples.show_samples,
+    makes="samples", show=samples.show_samples, check_step=_check_generate,
     inputs=(MODEL_INPUT,),
     flags=(Flag("--prompt", "generate.prompts", "prompt text (repeat for a batch); \\n is a newline", _unescape),
            Flag("--max-new-tokens", "generate.max_new_tokens"),

@@ -94,6 +94,10 @@ def run(config, inputs: dict, out: str | Path | None = None, *, quiet: bool = Fa
 
     cfg: GenerateConfig = config.generate
     model_path = inputs["model"]
+    if cfg.template is not None:  # a misspelt template is refused before the model is loaded, chat or not
+        from lmsmith.text.chat_template import get_template
+
+        get_template(cfg.template)
     if out is not None:
         check_output(out, STAGE, reads=[model_path])
     device = pick_device(cfg.device)
