@@ -431,3 +431,13 @@ def test_cli_long_prompt_warns_once_on_stderr(model_dir, tokenizer, capsys):
     assert cli(path, "--prompt", long_prompt, "--max-new-tokens", 3) == 0
     err = capsys.readouterr().err
     assert err.count("warning: prompt 1 has") == 1
+
+
+@pytest.mark.parametrize("stream", [[], ["--no-stream"]], ids=["streamed", "no-stream"])
+def test_cli_chat_sets_the_answer_apart_from_the_question(model_dir, tokenizer, capsys, stream):
+    path, _ = model_dir
+    question = "What is the capital of France?"
+    assert cli(path, "--chat", "--template", "plain", "--prompt", question, "--max-new-tokens", 5,
+               "--temperature", 0, *stream) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(question + "\n"), out

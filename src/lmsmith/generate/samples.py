@@ -25,9 +25,11 @@ class OrderedPrinter:
     streams live; the others are buffered until their turn, then stream live too. Nothing
     is printed before the first text arrives (by then the prompts have passed their checks)."""
 
-    def __init__(self, prompts: list[str], out=None):
+    def __init__(self, prompts: list[str], out=None, separator: str = ""):
         self.prompts = prompts
         self.out = out or sys.stdout
+        # A continuation follows its prompt directly; a chat answer is a reply, set apart from the question.
+        self.separator = separator
         self.buffers = [[] for _ in prompts]
         self.finished = [False] * len(prompts)
         self.current = -1
@@ -53,7 +55,7 @@ class OrderedPrinter:
                 return
             if len(self.prompts) > 1:
                 self._write(f"──── {self.current + 1}/{len(self.prompts)} ────\n")
-            self._write(self.prompts[self.current] + "".join(self.buffers[self.current]))
+            self._write(self.prompts[self.current] + self.separator + "".join(self.buffers[self.current]))
             if not self.finished[self.current]:
                 return
 
@@ -114,7 +116,8 @@ def run(config, inputs: dict, out: str | Path | None = None, *, quiet: bool = Fa
         texts, generation.stop = chat_prompts(cfg, tokenizer, resolve_model_dir(model_path))
     # An empty prompt starts from the end-of-text token, as a new document in the training stream does.
     prompts = [p if p else [tokenizer.eot_id] for p in texts]
-    printer = None if no_stream else OrderedPrinter(list(cfg.prompts))
+    separator = "\n" if cfg.chat else ""
+    printer = None if no_stream else OrderedPrinter(list(cfg.prompts), separator=separator)
     if decoder is not None and not quiet:
         print(COMPILING, file=sys.stderr)
     started = time.perf_counter()
@@ -124,7 +127,7 @@ def run(config, inputs: dict, out: str | Path | None = None, *, quiet: bool = Fa
         streams = generate_streams(model, tokenizer, prompts, generation, on_text=printer, decoder=decoder)
     elapsed = time.perf_counter() - started
     if no_stream:
-        printer = OrderedPrinter(list(cfg.prompts))
+        printer = OrderedPrinter(list(cfg.prompts), separator=separator)
         for i, stream in enumerate(streams):
             printer(i, stream.text, True)
     samples = [{"prompt": prompt, "text": stream.text} for prompt, stream in zip(cfg.prompts, streams)]
