@@ -129,3 +129,16 @@ def test_a_killed_run_resumes_and_a_finished_one_is_replaced_only_with_force(tmp
     assert "already holds a trained model: add --force" in refused(capsys, [*command, "--quiet"])
     assert main([*command, "--quiet", "--force"]) == 0  # --force is enough: it is not asked for again
     assert (run / "finetune.json").is_file() and not (run / ".lock").exists()
+
+
+def test_the_start_models_name_and_license_carry_into_the_fine_tuned_model(tmp_path, base_dir, kv_file):
+    from lmsmith.model.directory import load_model_dir, save_model_dir
+
+    model, tokenizer = load_model_dir(base_dir)
+    general = {"name": "tiny-base", "license": "apache-2.0"}
+    save_model_dir(tmp_path / "base", model, tokenizer, made_by="convert --from-gguf (llama)",
+                   extra={"general": general})
+    run = tmp_path / "run"
+    assert main(["finetune", str(tmp_path / "base"), "--data", str(kv_file), "-o", str(run), "--quiet", *FAST,
+                 "train.steps=2", "train.eval_every=2"]) == 0
+    assert json.loads((run / "model" / "manifest.json").read_text())["config"]["general"] == general

@@ -49,7 +49,7 @@ from lmsmith.finetune.instruct_data import (
 )
 from lmsmith.finetune.lora import base_weights_sha256, inject_lora, lora_layers, merge_lora
 from lmsmith.finetune.methods import check_method, choose_trainable
-from lmsmith.finetune.start import load_start
+from lmsmith.finetune.start import load_start, start_general_metadata
 from lmsmith.finetune.vocabulary import add_special_tokens, grow_vocabulary, missing_special_tokens
 from lmsmith.model.transformer import GPT
 from lmsmith.schema.finetune import FinetuneRecipe
@@ -167,6 +167,7 @@ class ModelWriter:
     added_tokens: list[str]
     lora_layers: list[str]
     made_from: dict  # the manifest's inputs
+    general: dict = field(default_factory=dict)  # the start model's name, license ... (see start_general_metadata)
 
     def plain_model(self, tensors: dict[str, torch.Tensor]) -> GPT:
         """A CPU model holding `tensors` (the training model's full state, adapters included)."""
@@ -186,7 +187,8 @@ class ModelWriter:
         adapter_model = None
         if self.lora_layers:
             adapter_model, model = model, merge_lora(self.plain_model(tensors))
-        extra = {**extra, "finetune": section_to_dict(self.recipe.finetune), "base": self.base}
+        extra = {**extra, "finetune": section_to_dict(self.recipe.finetune), "base": self.base,
+                 **({"general": self.general} if self.general else {})}
         save_model_dir(path, model, self.tokenizer, made_by="finetune", inputs=self.made_from, extra=extra)
         if adapter_model is not None:
             lora = self.recipe.finetune.lora
@@ -329,7 +331,8 @@ def _finetune(base: str, data: str, out: Path, recipe: FinetuneRecipe, info, wor
     before = score(model, tokenizer, recipe, domain, general, precision, info)
 
     inputs = {"base": base_info, "data": domain.description}
-    writer = ModelWriter(model.config, tokenizer, recipe, base_info, added, list(lora_layers(model)), inputs)
+    writer = ModelWriter(model.config, tokenizer, recipe, base_info, added, list(lora_layers(model)), inputs,
+                         general=start_general_metadata(str(base), start.kind))
     job = TrainingJob(model=model, batches=domain.batches, eval_batches=domain.eval_batches, write_model=writer,
                       stage=STAGE, inputs=inputs,
                       config={"finetune": section_to_dict(cfg), "train": section_to_dict(train)})
