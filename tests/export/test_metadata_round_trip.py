@@ -14,6 +14,7 @@ from tokenizers import Tokenizer as Backend
 from tokenizers import decoders, models, pre_tokenizers, processors, trainers
 
 from lmsmith.cli import main
+from lmsmith.generate.samples import start_tokens
 from lmsmith.model.directory import load_model_dir
 
 gguf = pytest.importorskip("gguf")
@@ -83,10 +84,12 @@ def test_special_tokens_and_general_metadata_round_trip(tmp_path, capsys, needs_
     read_back = transformers.AutoTokenizer.from_pretrained(str(out.parent), gguf_file=out.name)
     assert (read_back.bos_token_id, read_back.eos_token_id) == (BOS, EOS)
     model = transformers.AutoModelForCausalLM.from_pretrained(str(out.parent), gguf_file=out.name).eval()
-    ours, _ = load_model_dir(tmp_path / "ours")
+    ours, our_tokenizer = load_model_dir(tmp_path / "ours")
     for text in TEXTS:
         ids = original(text)["input_ids"]
         assert read_back(text)["input_ids"] == ids
+        (start,) = start_tokens(our_tokenizer, [text], chat=False)  # what `lmsmith generate` continues
+        assert (start if isinstance(start, list) else our_tokenizer.encode(start)) == ids
         assert (ids[0] == BOS) is needs_bos
         with torch.no_grad():
             expected = theirs(torch.tensor([ids])).logits

@@ -76,6 +76,16 @@ def chat_prompts(cfg: GenerateConfig, tokenizer, model_path) -> tuple[list[str],
     return prompts, cfg.stop + ([fmt.answer_end] if fmt.answer_end and fmt.answer_end not in cfg.stop else [])
 
 
+def start_tokens(tokenizer, texts: list[str], chat: bool) -> list:
+    """What each output continues. An empty prompt starts from the end-of-text token, as a new document in the
+    training stream does. A model that needs BOS (a converted Llama) gets it before its prompt, as transformers'
+    tokenizer puts it there; a chat prompt is the template's text alone, as apply_chat_template makes it."""
+    bos = tokenizer.special_id("bos") if tokenizer.specials.add_bos and not chat else None
+    if bos is None:
+        return [p if p else [tokenizer.eot_id] for p in texts]
+    return [[bos, *tokenizer.encode(p)] for p in texts]
+
+
 STAGE = "generate"
 
 
@@ -114,8 +124,7 @@ def run(config, inputs: dict, out: str | Path | None = None, *, quiet: bool = Fa
     texts = cfg.prompts
     if cfg.chat:
         texts, generation.stop = chat_prompts(cfg, tokenizer, resolve_model_dir(model_path))
-    # An empty prompt starts from the end-of-text token, as a new document in the training stream does.
-    prompts = [p if p else [tokenizer.eot_id] for p in texts]
+    prompts = start_tokens(tokenizer, texts, cfg.chat)
     separator = "\n" if cfg.chat else ""
     printer = None if no_stream else OrderedPrinter(list(cfg.prompts), separator=separator)
     if decoder is not None and not quiet:
