@@ -107,7 +107,9 @@ def test_a_hub_model_that_cannot_be_downloaded_is_one_line(tmp_path, capsys, kv_
     assert "could not download lmsmith-test/not-a-model from the Hugging Face Hub" in err
 
 
-def test_a_killed_run_resumes_and_a_finished_one_is_replaced_only_with_force(tmp_path, capsys, base_dir, kv_file):
+@pytest.mark.parametrize("again", [[], ["--force"]], ids=["same-command", "with-force-as-build-gives-it"])
+def test_a_killed_run_resumes_and_a_finished_one_is_replaced_only_with_force(tmp_path, capsys, base_dir, kv_file,
+                                                                             again):
     import shutil
 
     run = tmp_path / "run"
@@ -122,7 +124,7 @@ def test_a_killed_run_resumes_and_a_finished_one_is_replaced_only_with_force(tmp
         path.unlink(missing_ok=True)
     (run / ".lock").write_text("999999999 2026-01-01T00:00:00\n")  # a process that is gone
     capsys.readouterr()
-    assert main(command) == 0
+    assert main([*command, *again]) == 0  # --force too: an interrupted run is not a trained model to replace
     assert "resuming from step-000002" in capsys.readouterr().out
     assert (run / "finetune.json").is_file()
 

@@ -257,15 +257,17 @@ def check_output(out: Path, base: str, data: str, force: bool = False) -> None:
 
 def prepare_run_dir(out: Path, force: bool, info) -> Path | None:
     """Under the run's lock: the checkpoint an interrupted run resumes from (as `train --resume auto` does), or
-    None after clearing what a replaced (--force) or checkpoint-less interrupted run left."""
+    None after clearing what a replaced finished run (--force) or a checkpoint-less interrupted run left.
+    An interrupted run resumes with --force too: --force replaces a trained model, and `build` always gives it."""
     from lmsmith.core.output import LOCK
     from lmsmith.train import checkpoint as ckpt
     from lmsmith.train.distributed import barrier
 
     check_replaceable(out, STAGE, force=True)  # again, now that no other run can write here
-    if (out / REPORT).is_file() and not force:  # another run finished here while this one started
+    finished = (out / REPORT).is_file()
+    if finished and not force:  # another run finished here while this one started
         raise UserError(f"{out} already holds a trained model: add --force to replace it, or choose another -o")
-    if info.is_main and (force or not ckpt.checkpoint_dirs(out)) and out.is_dir():
+    if info.is_main and (finished or not ckpt.checkpoint_dirs(out)) and out.is_dir():
         for path in out.iterdir():
             if path.name == LOCK:
                 continue
