@@ -83,3 +83,11 @@ def test_the_start_up_line_names_the_model_its_template_and_the_sampling(chat_mo
     line = describe(chat_model_dir, ChatConfig(temperature=0, top_p=None, max_new_tokens=9, seed=3))
     assert line == (f"[{chat_model_dir.name} ({chat_model_dir}) · template its own (tokenizer_config.json) · "
                     "temperature 0 (greedy), at most 9 tokens an answer, seed 3]")
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-1", "hot"])
+def test_temp_refuses_what_no_temperature_means(loaded, value):
+    model, tokenizer, fmt = loaded
+    out = io.StringIO()
+    chat_loop(model, tokenizer, fmt, ChatConfig(max_new_tokens=2, temperature=0), [f"/temp {value}"], out)
+    assert f"[/temp needs a finite number, 0 or more (0 is greedy), got {value!r}]" in out.getvalue()

@@ -18,6 +18,7 @@ stops the answer (the part written so far stays in the conversation).
 from __future__ import annotations
 
 import contextlib
+import math
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
@@ -140,10 +141,10 @@ def command(line: str, conversation: Conversation, cfg: ChatConfig, out) -> bool
     elif name == "/temp":
         try:
             value = float(rest)
-            if not value >= 0:
+            if not 0 <= value < math.inf:  # NaN and infinity too
                 raise ValueError
         except ValueError:
-            write(out, f"[/temp needs a number, 0 or more (0 is greedy), got {rest.strip()!r}]\n")
+            write(out, f"[/temp needs a finite number, 0 or more (0 is greedy), got {rest.strip()!r}]\n")
             return True
         cfg.temperature = value
         write(out, f"[temperature {value:g}]\n")
