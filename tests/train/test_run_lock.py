@@ -32,3 +32,13 @@ def test_a_run_that_finished_while_another_waited_is_not_trained_over(tmp_path, 
     assert "already holds a run" in capsys.readouterr().err
     assert before.read_bytes() == (first / "model" / "model.safetensors").read_bytes()  # kept as it was
     assert not (second / ".lock").exists()
+
+
+def test_a_dangling_link_as_the_run_directory_is_one_line(tmp_path, tiny_recipe, capsys):
+    link = tmp_path / "run"
+    link.symlink_to(tmp_path / "nowhere")
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(tiny_recipe(link, steps=4, warmup_steps=1)))
+    assert main(["train", "--config", str(tmp_path / "run.yaml"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "is a link to nothing" in err and "\n" not in err
+    assert link.is_symlink() and not (tmp_path / "nowhere").exists()
