@@ -234,7 +234,7 @@ FINETUNE = Stage(
     "specialise a model on domain data: full fine-tuning or LoRA, instruction tuning or continued pretraining",
     sections={"finetune": FinetuneConfig, "train": TrainConfig}, run=finetune_module.run,
     from_sections=finetune_from_sections, writes_model=True, writes="runs/finetune", makes="model",
-    done=loop.FINAL_MODEL, check_step=_check_finetune, show=show_report,
+    done=loop.FINAL_MODEL, check_step=_check_finetune, show=show_report, resumable=True,
     inputs=(Input("base", "start point: a run or model directory, a Hugging Face GPT-2/Llama directory, or hf:NAME",
                   required=False, metavar="BASE", reads="model"),
             Input("data", "instruct: a JSONL file; continue: text files, a folder, a curated or tokens directory",
