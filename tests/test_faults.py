@@ -498,3 +498,23 @@ def test_a_config_file_with_yaml_nan_is_refused(tmp_path, capsys):
     config.write_text("train:\n  lr: .nan\n")
     assert main(["train", str(tmp_path), "-o", str(tmp_path / "run"), "--config", str(config)]) == 2
     assert "train.lr: nan is not a finite number" in capsys.readouterr().err
+
+
+LAUGHS = "a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 9)}]\n" for i in range(8))
+HOSTILE_YAML = {
+    "billion laughs": (LAUGHS, "expands to more than 100,000 values"),
+    "deep nesting": ("x: " + "[" * 100_000 + "]" * 100_000 + "\n", "config file"),
+}
+
+
+@pytest.mark.parametrize("text, message", HOSTILE_YAML.values(), ids=HOSTILE_YAML.keys())
+def test_a_hostile_yaml_config_is_one_line_and_quick(tmp_path, capsys, text, message):
+    from lmsmith.cli import main
+
+    config = tmp_path / "recipe.yaml"
+    config.write_text(text)
+    started = time.perf_counter()
+    assert main(["train", str(tmp_path), "-o", str(tmp_path / "run"), "--config", str(config)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err and time.perf_counter() - started < 30

@@ -166,11 +166,33 @@ def read_yaml(path: str | Path) -> dict:
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ConfigError(f"config file {path} is not valid YAML ({first_line}): fix the syntax") from None
+    except RecursionError:
+        raise ConfigError(f"config file {path} is nested too deeply: a recipe is a few levels of sections") from None
+    _check_expanded_size(data, path)
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must be a mapping of sections, not {type(data).__name__}")
     return data
+
+
+MAX_CONFIG_VALUES = 100_000  # a real recipe has hundreds; prompts or file lists may run to thousands
+
+
+def _check_expanded_size(data: Any, path: Path) -> None:
+    """Refuse a YAML file whose aliases expand to more values than any recipe holds ("billion laughs": nine
+    aliases of nine aliases ... are a few lines that become 10^9 values once copied, printed or hashed)."""
+    count, stack = 0, [data]
+    while stack:
+        node = stack.pop()
+        count += 1
+        if count > MAX_CONFIG_VALUES:
+            raise ConfigError(f"config file {path} expands to more than {MAX_CONFIG_VALUES:,} values (through its "
+                              "aliases, or sheer size): write the recipe out without nested aliases")
+        if isinstance(node, dict):
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
 
 
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
