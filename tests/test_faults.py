@@ -518,3 +518,43 @@ def test_a_hostile_yaml_config_is_one_line_and_quick(tmp_path, capsys, text, mes
     assert main(["train", str(tmp_path), "-o", str(tmp_path / "run"), "--config", str(config)]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and "\n" not in err and time.perf_counter() - started < 30
+
+
+HOSTILE_TEMPLATES = {
+    "nested loops of 10^10 steps": ("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+                                    "its loops take more than 1,000,000 steps"),
+    "a text times 10^13": ("{{ 'x' * 10000000000000 }}", "repeats a text or list"),
+    "a list times 10^13": ("{% for m in messages * 10000000000000 %}{% endfor %}", "repeats a text or list"),
+    "a power of 10^10 digits": ("{{ 10 ** 10000000000 }}", "a power too large"),
+    "output of 10^10 characters": ("{% for i in range(100000) %}{{ 'x' * 100000 }}{% endfor %}",
+                                   "writes more than 10,000,000 characters"),
+    "endless recursion": ("{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}", "RecursionError"),
+}
+
+
+@pytest.mark.parametrize("source, message", HOSTILE_TEMPLATES.values(), ids=HOSTILE_TEMPLATES.keys())
+def test_a_hostile_chat_template_fails_in_one_line_and_quickly(source, message):
+    from lmsmith.text.chat_template import TemplateError, render
+
+    started = time.perf_counter()
+    with pytest.raises(TemplateError) as caught:
+        render(source, [{"role": "user", "content": "hi"}], eos_token="<|endoftext|>")
+    assert message in one_line(caught) and time.perf_counter() - started < 20
+
+
+def test_real_templates_still_use_range_as_they_do():
+    from lmsmith.text.chat_template import render
+
+    source = "{% for i in range(messages|length) %}{{ i }}:{{ messages[i].content }};{% endfor %}" \
+             "{{ range(3)|length }}{% for i in range(3)|reverse %}{{ i }}{% endfor %}"
+    assert render(source, [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}],
+                  eos_token="") == "0:a;1:b;3210"
+
+
+def test_export_for_ollama_of_a_hostile_template_fails_in_one_line():
+    from lmsmith.export.ollama import template_pieces
+    from lmsmith.text.chat_template import TemplateError
+
+    with pytest.raises(TemplateError) as caught:
+        template_pieces(HOSTILE_TEMPLATES["nested loops of 10^10 steps"][0], "<|endoftext|>")
+    assert "its loops take more than" in one_line(caught)
