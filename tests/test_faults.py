@@ -558,3 +558,24 @@ def test_export_for_ollama_of_a_hostile_template_fails_in_one_line():
     with pytest.raises(TemplateError) as caught:
         template_pieces(HOSTILE_TEMPLATES["nested loops of 10^10 steps"][0], "<|endoftext|>")
     assert "its loops take more than" in one_line(caught)
+
+
+def test_a_gguf_file_without_its_sizes_is_one_line(tmp_path):
+    gguf = pytest.importorskip("gguf")
+    from lmsmith.interop.gguf_import import import_gguf
+
+    file = tmp_path / "model.gguf"
+    writer = gguf.GGUFWriter(str(file), "llama")
+    writer.add_tokenizer_model("gpt2")
+    writer.add_token_list(["a", "b", "<|endoftext|>"])
+    writer.add_token_merges([])
+    writer.add_eos_token_id(2)
+    writer.add_block_count(1)  # embedding_length and the rest left out
+    writer.add_tensor("token_embd.weight", torch.zeros(3, 8).numpy())
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    with pytest.raises(UserError) as caught:
+        import_gguf(file, tmp_path / "out")
+    assert "lacks llama.embedding_length" in one_line(caught) and not (tmp_path / "out").exists()

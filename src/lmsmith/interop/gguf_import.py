@@ -95,6 +95,11 @@ def config_from_gguf(file: GGUFFile, vocab_size: int) -> ModelConfig:
         raise UserError(f"{file.path}: architecture {file.arch!r} is not supported; lmsmith reads GGUF files of "
                         f"{', '.join(SUPPORTED)}")
     names = {t.name for t in file.reader.tensors}
+    for key in ("embedding_length", "attention.head_count", "context_length", "block_count", "feed_forward_length"):
+        value = file.arch_key(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise UserError(f"{file.path} lacks {file.arch}.{key} (or it is not a positive whole number): the file "
+                            "is incomplete; download it again, or convert the model from its Hugging Face folder")
     n_embd, heads = int(file.arch_key("embedding_length")), int(file.arch_key("attention.head_count"))
     common = dict(vocab_size=vocab_size, block_size=int(file.arch_key("context_length")),
                   n_layer=int(file.arch_key("block_count")), n_head=heads, n_embd=n_embd,
