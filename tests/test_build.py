@@ -20,6 +20,7 @@ import lmsmith.train.trainer as train_trainer
 from lmsmith.build import Workdir, build
 from lmsmith.cli import main
 from lmsmith.core.config import ConfigError
+from lmsmith.core.errors import UserError
 from lmsmith.evaluate.heldout import evaluate
 from lmsmith.schema.evaluate import EvalConfig
 from lmsmith.schema.recipe import find_recipe, load_recipe, shipped_recipes
@@ -330,3 +331,12 @@ def test_a_build_killed_during_its_first_step_continues_with_the_same_command(tm
     monkeypatch.setattr(build_module, "run_step", real_run_step)
     result = build(load_recipe(recipe_file), tmp_path / "work", until="curate", quiet=True)
     assert result.ran == ["curate"]
+
+
+def test_a_dangling_link_as_the_work_directory_is_one_line(tmp_path):
+    recipe_file = write_recipe(tmp_path / "tiny.yaml", TINY)
+    link = tmp_path / "work"
+    link.symlink_to(tmp_path / "nowhere")
+    with pytest.raises(UserError, match="is a link to nothing"):
+        build(load_recipe(recipe_file), link, quiet=True)
+    assert link.is_symlink() and not (tmp_path / "nowhere").exists()

@@ -272,6 +272,8 @@ class BuildState:
 def check_workdir(work: Workdir) -> None:
     """A build writes only into a new directory or one an earlier build made."""
     root = work.root
+    if root.is_symlink() and not root.exists():
+        raise UserError(f"-o {root} is a link to nothing: remove the link or choose another -o")
     if root.is_file():
         raise UserError(f"-o {root} is a file: give a directory for the build")
     if root.is_dir() and any(root.iterdir()) and not (root / STATE).is_file():
