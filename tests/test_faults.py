@@ -579,3 +579,19 @@ def test_a_gguf_file_without_its_sizes_is_one_line(tmp_path):
     with pytest.raises(UserError) as caught:
         import_gguf(file, tmp_path / "out")
     assert "lacks llama.embedding_length" in one_line(caught) and not (tmp_path / "out").exists()
+
+
+GARBAGE_LINES = ["[1, 2]", "5", '"text"', "null", '{"step": "x", "loss": 1.0}', "{not json", "\udcff\udcfe"]
+
+
+def test_garbage_lines_in_metrics_are_skipped_by_the_report_and_on_resume(tmp_path):
+    from lmsmith.report.page import read_metrics
+    from lmsmith.train.metrics import truncate_after
+
+    ours = [{"step": 1, "loss": 2.0}, {"step": 2, "val_loss": 1.5}, {"step": 3, "loss": 1.0}]
+    text = "\n".join([json.dumps(ours[0]), *GARBAGE_LINES, json.dumps(ours[1]), json.dumps(ours[2])]) + "\n"
+    (tmp_path / "metrics.jsonl").write_bytes(text.encode("utf-8", "surrogateescape"))
+    train, val = read_metrics(tmp_path)
+    assert (train, val) == ([ours[0], ours[2]], [ours[1]])
+    truncate_after(tmp_path / "metrics.jsonl", 2)
+    assert [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == ours[:2]
