@@ -106,3 +106,18 @@ def test_special_tokens_and_general_metadata_round_trip(tmp_path, capsys, needs_
     assert general["license"] == "apache-2.0" and general["name"] == "hf"
     again = transformers.AutoTokenizer.from_pretrained(str(tmp_path / "back"))
     assert [again(text)["input_ids"] for text in TEXTS] == [original(text)["input_ids"] for text in TEXTS]
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_converting_weights_that_hold_nan_or_inf_is_refused(tmp_path, capsys, bad):
+    from safetensors.torch import load_file, save_file
+
+    hf_dir(tmp_path / "hf", needs_bos=False)
+    weights = load_file(tmp_path / "hf" / "model.safetensors")
+    name = next(n for n in weights if n.endswith("mlp.up_proj.weight"))
+    weights[name][0, 0] = bad
+    save_file(weights, tmp_path / "hf" / "model.safetensors", metadata={"format": "pt"})
+    capsys.readouterr()  # transformers' progress bars while the test made the folder
+    assert main(["convert", "--from-hf", str(tmp_path / "hf"), "-o", str(tmp_path / "ours")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "holds non-finite weights (NaN or inf)" in err and "\n" not in err and not (tmp_path / "ours").exists()

@@ -617,6 +617,15 @@ def end_of_text_token(hf_dir: Path, hf_config, backend) -> str:
     )
 
 
+def refuse_non_finite(state: dict[str, torch.Tensor], source: Path) -> None:
+    """Refuse weights holding NaN or infinity: the model could only ever write garbage, and every later
+    stage would refuse it anyway, far from the cause."""
+    for name, tensor in state.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise UserError(f"{source} holds non-finite weights (NaN or inf) in {name}: it is damaged or came from "
+                            "a run that diverged; convert a good copy")
+
+
 def hf_general_metadata(hf_dir: Path) -> dict:
     """The model's name (its folder) and what its model card's front matter says of it (license, base model, ...),
     carried into the GGUF files exported from it."""
@@ -673,6 +682,7 @@ def import_hf_dir(hf_dir: str | Path, out: str | Path, force: bool = False, quie
                 f"{hf_dir}: tensor for {name} has shape {list(state[name].shape)} but config.json needs "
                 f"{list(tensor.shape)}: the weights do not belong to this config"
             )
+    refuse_non_finite(state, hf_dir)
     model.load_state_dict(state)
     inputs = {"hf_dir": {"path": str(hf_dir), "model_type": hf_config.model_type,
                          "sha256": {f.name: file_sha256(f) for f in [hf_dir / "config.json", *files]}}}

@@ -308,6 +308,9 @@ def import_gguf(path: str | Path, out: str | Path, force: bool = False, quiet: b
     config.check(f"{file.path}")
     check_model_fits(config, source=file.path)
     state = state_from_gguf(file.tensors(), config, file.arch)
+    from lmsmith.interop.convert import refuse_non_finite
+
+    refuse_non_finite(state, file.path)
     model = GPT(config)
     for name, tensor in model.state_dict().items():
         if tuple(state[name].shape) != tuple(tensor.shape):
