@@ -39,7 +39,7 @@ from lmsmith.core.extras import require
 from lmsmith.core.json_file import read_json
 from lmsmith.core.manifest import MANIFEST, file_sha256, make_manifest, read_manifest
 from lmsmith.core.output import check_replaceable
-from lmsmith.model.directory import describe_mismatch, load_model_dir, save_model_dir
+from lmsmith.model.directory import describe_mismatch, load_model_dir, refuse_non_finite, save_model_dir
 from lmsmith.model.sizes import check_model_fits
 from lmsmith.model.transformer import GPT
 from lmsmith.schema.model import ModelConfig
@@ -615,15 +615,6 @@ def end_of_text_token(hf_dir: Path, hf_config, backend) -> str:
         f"{hf_dir}: cannot tell which token ends a text "
         "(no eos_token in tokenizer_config.json or config.json): add one"
     )
-
-
-def refuse_non_finite(state: dict[str, torch.Tensor], source: Path) -> None:
-    """Refuse weights holding NaN or infinity: the model could only ever write garbage, and every later
-    stage would refuse it anyway, far from the cause."""
-    for name, tensor in state.items():
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-            raise UserError(f"{source} holds non-finite weights (NaN or inf) in {name}: it is damaged or came from "
-                            "a run that diverged; convert a good copy")
 
 
 def hf_general_metadata(hf_dir: Path) -> dict:

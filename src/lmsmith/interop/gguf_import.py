@@ -294,7 +294,7 @@ def import_gguf(path: str | Path, out: str | Path, force: bool = False, quiet: b
     """`lmsmith convert --from-gguf`: a GGUF file -> our model directory at `out`."""
     from lmsmith.core.manifest import file_sha256
     from lmsmith.core.output import check_replaceable
-    from lmsmith.model.directory import save_model_dir
+    from lmsmith.model.directory import refuse_non_finite, save_model_dir
     from lmsmith.model.sizes import check_model_fits
     from lmsmith.model.transformer import GPT
 
@@ -308,8 +308,6 @@ def import_gguf(path: str | Path, out: str | Path, force: bool = False, quiet: b
     config.check(f"{file.path}")
     check_model_fits(config, source=file.path)
     state = state_from_gguf(file.tensors(), config, file.arch)
-    from lmsmith.interop.convert import refuse_non_finite
-
     refuse_non_finite(state, file.path)
     model = GPT(config)
     for name, tensor in model.state_dict().items():
