@@ -20,6 +20,7 @@ import lmsmith.train.trainer as train_trainer
 from lmsmith.build import Workdir, build
 from lmsmith.cli import main
 from lmsmith.core.config import ConfigError
+from lmsmith.core.errors import UserError
 from lmsmith.evaluate.heldout import evaluate
 from lmsmith.schema.evaluate import EvalConfig
 from lmsmith.schema.recipe import find_recipe, load_recipe, shipped_recipes
@@ -313,3 +314,29 @@ def test_every_shipped_recipe_loads_and_is_the_file_in_configs(name):
     head = packaged.read_text().splitlines()[0]
     assert head.startswith(f"# {name}:")  # the header says what it makes
     load_recipe(packaged)
+
+
+def test_a_build_killed_during_its_first_step_continues_with_the_same_command(tmp_path, monkeypatch):
+    import lmsmith.build as build_module
+
+    recipe_file = write_recipe(tmp_path / "tiny.yaml", TINY)
+    real_run_step = build_module.run_step
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # what SIGINT (or a kill, for what is left on disk) does during curate
+
+    monkeypatch.setattr(build_module, "run_step", killed)
+    with pytest.raises(KeyboardInterrupt):
+        build(load_recipe(recipe_file), tmp_path / "work", until="curate", quiet=True)
+    monkeypatch.setattr(build_module, "run_step", real_run_step)
+    result = build(load_recipe(recipe_file), tmp_path / "work", until="curate", quiet=True)
+    assert result.ran == ["curate"]
+
+
+def test_a_dangling_link_as_the_work_directory_is_one_line(tmp_path):
+    recipe_file = write_recipe(tmp_path / "tiny.yaml", TINY)
+    link = tmp_path / "work"
+    link.symlink_to(tmp_path / "nowhere")
+    with pytest.raises(UserError, match="is a link to nothing"):
+        build(load_recipe(recipe_file), link, quiet=True)
+    assert link.is_symlink() and not (tmp_path / "nowhere").exists()

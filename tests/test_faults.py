@@ -446,3 +446,152 @@ def test_unreachable_hf_dataset_fails_fast_in_one_line(monkeypatch, caplog, caps
     assert "Retry" not in caplog.text and "Retry" not in capsys.readouterr().err
     assert logging.getLogger("huggingface_hub").level == level  # the libraries' settings are put back
     assert (datasets.config.HF_HUB_OFFLINE, constants.HF_HUB_OFFLINE) == offline_flags
+
+
+# -- accepted where a refusal was due: one line naming the key, exit code 2, before any work ----------------------
+
+BIG_SEED = str(2**64)
+REFUSED = {
+    "train.lr nan": (["train", "{tokens}", "-o", "{out}", "train.lr=.nan"], "train.lr: nan is not a finite number"),
+    "train.weight_decay inf": (["train", "{tokens}", "-o", "{out}", "train.weight_decay=.inf"],
+                               "train.weight_decay: inf is not a finite number"),
+    "train.grad_clip -inf": (["train", "{tokens}", "-o", "{out}", "train.grad_clip=-.inf"],
+                             "train.grad_clip: -inf is not a finite number"),
+    "train.eps overflows": (["train", "{tokens}", "-o", "{out}", "train.eps=1e999"], "train.eps: inf is not a finite"),
+    "train.muon_lr nan text": (["train", "{tokens}", "-o", "{out}", "train.muon_lr=nan"],
+                               "train.muon_lr: nan is not a finite number"),
+    "model.init_std nan": (["train", "{tokens}", "-o", "{out}", "model.init_std=.nan"], "model.init_std: nan is not"),
+    "model.norm_eps inf": (["train", "{tokens}", "-o", "{out}", "model.norm_eps=.inf"], "model.norm_eps: inf is not"),
+    "model.rope_theta nan": (["train", "{tokens}", "-o", "{out}", "model.rope_theta=.nan"],
+                             "model.rope_theta: nan is not"),
+    "generate --temperature nan": (["generate", "{model}", "--temperature", ".nan"],
+                                   "generate.temperature (--temperature): nan is not a finite number"),
+    "export.temperature inf": (["export", "{model}", "-o", "{out}.gguf", "export.temperature=.inf"],
+                               "export.temperature: inf is not a finite number"),
+    "generate --template nope": (["generate", "{model}", "--template", "nope"],
+                                 "unknown chat template 'nope'"),
+    "finetune exact_match=-1": (["finetune", "{model}", "--data", "{model}/config.json", "-o", "{out}",
+                                 "exact_match=-1"], "finetune.exact_match must be 0 (off) or a number of prompts"),
+    "generate --seed beyond 64 bits": (["generate", "{model}", "--seed", BIG_SEED],
+                                       f"generate.seed (--seed): {BIG_SEED} does not fit in 64 bits"),
+    "init.seed beyond 64 bits": (["init", "--tokenizer", "{model}", "-o", "{out}", f"init.seed={BIG_SEED}"],
+                                 f"init.seed (--seed): {BIG_SEED} does not fit in 64 bits"),
+}
+
+
+@pytest.mark.parametrize("argv, message", REFUSED.values(), ids=REFUSED.keys())
+def test_values_no_setting_can_mean_are_refused_in_one_line(model_dir, tmp_path, capsys, argv, message):
+    from lmsmith.cli import main
+
+    out = tmp_path / "out"
+    argv = [a.format(model=model_dir, out=out, tokens=tmp_path / "no-tokens") for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and message in err, err
+    assert not out.exists() and not Path(f"{out}.gguf").exists()
+
+
+def test_a_config_file_with_yaml_nan_is_refused(tmp_path, capsys):
+    from lmsmith.cli import main
+
+    config = tmp_path / "recipe.yaml"
+    config.write_text("train:\n  lr: .nan\n")
+    assert main(["train", str(tmp_path), "-o", str(tmp_path / "run"), "--config", str(config)]) == 2
+    assert "train.lr: nan is not a finite number" in capsys.readouterr().err
+
+
+LAUGHS = "a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 9)}]\n" for i in range(8))
+HOSTILE_YAML = {
+    "billion laughs": (LAUGHS, "expands to more than 100,000 values"),
+    "deep nesting": ("x: " + "[" * 100_000 + "]" * 100_000 + "\n", "config file"),
+}
+
+
+@pytest.mark.parametrize("text, message", HOSTILE_YAML.values(), ids=HOSTILE_YAML.keys())
+def test_a_hostile_yaml_config_is_one_line_and_quick(tmp_path, capsys, text, message):
+    from lmsmith.cli import main
+
+    config = tmp_path / "recipe.yaml"
+    config.write_text(text)
+    started = time.perf_counter()
+    assert main(["train", str(tmp_path), "-o", str(tmp_path / "run"), "--config", str(config)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err and time.perf_counter() - started < 30
+
+
+HOSTILE_TEMPLATES = {
+    "nested loops of 10^10 steps": ("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+                                    "its loops take more than 1,000,000 steps"),
+    "a text times 10^13": ("{{ 'x' * 10000000000000 }}", "repeats a text or list"),
+    "a list times 10^13": ("{% for m in messages * 10000000000000 %}{% endfor %}", "repeats a text or list"),
+    "a power of 10^10 digits": ("{{ 10 ** 10000000000 }}", "a power too large"),
+    "output of 10^10 characters": ("{% for i in range(100000) %}{{ 'x' * 100000 }}{% endfor %}",
+                                   "writes more than 10,000,000 characters"),
+    "endless recursion": ("{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}", "RecursionError"),
+}
+
+
+@pytest.mark.parametrize("source, message", HOSTILE_TEMPLATES.values(), ids=HOSTILE_TEMPLATES.keys())
+def test_a_hostile_chat_template_fails_in_one_line_and_quickly(source, message):
+    from lmsmith.text.chat_template import TemplateError, render
+
+    started = time.perf_counter()
+    with pytest.raises(TemplateError) as caught:
+        render(source, [{"role": "user", "content": "hi"}], eos_token="<|endoftext|>")
+    assert message in one_line(caught) and time.perf_counter() - started < 20
+
+
+def test_real_templates_still_use_range_as_they_do():
+    from lmsmith.text.chat_template import render
+
+    source = "{% for i in range(messages|length) %}{{ i }}:{{ messages[i].content }};{% endfor %}" \
+             "{{ range(3)|length }}{% for i in range(3)|reverse %}{{ i }}{% endfor %}"
+    assert render(source, [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}],
+                  eos_token="") == "0:a;1:b;3210"
+
+
+def test_export_for_ollama_of_a_hostile_template_fails_in_one_line():
+    from lmsmith.export.ollama import template_pieces
+    from lmsmith.text.chat_template import TemplateError
+
+    with pytest.raises(TemplateError) as caught:
+        template_pieces(HOSTILE_TEMPLATES["nested loops of 10^10 steps"][0], "<|endoftext|>")
+    assert "its loops take more than" in one_line(caught)
+
+
+def test_a_gguf_file_without_its_sizes_is_one_line(tmp_path):
+    gguf = pytest.importorskip("gguf")
+    from lmsmith.interop.gguf_import import import_gguf
+
+    file = tmp_path / "model.gguf"
+    writer = gguf.GGUFWriter(str(file), "llama")
+    writer.add_tokenizer_model("gpt2")
+    writer.add_token_list(["a", "b", "<|endoftext|>"])
+    writer.add_token_merges([])
+    writer.add_eos_token_id(2)
+    writer.add_block_count(1)  # embedding_length and the rest left out
+    writer.add_tensor("token_embd.weight", torch.zeros(3, 8).numpy())
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    with pytest.raises(UserError) as caught:
+        import_gguf(file, tmp_path / "out")
+    assert "lacks llama.embedding_length" in one_line(caught) and not (tmp_path / "out").exists()
+
+
+GARBAGE_LINES = ["[1, 2]", "5", '"text"', "null", '{"step": "x", "loss": 1.0}', "{not json", "\udcff\udcfe"]
+
+
+def test_garbage_lines_in_metrics_are_skipped_by_the_report_and_on_resume(tmp_path):
+    from lmsmith.report.page import read_metrics
+    from lmsmith.train.metrics import truncate_after
+
+    ours = [{"step": 1, "loss": 2.0}, {"step": 2, "val_loss": 1.5}, {"step": 3, "loss": 1.0}]
+    text = "\n".join([json.dumps(ours[0]), *GARBAGE_LINES, json.dumps(ours[1]), json.dumps(ours[2])]) + "\n"
+    (tmp_path / "metrics.jsonl").write_bytes(text.encode("utf-8", "surrogateescape"))
+    train, val = read_metrics(tmp_path)
+    assert (train, val) == ([ours[0], ours[2]], [ours[1]])
+    truncate_after(tmp_path / "metrics.jsonl", 2)
+    assert [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == ours[:2]

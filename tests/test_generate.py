@@ -470,3 +470,13 @@ def test_cli_a_constraint_it_cannot_use_is_one_line_and_exit_2(model_dir, capsys
     assert cli(path, "--prompt", "hi", *argv) == 2
     captured = capsys.readouterr()
     assert message in captured.err and captured.err.count("\n") == 1
+
+
+@pytest.mark.parametrize("stream", [[], ["--no-stream"]], ids=["streamed", "no-stream"])
+def test_cli_chat_sets_the_answer_apart_from_the_question(model_dir, tokenizer, capsys, stream):
+    path, _ = model_dir
+    question = "What is the capital of France?"
+    assert cli(path, "--chat", "--template", "plain", "--prompt", question, "--max-new-tokens", 5,
+               "--temperature", 0, *stream) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(question + "\n"), out

@@ -208,13 +208,34 @@ def test_a_dangling_link_as_output_is_refused(made, tmp_path, capsys):
     assert "link to nothing" in capsys.readouterr().err and link.is_symlink()
 
 
-def test_leftovers_of_a_killed_stage_are_removed_on_the_next_run(made, tmp_path):
+def _dead_pid() -> int:
+    import subprocess
+
+    process = subprocess.Popen(["true"])
+    process.wait()
+    return process.pid
+
+
+# Names beside -o tok: what a killed lmsmith left is removed; a user's own look-alikes and a live run's are kept.
+LEFTOVERS = {
+    "killed-run-temporary": (lambda: f".tok.lmsmith-{_dead_pid()}-abc123.tmp", False),
+    "killed-run-backup": (lambda: f".tok.lmsmith-{_dead_pid()}-abc123.old", False),
+    "users-own-old": (lambda: ".tok.old", True),
+    "users-own-tmp": (lambda: ".tok.abc123.tmp", True),
+    "live-runs-temporary": (lambda: ".tok.lmsmith-1-abc123.tmp", True),  # process 1 is always alive
+}
+
+
+@pytest.mark.parametrize("name, kept", LEFTOVERS.values(), ids=LEFTOVERS.keys())
+def test_leftovers_of_a_killed_stage_are_removed_on_the_next_run(made, tmp_path, name, kept):
     out = tmp_path / "tok"
-    leftover = tmp_path / ".tok.abc123.tmp"
+    leftover = tmp_path / name()
     leftover.mkdir()
     (leftover / "tokenizer.json").write_text("half")
     assert main(["tokenizer", "train", str(made / "text"), "-o", str(out), "--vocab-size", "300", "--quiet"]) == 0
-    assert not leftover.exists() and (out / "tokenizer.json").is_file()
+    assert leftover.exists() is kept and (out / "tokenizer.json").is_file()
+    if kept:
+        assert (leftover / "tokenizer.json").read_text() == "half"
 
 
 def test_eval_and_generate_write_what_build_writes(made, tmp_path):

@@ -253,6 +253,12 @@ class BuildState:
             except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
                 self.stages = {}  # a damaged record only costs a rebuild
 
+    def claim(self) -> None:
+        """Mark the directory as a build's before its first step writes anything, so a build killed during
+        that step is continued by the same command, not refused as a folder of someone else's files."""
+        if not self.path.is_file():
+            write_json(self.path, {"stages": self.stages})
+
     def up_to_date(self, step: str, key: str, output: Path) -> bool:
         record = self.stages.get(step, {})
         return (record.get("key") == key and record.get("output") is not None
@@ -272,6 +278,8 @@ class BuildState:
 def check_workdir(work: Workdir) -> None:
     """A build writes only into a new directory or one an earlier build made."""
     root = work.root
+    if root.is_symlink() and not root.exists():
+        raise UserError(f"-o {root} is a link to nothing: remove the link or choose another -o")
     if root.is_file():
         raise UserError(f"-o {root} is a file: give a directory for the build")
     if root.is_dir() and any(root.iterdir()) and not (root / STATE).is_file():
@@ -407,8 +415,9 @@ def build(recipe: Recipe, workdir: str | Path | None = None, *, force: Iterable[
                 input_fingerprint(spec)
     say = say or (lambda text: None if quiet else print(text, flush=True))
     work.root.mkdir(parents=True, exist_ok=True)
-    write_text(work.root / RESOLVED_RECIPE, yaml.safe_dump(recipe.to_dict(), sort_keys=False))
     state = BuildState(work)
+    state.claim()
+    write_text(work.root / RESOLVED_RECIPE, yaml.safe_dump(recipe.to_dict(), sort_keys=False))
     result = BuildResult(work.root, steps=steps)
     started = time.perf_counter()
     for planned in steps:

@@ -57,6 +57,11 @@ def _check_finetune(config, processes: int) -> None:
     get_template(config.finetune.template)
 
 
+def _check_generate(config, processes: int) -> None:
+    if config.generate.template is not None:
+        get_template(config.generate.template)
+
+
 def _check_export(config, processes: int) -> None:
     from lmsmith.core.config import ConfigError
 
@@ -155,7 +160,7 @@ EVAL = Stage(
 GENERATE = Stage(
     "generate", "write text with a model, streaming tokens as they come",
     sections={"generate": GenerateConfig}, run=samples.run, in_build=True, output="optional", writes="samples",
-    makes="samples", show=samples.show_samples,
+    makes="samples", show=samples.show_samples, check_step=_check_generate,
     inputs=(MODEL_INPUT,),
     flags=(Flag("--prompt", "generate.prompts", "prompt text (repeat for a batch); \\n is a newline", _unescape),
            Flag("--max-new-tokens", "generate.max_new_tokens"),
@@ -233,7 +238,7 @@ FINETUNE = Stage(
     "specialise a model on domain data: full fine-tuning or LoRA, instruction tuning or continued pretraining",
     sections={"finetune": FinetuneConfig, "train": TrainConfig}, run=finetune_module.run,
     from_sections=finetune_from_sections, writes_model=True, writes="runs/finetune", makes="model",
-    done=loop.FINAL_MODEL, check_step=_check_finetune, show=show_report,
+    done=loop.FINAL_MODEL, check_step=_check_finetune, show=show_report, resumable=True,
     inputs=(Input("base", "start point: a run or model directory, a Hugging Face GPT-2/Llama directory, or hf:NAME",
                   required=False, metavar="BASE", reads="model"),
             Input("data", "instruct: a JSONL file; continue: text files, a folder, a curated or tokens directory",

@@ -105,3 +105,42 @@ def test_a_hub_model_that_cannot_be_downloaded_is_one_line(tmp_path, capsys, kv_
     err = refused(capsys, ["finetune", "hf:lmsmith-test/not-a-model", "--data", str(kv_file),
                            "-o", str(tmp_path / "r")])
     assert "could not download lmsmith-test/not-a-model from the Hugging Face Hub" in err
+
+
+@pytest.mark.parametrize("again", [[], ["--force"]], ids=["same-command", "with-force-as-build-gives-it"])
+def test_a_killed_run_resumes_and_a_finished_one_is_replaced_only_with_force(tmp_path, capsys, base_dir, kv_file,
+                                                                             again):
+    import shutil
+
+    run = tmp_path / "run"
+    command = ["finetune", str(base_dir), "--data", str(kv_file), "-o", str(run), "--template", "raw", *FAST,
+               "train.steps=4", "train.save_every=2", "train.keep_last=2", "train.eval_every=2"]
+    assert main([*command, "--quiet"]) == 0
+    # What SIGKILL after the checkpoint of step 2 leaves: that checkpoint, the manifest and logs, a stale lock.
+    for name in ("finetune.json", "model", "best", "checkpoints/step-000004"):
+        path = run / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        path.unlink(missing_ok=True)
+    (run / ".lock").write_text("999999999 2026-01-01T00:00:00\n")  # a process that is gone
+    capsys.readouterr()
+    assert main([*command, *again]) == 0  # --force too: an interrupted run is not a trained model to replace
+    assert "resuming from step-000002" in capsys.readouterr().out
+    assert (run / "finetune.json").is_file()
+
+    assert "already holds a trained model: add --force" in refused(capsys, [*command, "--quiet"])
+    assert main([*command, "--quiet", "--force"]) == 0  # --force is enough: it is not asked for again
+    assert (run / "finetune.json").is_file() and not (run / ".lock").exists()
+
+
+def test_the_start_models_name_and_license_carry_into_the_fine_tuned_model(tmp_path, base_dir, kv_file):
+    from lmsmith.model.directory import load_model_dir, save_model_dir
+
+    model, tokenizer = load_model_dir(base_dir)
+    general = {"name": "tiny-base", "license": "apache-2.0"}
+    save_model_dir(tmp_path / "base", model, tokenizer, made_by="convert --from-gguf (llama)",
+                   extra={"general": general})
+    run = tmp_path / "run"
+    assert main(["finetune", str(tmp_path / "base"), "--data", str(kv_file), "-o", str(run), "--quiet", *FAST,
+                 "train.steps=2", "train.eval_every=2"]) == 0
+    assert json.loads((run / "model" / "manifest.json").read_text())["config"]["general"] == general

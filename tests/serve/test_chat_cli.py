@@ -81,7 +81,7 @@ def test_the_chat_command_reads_piped_lines(chat_model_dir, monkeypatch, capsys,
 def test_generate_chat_renders_the_prompt_through_the_template(chat_model_dir, capsys, loaded):
     assert main(["generate", str(chat_model_dir), "--chat", "--prompt", "3+4=", "--temperature", "0",
                  "--max-new-tokens", "8", "--quiet"]) == 0
-    assert capsys.readouterr().out == "3+4=" + greedy_answer(loaded, [{"role": "user", "content": "3+4="}], 8) + "\n"
+    assert capsys.readouterr().out == "3+4=\n" + greedy_answer(loaded, [{"role": "user", "content": "3+4="}], 8) + "\n"
 
 
 def test_chat_with_a_model_without_a_template_is_one_clear_error(model_dir, capsys):

@@ -118,3 +118,20 @@ def test_tokens_and_tokenizer_must_belong_together(tmp_path, tokens_dir):
     (copy / "tokenizer.json").write_text(json.dumps(tokenizer))
     with pytest.raises(UserError, match="not the tokenizer that made these tokens"):
         open_tokens_dir(copy).tokenizer()
+
+
+def test_token_ids_beyond_the_vocabulary_are_one_line_not_an_index_error(tokens_dir, tmp_path):
+    import shutil
+
+    from lmsmith.text.tokens_dir import open_tokens_dir
+    from lmsmith.train.data import TokenWindows
+
+    damaged = tmp_path / "tokens"
+    shutil.copytree(tokens_dir, damaged)
+    tokens = open_tokens_dir(damaged)
+    shard = np.memmap(tokens.shards("train")[0].filename, dtype=tokens.dtype, mode="r+")
+    shard[5] = tokens.vocab_size + 7  # what a damaged disk (or a hand-made shard) leaves
+    shard.flush()
+    windows = TokenWindows(open_tokens_dir(damaged), "train", 32)
+    with pytest.raises(UserError, match=f"holds token id {tokens.vocab_size + 7}, beyond its vocabulary"):
+        windows.rows(np.arange(4))

@@ -9,8 +9,10 @@ the plain dict first, so they are checked exactly like the file.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from pathlib import Path
@@ -55,6 +57,9 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         args = typing.get_args(tp)
         if value is None and type(None) in args:
             return None
+        others = [arg for arg in args if arg is not type(None)]
+        if len(others) == 1:  # `int | None`: the one type's own message says more than "expected int or None"
+            return _coerce(value, others[0], key)
         for arg in args:
             if arg is type(None):
                 continue
@@ -88,13 +93,24 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{key}: expected a whole number, got {value!r}")
+        if not -(2**63) <= value < 2**64:  # no setting needs more, and torch and numpy overflow past it (seeds)
+            raise ConfigError(f"{key}: {value} does not fit in 64 bits: give a smaller number")
         return value
     if tp is float:
-        if isinstance(value, str) and _looks_like_number(value):
-            return float(value)  # YAML 1.1 reads `lr: 3e-4` as text; the user means the number
+        if isinstance(value, str):
+            with contextlib.suppress(ValueError):
+                value = float(value)  # YAML 1.1 reads `lr: 3e-4` as text; the user means the number
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
-        return float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an int beyond any float
+            number = math.inf
+        # No setting means anything with NaN or infinity (a learning rate, a temperature, an epsilon): such a
+        # value only turns the run into NaN later, far from its cause. One place refuses it for every key.
+        if not math.isfinite(number):
+            raise ConfigError(f"{key}: {value!r} is not a finite number: give an ordinary number")
+        return number
     if tp is str:
         if not isinstance(value, str):
             raise ConfigError(f"{key}: expected text, got {value!r}")
@@ -150,11 +166,33 @@ def read_yaml(path: str | Path) -> dict:
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ConfigError(f"config file {path} is not valid YAML ({first_line}): fix the syntax") from None
+    except RecursionError:
+        raise ConfigError(f"config file {path} is nested too deeply: a recipe is a few levels of sections") from None
+    _check_expanded_size(data, path)
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must be a mapping of sections, not {type(data).__name__}")
     return data
+
+
+MAX_CONFIG_VALUES = 100_000  # a real recipe has hundreds; prompts or file lists may run to thousands
+
+
+def _check_expanded_size(data: Any, path: Path) -> None:
+    """Refuse a YAML file whose aliases expand to more values than any recipe holds ("billion laughs": nine
+    aliases of nine aliases ... are a few lines that become 10^9 values once copied, printed or hashed)."""
+    count, stack = 0, [data]
+    while stack:
+        node = stack.pop()
+        count += 1
+        if count > MAX_CONFIG_VALUES:
+            raise ConfigError(f"config file {path} expands to more than {MAX_CONFIG_VALUES:,} values (through its "
+                              "aliases, or sheer size): write the recipe out without nested aliases")
+        if isinstance(node, dict):
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
 
 
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:

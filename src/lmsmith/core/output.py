@@ -26,7 +26,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from lmsmith.core.atomic import atomic_directory, write_json
+from lmsmith.core.atomic import atomic_directory, leftover_owner, write_json
 from lmsmith.core.errors import UserError
 from lmsmith.core.manifest import MANIFEST, file_sha256, make_manifest, manifest_or_none
 
@@ -94,17 +94,21 @@ def check_output(out: str | Path, stage: str | tuple[str, ...], reads: Iterable[
 
 
 def remove_leftovers(out: str | Path) -> None:
-    """Delete the hidden temporary folders a killed run left beside `out` (`.NAME.*.tmp`, `.NAME.old`)."""
+    """Delete the hidden temporary folders and backups a killed run left beside `out`
+    (`.NAME.lmsmith-PID-*.tmp` or `.old`, see lmsmith.core.atomic), only those of a process that is gone:
+    a user's own `.NAME.old` and the work in progress of a live run are kept."""
     out = Path(out).expanduser()
     parent = out.parent
     if not parent.is_dir():
         return
-    for path in parent.glob(f".{out.name}.*"):
-        if path.name.endswith(".tmp") or path.name == f".{out.name}.old":
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                path.unlink(missing_ok=True)
+    for path in parent.glob(f".{out.name}.lmsmith-*"):
+        pid = leftover_owner(path, out.name)
+        if pid is None or (pid != os.getpid() and _pid_alive(pid)):
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager

@@ -28,14 +28,13 @@ not split into whole quantization blocks is written as f16 instead, and the summ
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from lmsmith.core.atomic import atomic_path
 from lmsmith.core.errors import UserError
 from lmsmith.core.extras import require
 from lmsmith.core.manifest import file_sha256
@@ -244,8 +243,44 @@ _FILE_TYPES = {"f32": "ALL_F32", "f16": "MOSTLY_F16", "bf16": "MOSTLY_BF16", "q8
 # Writing the file
 
 
+def write_general(writer, general: dict) -> None:
+    """The model's general.* metadata (license, author, ... from the file or card it was converted from).
+    Its name and layout keys are written elsewhere; values GGUF has no type for are left out."""
+    for key, value in general.items():
+        key = {"language": "languages"}.get(key, key)  # a model card's key -> GGUF's
+        if key in ("name", "architecture", "file_type", "quantization_version", "alignment"):
+            continue
+        if isinstance(value, str):
+            writer.add_string(f"general.{key}", value)
+        elif isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+            writer.add_array(f"general.{key}", value)
+        elif isinstance(value, bool):
+            writer.add_bool(f"general.{key}", value)
+        elif isinstance(value, int) and 0 <= value < 2**32:
+            writer.add_uint32(f"general.{key}", value)
+        elif isinstance(value, int):
+            writer.add_int64(f"general.{key}", value)
+        elif isinstance(value, float):
+            writer.add_float32(f"general.{key}", value)
+
+
+def write_special_tokens(writer, tokenizer) -> None:
+    """BOS, EOS, PAD and UNK ids and whether a prompt starts with BOS or ends with EOS, as the model has them."""
+    specials = tokenizer.specials
+    bos = tokenizer.special_id("bos")
+    # A tokenizer of our own has no BOS: GPT-2's convention names the end-of-text token, and add_bos stays false.
+    writer.add_bos_token_id(tokenizer.eot_id if bos is None else bos)
+    writer.add_eos_token_id(tokenizer.eot_id)
+    if tokenizer.special_id("pad") is not None:
+        writer.add_pad_token_id(tokenizer.special_id("pad"))
+    if tokenizer.special_id("unk") is not None:
+        writer.add_unk_token_id(tokenizer.special_id("unk"))
+    writer.add_add_bos_token(specials.add_bos)
+    writer.add_add_eos_token(specials.add_eos)
+
+
 def write_gguf(path: Path, model, tokenizer, quant: str, *, name: str, template: str | None,
-               source: dict | None = None) -> dict:
+               source: dict | None = None, general: dict | None = None) -> dict:
     """Write `model` and `tokenizer` as one GGUF file at `path` (not atomically: see `export_gguf`).
     Returns what was written: the architecture and how many tensors of each type."""
     gguf = _gguf()
@@ -254,6 +289,7 @@ def write_gguf(path: Path, model, tokenizer, quant: str, *, name: str, template:
     vocab = tokenizer_metadata(tokenizer, config.vocab_size)
     writer = gguf.GGUFWriter(str(path), arch)
     writer.add_name(name)
+    write_general(writer, general or {})
     writer.add_string(MARKER, "lmsmith export")
     writer.add_string("lmsmith.model_config", json.dumps(asdict(config)))
     if source:
@@ -282,10 +318,7 @@ def write_gguf(path: Path, model, tokenizer, quant: str, *, name: str, template:
     writer.add_token_list(vocab["tokens"])
     writer.add_token_types(vocab["types"])
     writer.add_token_merges(vocab["merges"])
-    writer.add_bos_token_id(tokenizer.eot_id)
-    writer.add_eos_token_id(tokenizer.eot_id)
-    writer.add_add_bos_token(False)  # lmsmith never puts a token before the prompt
-    writer.add_add_eos_token(False)
+    write_special_tokens(writer, tokenizer)
     if template is not None:
         writer.add_chat_template(template)
 
@@ -303,6 +336,14 @@ def write_gguf(path: Path, model, tokenizer, quant: str, *, name: str, template:
     writer.write_tensors_to_file()
     writer.close()
     return {"architecture": arch, "tensor_types": written, "pre_tokenizer": vocab["pre"]}
+
+
+def model_general_metadata(model_dir: Path) -> dict:
+    """What the model directory's manifest records of the model it was converted from (name, license, ...)."""
+    from lmsmith.core.manifest import manifest_or_none
+
+    general = ((manifest_or_none(model_dir) or {}).get("config") or {}).get("general")
+    return general if isinstance(general, dict) else {}
 
 
 def is_ours(path: Path) -> bool:
@@ -343,19 +384,10 @@ def export_gguf(model_dir: str | Path, out: str | Path, quant: str = "f16", *, n
     model, tokenizer = load_model_dir(model_dir)
     model.float()
     source = {"path": str(model_dir), "sha256": {n: file_sha256(model_dir / n) for n in (WEIGHTS, CONFIG)}}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        with torch.no_grad():
-            written = write_gguf(tmp, model, tokenizer, quant, name=name or model_dir.resolve().name,
-                                 template=model_chat_template(tokenizer, model_dir), source=source)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    general = model_general_metadata(model_dir)
+    with atomic_path(out) as tmp, torch.no_grad():
+        written = write_gguf(tmp, model, tokenizer, quant, name=name or general.get("name") or model_dir.resolve().name,
+                             template=model_chat_template(tokenizer, model_dir), source=source, general=general)
     return {**written, "quant": quant, "bytes": out.stat().st_size, "parameters": model.num_params(),
             "stop": [tokenizer.eot_token], "block_size": config.block_size}
 

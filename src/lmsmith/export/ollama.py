@@ -20,20 +20,10 @@ _MARK = {"system": "\ue000S\ue000", "user": "\ue000U\ue000", "assistant": "\ue00
 
 
 def _render(source: str, messages: list[dict], eos: str, generation: bool) -> str:
-    from jinja2.exceptions import TemplateError
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
+    # The one bounded sandbox chat and serve render with: a hostile template fails in a line, never hangs export.
+    from lmsmith.text.chat_template import render
 
-    def raise_exception(message):
-        raise TemplateError(message)
-
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-    env.globals["raise_exception"] = raise_exception
-    try:
-        return env.from_string(source).render(messages=messages, add_generation_prompt=generation,
-                                              eos_token=eos, bos_token="")
-    except TemplateError as exc:
-        raise UserError(f"the model's chat template does not render ({exc}): fix chat_template in "
-                        "tokenizer_config.json") from None
+    return render(source, messages, eos_token=eos, bos_token="", add_generation_prompt=generation)
 
 
 def template_pieces(source: str, eos: str) -> dict[str, str]:

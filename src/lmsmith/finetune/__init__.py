@@ -39,8 +39,12 @@ def finetune(base: str, data: str, out: str | Path, overrides: list[str] = (), q
     return finetune_run(base, data, out, config, quiet=quiet)
 
 
-def run(config, inputs: dict, out: str | Path, *, quiet: bool = False, force: bool = False) -> dict:
-    """The finetune stage: a run directory at `out`, or with `--merge`, an adapter folded into its base."""
+def run(config, inputs: dict, out: str | Path, *, quiet: bool = False, force: bool = False,
+        resume: str | None = None) -> dict:
+    """The finetune stage: a run directory at `out`, or with `--merge`, an adapter folded into its base.
+
+    An interrupted run in `out` always continues from its newest checkpoint; `resume` is what `build` passes to
+    a resumable step (it removes the folder itself when the step's settings changed), so it needs no reading."""
     from lmsmith.finetune.job import finetune as finetune_run
 
     get_template(config.finetune.template)  # before any work: a misspelt template is refused at once
@@ -60,4 +64,4 @@ def run(config, inputs: dict, out: str | Path, *, quiet: bool = False, force: bo
     if not data:
         raise UserError("--data is missing: "
                         "give the domain data (a JSONL file for --mode instruct, text for --mode continue)")
-    return finetune_run(base, data, out, config, quiet=quiet)
+    return finetune_run(base, data, out, config, quiet=quiet, force=force)

@@ -53,7 +53,7 @@ from lmsmith.finetune.instruct_data import (
 from lmsmith.finetune.lora import base_weights_sha256, inject_lora, lora_layers, merge_lora
 from lmsmith.finetune.methods import check_method, choose_trainable
 from lmsmith.finetune.preferences import PreferenceBatches, PreferenceEvalBatches, read_pairs, tokenize_pairs
-from lmsmith.finetune.start import load_start
+from lmsmith.finetune.start import load_start, start_general_metadata
 from lmsmith.finetune.vocabulary import add_special_tokens, grow_vocabulary, missing_special_tokens
 from lmsmith.model.transformer import GPT
 from lmsmith.schema.finetune import FinetuneRecipe
@@ -174,7 +174,7 @@ def add_template_tokens(recipe: FinetuneRecipe, model: GPT, tokenizer, quiet: bo
         return tokenizer, []
     template = get_template(recipe.finetune.template)
     tokenizer = Tokenizer(tokenizer.backend, eot_token=tokenizer.eot_token, kind=tokenizer.kind,
-                          chat_template=jinja_source(template))
+                          chat_template=jinja_source(template), specials=tokenizer.specials)
     missing = missing_special_tokens(tokenizer, template.special_tokens)
     if not missing:
         return tokenizer, []
@@ -208,6 +208,7 @@ class ModelWriter:
     added_tokens: list[str]
     lora_layers: list[str]
     made_from: dict  # the manifest's inputs
+    general: dict = field(default_factory=dict)  # the start model's name, license ... (see start_general_metadata)
 
     def plain_model(self, tensors: dict[str, torch.Tensor]) -> GPT:
         """A CPU model holding `tensors` (the training model's full state, adapters included)."""
@@ -227,7 +228,8 @@ class ModelWriter:
         adapter_model = None
         if self.lora_layers:
             adapter_model, model = model, merge_lora(self.plain_model(tensors))
-        extra = {**extra, "finetune": section_to_dict(self.recipe.finetune), "base": self.base}
+        extra = {**extra, "finetune": section_to_dict(self.recipe.finetune), "base": self.base,
+                 **({"general": self.general} if self.general else {})}
         save_model_dir(path, model, self.tokenizer, made_by="finetune", inputs=self.made_from, extra=extra)
         if adapter_model is not None:
             lora = self.recipe.finetune.lora
@@ -283,31 +285,66 @@ def exact_match_score(model, tokenizer, recipe: FinetuneRecipe, examples: list) 
 # The run
 
 
-def check_output(out: Path, base: str, data: str) -> None:
-    """The run directory must be new (or empty), and neither the start model nor the data."""
+def check_output(out: Path, base: str, data: str, force: bool = False) -> None:
+    """The run directory may be new, empty, an interrupted fine-tuning run (it resumes) or, with --force, a
+    finished one; never the start model, the data, or a folder of anything else."""
     for source in (base, data):
         if not str(source).startswith("hf:") and Path(source).exists():
-            check_replaceable(out, STAGE, source=source)
-    check_replaceable(out, STAGE)
-    if out.is_dir() and any(out.iterdir()):
-        raise UserError(f"{out} already holds a fine-tuning run: choose another -o, or delete it first")
+            check_replaceable(out, STAGE, source=source, force=True)
+    check_replaceable(out, STAGE, force=True)  # the rule for a finished run is below: an interrupted one resumes
+    if (out / REPORT).is_file() and not force:
+        raise UserError(f"{out} already holds a trained model: add --force to replace it, or choose another -o")
 
 
-def finetune(base: str, data: str, out: str | Path, recipe: FinetuneRecipe, quiet: bool = False) -> dict:
-    """Fine-tune `base` on `data` into the run directory `out`; returns the report (also RUN/finetune.json)."""
-    from lmsmith.train.distributed import process_group
+def prepare_run_dir(out: Path, force: bool, info) -> Path | None:
+    """Under the run's lock: the checkpoint an interrupted run resumes from (as `train --resume auto` does), or
+    None after clearing what a replaced finished run (--force) or a checkpoint-less interrupted run left.
+    An interrupted run resumes with --force too: --force replaces a trained model, and `build` always gives it."""
+    from lmsmith.core.output import LOCK
+    from lmsmith.train import checkpoint as ckpt
+    from lmsmith.train.distributed import barrier
+
+    check_replaceable(out, STAGE, force=True)  # again, now that no other run can write here
+    finished = (out / REPORT).is_file()
+    if finished and not force:  # another run finished here while this one started
+        raise UserError(f"{out} already holds a trained model: add --force to replace it, or choose another -o")
+    if info.is_main and (finished or not ckpt.checkpoint_dirs(out)) and out.is_dir():
+        for path in out.iterdir():
+            if path.name == LOCK:
+                continue
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+    barrier(info)
+    return ckpt.find_checkpoint(out, "auto")
+
+
+def finetune(base: str, data: str, out: str | Path, recipe: FinetuneRecipe, quiet: bool = False,
+             force: bool = False) -> dict:
+    """Fine-tune `base` on `data` into the run directory `out`; returns the report (also RUN/finetune.json).
+    A run killed after a checkpoint continues from it when the same command is given again."""
+    import contextlib
+
+    from lmsmith.core.output import directory_lock
+    from lmsmith.train.distributed import barrier, process_group
 
     out = Path(out)
-    check_output(out, base, data)
+    check_output(out, base, data, force)
     mode = recipe.finetune.mode
     if mode != "continue" and Path(data).is_dir():
         raise UserError(f"--mode {mode} reads a JSONL file, but {data} is a directory: give the .jsonl file, "
                         "or use --mode continue for domain text")
     with process_group(recipe.train.device) as info, tempfile.TemporaryDirectory(prefix="lmsmith-finetune-") as work:
-        return _finetune(base, data, out, recipe, info, Path(work), quiet)
+        # One run writes a run directory at a time; the lock comes before the look that decides to resume or clear.
+        with directory_lock(out, "fine-tuning run") if info.is_main else contextlib.nullcontext():
+            barrier(info)
+            resume_from = prepare_run_dir(out, force, info)
+            return _finetune(base, data, out, recipe, info, Path(work), quiet, resume_from)
 
 
-def _finetune(base: str, data: str, out: Path, recipe: FinetuneRecipe, info, work: Path, quiet: bool) -> dict:
+def _finetune(base: str, data: str, out: Path, recipe: FinetuneRecipe, info, work: Path, quiet: bool,
+              resume_from: Path | None = None) -> dict:
     from lmsmith.model.directory import load_model_dir
     from lmsmith.train.distributed import barrier
     from lmsmith.train.loop import run_job
@@ -340,11 +377,12 @@ def _finetune(base: str, data: str, out: Path, recipe: FinetuneRecipe, info, wor
     before = score(model, tokenizer, recipe, domain, general, precision, info)
 
     inputs = {"base": base_info, "data": domain.description}
-    writer = ModelWriter(model.config, tokenizer, recipe, base_info, added, list(lora_layers(model)), inputs)
+    writer = ModelWriter(model.config, tokenizer, recipe, base_info, added, list(lora_layers(model)), inputs,
+                         general=start_general_metadata(str(base), start.kind))
     job = TrainingJob(model=model, batches=domain.batches, eval_batches=domain.eval_batches, write_model=writer,
                       stage=STAGE, inputs=inputs, objective=domain.objective,
                       config={"finetune": section_to_dict(cfg), "train": section_to_dict(train)})
-    result = run_job(job, train, out, info, quiet=quiet)
+    result = run_job(job, train, out, info, resume_from, quiet=quiet)
 
     restored = cfg.restore_best and info.is_main and restore_best(out)
     barrier(info)

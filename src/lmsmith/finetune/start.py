@@ -90,3 +90,19 @@ def load_start(source: str | Path) -> StartPoint:
         return StartPoint(model, tokenizer, text, "hf-dir")
     model, tokenizer = load_model_dir(path)
     return StartPoint(model, tokenizer, text, "lmsmith")
+
+
+def start_general_metadata(source: str, kind: str) -> dict:
+    """What is known of the start model itself (name, license, ...), carried into the fine-tuned model's manifest
+    and from there into the GGUF files exported from it."""
+    if kind == "hf-dir":
+        from lmsmith.interop.convert import hf_general_metadata
+
+        return hf_general_metadata(Path(source))
+    if kind == "hf-hub":
+        return {"name": source.removeprefix("hf:").split("/")[-1]}
+    from lmsmith.core.manifest import manifest_or_none
+    from lmsmith.model.directory import resolve_model_dir
+
+    general = ((manifest_or_none(resolve_model_dir(source)) or {}).get("config") or {}).get("general")
+    return dict(general) if isinstance(general, dict) else {}

@@ -26,7 +26,8 @@ def add_special_tokens(tokenizer: Tokenizer, tokens: list[str]) -> Tokenizer:
 
     backend = Backend.from_str(tokenizer.backend.to_str())
     backend.add_special_tokens(list(tokens))
-    return Tokenizer(backend, eot_token=tokenizer.eot_token, kind=tokenizer.kind, chat_template=tokenizer.chat_template)
+    return Tokenizer(backend, eot_token=tokenizer.eot_token, kind=tokenizer.kind, chat_template=tokenizer.chat_template,
+                     specials=tokenizer.specials)
 
 
 def _grown(table: torch.Tensor, rows: int) -> torch.Tensor:

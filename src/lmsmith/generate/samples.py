@@ -25,9 +25,11 @@ class OrderedPrinter:
     streams live; the others are buffered until their turn, then stream live too. Nothing
     is printed before the first text arrives (by then the prompts have passed their checks)."""
 
-    def __init__(self, prompts: list[str], out=None):
+    def __init__(self, prompts: list[str], out=None, separator: str = ""):
         self.prompts = prompts
         self.out = out or sys.stdout
+        # A continuation follows its prompt directly; a chat answer is a reply, set apart from the question.
+        self.separator = separator
         self.buffers = [[] for _ in prompts]
         self.finished = [False] * len(prompts)
         self.current = -1
@@ -53,7 +55,7 @@ class OrderedPrinter:
                 return
             if len(self.prompts) > 1:
                 self._write(f"──── {self.current + 1}/{len(self.prompts)} ────\n")
-            self._write(self.prompts[self.current] + "".join(self.buffers[self.current]))
+            self._write(self.prompts[self.current] + self.separator + "".join(self.buffers[self.current]))
             if not self.finished[self.current]:
                 return
 
@@ -91,6 +93,16 @@ def constraint_matchers(cfg: GenerateConfig, tokenizer, vocab_size: int, rows: i
     return [grammars.matcher(grammar, {tokenizer.eot_id}) for _ in range(rows)]
 
 
+def start_tokens(tokenizer, texts: list[str], chat: bool) -> list:
+    """What each output continues. An empty prompt starts from the end-of-text token, as a new document in the
+    training stream does. A model that needs BOS (a converted Llama) gets it before its prompt, as transformers'
+    tokenizer puts it there; a chat prompt is the template's text alone, as apply_chat_template makes it."""
+    bos = tokenizer.special_id("bos") if tokenizer.specials.add_bos and not chat else None
+    if bos is None:
+        return [p if p else [tokenizer.eot_id] for p in texts]
+    return [[bos, *tokenizer.encode(p)] for p in texts]
+
+
 STAGE = "generate"
 
 
@@ -111,6 +123,10 @@ def run(config, inputs: dict, out: str | Path | None = None, *, quiet: bool = Fa
 
     cfg: GenerateConfig = config.generate
     model_path = inputs["model"]
+    if cfg.template is not None:  # a misspelt template is refused before the model is loaded, chat or not
+        from lmsmith.text.chat_template import get_template
+
+        get_template(cfg.template)
     if out is not None:
         check_output(out, STAGE, reads=[model_path])
     device = pick_device(cfg.device)
@@ -125,10 +141,10 @@ def run(config, inputs: dict, out: str | Path | None = None, *, quiet: bool = Fa
     texts = cfg.prompts
     if cfg.chat:
         texts, generation.stop = chat_prompts(cfg, tokenizer, resolve_model_dir(model_path))
-    # An empty prompt starts from the end-of-text token, as a new document in the training stream does.
-    prompts = [p if p else [tokenizer.eot_id] for p in texts]
+    prompts = start_tokens(tokenizer, texts, cfg.chat)
     matchers = constraint_matchers(cfg, tokenizer, min(tokenizer.vocab_size, model.config.vocab_size), len(prompts))
-    printer = None if no_stream else OrderedPrinter(list(cfg.prompts))
+    separator = "\n" if cfg.chat else ""
+    printer = None if no_stream else OrderedPrinter(list(cfg.prompts), separator=separator)
     if decoder is not None and not quiet:
         print(COMPILING, file=sys.stderr)
     started = time.perf_counter()
@@ -139,7 +155,7 @@ def run(config, inputs: dict, out: str | Path | None = None, *, quiet: bool = Fa
                                    matchers=matchers)
     elapsed = time.perf_counter() - started
     if no_stream:
-        printer = OrderedPrinter(list(cfg.prompts))
+        printer = OrderedPrinter(list(cfg.prompts), separator=separator)
         for i, stream in enumerate(streams):
             printer(i, stream.text, True)
     samples = [{"prompt": prompt, "text": stream.text} for prompt, stream in zip(cfg.prompts, streams)]

@@ -39,12 +39,12 @@ from lmsmith.core.extras import require
 from lmsmith.core.json_file import read_json
 from lmsmith.core.manifest import MANIFEST, file_sha256, make_manifest, read_manifest
 from lmsmith.core.output import check_replaceable
-from lmsmith.model.directory import describe_mismatch, load_model_dir, save_model_dir
+from lmsmith.model.directory import describe_mismatch, load_model_dir, refuse_non_finite, save_model_dir
 from lmsmith.model.sizes import check_model_fits
 from lmsmith.model.transformer import GPT
 from lmsmith.schema.model import ModelConfig
 from lmsmith.schema.text import EOT
-from lmsmith.text.tokenizer import TOKENIZER_FILE, Tokenizer
+from lmsmith.text.tokenizer import TOKENIZER_FILE, SpecialTokens, Tokenizer, special_tokens_of
 
 SUPPORTED = (
     "gpt2 (GPT-2, DistilGPT2 and other GPT2LMHeadModel checkpoints), "
@@ -565,7 +565,19 @@ def read_hf_tokenizer(hf_dir: Path, hf_config) -> Tokenizer:
     backend.add_special_tokens([eot])  # keeps its id; makes sure "<|endoftext|>" in text is one token
     from lmsmith.text.chat_template import read_chat_template
 
-    return Tokenizer(backend, eot_token=eot, chat_template=read_chat_template(hf_dir))  # the model's own chat format
+    return Tokenizer(backend, eot_token=eot, chat_template=read_chat_template(hf_dir),  # the model's own chat format
+                     specials=hf_special_tokens(hf_dir, hf_config, backend, eot))
+
+
+def hf_special_tokens(hf_dir: Path, hf_config, backend, eot: str) -> SpecialTokens:
+    """BOS, PAD and UNK and the add-BOS/add-EOS flags, as tokenizer_config.json (then special_tokens_map.json,
+    then config.json's ids) state them."""
+    named = {**_read_json(hf_dir / "special_tokens_map.json"), **_read_json(hf_dir / "tokenizer_config.json")}
+    for role in ("bos", "pad", "unk"):
+        token_id = getattr(hf_config, f"{role}_token_id", None)
+        if named.get(f"{role}_token") is None and isinstance(token_id, int) and backend.id_to_token(token_id):
+            named[f"{role}_token"] = backend.id_to_token(token_id)
+    return special_tokens_of(named, backend, eot)
 
 
 def byte_level_bpe(vocab: Path, merges: Path):
@@ -605,6 +617,30 @@ def end_of_text_token(hf_dir: Path, hf_config, backend) -> str:
     )
 
 
+def hf_general_metadata(hf_dir: Path) -> dict:
+    """The model's name (its folder) and what its model card's front matter says of it (license, base model, ...),
+    carried into the GGUF files exported from it."""
+    general = {"name": hf_dir.resolve().name}
+    card = hf_dir / "README.md"
+    try:
+        text = card.read_text(encoding="utf-8") if card.is_file() else ""
+    except (OSError, UnicodeDecodeError):
+        text = ""  # a model card is documentation: an unreadable one loses nothing the model computes
+    if text.startswith("---"):
+        import yaml
+
+        try:
+            front = yaml.safe_load(text.split("---", 2)[1])
+        except (yaml.YAMLError, IndexError):
+            front = None
+        if isinstance(front, dict):
+            for key in ("license", "license_name", "license_link", "language", "tags", "base_model"):
+                value = front.get(key)
+                if isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+                    general[key] = value
+    return general
+
+
 def _read_json(file: Path) -> dict:
     return read_json(file, fix="restore or delete it") if file.is_file() else {}
 
@@ -613,7 +649,7 @@ def _read_json(file: Path) -> dict:
 # The two directions, directory to directory
 
 
-def import_hf_dir(hf_dir: str | Path, out: str | Path, force: bool = False) -> Path:
+def import_hf_dir(hf_dir: str | Path, out: str | Path, force: bool = False, quiet: bool = False) -> Path:
     """`lmsmith convert --from-hf`: a local Hugging Face GPT-2/Llama directory -> our model directory."""
     hf_dir = Path(hf_dir)
     if not hf_dir.is_dir():
@@ -637,24 +673,31 @@ def import_hf_dir(hf_dir: str | Path, out: str | Path, force: bool = False) -> P
                 f"{hf_dir}: tensor for {name} has shape {list(state[name].shape)} but config.json needs "
                 f"{list(tensor.shape)}: the weights do not belong to this config"
             )
+    refuse_non_finite(state, hf_dir)
     model.load_state_dict(state)
     inputs = {"hf_dir": {"path": str(hf_dir), "model_type": hf_config.model_type,
                          "sha256": {f.name: file_sha256(f) for f in [hf_dir / "config.json", *files]}}}
-    save_model_dir(out, model, tokenizer, made_by=f"convert --from-hf ({hf_config.model_type})", inputs=inputs)
-    print(f"converted {hf_dir} ({hf_config.model_type}) -> {out}: {model.num_params():,} parameters, "
-          f"vocab {config.vocab_size}, context {config.block_size}")
+    save_model_dir(out, model, tokenizer, made_by=f"convert --from-hf ({hf_config.model_type})", inputs=inputs,
+                   extra={"general": hf_general_metadata(hf_dir)})
+    if not quiet:
+        print(f"converted {hf_dir} ({hf_config.model_type}) -> {out}: {model.num_params():,} parameters, "
+              f"vocab {config.vocab_size}, context {config.block_size}")
     return Path(out)
 
 
-def export_hf_dir(model_dir: str | Path, out: str | Path, force: bool = False) -> Path:
+def export_hf_dir(model_dir: str | Path, out: str | Path, force: bool = False, quiet: bool = False) -> Path:
     """`lmsmith convert --to-hf`: our model directory -> a directory transformers loads with
     AutoModelForCausalLM and AutoTokenizer."""
     check_replaceable(Path(out), "hf-export", source=Path(model_dir), force=force)
     model, tokenizer = load_model_dir(model_dir)
     hf_family(model.config)  # refuse before any work
     hf_model = ours_to_hf_model(model, eot_id=tokenizer.eot_id)
-    hf_model.generation_config.bos_token_id = tokenizer.eot_id
-    hf_model.generation_config.eos_token_id = tokenizer.eot_id
+    bos = tokenizer.special_id("bos")
+    for config in (hf_model.config, hf_model.generation_config):  # the model's own BOS and PAD, where it has them
+        config.bos_token_id = tokenizer.eot_id if bos is None else bos
+        config.eos_token_id = tokenizer.eot_id
+        if tokenizer.special_id("pad") is not None:
+            config.pad_token_id = tokenizer.special_id("pad")
     with atomic_directory(out) as tmp:
         hf_model.save_pretrained(str(tmp))
         tokenizer.save(tmp)
@@ -666,7 +709,9 @@ def export_hf_dir(model_dir: str | Path, out: str | Path, force: bool = False) -
             counts={"parameters": model.num_params()}, files=files,
         )
         write_json(tmp / MANIFEST, manifest)
-    print(f"exported {model_dir} -> {out} as {type(hf_model).__name__}: loads with transformers.AutoModelForCausalLM")
+    if not quiet:
+        print(f"exported {model_dir} -> {out} as {type(hf_model).__name__}: "
+              "loads with transformers.AutoModelForCausalLM")
     return Path(out)
 
 
@@ -686,11 +731,9 @@ def run(config, inputs: dict, out: str | Path, *, quiet: bool = False, force: bo
     if from_gguf is not None:
         from lmsmith.interop.gguf_import import import_gguf
 
-        written = import_gguf(from_gguf, out, force=force)
+        written = import_gguf(from_gguf, out, force=force, quiet=quiet)
     elif from_hf is not None:
-        written = import_hf_dir(from_hf, out, force=force)
+        written = import_hf_dir(from_hf, out, force=force, quiet=quiet)
     else:
-        written = export_hf_dir(to_hf, out, force=force)
-    if not quiet:
-        print(f"converted {from_hf or to_hf or from_gguf} -> {written}")
-    return read_manifest(written)
+        written = export_hf_dir(to_hf, out, force=force, quiet=quiet)
+    return read_manifest(written)  # each direction has printed its one line of what it made

@@ -95,6 +95,11 @@ def config_from_gguf(file: GGUFFile, vocab_size: int) -> ModelConfig:
         raise UserError(f"{file.path}: architecture {file.arch!r} is not supported; lmsmith reads GGUF files of "
                         f"{', '.join(SUPPORTED)}")
     names = {t.name for t in file.reader.tensors}
+    for key in ("embedding_length", "attention.head_count", "context_length", "block_count", "feed_forward_length"):
+        value = file.arch_key(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise UserError(f"{file.path} lacks {file.arch}.{key} (or it is not a positive whole number): the file "
+                            "is incomplete; download it again, or convert the model from its Hugging Face folder")
     n_embd, heads = int(file.arch_key("embedding_length")), int(file.arch_key("attention.head_count"))
     common = dict(vocab_size=vocab_size, block_size=int(file.arch_key("context_length")),
                   n_layer=int(file.arch_key("block_count")), n_head=heads, n_embd=n_embd,
@@ -229,20 +234,67 @@ def tokenizer_from_gguf(file: GGUFFile):
     eos = file.get("tokenizer.ggml.eos_token_id")
     if not isinstance(eos, int) or not 0 <= eos < len(tokens):
         raise UserError(f"{file.path} names no end-of-text token (tokenizer.ggml.eos_token_id): it cannot end a text")
+    specials = special_tokens_from_gguf(file, tokens)
+    if specials.add_bos or specials.add_eos:  # so transformers, reading the directory, also puts them around a text
+        backend.post_processor = _bos_eos_processor(backend, specials, tokens[eos])
     template = file.get("tokenizer.chat_template")
-    return Tokenizer(backend, eot_token=tokens[eos], chat_template=template if isinstance(template, str) else None), \
-        len(tokens)
+    return Tokenizer(backend, eot_token=tokens[eos], chat_template=template if isinstance(template, str) else None,
+                     specials=specials), len(tokens)
+
+
+def special_tokens_from_gguf(file: GGUFFile, tokens: list[str]):
+    """BOS, PAD and UNK (by id) and the add-BOS/add-EOS flags of the file's tokenizer metadata."""
+    from lmsmith.text.tokenizer import SpecialTokens
+
+    def token(key: str) -> str | None:
+        token_id = file.get(f"tokenizer.ggml.{key}_token_id")
+        return tokens[token_id] if isinstance(token_id, int) and 0 <= token_id < len(tokens) else None
+
+    eos = token("eos")
+    bos = token("bos")
+    add_bos, add_eos = file.get("tokenizer.ggml.add_bos_token"), file.get("tokenizer.ggml.add_eos_token")
+    if bos == eos and not add_bos:
+        bos = None  # GPT-2's convention (BOS = end-of-text), as lmsmith writes it: no BOS of its own
+    return SpecialTokens(bos=bos, pad=token("padding"), unk=token("unknown"), add_bos=bool(add_bos) and bos is not None,
+                         add_eos=bool(add_eos))
+
+
+def _bos_eos_processor(backend, specials, eos: str):
+    from tokenizers import processors
+
+    before = [specials.bos] if specials.add_bos else []
+    after = [eos] if specials.add_eos else []
+    single = " ".join([*before, "$A", *after])
+    pair = " ".join([*before, "$A", *after, *before, "$B:1", *after])
+    tokens = [(t, backend.token_to_id(t)) for t in dict.fromkeys(before + after)]
+    return processors.TemplateProcessing(single=single, pair=pair, special_tokens=tokens)
+
+
+# The general.* keys that describe how the file itself is laid out, not the model: never carried.
+_LAYOUT_KEYS = {"general.architecture", "general.file_type", "general.quantization_version", "general.alignment"}
+
+
+def general_metadata(file: GGUFFile) -> dict:
+    """The file's general.* metadata about the model (name, license, author, ...), as plain values."""
+    out = {}
+    for key in file.reader.fields:
+        if key.startswith("general.") and key not in _LAYOUT_KEYS:
+            value = file.get(key)
+            if isinstance(value, (str, int, float, bool)) or (
+                    isinstance(value, list) and all(isinstance(v, (str, int, float)) for v in value)):
+                out[key.removeprefix("general.")] = value
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
 # The directory
 
 
-def import_gguf(path: str | Path, out: str | Path, force: bool = False) -> Path:
+def import_gguf(path: str | Path, out: str | Path, force: bool = False, quiet: bool = False) -> Path:
     """`lmsmith convert --from-gguf`: a GGUF file -> our model directory at `out`."""
     from lmsmith.core.manifest import file_sha256
     from lmsmith.core.output import check_replaceable
-    from lmsmith.model.directory import save_model_dir
+    from lmsmith.model.directory import refuse_non_finite, save_model_dir
     from lmsmith.model.sizes import check_model_fits
     from lmsmith.model.transformer import GPT
 
@@ -256,6 +308,7 @@ def import_gguf(path: str | Path, out: str | Path, force: bool = False) -> Path:
     config.check(f"{file.path}")
     check_model_fits(config, source=file.path)
     state = state_from_gguf(file.tensors(), config, file.arch)
+    refuse_non_finite(state, file.path)
     model = GPT(config)
     for name, tensor in model.state_dict().items():
         if tuple(state[name].shape) != tuple(tensor.shape):
@@ -265,7 +318,9 @@ def import_gguf(path: str | Path, out: str | Path, force: bool = False) -> Path:
     quant = file.get("general.file_type")
     inputs = {"gguf": {"path": str(file.path), "architecture": file.arch, "file_type": quant,
                        "sha256": file_sha256(file.path)}}
-    save_model_dir(out, model, tokenizer, made_by=f"convert --from-gguf ({file.arch})", inputs=inputs)
-    print(f"converted {file.path} ({file.arch}) -> {out}: {model.num_params():,} parameters, "
-          f"vocab {config.vocab_size}, context {config.block_size}")
+    save_model_dir(out, model, tokenizer, made_by=f"convert --from-gguf ({file.arch})", inputs=inputs,
+                   extra={"general": general_metadata(file)})
+    if not quiet:
+        print(f"converted {file.path} ({file.arch}) -> {out}: {model.num_params():,} parameters, "
+              f"vocab {config.vocab_size}, context {config.block_size}")
     return Path(out)

@@ -72,6 +72,15 @@ def save_model_dir(path: str | Path, model: GPT, tokenizer, made_by: str,
     return path
 
 
+def refuse_non_finite(state: dict[str, torch.Tensor], source: Path) -> None:
+    """Refuse converted weights holding NaN or infinity: the model could only ever write garbage, and every
+    later stage would refuse it anyway, far from the cause."""
+    for name, tensor in state.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise UserError(f"{source} holds non-finite weights (NaN or inf) in {name}: it is damaged or came from "
+                            "a run that diverged; convert a good copy")
+
+
 def read_model_config(path: str | Path) -> ModelConfig:
     path = resolve_model_dir(path)
     file = path / CONFIG

@@ -105,11 +105,14 @@ def read_metrics(run: Path) -> tuple[list[dict], list[dict]]:
     if not path.is_file():
         raise UserError(f"{run} has no metrics.jsonl: the run has not logged a step yet")
     train, val = [], []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
         try:
             record = json.loads(line)
         except json.JSONDecodeError:
             continue  # a line cut short by a crash
+        # A line that is not one of ours (garbage, another tool's, a damaged disk) is skipped like a cut one.
+        if not isinstance(record, dict) or not _is_number(record.get("step")):
+            continue
         if _is_number(record.get("val_loss")):
             val.append(record)
         elif _is_number(record.get("loss")):

@@ -96,6 +96,8 @@ class FinetuneConfig:
     dpo: DpoConfig = field(default_factory=DpoConfig)
 
     def check(self, where: str = "finetune") -> None:
+        if self.exact_match < 0:
+            raise ConfigError(f"{where}.exact_match must be 0 (off) or a number of prompts, got {self.exact_match}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ConfigError(f"{where}.val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.general_val_tokens < 2:

@@ -271,17 +271,79 @@ def render(source: str, messages: list[dict], *, eos_token: str, bos_token: str 
     and the `tojson` filter available, special tokens passed by name.
     """
     from jinja2 import TemplateError as JinjaError
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-    env.globals["raise_exception"] = _raise
-    env.filters["tojson"] = lambda value, indent=None: json.dumps(value, ensure_ascii=False, indent=indent)
+    env = _bounded_environment()
     try:
-        return env.from_string(source).render(messages=messages, eos_token=eos_token, bos_token=bos_token,
-                                              add_generation_prompt=add_generation_prompt, tools=tools)
+        pieces, size = [], 0
+        for piece in env.from_string(source).generate(messages=messages, eos_token=eos_token, bos_token=bos_token,
+                                                      add_generation_prompt=add_generation_prompt, tools=tools):
+            size += len(piece)
+            if size > MAX_RENDERED:
+                raise TemplateError(f"the model's chat template writes more than {MAX_RENDERED:,} characters: "
+                                    f"fix chat_template in {TOKENIZER_CONFIG}")
+            pieces.append(piece)
+        return "".join(pieces)
     except JinjaError as exc:
         raise TemplateError(f"the model's chat template failed ({exc}): "
                             f"fix chat_template in {TOKENIZER_CONFIG}") from None
+    except (RecursionError, MemoryError, OverflowError) as exc:
+        raise TemplateError(f"the model's chat template failed ({type(exc).__name__}): "
+                            f"fix chat_template in {TOKENIZER_CONFIG}") from None
+
+
+# A template is untrusted data, rendered by chat, serve and export: its work is bounded so that a hostile or
+# broken one fails in a line instead of hanging or exhausting memory. Real templates stay far below these.
+MAX_RENDERED = 10_000_000  # characters of output (a conversation of a long document is a few hundred thousand)
+MAX_LOOP_STEPS = 1_000_000  # steps of every range() of one rendering together (nested loops multiply)
+MAX_REPEATED = 10_000_000  # items of a string or list made by `*`, and digits of a number made by `**`
+
+
+def _bounded_environment():
+    from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError, safe_range
+
+    steps = 0
+
+    def counted(numbers):
+        nonlocal steps
+        for i in numbers:
+            steps += 1
+            if steps > MAX_LOOP_STEPS:
+                raise SecurityError(f"its loops take more than {MAX_LOOP_STEPS:,} steps")
+            yield i
+
+    class BoundedRange:
+        """range() as templates use it (iterated, reversed, measured), counting every step it gives."""
+
+        def __init__(self, *args):
+            self.numbers = safe_range(*args)
+
+        def __iter__(self):
+            return counted(self.numbers)
+
+        def __reversed__(self):
+            return counted(reversed(self.numbers))
+
+        def __len__(self):
+            return len(self.numbers)
+
+    class Bounded(ImmutableSandboxedEnvironment):
+        intercepted_binops = frozenset(["*", "**"])
+
+        def call_binop(self, context, operator, left, right):
+            if operator == "*":
+                for seq, n in ((left, right), (right, left)):
+                    if isinstance(seq, (str, list, tuple)) and isinstance(n, int) and len(seq) * n > MAX_REPEATED:
+                        raise SecurityError(f"it repeats a text or list to more than {MAX_REPEATED:,} items")
+            if operator == "**" and isinstance(left, int) and isinstance(right, int) and abs(left) > 1 and (
+                    right * max(abs(left), 2).bit_length() > MAX_REPEATED):
+                raise SecurityError("it raises a number to a power too large to compute")
+            return super().call_binop(context, operator, left, right)
+
+    env = Bounded(trim_blocks=True, lstrip_blocks=True)
+    env.globals["raise_exception"] = _raise
+    env.globals["range"] = BoundedRange
+    env.filters["tojson"] = lambda value, indent=None: json.dumps(value, ensure_ascii=False, indent=indent)
+    return env
 
 
 # ---------------------------------------------------------------------------------------------
@@ -347,4 +409,6 @@ def chat_format(tokenizer, where: str | Path, template: str | None = None) -> Ch
     if source is None:
         raise UserError(f"{where} has no chat template (no chat_template in its {TOKENIZER_CONFIG}): fine-tune it "
                         "with `lmsmith finetune --template chatml`, or pick one here with --template chatml|plain|raw")
-    return ChatFormat(source, tokenizer.eot_token, answer_end=find_answer_end(source, tokenizer))
+    specials = getattr(tokenizer, "specials", None)
+    return ChatFormat(source, tokenizer.eot_token, bos_token=(specials.bos if specials else None) or "",
+                      answer_end=find_answer_end(source, tokenizer))

@@ -68,10 +68,24 @@ _BYTE_OF_STAND_IN = _byte_level_stand_ins()
 # the tokenizer
 
 
-class Tokenizer:
-    """A trained tokenizer and its end-of-text token."""
+@dataclass(frozen=True)
+class SpecialTokens:
+    """The special tokens a model was trained with besides its end-of-text token, and whether its prompts
+    start with BOS or end with EOS. They travel with the model (tokenizer_config.json, GGUF metadata) so a
+    converted model is prompted as its makers prompted it. lmsmith's own tokenizers have none of them."""
 
-    def __init__(self, backend: HFTokenizer, eot_token: str = EOT, kind: str = "bpe", chat_template: str | None = None):
+    bos: str | None = None
+    pad: str | None = None
+    unk: str | None = None
+    add_bos: bool = False
+    add_eos: bool = False
+
+
+class Tokenizer:
+    """A trained tokenizer, its end-of-text token and the model's other special tokens."""
+
+    def __init__(self, backend: HFTokenizer, eot_token: str = EOT, kind: str = "bpe", chat_template: str | None = None,
+                 specials: SpecialTokens | None = None):
         self.backend = backend
         self.kind = kind
         self.eot_token = eot_token
@@ -80,8 +94,19 @@ class Tokenizer:
         if eot_id is None:
             raise UserError(f"the tokenizer has no end-of-text token {eot_token!r}: retrain it, or name its token")
         self.eot_id = eot_id
+        specials = specials or SpecialTokens()
+        for role in ("bos", "pad", "unk"):
+            token = getattr(specials, role)
+            if token is not None and backend.token_to_id(token) is None:
+                raise UserError(f"the tokenizer has no {role} token {token!r}: fix {role}_token in {TOKENIZER_CONFIG}")
+        self.specials = specials
         self._sha256: str | None = None
         self._byte_level: bool | None = None
+
+    def special_id(self, role: str) -> int | None:
+        """The id of the model's `role` token (bos, eos, pad, unk), or None if it has none."""
+        token = self.eot_token if role == "eos" else getattr(self.specials, role)
+        return None if token is None else self.backend.token_to_id(token)
 
     @property
     def vocab_size(self) -> int:
@@ -136,10 +161,16 @@ class Tokenizer:
         """Write tokenizer.json and a tokenizer_config.json naming the special tokens for transformers."""
         directory = Path(directory)
         write_text(directory / TOKENIZER_FILE, self._json())
+        specials = self.specials
         write_json(directory / TOKENIZER_CONFIG, {
             "tokenizer_class": "PreTrainedTokenizerFast",
             "eos_token": self.eot_token,
-            "bos_token": self.eot_token,
+            # A tokenizer of our own has no BOS; GPT-2's convention (BOS = end-of-text) is what transformers expects.
+            "bos_token": specials.bos or self.eot_token,
+            **({"pad_token": specials.pad} if specials.pad else {}),
+            **({"unk_token": specials.unk} if specials.unk else {}),
+            "add_bos_token": specials.add_bos,
+            "add_eos_token": specials.add_eos,
             "model_max_length": 1_000_000_000,
             # transformers would otherwise "tidy" spaces before punctuation on decode and break round trips
             "clean_up_tokenization_spaces": False,
@@ -194,17 +225,57 @@ def load_tokenizer(directory: str | Path) -> Tokenizer:
         raise UserError(
             f"{file} is not a valid tokenizer ({str(exc).splitlines()[0]}): retrain or restore it"
         ) from None
-    eot, kind = EOT, "bpe"
+    eot, kind, specials = EOT, "bpe", SpecialTokens()
     config_file = directory / TOKENIZER_CONFIG
     if config_file.is_file():
         config = read_json(config_file, fix="restore it or delete it")
-        eot = config.get("eos_token") or EOT
-        if isinstance(eot, dict):  # transformers may store AddedToken dicts
-            eot = eot.get("content", EOT)
+        eot = token_named(config.get("eos_token")) or EOT
         kind = config.get("lmsmith_kind", kind)
+        specials = special_tokens_of(config, backend, eot)
     from lmsmith.text.chat_template import read_chat_template
 
-    return Tokenizer(backend, eot_token=eot, kind=kind, chat_template=read_chat_template(directory))
+    return Tokenizer(backend, eot_token=eot, kind=kind, chat_template=read_chat_template(directory), specials=specials)
+
+
+def token_named(value) -> str | None:
+    """The token text of a tokenizer_config entry: a string, or the AddedToken dict transformers may store."""
+    if isinstance(value, dict):
+        value = value.get("content")
+    return value if isinstance(value, str) and value else None
+
+
+def special_tokens_of(config: dict, backend: HFTokenizer, eot: str) -> SpecialTokens:
+    """The BOS/PAD/UNK tokens and add-BOS/add-EOS flags a tokenizer_config.json (ours or a Hugging Face one)
+    names. A BOS equal to the end-of-text token is GPT-2's convention, not a token of its own. Without
+    add_bos_token the tokenizer.json's post-processor tells whether transformers puts BOS first."""
+    def known(key: str) -> str | None:
+        token = token_named(config.get(key))
+        return token if token is not None and backend.token_to_id(token) is not None else None
+
+    bos = known("bos_token")
+    add_bos, add_eos = config.get("add_bos_token"), config.get("add_eos_token")
+    if not isinstance(add_bos, bool) or not isinstance(add_eos, bool):
+        added = _post_processor_adds(backend)
+        add_bos = add_bos if isinstance(add_bos, bool) else bos is not None and added[0] == bos
+        add_eos = add_eos if isinstance(add_eos, bool) else added[1] == eot
+    if bos == eot and not add_bos:
+        bos = None
+    return SpecialTokens(bos=bos, pad=known("pad_token"), unk=known("unk_token"), add_bos=add_bos and bos is not None,
+                         add_eos=bool(add_eos))
+
+
+def _post_processor_adds(backend: HFTokenizer) -> tuple[str | None, str | None]:
+    """The special tokens a tokenizer.json's TemplateProcessing puts before and after a single text."""
+    post = json.loads(backend.to_str()).get("post_processor") or {}
+    parts = post.get("processors", [post]) if post.get("type") == "Sequence" else [post]
+    for part in parts:
+        if part.get("type") == "TemplateProcessing":
+            single = part.get("single") or []
+            names = [(item.get("SpecialToken") or {}).get("id") if "SpecialToken" in item else "$" for item in single]
+            first = names[0] if names and names[0] != "$" else None
+            last = names[-1] if names and names[-1] != "$" else None
+            return first, last
+    return None, None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ class TokenWindows:
 
     def __init__(self, tokens: TokensDir, split: str, block_size: int):
         self.block_size = block_size
+        self.split, self.path, self.vocab_size = split, tokens.path, tokens.vocab_size
         self.split_tokens = tokens.split_tokens(split)
         self.shards = [s for s in tokens.shards(split) if len(s) > block_size]
         counts = np.array([len(s) - block_size for s in self.shards], dtype=np.int64)
@@ -58,6 +59,11 @@ class TokenWindows:
         out = np.empty((len(windows), self.block_size + 1), dtype=np.int64)
         for row, (s, o) in enumerate(zip(shard, offset)):
             out[row] = self.shards[s][o:o + self.block_size + 1]
+        # A damaged shard (or one written by hand) can hold ids past the vocabulary: the embedding lookup would
+        # fail deep inside the model (or, on a GPU, corrupt it). Checking the drawn windows costs next to nothing.
+        if len(out) and int(out.max()) >= self.vocab_size:
+            raise UserError(f"the {self.split} split of {self.path} holds token id {int(out.max())}, beyond its "
+                            f"vocabulary of {self.vocab_size}: its shards are damaged; tokenize the data again")
         return torch.from_numpy(out)
 
 

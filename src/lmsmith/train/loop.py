@@ -30,7 +30,7 @@ import torch
 from lmsmith.core.config import ConfigError
 from lmsmith.core.errors import UserError
 from lmsmith.core.manifest import MANIFEST, file_sha256, read_manifest
-from lmsmith.core.output import directory_lock
+from lmsmith.core.output import LOCK, directory_lock
 from lmsmith.model.transformer import GPT
 from lmsmith.schema.train import TrainRecipe, plan_batch, recipe_to_dict, train_recipe_of
 from lmsmith.text.tokens_dir import TokensDir, open_tokens_dir
@@ -60,13 +60,20 @@ def open_data(recipe: TrainRecipe) -> tuple[TokensDir, object]:
     return tokens, tokenizer
 
 
-def prepare_run_dir(run_dir: Path, resume: str | None, data: str) -> Path | None:
-    """Check the run directory; return the checkpoint to resume from (None: a fresh start)."""
+def check_run_path(run_dir: Path, data: str) -> None:
+    """Refuse a run path no run may be written at (checked before the lock, which creates the directory)."""
     if Path(data).resolve() == run_dir.resolve():
         raise UserError(f"out={run_dir} is the tokens directory: choose another out=")
-    if run_dir.is_file():
+    if run_dir.is_symlink() and not run_dir.exists():
+        raise UserError(f"out={run_dir} is a link to nothing: remove the link or choose another out= directory")
+    if run_dir.exists() and not run_dir.is_dir():
         raise UserError(f"out={run_dir} is a file: give a directory for the run")
-    if run_dir.is_dir() and any(run_dir.iterdir()):
+
+
+def prepare_run_dir(run_dir: Path, resume: str | None, data: str) -> Path | None:
+    """Check the run directory (under its lock); return the checkpoint to resume from (None: a fresh start)."""
+    check_run_path(run_dir, data)
+    if run_dir.is_dir() and any(p.name != LOCK for p in run_dir.iterdir()):  # our own lock is already there
         read_manifest(run_dir, STAGE, fix=f"choose a new out= directory; {run_dir} is kept as it is")
     if resume is not None:
         found = ckpt.find_checkpoint(run_dir, resume)
@@ -151,10 +158,14 @@ def _train(recipe: TrainRecipe, info: DistInfo, resume: str | None, quiet: bool)
     plan = plan_batch(cfg, recipe.model.block_size, info.world_size)
     train_windows = TokenWindows(tokens, "train", recipe.model.block_size)
     val_windows = TokenWindows(tokens, "val", recipe.model.block_size)
-    resume_from = prepare_run_dir(run_dir, resume, recipe.data)
-    barrier(info)  # every rank has looked at the run directory before rank 0 writes to it
-    # One run at a time writes a run directory: a second would mix its checkpoints into this one's.
+    # One run at a time writes a run directory: a second would mix its checkpoints into this one's. The lock
+    # comes before any look at the directory: a run checked first could find it empty, wait while another run
+    # finishes there, then take the lock and train over the finished run.
+    check_run_path(run_dir, recipe.data)
     with directory_lock(run_dir, "training run") if info.is_main else contextlib.nullcontext():
+        barrier(info)  # rank 0 holds the lock before any rank looks at the run directory
+        resume_from = prepare_run_dir(run_dir, resume, recipe.data)
+        barrier(info)  # every rank has looked at the run directory before rank 0 writes to it
         precision = resolve_precision(cfg.precision, info.device)
         model, _ = build_model(recipe, info, precision, quiet)
         job = TrainingJob(

@@ -23,12 +23,15 @@ def truncate_after(path: Path, step: int) -> None:
     if not path.is_file():
         return
     kept = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
         try:
-            if json.loads(line).get("step", 0) <= step:
-                kept.append(line)
+            record = json.loads(line)
         except json.JSONDecodeError:
-            pass  # a line cut short by a crash
+            continue  # a line cut short by a crash
+        # Only lines of ours survive a resume: garbage would stop every later reader of the file.
+        number = record.get("step", 0) if isinstance(record, dict) else None
+        if isinstance(number, (int, float)) and not isinstance(number, bool) and number <= step:
+            kept.append(line)
     write_text(path, "".join(f"{line}\n" for line in kept))
 
 
