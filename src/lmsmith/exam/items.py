@@ -106,8 +106,8 @@ def check_item(item: Item, folder: Path) -> None:
         f["answer"] = json.dumps(f["answer"]) if not isinstance(f["answer"], (int, float)) else str(f["answer"])
 
 
-def read_task(path: str | Path) -> Task:
-    """The items of one JSONL file, in file order; skipped lines stay as None."""
+def read_task(path: str | Path, limit: int | None = None) -> Task:
+    """The items of one JSONL file, in file order (the first `limit` lines that hold one); skipped lines stay None."""
     path = Path(path)
     task = Task(path.stem, path)
     try:
@@ -117,6 +117,8 @@ def read_task(path: str | Path) -> Task:
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
+        if limit is not None and len(task.items) == limit:
+            break
         where = f"{path}:{number}"
         try:
             fields = json.loads(line)

@@ -46,7 +46,7 @@ def read_tasks(cfg: ExamConfig, quiet: bool) -> list[Task]:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         for path in task_files(cfg.tasks):
-            tasks.append(read_task(path))
+            tasks.append(read_task(path, cfg.limit))
     if not quiet:
         import sys
 

@@ -12,6 +12,7 @@ class ExamConfig:
     """The `exam:` section of a recipe, and the settings of `lmsmith exam`."""
 
     tasks: list[str] = field(default_factory=list)  # JSONL task files, or folders of them
+    limit: int | None = None  # score only the first N items of each task (a quick look; null: all)
     max_new_tokens: int = 128  # the longest answer a generated item may get
     temperature: float = 0.8  # of the samples of an item with `samples: k` (one sample is always greedy)
     pass_k: int = 1  # items with samples: report pass@k (at most the item's samples)
@@ -26,6 +27,8 @@ class ExamConfig:
     device: str = "auto"
 
     def check(self, where: str = "exam") -> None:
+        if self.limit is not None and self.limit < 1:
+            raise ConfigError(f"{where}.limit must be at least 1 (or null for every item), got {self.limit}")
         for name in ("max_new_tokens", "pass_k", "batch_size", "memory_mb"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{where}.{name} must be at least 1, got {getattr(self, name)}")
