@@ -123,7 +123,7 @@ def test_the_shipped_tasks_read_and_their_references_are_right():
 
     sql = read_task(EXAMS / "sql.jsonl").scored
     assert len(sql) == 200 and all(check_sql(item, item.fields["sql"]) == 1.0 for item in sql[:50])
-    solutions = ["    return a + b\n", "    return n % 2 == 0\n", "    return text[::-1]\n", "    return max(numbers)\n",
-                 "    return sum(c in 'aeiou' for c in text)\n"]
+    solutions = ["    return a + b\n", "    return n % 2 == 0\n", "    return text[::-1]\n",
+                 "    return max(numbers)\n", "    return sum(c in 'aeiou' for c in text)\n"]
     for item, solution in zip(read_task(EXAMS / "python.jsonl").scored, solutions):
         assert check_python(item, solution) == 1.0 and check_python(item, "    return None\n") == 0.0
