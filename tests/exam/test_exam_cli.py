@@ -127,3 +127,13 @@ def test_the_shipped_tasks_read_and_their_references_are_right():
                  "    return max(numbers)\n", "    return sum(c in 'aeiou' for c in text)\n"]
     for item, solution in zip(read_task(EXAMS / "python.jsonl").scored, solutions):
         assert check_python(item, solution) == 1.0 and check_python(item, "    return None\n") == 0.0
+
+
+def test_choices_sharing_their_question_score_as_if_each_were_whole(model_dir):
+    """The shared path (the question once into a KV cache) against whole sequences, one at a time."""
+    questions = ["1+2=", "a much longer question than the others?", "x"]
+    pairs = [(q, " " + c) for q in questions for c in ("3", "yes no", "abc def ghi")] + [("solo", " one")]
+    shared = LocalModel(model_dir, ExamConfig(batch_size=5)).loglikelihoods(pairs)
+    whole = LocalModel(model_dir, ExamConfig(batch_size=1))
+    single = [whole.loglikelihoods([pair])[0] for pair in pairs]
+    assert shared == pytest.approx(single, abs=1e-4)

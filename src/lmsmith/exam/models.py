@@ -82,13 +82,27 @@ class LocalModel:
         return whole[:len(head)], whole[len(head):]
 
     def loglikelihoods(self, pairs: list[tuple[str, str]]) -> list[float]:
+        """Continuations of one context (a question's choices) share its forward pass; the rest go whole."""
+        encoded = [self.encode_pair(c, x) for c, x in pairs]
+        by_context: dict[tuple, list[int]] = {}
+        for i, (head, _) in enumerate(encoded):
+            by_context.setdefault(tuple(head), []).append(i)
+        block = self.model.config.block_size
+        shared = [rows for head, rows in by_context.items()
+                  if len(rows) > 1 and len(head) + max(len(encoded[i][1]) for i in rows) <= block]
+        in_shared = {i for rows in shared for i in rows}
+        results = [0.0] * len(encoded)
+        self._score_whole(encoded, [i for i in range(len(encoded)) if i not in in_shared], results)
+        self._score_shared(encoded, shared, results)
+        return results
+
+    def _score_whole(self, encoded, indices: list[int], results: list[float]) -> None:
+        """Each (context, continuation) as one sequence, batched; a sequence past the context keeps its end."""
         import torch
 
-        encoded = [self.encode_pair(c, x) for c, x in pairs]
         block = self.model.config.block_size
         # Longest first, so each batch pads little; the results go back in the order asked.
-        order = sorted(range(len(encoded)), key=lambda i: -sum(map(len, encoded[i])))
-        results = [0.0] * len(encoded)
+        order = sorted(indices, key=lambda i: -sum(map(len, encoded[i])))
         size = self.config.batch_size
         for first in range(0, len(order), size):
             rows = order[first:first + size]
@@ -104,7 +118,46 @@ class LocalModel:
                 targets = torch.tensor(seq[-n:])
                 positions = torch.arange(len(seq) - 1 - n, len(seq) - 1)
                 results[i] = float(logprobs[r, positions, targets].sum())
-        return results
+
+    def _score_shared(self, encoded, groups: list[list[int]], results: list[float]) -> None:
+        """Each context once into a KV cache, the cache copied to its continuations, which then go in one pass."""
+        groups = sorted(groups, key=lambda rows: -len(encoded[rows[0]][0]))
+        chunk: list[list[int]] = []
+        for n, rows in enumerate(groups):
+            chunk.append(rows)
+            last = n == len(groups) - 1
+            if last or sum(map(len, chunk)) + len(groups[n + 1]) > self.config.batch_size:
+                self._score_chunk(encoded, chunk, results)
+                chunk = []
+
+    def _score_chunk(self, encoded, chunk: list[list[int]], results: list[float]) -> None:
+        import torch
+
+        from lmsmith.model.decoding import left_pad
+        from lmsmith.model.transformer import KVCache
+
+        heads = [encoded[rows[0]][0] for rows in chunk]
+        tails = [encoded[i][1] for rows in chunk for i in rows]
+        owner = torch.tensor([g for g, rows in enumerate(chunk) for _ in rows], device=self.device)
+        tokens, pad = left_pad(heads, self.device)
+        param = next(self.model.parameters())
+        longest_tail = max(len(t) for t in tails)
+        cache = KVCache(self.model.config, len(chunk), tokens.size(1) + longest_tail, self.device, param.dtype,
+                        pad=pad)
+        inputs = torch.zeros(len(tails), longest_tail, dtype=torch.long)
+        for r, tail in enumerate(tails):
+            inputs[r, :len(tail)] = torch.tensor(tail)
+        with torch.inference_mode():
+            first = self.model(tokens, cache=cache, last_only=True).logits[:, -1].float().log_softmax(-1)
+            cache.keys = [k[owner] for k in cache.keys]
+            cache.values = [v[owner] for v in cache.values]
+            cache.pad = cache.pad[owner] if cache.pad is not None else None
+            rest = self.model(inputs.to(self.device), cache=cache).logits.float().log_softmax(-1)
+        first, rest = first[owner].cpu(), rest.cpu()
+        for r, i in enumerate(i for rows in chunk for i in rows):
+            tail = torch.tensor(tails[r])
+            total = first[r, tail[0]] + rest[r, torch.arange(len(tail) - 1), tail[1:]].sum()
+            results[i] = float(total)
 
     # -- answers
 
