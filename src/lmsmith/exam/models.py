@@ -56,16 +56,21 @@ def open_model(name: str, config: ExamConfig) -> ExamModel:
 class LocalModel:
     """A model directory or run, scored in batches on this machine's device."""
 
-    def __init__(self, path: str | Path, config: ExamConfig):
+    def __init__(self, path: str | Path, config: ExamConfig, loaded: tuple | None = None):
+        """`loaded`: a (model, tokenizer) already in memory (fine-tuning's, before and after), instead of `path`."""
         from lmsmith.core.device import pick_device
         from lmsmith.model.directory import load_model_dir, resolve_model_dir
 
         self.name = str(path)
         self.config = config
+        self._chat = None
+        if loaded is not None:
+            self.path, (self.model, self.tokenizer) = Path(path), loaded
+            self.device = next(self.model.parameters()).device
+            return
         self.path = resolve_model_dir(path)
         self.device = pick_device(config.device)
         self.model, self.tokenizer = load_model_dir(self.path, self.device)
-        self._chat = None
 
     # -- log-likelihoods
 
