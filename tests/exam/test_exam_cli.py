@@ -137,3 +137,18 @@ def test_choices_sharing_their_question_score_as_if_each_were_whole(model_dir):
     whole = LocalModel(model_dir, ExamConfig(batch_size=1))
     single = [whole.loglikelihoods([pair])[0] for pair in pairs]
     assert shared == pytest.approx(single, abs=1e-4)
+
+
+def test_a_hugging_face_directory_is_converted_on_the_way_in(model_dir, tasks, tmp_path, capsys):
+    pytest.importorskip("transformers")
+    choice, _ = tasks
+    assert main(["convert", "--to-hf", str(model_dir), "-o", str(tmp_path / "hf"), "--quiet"]) == 0
+    assert main(["exam", str(model_dir), str(tmp_path / "hf"), "--tasks", str(choice), "-o", str(tmp_path / "exam"),
+                 "--quiet"]) == 0
+    capsys.readouterr()
+    record = json.loads((tmp_path / "exam" / "exam.json").read_text())["models"]
+    ours, theirs = record[str(model_dir)]["choice"], record[str(tmp_path / "hf")]["choice"]
+    assert ours["item_scores"] == theirs["item_scores"]
+    for a, b in zip(ours["items"], theirs["items"]):
+        assert (a is None) == (b is None) and (a is None or a["loglikelihoods"] == pytest.approx(b["loglikelihoods"],
+                                                                                                 abs=1e-4))

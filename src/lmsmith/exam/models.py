@@ -44,9 +44,39 @@ class ExamModel(Protocol):
 
 
 def open_model(name: str, config: ExamConfig) -> ExamModel:
+    """A server URL, a GGUF file or a Hugging Face directory (converted on the way in), or our own model."""
     if name.startswith(("http://", "https://")):
         return ServerModel(name, config)
+    path = Path(name).expanduser()
+    if path.is_file() and path.suffix == ".gguf" or is_hf_dir(path):
+        return LocalModel(name, config, loaded=converted(path))
     return LocalModel(name, config)
+
+
+def is_hf_dir(path: Path) -> bool:
+    """A Hugging Face model directory: its config.json names a model_type (ours does not)."""
+    try:
+        return path.is_dir() and "model_type" in json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, TypeError):
+        return False
+
+
+def converted(path: Path) -> tuple:
+    """(model, tokenizer) of a GGUF file or a Hugging Face directory, as `lmsmith convert` makes them."""
+    import tempfile
+
+    from lmsmith.model.directory import load_model_dir
+
+    with tempfile.TemporaryDirectory(prefix="lmsmith-exam-") as tmp:
+        if path.is_file():
+            from lmsmith.interop.gguf_import import import_gguf
+
+            import_gguf(path, Path(tmp) / "model")
+        else:
+            from lmsmith.interop.convert import import_hf_dir
+
+            import_hf_dir(path, Path(tmp) / "model")
+        return load_model_dir(Path(tmp) / "model")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -67,6 +97,9 @@ class LocalModel:
         if loaded is not None:
             self.path, (self.model, self.tokenizer) = Path(path), loaded
             self.device = next(self.model.parameters()).device
+            if self.device.type == "cpu" and config.device != "cpu":
+                self.device = pick_device(config.device)
+                self.model.to(self.device)
             return
         self.path = resolve_model_dir(path)
         self.device = pick_device(config.device)

@@ -248,7 +248,8 @@ def exam_scores(model, tokenizer, recipe: FinetuneRecipe) -> dict | None:
     from lmsmith.exam.stage import finite
     from lmsmith.schema.exam import ExamConfig
 
-    config = ExamConfig(tasks=[recipe.finetune.exam], template=recipe.finetune.template, chat=True)
+    config = ExamConfig(tasks=[recipe.finetune.exam], template=recipe.finetune.template, chat=True,
+                        device=str(next(model.parameters()).device))
     was_training = model.training
     model.eval()
     try:
