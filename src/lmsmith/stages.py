@@ -264,7 +264,7 @@ EXAM = Stage(
            Flag("--timeout", "exam.timeout", "seconds a Python item's tests may run"),
            Flag("--seed", "exam.seed"), Flag("--device", "exam.device")),
     options=(Option("--json", "print one JSON object instead of the table", dest="as_json", boolean=True),),
-    output_help="also write exam.json (every item's output and score) and its manifest here",
+    output_help="also write exam.json (every item's output and score), exam.html and a manifest here",
 )
 
 REPORT = Stage(

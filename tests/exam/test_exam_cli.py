@@ -67,7 +67,12 @@ def test_exam_scores_two_models_side_by_side_and_keeps_every_item(tasks, model_d
     assert mine["mixed"]["metric"] == "score" and mine["choice"]["metric"] == "acc"
     assert {c["task"] for c in record["comparisons"]} == {"choice", "mixed"}
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["stage"] == "exam" and "exam.json" in manifest["files"]
+    assert manifest["stage"] == "exam" and {"exam.json", "exam.html"} <= set(manifest["files"])
+    page = (out / "exam.html").read_text()
+    firsts = mine["choice"]["item_scores"]
+    seconds = record["models"][str(other_model_dir)]["choice"]["item_scores"]
+    wins = sum(a is not None and a > b for a, b in zip(firsts, seconds))
+    assert f"choice: {wins} items {model_dir} got right and {other_model_dir} did not" in page
 
 
 def test_multiple_choice_is_scored_by_the_models_own_log_likelihoods(tasks, model_dir, tmp_path, capsys):

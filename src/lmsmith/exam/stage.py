@@ -3,7 +3,8 @@
 Every model answers the same items. The table puts models in rows and tasks in columns, each
 score with its standard error and item count; with two models or more, each later model is
 compared with the first on the same items (a paired test), so a difference smaller than the
-noise is called that. `-o DIR` keeps every item's output and score (exam.json) with a manifest;
+noise is called that. `-o DIR` keeps every item's output and score (exam.json), a page with the
+table and the items where the models disagree (exam.html), and a manifest;
 `--json` prints the one object scripts rely on:
 
     {"models": {MODEL: {TASK: {"metric", "score", "stderr", "n", "item_scores": [...]}}}}
@@ -21,12 +22,14 @@ from lmsmith.core.atomic import write_json
 from lmsmith.core.errors import UserError
 from lmsmith.exam.items import Task, read_task, task_files
 from lmsmith.exam.models import open_model
+from lmsmith.exam.page import exam_page
 from lmsmith.exam.scoring import TaskResult, score_task
 from lmsmith.exam.stats import paired_test
 from lmsmith.schema.exam import ExamConfig
 
 STAGE = "exam"
 EXAM_JSON = "exam.json"
+EXAM_HTML = "exam.html"
 
 
 def finite(value):
@@ -153,6 +156,7 @@ def run(config, inputs: dict, out: str | Path | None = None, *, quiet: bool = Fa
     if out is not None:
         with stage_directory(out, STAGE, reads=local + [str(t.path) for t in tasks]) as tmp:
             write_json(tmp / EXAM_JSON, record)
+            (tmp / EXAM_HTML).write_text(exam_page(record, comparison_lines(record["comparisons"])), encoding="utf-8")
             counts = {f"{m} {t}": {"score": r["score"], "n": r["n"]} for m, by in record["models"].items()
                       for t, r in by.items()}
             write_manifest(tmp, STAGE, config=dataclasses.asdict(cfg), counts=counts,
