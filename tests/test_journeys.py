@@ -63,7 +63,7 @@ def journey(corpus, tmp_path_factory):
     return work
 
 
-def test_the_sql_assistant_pretrains_fine_tunes_scores_and_exports(journey, corpus, capsys):
+def test_the_sql_assistant_pretrains_fine_tunes_scores_and_exports(journey, corpus, capsys, tmp_path):
     assert main(["build", "sql-assistant", "-o", str(journey), *tiny_sql_assistant(corpus)]) == 0
     out = capsys.readouterr().out
     steps = ["curate", "tokenizer", "tokenize", "train", "eval", "sql", "exam", "export"]
@@ -79,6 +79,9 @@ def test_the_sql_assistant_pretrains_fine_tunes_scores_and_exports(journey, corp
     assert model.endswith(str(Path("runs") / "sql" / "model")) and by_task["sql"]["metric"] == "execution_accuracy"
     assert by_task["sql"]["n"] == 4 and "exact_match" in by_task["sql"]["side"]
     assert "sql (n=4)" in out and "execution_accuracy" in out
+    assert main(["report", str(journey), "-o", str(tmp_path / "report"), "--quiet"]) == 0
+    page = (tmp_path / "report" / "report.html").read_text()
+    assert "<h2>Exam (exam)</h2>" in page and "sql (execution_accuracy, n=4)" in page
     resolved = yaml.safe_load((journey / "recipe.yaml").read_text())
     assert list(resolved["steps"]) == steps and resolved["steps"]["sql"]["finetune"]["data"].endswith("train.jsonl")
 
