@@ -78,6 +78,7 @@ def test_the_sql_assistant_pretrains_fine_tunes_scores_and_exports(journey, corp
     (model, by_task), = exam["models"].items()
     assert model.endswith(str(Path("runs") / "sql" / "model")) and by_task["sql"]["metric"] == "execution_accuracy"
     assert by_task["sql"]["n"] == 4 and "exact_match" in by_task["sql"]["side"]
+    assert by_task["sql"]["contaminated"] == 0  # checked (its base's curated data, its own SQL data); short questions
     assert "sql (n=4)" in out and "execution_accuracy" in out
     assert main(["report", str(journey), "-o", str(tmp_path / "report"), "--quiet"]) == 0
     page = (tmp_path / "report" / "report.html").read_text()

@@ -263,7 +263,9 @@ EXAM = Stage(
            Flag("--batch-size", "exam.batch_size", "items per forward pass"),
            Flag("--timeout", "exam.timeout", "seconds a Python item's tests may run"),
            Flag("--seed", "exam.seed"), Flag("--device", "exam.device")),
-    options=(Option("--json", "print one JSON object instead of the table", dest="as_json", boolean=True),),
+    options=(Option("--json", "print one JSON object instead of the table", dest="as_json", boolean=True),
+             Option("--decontaminated", "score without the items whose 13-grams are in the model's training data",
+                    boolean=True)),
     output_help="also write exam.json (every item's output and score), exam.html and a manifest here",
 )
 

@@ -31,6 +31,11 @@ class TaskResult:
     item_scores: list[float | None]  # file order; None for a skipped line
     items: list[dict | None]  # what each item got: outputs, scores
     side: dict[str, list[float | None]] = field(default_factory=dict)  # side metric -> per-item values
+    contaminated: list[bool] | None = None  # per item: 13-grams in the training data; None: not checked
+
+    @property
+    def contaminated_count(self) -> int | None:
+        return None if self.contaminated is None else sum(self.contaminated)
 
     @property
     def scored(self) -> list[float]:

@@ -71,7 +71,8 @@ def comparisons(results: dict[str, dict[str, TaskResult]]) -> list[dict]:
 
 def exam_record(results: dict[str, dict[str, TaskResult]], compared: list[dict], cfg: ExamConfig) -> dict:
     """exam.json: the scripts' object, plus every item's outputs, the side metrics and the comparisons."""
-    models = {model: {task: {**r.summary(), "side": r.side_summary(), "items": r.items}
+    models = {model: {task: {**r.summary(), "side": r.side_summary(), "contaminated": r.contaminated_count,
+                             "items": r.items}
                       for task, r in by_task.items()} for model, by_task in results.items()}
     return finite({"models": models, "comparisons": compared, "config": dataclasses.asdict(cfg)})
 
@@ -130,11 +131,43 @@ def print_record(record: dict) -> None:
 
     console = Console(highlight=False)
     console.print(exam_table(record))
-    for line in comparison_lines(record.get("comparisons", [])):
+    for line in comparison_lines(record.get("comparisons", [])) + contamination_lines(record):
         console.print(line)
 
 
-def run(config, inputs: dict, out: str | Path | None = None, *, quiet: bool = False, as_json: bool = False) -> dict:
+def mark_contaminated(model, tasks: list[Task], results: dict[str, TaskResult], decontaminated: bool) -> None:
+    """Flag items whose 13-grams are in the model's training text; with `decontaminated`, score without them."""
+    from lmsmith.exam.contamination import flagged, training_sources
+
+    path = getattr(model, "path", None)
+    sources = training_sources(path) if path is not None else []
+    if not sources:
+        return
+    hits = flagged([item for task in tasks for item in task.items], sources)
+    at = 0
+    for task in tasks:
+        mine, at = hits[at:at + len(task.items)], at + len(task.items)
+        result = results[task.name]
+        result.contaminated = mine
+        for k, hit in enumerate(mine):
+            if hit and result.items[k] is not None:
+                result.items[k]["contaminated"] = True
+                if decontaminated:
+                    result.item_scores[k] = None
+
+
+def contamination_lines(record: dict) -> list[str]:
+    lines = []
+    for model, by_task in record["models"].items():
+        for task, r in by_task.items():
+            if r.get("contaminated"):
+                lines.append(f"{model} on {task}: {r['contaminated']} items possibly contaminated (13 words in a row "
+                             "also in its training data); --decontaminated scores without them")
+    return lines
+
+
+def run(config, inputs: dict, out: str | Path | None = None, *, quiet: bool = False, as_json: bool = False,
+        decontaminated: bool = False) -> dict:
     """The exam stage: every model in `inputs["models"]` on every task of `config.exam.tasks`."""
     from lmsmith.core.output import check_output, input_record, stage_directory, write_manifest
 
@@ -152,6 +185,7 @@ def run(config, inputs: dict, out: str | Path | None = None, *, quiet: bool = Fa
     for name in models:
         model = open_model(name, cfg)
         results[name] = {task.name: score_task(model, task, cfg) for task in tasks}
+        mark_contaminated(model, tasks, results[name], decontaminated)
     record = exam_record(results, comparisons(results), cfg)
     if out is not None:
         with stage_directory(out, STAGE, reads=local + [str(t.path) for t in tasks]) as tmp:
