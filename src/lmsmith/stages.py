@@ -255,6 +255,7 @@ EXAM = Stage(
             Input("tasks", "JSONL task files, or folders of them", flag="--tasks", many=True, required=False,
                   metavar="TASK", key="exam.tasks")),
     flags=(Flag("--limit", "exam.limit", "score only the first N items of each task"),
+           Flag("--lm-eval", "exam.lm_eval", "also run lm-evaluation-harness tasks (comma-separated, repeatable)"),
            Flag("--max-new-tokens", "exam.max_new_tokens"),
            Flag("--temperature", "exam.temperature", "of the samples of items with samples: k"),
            Flag("--pass-k", "exam.pass_k", "report pass@k of items with samples"),

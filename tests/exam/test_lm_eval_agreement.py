@@ -71,3 +71,18 @@ def test_multiple_choice_agrees_with_lm_evaluation_harness_item_for_item(model_d
     torch.set_num_threads(1)
     hf = harness_scores(("hf", f"pretrained={tmp_path / 'hf'},dtype=float32,device=cpu,batch_size=8"), tmp_path, task)
     assert hf == ours
+
+
+def test_lm_eval_tasks_run_through_the_exam(model_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    data = write_jsonl(tmp_path / "choice.jsonl", items())
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    harness = harness_task(tasks, data)
+    assert main(["exam", str(model_dir), "--tasks", str(data), "--lm-eval", harness, f"exam.lm_eval_include={tasks}",
+                 "--json", "--quiet"]) == 0
+    by_task = json.loads(capsys.readouterr().out)["models"][str(model_dir)]
+    assert by_task[f"lm-eval:{harness}"]["item_scores"] == by_task["choice"]["item_scores"]
+    assert by_task[f"lm-eval:{harness}"]["metric"] == "acc"
+    assert main(["exam", str(model_dir), "--lm-eval", "no_such_task", f"exam.lm_eval_include={tasks}"]) == 2
+    assert "--lm-eval no_such_task: lm-evaluation-harness has no such task" in capsys.readouterr().err

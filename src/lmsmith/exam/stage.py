@@ -20,6 +20,7 @@ from pathlib import Path
 
 from lmsmith.core.atomic import write_json
 from lmsmith.core.errors import UserError
+from lmsmith.core.extras import require
 from lmsmith.exam.items import Task, read_task, task_files
 from lmsmith.exam.models import open_model
 from lmsmith.exam.page import exam_page
@@ -156,6 +157,33 @@ def mark_contaminated(model, tasks: list[Task], results: dict[str, TaskResult], 
                     result.item_scores[k] = None
 
 
+def harness_results(model, names: list[str], cfg: ExamConfig) -> dict[str, TaskResult]:
+    """lm-evaluation-harness's own tasks on `model` (wrapped as its LM class): each document's score, in order."""
+    from lmsmith.exam.harness import harness_lm
+
+    evaluator = require("lm_eval", extra="dev", package="lm-eval", purpose="--lm-eval")
+    from lm_eval.tasks import TaskManager
+
+    manager = TaskManager(include_path=cfg.lm_eval_include) if cfg.lm_eval_include else TaskManager()
+    unknown = [n for n in names if n not in manager.all_tasks]
+    if unknown:
+        raise UserError(f"--lm-eval {unknown[0]}: lm-evaluation-harness has no such task: check the name "
+                        "(`lm_eval ls tasks`), or point exam.lm_eval_include at a folder of task YAMLs")
+    found = evaluator.simple_evaluate(model=harness_lm(model), tasks=names, task_manager=manager, log_samples=True,
+                                      limit=cfg.limit, random_seed=cfg.seed, numpy_random_seed=cfg.seed,
+                                      torch_random_seed=cfg.seed, fewshot_random_seed=cfg.seed)
+    results = {}
+    for name, samples in found["samples"].items():
+        samples = sorted(samples, key=lambda s: s["doc_id"])
+        metric = next((m for m in ("acc", "exact_match") if m in samples[0]),
+                      next(k for k, v in samples[0].items() if isinstance(v, (int, float)) and k != "doc_id"))
+        scores = [float(s[metric]) for s in samples]
+        items = [{"where": f"lm-eval {name} doc {s['doc_id']}", "kind": "lm-eval", "score": score,
+                  **{k: s[k] for k in ("acc_norm",) if k in s}} for s, score in zip(samples, scores)]
+        results[f"lm-eval:{name}"] = TaskResult(f"lm-eval:{name}", metric, scores, items)
+    return results
+
+
 def contamination_lines(record: dict) -> list[str]:
     lines = []
     for model, by_task in record["models"].items():
@@ -177,7 +205,8 @@ def run(config, inputs: dict, out: str | Path | None = None, *, quiet: bool = Fa
     twice = next((m for m in models if models.count(m) > 1), None)
     if twice:
         raise UserError(f"the model {twice} is named twice: name each model once")
-    tasks = read_tasks(cfg, quiet or as_json)
+    harness_tasks = [name for given in cfg.lm_eval for name in given.split(",") if name]
+    tasks = read_tasks(cfg, quiet or as_json) if cfg.tasks or not harness_tasks else []
     local = [m for m in models if not m.startswith(("http://", "https://"))]
     if out is not None:  # refuse a bad -o before minutes of scoring
         check_output(out, STAGE, reads=local + [str(t.path) for t in tasks])
@@ -186,6 +215,8 @@ def run(config, inputs: dict, out: str | Path | None = None, *, quiet: bool = Fa
         model = open_model(name, cfg)
         results[name] = {task.name: score_task(model, task, cfg) for task in tasks}
         mark_contaminated(model, tasks, results[name], decontaminated)
+        if harness_tasks:
+            results[name].update(harness_results(model, harness_tasks, cfg))
     record = exam_record(results, comparisons(results), cfg)
     if out is not None:
         with stage_directory(out, STAGE, reads=local + [str(t.path) for t in tasks]) as tmp:

@@ -12,6 +12,8 @@ class ExamConfig:
     """The `exam:` section of a recipe, and the settings of `lmsmith exam`."""
 
     tasks: list[str] = field(default_factory=list)  # JSONL task files, or folders of them
+    lm_eval: list[str] = field(default_factory=list)  # lm-evaluation-harness tasks (hellaswag, arc_easy, ...)
+    lm_eval_include: str | None = None  # a folder of the harness's task YAMLs (local, offline tasks)
     limit: int | None = None  # score only the first N items of each task (a quick look; null: all)
     max_new_tokens: int = 128  # the longest answer a generated item may get
     temperature: float = 0.8  # of the samples of an item with `samples: k` (one sample is always greedy)
