@@ -194,10 +194,26 @@ def contamination_lines(record: dict) -> list[str]:
     return lines
 
 
+def write_output(out: Path, record: dict, cfg: ExamConfig, models: list[str], local: list[str],
+                 tasks: list[Task]) -> None:
+    """exam.json, exam.html and the manifest, replacing `out` as a whole."""
+    from lmsmith.core.output import input_record, stage_directory, write_manifest
+
+    with stage_directory(out, STAGE, reads=local + [str(t.path) for t in tasks]) as tmp:
+        write_json(tmp / EXAM_JSON, record)
+        (tmp / EXAM_HTML).write_text(exam_page(record, comparison_lines(record["comparisons"])), encoding="utf-8")
+        counts = {f"{m} {t}": {"score": r["score"], "n": r["n"]} for m, by in record["models"].items()
+                  for t, r in by.items()}
+        write_manifest(tmp, STAGE, config=dataclasses.asdict(cfg), counts=counts,
+                       inputs={"models": [input_record(m) if Path(m, "manifest.json").is_file() else {"path": m}
+                                          for m in local] + [{"url": m} for m in models if m not in local],
+                               "tasks": [{"path": str(t.path)} for t in tasks]})
+
+
 def run(config, inputs: dict, out: str | Path | None = None, *, quiet: bool = False, as_json: bool = False,
         decontaminated: bool = False) -> dict:
     """The exam stage: every model in `inputs["models"]` on every task of `config.exam.tasks`."""
-    from lmsmith.core.output import check_output, input_record, stage_directory, write_manifest
+    from lmsmith.core.output import check_output
 
     cfg: ExamConfig = config.exam
     cfg.check("exam")
@@ -219,15 +235,7 @@ def run(config, inputs: dict, out: str | Path | None = None, *, quiet: bool = Fa
             results[name].update(harness_results(model, harness_tasks, cfg))
     record = exam_record(results, comparisons(results), cfg)
     if out is not None:
-        with stage_directory(out, STAGE, reads=local + [str(t.path) for t in tasks]) as tmp:
-            write_json(tmp / EXAM_JSON, record)
-            (tmp / EXAM_HTML).write_text(exam_page(record, comparison_lines(record["comparisons"])), encoding="utf-8")
-            counts = {f"{m} {t}": {"score": r["score"], "n": r["n"]} for m, by in record["models"].items()
-                      for t, r in by.items()}
-            write_manifest(tmp, STAGE, config=dataclasses.asdict(cfg), counts=counts,
-                           inputs={"models": [input_record(m) if Path(m, "manifest.json").is_file() else {"path": m}
-                                              for m in local] + [{"url": m} for m in models if m not in local],
-                                   "tasks": [{"path": str(t.path)} for t in tasks]})
+        write_output(Path(out), record, cfg, models, local, tasks)
     if as_json:
         print(json.dumps(script_object(results)))
     else:
