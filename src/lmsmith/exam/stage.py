@@ -12,6 +12,7 @@ table and the items where the models disagree (exam.html), and a manifest;
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -194,6 +195,23 @@ def contamination_lines(record: dict) -> list[str]:
     return lines
 
 
+@contextlib.contextmanager
+def exam_progress(total: int, quiet: bool):
+    """A bar over (model, task) pairs, naming the last one scored; nothing with --quiet or without a terminal."""
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+
+    from lmsmith.core.progress import progress_bar
+
+    bar = progress_bar(TextColumn("[bold]exam"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
+                       TimeRemainingColumn(), quiet=quiet)
+    task = bar.add_task("", total=total)
+    bar.start()
+    try:
+        yield lambda done: bar.update(task, advance=1, description=done)
+    finally:
+        bar.stop()
+
+
 def write_output(out: Path, record: dict, cfg: ExamConfig, models: list[str], local: list[str],
                  tasks: list[Task]) -> None:
     """exam.json, exam.html and the manifest, replacing `out` as a whole."""
@@ -227,12 +245,16 @@ def run(config, inputs: dict, out: str | Path | None = None, *, quiet: bool = Fa
     if out is not None:  # refuse a bad -o before minutes of scoring
         check_output(out, STAGE, reads=local + [str(t.path) for t in tasks])
     results: dict[str, dict[str, TaskResult]] = {}
-    for name in models:
-        model = open_model(name, cfg)
-        results[name] = {task.name: score_task(model, task, cfg) for task in tasks}
-        mark_contaminated(model, tasks, results[name], decontaminated)
-        if harness_tasks:
-            results[name].update(harness_results(model, harness_tasks, cfg))
+    with exam_progress(len(models) * len(tasks), quiet or as_json) as advance:
+        for name in models:
+            model = open_model(name, cfg)
+            results[name] = {}
+            for task in tasks:
+                results[name][task.name] = score_task(model, task, cfg)
+                advance(f"{name}: {task.name}")
+            mark_contaminated(model, tasks, results[name], decontaminated)
+            if harness_tasks:
+                results[name].update(harness_results(model, harness_tasks, cfg))
     record = exam_record(results, comparisons(results), cfg)
     if out is not None:
         write_output(Path(out), record, cfg, models, local, tasks)
