@@ -250,7 +250,8 @@ EXAM = Stage(
     "exam", "score models on tasks you write (multiple choice, answers, JSON, SQL, Python), side by side",
     sections={"exam": ExamConfig}, run=exam_stage.run, output="optional", in_build=False, writes="exam",
     makes="exam", show=exam_stage.show,
-    inputs=(Input("models", "model or run directories, or http://... OpenAI-compatible servers", many=True,
+    inputs=(Input("models", "model or run directories, Hugging Face directories, GGUF files, or http://... "
+                  "OpenAI-compatible servers", many=True,
                   metavar="MODEL", reads="model"),
             Input("tasks", "JSONL task files, or folders of them", flag="--tasks", many=True, required=False,
                   metavar="TASK", key="exam.tasks")),
