@@ -65,6 +65,7 @@ def test_exam_scores_two_models_side_by_side_and_keeps_every_item(tasks, model_d
     assert len(mixed_items[2]["outputs"]) == 3 and mixed_items[0]["outputs"][0] == greedy(model_dir, "abc")
     assert mine["mixed"]["item_scores"][3:] == [0.0, 0.0, 0.0]  # a random model writes no JSON, SQL or code
     assert mine["mixed"]["metric"] == "score" and mine["choice"]["metric"] == "acc"
+    assert mixed_items[4]["reference_rows"] == 2
     assert {c["task"] for c in record["comparisons"]} == {"choice", "mixed"}
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["stage"] == "exam" and {"exam.json", "exam.html"} <= set(manifest["files"])

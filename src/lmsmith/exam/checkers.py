@@ -92,7 +92,12 @@ def _comparable(row: tuple) -> tuple:
 
 
 def check_sql(item: Item, output: str) -> float:
-    """Right when the output's rows equal the reference's, as a multiset (in order if the reference orders)."""
+    """Right when the output's rows equal the reference's, as a multiset (in order if the reference orders).
+
+    Execution accuracy's known blind spot (as in Spider's): when the reference returns no rows, any
+    query that also returns none counts as right. exam.json keeps `reference_rows` for each item so
+    such items can be told apart.
+    """
     query = sql_payload(output)
     expected = sql_rows(item.fields["db"], item.fields["sql"])
     if expected is None:

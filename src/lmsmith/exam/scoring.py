@@ -88,6 +88,7 @@ def score_answers(model: ExamModel, items: list[Item], config: ExamConfig) -> li
                   "score": checkers.pass_at_k(len(answers), int(sum(right)), k)}
         if item.kind == SQL:
             record["exact_match"] = float(checkers.normalise(answers[0]) == checkers.normalise(item.fields["sql"]))
+            record["reference_rows"] = len(checkers.sql_rows(item.fields["db"], item.fields["sql"]) or [])
         results.append(record)
     return results
 
