@@ -3,6 +3,7 @@
     lmsmith build sql-assistant                       # the whole journey, from nothing, on a laptop CPU
     python examples/finetune_sql.py                   # prints that recipe and where its data is
     python examples/finetune_sql.py --write DIR       # writes the task again (the shipped files, byte for byte)
+    python examples/finetune_sql.py --write-exam DIR  # writes the SQL exam again: the shop database, the questions
 
 The recipe pretrains a small general model on the Python standard library, fine-tunes it on
 these questions, scores its greedy answers to questions it never saw in training before and
@@ -88,15 +89,65 @@ def write_sql_data(folder: Path, n_train: int, n_val: int, seed: int = 0) -> tup
     return files[0], files[1]
 
 
+def write_shop_db(path: Path, seed: int = 0) -> Path:
+    """The shop database the questions are about: 500 customers, 20 products, 3,000 orders.
+
+    Every product has its own price, so "the k most expensive" has one right order.
+    """
+    import sqlite3
+
+    rng = random.Random(seed)
+    path.unlink(missing_ok=True)
+    connection = sqlite3.connect(path)
+    connection.executescript(
+        "CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT, city TEXT, country TEXT, signup_year INTEGER);"
+        "CREATE TABLE orders (id INTEGER PRIMARY KEY, customer_id INTEGER, product TEXT, amount REAL, order_date TEXT);"
+        "CREATE TABLE products (id INTEGER PRIMARY KEY, name TEXT, category TEXT, price REAL);")
+    first = ["Ana", "Ben", "Chloe", "Dan", "Eva", "Finn", "Greta", "Hugo", "Ines", "Jonas", "Kara", "Luca", "Mia",
+             "Nils", "Olga", "Paul", "Rosa", "Sven", "Tara", "Yusuf"]
+    last = ["Berg", "Costa", "Dubois", "Eriksen", "Fischer", "Garcia", "Horvat", "Ivanova", "Jansen", "Kowalski",
+            "Lopez", "Moreau", "Novak", "Olsen", "Rossi", "Silva", "Weber", "Young"]
+    for i in range(1, 501):
+        city = rng.choice(list(CITIES))
+        connection.execute("INSERT INTO customers VALUES (?, ?, ?, ?, ?)",
+                           (i, f"{rng.choice(first)} {rng.choice(last)}", city, CITIES[city], rng.randint(2015, 2024)))
+    prices = rng.sample(range(300, 150000), len(PRODUCTS))
+    for i, (name, cents) in enumerate(zip(PRODUCTS, prices), 1):
+        connection.execute("INSERT INTO products VALUES (?, ?, ?, ?)", (i, name, rng.choice(CATEGORIES), cents / 100))
+    for i in range(1, 3001):
+        connection.execute("INSERT INTO orders VALUES (?, ?, ?, ?, ?)",
+                           (i, rng.randint(1, 500), rng.choice(PRODUCTS), rng.randint(500, 150000) / 100,
+                            f"{rng.randint(2015, 2024)}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}"))
+    connection.commit()
+    connection.execute("VACUUM")
+    connection.close()
+    return path
+
+
+def write_sql_exam(folder: Path, val: Path) -> Path:
+    """The SQL exam of the recipe: the validation questions, each scored by the rows its query returns."""
+    folder.mkdir(parents=True, exist_ok=True)
+    write_shop_db(folder / "shop.sqlite")
+    pairs = [json.loads(line) for line in val.read_text(encoding="utf-8").splitlines()]
+    path = folder / "sql.jsonl"
+    path.write_text("".join(json.dumps({"prompt": p["prompt"], "sql": p["response"], "db": "shop.sqlite"}) + "\n"
+                            for p in pairs), encoding="utf-8")
+    return path
+
+
 SHIPPED = resources.files("lmsmith") / "configs"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--write", metavar="DIR", help="write train.jsonl and val.jsonl into DIR")
+    parser.add_argument("--write-exam", metavar="DIR", help="write shop.sqlite and sql.jsonl (the SQL exam) into DIR")
     parser.add_argument("--train-pairs", type=int, default=2000)
     parser.add_argument("--val-pairs", type=int, default=200)
     args = parser.parse_args()
+    if args.write_exam:
+        print(f"wrote {write_sql_exam(Path(args.write_exam), Path(str(SHIPPED / 'sql-assistant' / 'val.jsonl')))}")
+        return
     if args.write:
         train, val = write_sql_data(Path(args.write), args.train_pairs, args.val_pairs)
         print(f"wrote {train} and {val}")

@@ -30,6 +30,7 @@ TINY_BASE = {"model.block_size": 128, "model.n_layer": 2, "model.n_head": 2, "mo
              "train.schedule": "cosine", "train.warmup_steps": 1, "train.device": "cpu"}
 TINY_SQL = {"train.steps": 4, "train.eval_every": 2, "train.eval_batches": 2, "train.micro_batch": 8,
             "train.device": "cpu", "finetune.exact_match": 4}
+TINY_EXAM = {"exam.limit": 4, "exam.max_new_tokens": 16, "exam.device": "cpu"}
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +47,8 @@ def tiny_sql_assistant(corpus: Path) -> list[str]:
     return ([f"steps.curate.inputs=[{corpus}]", "steps.curate.split={val_fraction: 0.2, test_fraction: 0.2}",
              "steps.tokenizer.vocab_size=512", "steps.eval.split=val", "steps.export.export.quant=f32"]
             + [f"steps.train.{k}={v}" for k, v in TINY_BASE.items()]
-            + [f"steps.sql.{k}={v}" for k, v in TINY_SQL.items()])
+            + [f"steps.sql.{k}={v}" for k, v in TINY_SQL.items()]
+            + [f"steps.exam.{k}={v}" for k, v in TINY_EXAM.items()])
 
 
 @pytest.fixture(scope="module")
@@ -61,10 +63,10 @@ def journey(corpus, tmp_path_factory):
     return work
 
 
-def test_the_sql_assistant_pretrains_fine_tunes_scores_and_exports(journey, corpus, capsys):
+def test_the_sql_assistant_pretrains_fine_tunes_scores_and_exports(journey, corpus, capsys, tmp_path):
     assert main(["build", "sql-assistant", "-o", str(journey), *tiny_sql_assistant(corpus)]) == 0
     out = capsys.readouterr().out
-    steps = ["curate", "tokenizer", "tokenize", "train", "eval", "sql", "export"]
+    steps = ["curate", "tokenizer", "tokenize", "train", "eval", "sql", "exam", "export"]
     assert [line.split("]")[0][1:] for line in out.splitlines() if "] up to date" in line] == steps
     assert "exact match on 4 val examples:" in out and "%" in out  # before -> after, on questions never trained on
     assert f"chat with it: lmsmith chat {journey / 'runs' / 'sql'}" in out
@@ -72,6 +74,15 @@ def test_the_sql_assistant_pretrains_fine_tunes_scores_and_exports(journey, corp
     report = json.loads((journey / "runs" / "sql" / "finetune.json").read_text())
     assert report["base"]["source"].endswith(str(Path("runs") / "main" / "model"))  # it started from the train step
     assert report["after"]["answers"]["examples"] == 4
+    exam = json.loads((journey / "exam" / "exam.json").read_text())
+    (model, by_task), = exam["models"].items()
+    assert model.endswith(str(Path("runs") / "sql" / "model")) and by_task["sql"]["metric"] == "execution_accuracy"
+    assert by_task["sql"]["n"] == 4 and "exact_match" in by_task["sql"]["side"]
+    assert by_task["sql"]["contaminated"] == 0  # checked (its base's curated data, its own SQL data); short questions
+    assert "sql (n=4)" in out and "execution_accuracy" in out
+    assert main(["report", str(journey), "-o", str(tmp_path / "report"), "--quiet"]) == 0
+    page = (tmp_path / "report" / "report.html").read_text()
+    assert "<h2>Exam (exam)</h2>" in page and "sql (execution_accuracy, n=4)" in page
     resolved = yaml.safe_load((journey / "recipe.yaml").read_text())
     assert list(resolved["steps"]) == steps and resolved["steps"]["sql"]["finetune"]["data"].endswith("train.jsonl")
 
@@ -156,6 +167,17 @@ def test_a_graph_that_cannot_run_is_refused_before_any_work(tmp_path, capsys, st
     assert not (tmp_path / "work").exists()
 
 
+def dump(db: Path) -> list[str]:
+    """A SQLite database's content as SQL statements: the same data, whatever the file's page layout."""
+    import sqlite3
+
+    connection = sqlite3.connect(db)
+    try:
+        return list(connection.iterdump())
+    finally:
+        connection.close()
+
+
 def test_the_shipped_sql_task_is_what_the_example_makes(tmp_path):
     """The recipe's data is reproducible: examples/finetune_sql.py writes the shipped files byte for byte."""
     import importlib.util
@@ -168,6 +190,10 @@ def test_the_shipped_sql_task_is_what_the_example_makes(tmp_path):
     shipped = find_recipe("sql-assistant").parent / "sql-assistant"
     for path in written:
         assert path.read_bytes() == (shipped / path.name).read_bytes(), path.name
+    exam = example.write_sql_exam(tmp_path / "exams", written[1])
+    shipped_exams = shipped.parent / "exams"
+    assert exam.read_bytes() == (shipped_exams / "sql.jsonl").read_bytes()
+    assert dump(tmp_path / "exams" / "shop.sqlite") == dump(shipped_exams / "shop.sqlite")
     train = {json.loads(line)["prompt"] for line in written[0].read_text().splitlines()}
     assert not train & {json.loads(line)["prompt"] for line in written[1].read_text().splitlines()}
 

@@ -87,7 +87,7 @@ def verb_parser(stage: Stage) -> VerbParser:
     for spec in stage.inputs:
         if spec.flag is not None:
             parser.add_argument(*spec.flag.split("/"), dest=f"input:{spec.name}", metavar=spec.metavar or "DIR",
-                                required=spec.required, help=spec.help)
+                                required=spec.required, help=spec.help, **({"nargs": "+"} if spec.many else {}))
     if stage.output != "none":
         parser.add_argument("-o", "--out", required=stage.output == "required", help=stage.output_help)
     if stage.config_input is None and stage.sections:

@@ -16,6 +16,7 @@ from pathlib import Path
 from lmsmith import finetune as finetune_module
 from lmsmith.data import pipeline
 from lmsmith.evaluate import heldout
+from lmsmith.exam import stage as exam_stage
 from lmsmith.explain import stage as explain_stage
 from lmsmith.export import gguf as gguf_export
 from lmsmith.export import stage as export_stage
@@ -26,6 +27,7 @@ from lmsmith.model import directory as model_dir
 from lmsmith.report import page as report
 from lmsmith.schema.curate import CurateConfig
 from lmsmith.schema.evaluate import EvalConfig
+from lmsmith.schema.exam import ExamConfig
 from lmsmith.schema.explain import ExplainConfig
 from lmsmith.schema.export import ExportConfig
 from lmsmith.schema.finetune import FinetuneConfig, finetune_from_sections
@@ -253,6 +255,31 @@ FINETUNE = Stage(
     output_help="the run directory (with --merge: the merged model directory)",
 )
 
+EXAM = Stage(
+    "exam", "score models on tasks you write (multiple choice, answers, JSON, SQL, Python), side by side",
+    sections={"exam": ExamConfig}, run=exam_stage.run, output="optional", in_build=False, writes="exam",
+    makes="exam", show=exam_stage.show,
+    inputs=(Input("models", "model or run directories, Hugging Face directories, GGUF files, or http://... "
+                  "OpenAI-compatible servers", many=True,
+                  metavar="MODEL", reads="model"),
+            Input("tasks", "JSONL task files, or folders of them", flag="--tasks", many=True, required=False,
+                  metavar="TASK", key="exam.tasks")),
+    flags=(Flag("--limit", "exam.limit", "score only the first N items of each task"),
+           Flag("--lm-eval", "exam.lm_eval", "also run lm-evaluation-harness tasks (comma-separated, repeatable)"),
+           Flag("--max-new-tokens", "exam.max_new_tokens"),
+           Flag("--temperature", "exam.temperature", "of the samples of items with samples: k"),
+           Flag("--pass-k", "exam.pass_k", "report pass@k of items with samples"),
+           Flag("--chat", "exam.chat", "prompts as a user's message in the model's chat template"),
+           Flag("--template", "exam.template", "with --chat: chatml, plain or raw, for a model without its own"),
+           Flag("--batch-size", "exam.batch_size", "items per forward pass"),
+           Flag("--timeout", "exam.timeout", "seconds a Python item's tests may run"),
+           Flag("--seed", "exam.seed"), Flag("--device", "exam.device")),
+    options=(Option("--json", "print one JSON object instead of the table", dest="as_json", boolean=True),
+             Option("--decontaminated", "score without the items whose 13-grams are in the model's training data",
+                    boolean=True)),
+    output_help="also write exam.json (every item's output and score), exam.html and a manifest here",
+)
+
 REPORT = Stage(
     "report", "a self-contained report.html with loss curves, schedule, throughput, data and scores",
     sections={}, run=report.run, output="optional", in_build=True, writes="report", makes="report",
@@ -290,5 +317,5 @@ TOKENIZER_SHOW = Stage(
 
 # Every stage, in the order `lmsmith --help` lists them; the in_build ones in the order the classic journey runs.
 STAGES: tuple[Stage, ...] = (CURATE, TOKENIZER, TOKENIZER_SHOW, TOKENIZE, INIT, TRAIN, EVAL, GENERATE, SERVE,
-                             CHAT, CONVERT, EXPORT, FINETUNE, REPORT, EXPLAIN)
+                             CHAT, CONVERT, EXPORT, FINETUNE, EXAM, REPORT, EXPLAIN)
 STAGE_BY_NAME: dict[str, Stage] = {stage.name: stage for stage in STAGES}

@@ -281,6 +281,31 @@ def exact_match_score(model, tokenizer, recipe: FinetuneRecipe, examples: list) 
             "samples": [{"prompt": a.prompt, "expected": a.expected, "got": a.got} for a in answers[:3]]}
 
 
+def exam_scores(model, tokenizer, recipe: FinetuneRecipe) -> dict | None:
+    """`finetune.exam`: the exam's tasks, answered through the fine-tuning template; each task's summary."""
+    if not recipe.finetune.exam:
+        return None
+    from lmsmith.exam.items import read_task, task_files
+    from lmsmith.exam.models import LocalModel
+    from lmsmith.exam.scoring import score_task
+    from lmsmith.exam.stage import finite
+    from lmsmith.schema.exam import ExamConfig
+
+    config = ExamConfig(tasks=[recipe.finetune.exam], template=recipe.finetune.template, chat=True,
+                        device=str(next(model.parameters()).device))
+    was_training = model.training
+    model.eval()
+    try:
+        exam_model = LocalModel("fine-tuning", config, loaded=(model, tokenizer))
+        results = {}
+        for path in task_files(config.tasks):
+            summary = score_task(exam_model, read_task(path), config).summary()
+            results[path.stem] = finite({k: summary[k] for k in ("metric", "score", "stderr", "n")})
+    finally:
+        model.train(was_training)
+    return results
+
+
 # ---------------------------------------------------------------------------------------------
 # The run
 
@@ -415,6 +440,7 @@ def score(model, tokenizer, recipe, domain: DomainData, general, precision, info
         "val_loss": round(val_loss, 5), **({"val": val_stats} if val_stats else {}),
         "general": general_loss(model, general, tokenizer, info.device),
         "answers": exact_match_score(model, tokenizer, recipe, domain.val_examples),
+        "exam": exam_scores(model, tokenizer, recipe),
     }
 
 
@@ -447,9 +473,17 @@ def print_summary(report: dict, out: Path) -> None:
     if before["answers"]:
         lines.append(f"exact match on {after['answers']['examples']} val examples: "
                      f"{before['answers']['exact_match']:.1%} -> {after['answers']['exact_match']:.1%}")
+    for task, was in (before.get("exam") or {}).items():
+        now = after["exam"][task]
+        lines.append(f"exam {task} ({was['metric']}, {now['n']} items): {_score(was)} -> {_score(now)}")
     where = f"{out / 'model'}" + (f", adapter in {out / 'model' / ADAPTER}"
                                   if report["parameters"]["method"] == "lora" else "")
     print("\n".join(lines) + f"\nfine-tuned model in {where}; report in {out / REPORT}")
+
+
+def _score(summary: dict) -> str:
+    error = summary["stderr"]
+    return f"{summary['score']:.3f}" + (f" ± {error:.3f}" if error is not None else "")
 
 
 def show_report(out: Path) -> None:

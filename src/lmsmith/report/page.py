@@ -6,6 +6,7 @@ It reads only what the stages wrote, and runs nothing:
     the curated directory's report.json     documents and bytes through each curation step
     WORKDIR/eval/result.json                held-out loss, perplexity, bits per byte (lmsmith build)
     WORKDIR/samples/samples.json            the texts the model wrote (lmsmith build)
+    WORKDIR/*/exam.json                     the exam's scores, models by tasks (an exam step)
     WORKDIR/build.json                      how long each stage took
 
 and writes OUT/report.html (every picture inside it as a base64 PNG: no file or network access
@@ -53,6 +54,7 @@ class ReportInputs:
     eval_result: dict | None = None
     samples: list[dict] = field(default_factory=list)
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    exams: dict[str, dict] = field(default_factory=dict)  # exam step -> its exam.json
 
     @property
     def config(self) -> dict:
@@ -152,6 +154,10 @@ def gather(path: str | Path) -> ReportInputs:
         inputs.eval_result = _read_json(workdir / "eval" / "result.json")
         samples = _read_json(workdir / "samples" / "samples.json")
         inputs.samples = [s for s in samples if isinstance(s, dict)] if isinstance(samples, list) else []
+        for found in sorted(workdir.glob("*/exam.json")):
+            record = _read_json(found)
+            if isinstance(record, dict) and isinstance(record.get("models"), dict) and record["models"]:
+                inputs.exams[found.parent.name] = record
         stages = (_read_json(workdir / "build.json") or {}).get("stages", {})
         inputs.stage_seconds = {
             k: v["seconds"] for k, v in stages.items() if isinstance(v, dict) and _is_number(v.get("seconds"))
@@ -444,6 +450,26 @@ def eval_section(result: dict) -> str:
     return "<h2>Held-out evaluation</h2>" + html_table(["", "value"], rows) + note
 
 
+def exam_section(step: str, record: dict) -> str:
+    """The exam's table: models by tasks, each score with its standard error, and the paired comparisons."""
+    models = record["models"]
+    tasks = list(next(iter(models.values())))
+
+    def cell(summary: dict) -> str:
+        if summary.get("score") is None:
+            return "-"
+        error = f" ± {summary['stderr']:.3f}" if summary.get("stderr") is not None else ""
+        return f"{summary['score']:.3f}{error}"
+
+    first = next(iter(models.values()))
+    header = ["model"] + [f"{t} ({first[t]['metric']}, n={first[t]['n']})" for t in tasks]
+    rows = [[model] + [cell(by[t]) for t in tasks] for model, by in models.items()]
+    notes = [f"{c['model']} vs {c['against']} on {c['task']}: {c['difference']:+.3f}, p = {c['p_value']:.3g}"
+             for c in record.get("comparisons", []) if c.get("difference") is not None and c.get("p_value") is not None]
+    return (f"<h2>Exam ({esc(step)})</h2>" + html_table(header, rows)
+            + "".join(f'<p class="note">{esc(n)}</p>' for n in notes))
+
+
 def samples_section(samples: list[dict]) -> str:
     blocks = []
     for sample in samples:
@@ -509,6 +535,8 @@ def render_html(inputs: ReportInputs, pngs: dict[str, bytes], n_params: int | No
             headline_cards(inputs, n_params), model_summary(inputs)]
     if inputs.eval_result:
         body.append(eval_section(inputs.eval_result))
+    for step, record in inputs.exams.items():
+        body.append(exam_section(step, record))
     if inputs.samples:
         body.append(samples_section(inputs.samples))
     body.append("<h2>How it learned</h2>")

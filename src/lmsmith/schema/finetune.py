@@ -91,6 +91,7 @@ class FinetuneConfig:
     general_val_tokens: int = 65536  # at most this many tokens of it are scored
     restore_best: bool = True  # end with the weights of the best validation, not those of the last step
     exact_match: int = 0  # instruct: answer this many validation prompts greedily before and after, and score them
+    exam: str | None = None  # instruct: an exam task file or folder (lmsmith exam) scored before and after
     lora: LoRAConfig = field(default_factory=LoRAConfig)
     freeze: FreezeConfig = field(default_factory=FreezeConfig)
     dpo: DpoConfig = field(default_factory=DpoConfig)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from lmsmith.schema.curate import CurateConfig
 from lmsmith.schema.evaluate import EvalConfig
+from lmsmith.schema.exam import ExamConfig
 from lmsmith.schema.explain import ExplainConfig
 from lmsmith.schema.export import ExportConfig
 from lmsmith.schema.finetune import FinetuneConfig
@@ -22,7 +23,7 @@ SECTIONS: dict[str, type] = {
     "curate": CurateConfig, "tokenizer": TokenizerConfig, "tokenize": TokenizeConfig, "model": ModelConfig,
     "init": InitConfig, "train": TrainConfig, "eval": EvalConfig, "generate": GenerateConfig,
     "finetune": FinetuneConfig, "export": ExportConfig, "explain": ExplainConfig, "serve": ServeConfig,
-    "chat": ChatConfig, "sweep": SweepConfig,
+    "chat": ChatConfig, "sweep": SweepConfig, "exam": ExamConfig,
 }
 # Top-level keys of a config file that are not sections: a training recipe's tokens and run directory,
 # and a build recipe's list of steps (read by `lmsmith build`, left alone by every other verb).
