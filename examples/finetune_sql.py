@@ -124,11 +124,23 @@ def write_shop_db(path: Path, seed: int = 0) -> Path:
     return path
 
 
+def answers_something(db: Path, sql: str) -> bool:
+    """The reference query returns at least one row holding a value: a wrong query that returns nothing
+    (or one NULL, as SUM of no rows does) must not tie with it by accident."""
+    import sqlite3
+
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as connection:
+        rows = connection.execute(sql).fetchall()
+    return any(value is not None for row in rows for value in row)
+
+
 def write_sql_exam(folder: Path, val: Path) -> Path:
-    """The SQL exam of the recipe: the validation questions, each scored by the rows its query returns."""
+    """The SQL exam of the recipe: the validation questions whose reference returns rows on the shop's
+    database, each scored by the rows its query returns."""
     folder.mkdir(parents=True, exist_ok=True)
-    write_shop_db(folder / "shop.sqlite")
+    db = write_shop_db(folder / "shop.sqlite")
     pairs = [json.loads(line) for line in val.read_text(encoding="utf-8").splitlines()]
+    pairs = [p for p in pairs if answers_something(db, p["response"])]
     path = folder / "sql.jsonl"
     path.write_text("".join(json.dumps({"prompt": p["prompt"], "sql": p["response"], "db": "shop.sqlite"}) + "\n"
                             for p in pairs), encoding="utf-8")

@@ -194,6 +194,9 @@ def test_the_shipped_sql_task_is_what_the_example_makes(tmp_path):
     shipped_exams = shipped.parent / "exams"
     assert exam.read_bytes() == (shipped_exams / "sql.jsonl").read_bytes()
     assert dump(tmp_path / "exams" / "shop.sqlite") == dump(shipped_exams / "shop.sqlite")
+    references = [json.loads(line)["sql"] for line in exam.read_text().splitlines()]
+    assert len(references) >= 150 and all(example.answers_something(exam.parent / "shop.sqlite", sql)
+                                          for sql in references)  # no question a query returning nothing passes
     train = {json.loads(line)["prompt"] for line in written[0].read_text().splitlines()}
     assert not train & {json.loads(line)["prompt"] for line in written[1].read_text().splitlines()}
 

@@ -260,7 +260,7 @@ EXAM = Stage(
     sections={"exam": ExamConfig}, run=exam_stage.run, output="optional", in_build=False, writes="exam",
     makes="exam", show=exam_stage.show,
     inputs=(Input("models", "model or run directories, Hugging Face directories, GGUF files, or http://... "
-                  "OpenAI-compatible servers", many=True,
+                  "OpenAI-compatible servers; one model may be followed by its tasks, without --tasks", many=True,
                   metavar="MODEL", reads="model"),
             Input("tasks", "JSONL task files, or folders of them", flag="--tasks", many=True, required=False,
                   metavar="TASK", key="exam.tasks")),

@@ -99,6 +99,15 @@ def test_multiple_choice_is_scored_by_the_models_own_log_likelihoods(tasks, mode
     assert result["score"] == pytest.approx(sum(scored) / len(scored)) and result["n"] == 4
 
 
+def test_one_model_may_name_its_tasks_right_after_it(tasks, model_dir, capsys):
+    """`lmsmith exam MODEL TASK...` is `lmsmith exam MODEL --tasks TASK...`."""
+    choice, _ = tasks
+    assert main(["exam", str(model_dir), str(choice), "--json", "--quiet"]) == 0
+    short = json.loads(capsys.readouterr().out)
+    assert main(["exam", str(model_dir), "--tasks", str(choice), "--json", "--quiet"]) == 0
+    assert short == json.loads(capsys.readouterr().out) and list(short["models"]) == [str(model_dir)]
+
+
 def test_batched_log_likelihoods_equal_one_at_a_time(model_dir):
     pairs = [("1+2=", " 3"), ("", "abc"), ("a much longer question than the others?", " yes"), ("x", " y z")]
     batched = LocalModel(model_dir, ExamConfig(batch_size=4)).loglikelihoods(pairs)
@@ -128,7 +137,7 @@ def test_the_shipped_tasks_read_and_their_references_are_right():
     from lmsmith.exam.checkers import check_python, check_sql
 
     sql = read_task(EXAMS / "sql.jsonl").scored
-    assert len(sql) == 200 and all(check_sql(item, item.fields["sql"]) == 1.0 for item in sql[:50])
+    assert len(sql) == 186 and all(check_sql(item, item.fields["sql"]) == 1.0 for item in sql[:50])
     solutions = ["    return a + b\n", "    return n % 2 == 0\n", "    return text[::-1]\n",
                  "    return max(numbers)\n", "    return sum(c in 'aeiou' for c in text)\n"]
     for item, solution in zip(read_task(EXAMS / "python.jsonl").scored, solutions):

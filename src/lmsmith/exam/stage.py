@@ -236,6 +236,8 @@ def run(config, inputs: dict, out: str | Path | None = None, *, quiet: bool = Fa
     cfg: ExamConfig = config.exam
     cfg.check("exam")
     models = list(inputs["models"])
+    if not cfg.tasks and not cfg.lm_eval and len(models) > 1:  # `lmsmith exam MODEL TASK...`
+        models, cfg.tasks = models[:1], models[1:]
     twice = next((m for m in models if models.count(m) > 1), None)
     if twice:
         raise UserError(f"the model {twice} is named twice: name each model once")
