@@ -36,7 +36,7 @@ from lmsmith.model.constraints import Matcher, apply_masks
 from lmsmith.model.decoding import TokenSampler, left_pad
 from lmsmith.model.transformer import GPT, KVCache
 from lmsmith.schema.generate import GenerationConfig
-from lmsmith.serve.kv_blocks import BlockPool, BlockStep
+from lmsmith.serve.kv_blocks import BlockPool, BlockStep, RowsAtOwnLengths
 
 log = logging.getLogger("lmsmith.serve")
 
@@ -152,7 +152,7 @@ class SlotCache:
             self.values[layer][target, :, :length] = self.values[layer][source, :, :length]
 
 
-class DecodeStep:
+class DecodeStep(RowsAtOwnLengths):
     """What `GPT.forward` reads as its cache for one decode step over the first n rows of a SlotCache.
 
     Each row is at its own position (`lengths`); the model's own KVCache has one length for all
@@ -176,20 +176,6 @@ class DecodeStep:
         keys[self.rows, :, self.lengths] = k[:, :, 0]
         values[self.rows, :, self.lengths] = v[:, :, 0]
         return keys[:n, :, :end], values[:n, :, :end]
-
-    def positions(self, new: int, device) -> torch.Tensor:
-        return self.lengths[:, None]
-
-    def mask(self, new: int, device) -> torch.Tensor:
-        """Each row sees its own filled slots and the new one; the rest of the block (shorter rows) is hidden."""
-        return (self.key_slots[None, :] <= self.lengths[:, None])[:, None, None, :]
-
-    # What compiled_decode.decode_step asks of a cache
-    def decode_positions(self) -> torch.Tensor:
-        return self.positions(1, None)
-
-    def decode_mask(self) -> torch.Tensor:
-        return self.mask(1, None)
 
     def dynamic(self) -> DecodeStep:
         """Mark the number of slots seen, which grows every step, as dynamic for torch.compile."""

@@ -62,7 +62,30 @@ class BlockPool:
                 self.values[layer][blocks[i], :, :n] = cache.values[layer][source, :, start: start + n]
 
 
-class BlockStep:
+class RowsAtOwnLengths:
+    """A decode step's cache whose n rows each stand at their own length (`lengths`), attending over
+    `key_slots` (the slots the longest row sees): the positions and the mask such a cache gives the model.
+    engine.DecodeStep (slots) and BlockStep (blocks) differ only in where the keys and values live."""
+
+    lengths: torch.Tensor
+    key_slots: torch.Tensor
+
+    def positions(self, new: int, device) -> torch.Tensor:
+        return self.lengths[:, None]
+
+    def mask(self, new: int, device) -> torch.Tensor:
+        """Each row sees its own filled slots and the new one; the rest (shorter rows, unused blocks) is hidden."""
+        return (self.key_slots[None, :] <= self.lengths[:, None])[:, None, None, :]
+
+    # What compiled_decode.decode_step asks of a cache
+    def decode_positions(self) -> torch.Tensor:
+        return self.positions(1, None)
+
+    def decode_mask(self) -> torch.Tensor:
+        return self.mask(1, None)
+
+
+class BlockStep(RowsAtOwnLengths):
     """What `GPT.forward` reads as its cache for one decode step of n rows, each at its own length,
     their keys and values in the pool's blocks (the block-table counterpart of engine.DecodeStep)."""
 
@@ -94,20 +117,6 @@ class BlockStep:
         blocks = store[self.tables]  # (n, used, heads, block, head_dim)
         heads, block, dim = blocks.shape[2:]
         return blocks.transpose(1, 2).reshape(n, heads, used * block, dim)[:, :, : self.key_slots.numel()]
-
-    def positions(self, new: int, device) -> torch.Tensor:
-        return self.lengths[:, None]
-
-    def mask(self, new: int, device) -> torch.Tensor:
-        """Each row sees its own filled slots and the new one; the rest (shorter rows, unused blocks) is hidden."""
-        return (self.key_slots[None, :] <= self.lengths[:, None])[:, None, None, :]
-
-    # What compiled_decode.decode_step asks of a cache
-    def decode_positions(self) -> torch.Tensor:
-        return self.positions(1, None)
-
-    def decode_mask(self) -> torch.Tensor:
-        return self.mask(1, None)
 
     def dynamic(self) -> BlockStep:
         """Mark the slots seen and the blocks read, which grow as the row does, as dynamic for torch.compile."""
