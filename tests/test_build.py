@@ -340,3 +340,19 @@ def test_a_dangling_link_as_the_work_directory_is_one_line(tmp_path):
     with pytest.raises(UserError, match="is a link to nothing"):
         build(load_recipe(recipe_file), link, quiet=True)
     assert link.is_symlink() and not (tmp_path / "nowhere").exists()
+
+
+def test_the_summary_says_what_a_run_trained_and_when_it_is_short_of_its_recipe(built, capsys):
+    from lmsmith.core.manifest import read_manifest
+    from lmsmith.train.loop import run_summary
+
+    _, work, _ = built
+    manifest = read_manifest(Workdir(work).folder("train"), "train")
+    tokens = manifest["counts"]["tokens"]
+    assert run_summary(manifest).startswith(f"trained {tokens / 1e6:.2f}M tokens in {TRAIN_STEPS} steps (")
+    assert manifest["counts"]["device"] == "cpu" and "expect a weaker model" not in run_summary(manifest)
+    manifest["config"]["train"].update(reference_tokens=4 * tokens, max_minutes=2.0)
+    short = run_summary(manifest)
+    assert "25% of the" in short and "expect a weaker model" in short and "lmsmith build --minutes 8" in short
+    assert main(["build", str(built[0]), "-o", str(work)]) == 0
+    assert f"trained {tokens / 1e6:.2f}M tokens in {TRAIN_STEPS} steps" in capsys.readouterr().out

@@ -135,7 +135,7 @@ TRAIN = Stage(
     "train", "pretrain a model on token shards (one process, or many under torchrun)",
     sections={"train": TrainConfig, "model": ModelConfig}, run=loop.run, in_build=True, output="optional",
     file_keys=("data", "out"), writes="runs/main", makes="model", done=loop.FINAL_MODEL, resumable=True,
-    torchrun=True, check_step=_check_batch,
+    torchrun=True, check_step=_check_batch, show=loop.show_run,
     inputs=(Input("tokens", "tokens directory (from `lmsmith tokenize`); or data: in the --config file",
                   required=False, metavar="TOKENS", reads="tokens"),),
     flags=(Flag("--minutes", "train.max_minutes", "a time budget: plan the steps that fit (train.steps at most)"),),

@@ -32,6 +32,8 @@ class TrainConfig:
     device: str = "auto"  # auto (cuda, then mps, then cpu) | cpu | cuda | mps
     steps: int = 1000  # optimizer steps (with max_minutes: the most the budget may plan)
     max_minutes: float | None = None  # a time budget: plan the steps that fit, warmup and decay included
+    # what the recipe's budget trains on the machine it was tuned on; a run that trains much less says so
+    reference_tokens: int | None = None
     batch_tokens: int = 16384  # global batch: tokens per optimizer step, over all ranks and micro-batches
     micro_batch: int = 16  # sequences per forward/backward on one rank; gradient accumulation makes up the rest
 
@@ -82,6 +84,8 @@ class TrainConfig:
         for name in ("warmup_steps", "eval_every"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{where}.{name} must be 0 or more, got {getattr(self, name)}")
+        if self.reference_tokens is not None and self.reference_tokens < 1:
+            raise ConfigError(f"{where}.reference_tokens must be at least 1 (or null), got {self.reference_tokens}")
         for name in ("lr", "muon_lr"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{where}.{name} must be positive, got {getattr(self, name)}")

@@ -469,7 +469,8 @@ class Trainer:
             counts = {"steps": state.step, "tokens": state.tokens,
                       "epochs": round(batches.epochs(state.step), 4), "val_loss": state.last_val_loss,
                       "best_val_loss": state.best_val_loss, "skipped_steps": self.guard.skipped,
-                      "seconds": round(time.perf_counter() - self.started, 1)}
+                      "seconds": round(time.perf_counter() - self.started, 1),
+                      "precision": self.precision.name, "device": self.info.device.type}
             write_run_files(run_dir, self.job, counts)
             self.metrics.close()
             if not self.quiet:
