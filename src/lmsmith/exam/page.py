@@ -12,7 +12,7 @@ from html import escape
 
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:70em}table{border-collapse:collapse}
 td,th{border:1px solid #ccc;padding:.3em .6em;text-align:right;vertical-align:top}td.l,th.l{text-align:left}
-pre{white-space:pre-wrap;margin:0;font-size:.85em;max-width:30em}h3{margin-top:1.5em}"""
+pre{white-space:pre-wrap;overflow-wrap:anywhere;margin:0;font-size:.85em;max-width:30em;max-height:12em;overflow:auto}h3{margin-top:1.5em}"""
 SHOWN = 20  # disagreements listed per direction; the count says how many there are
 
 
