@@ -6,6 +6,7 @@ import json
 import sysconfig
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -103,3 +104,52 @@ def test_a_missing_model_or_tokens_directory_is_named(setup, tmp_path, capsys):
     assert main(["eval", str(root / "run"), "--data", str(root / "tok")]) == 2
     err = capsys.readouterr().err
     assert "has no manifest.json" in err and "lmsmith tokenize" in err
+
+
+def test_text_files_are_scored_as_one_stream_of_documents(setup, tmp_path, capsys):
+    root, model, tokenizer = setup
+    docs = [tmp_path / "a.py", tmp_path / "b.py"]
+    docs[0].write_text("def add(a, b):\n    return a + b\n" * 5)
+    docs[1].write_text("class Point:\n    x = 0\n    y = 0\n" * 5)
+    got = run_json(capsys, root / "run", "--text", *docs, "--context", 16, "--stride", 8)
+    # The reference: tokenize's stream (doc0 <eot> doc1), scored by the same function.
+    ids = tokenizer.encode(docs[0].read_text()) + [tokenizer.eot_id] + tokenizer.encode(docs[1].read_text())
+    expected = evaluate_tokens(model, np.array(ids), token_byte_lengths(tokenizer), context=16, stride=8)
+    assert got["split"] == "text" and got["tokens"] == len(ids) - 1
+    assert got["loss"] == pytest.approx(expected.loss, rel=1e-6)
+    first = len(tokenizer.token_bytes(ids[0]))  # the first token is only context: never scored
+    assert got["bytes"] == sum(len(d.read_bytes()) for d in docs) - first == expected.bytes
+
+
+def test_the_compressors_score_the_same_bytes_as_the_model(setup, tmp_path, capsys):
+    import bz2
+    import gzip
+    import lzma
+
+    root, _, _ = setup
+    doc = tmp_path / "doc.py"
+    doc.write_text((STDLIB / "textwrap.py").read_text())
+    got = run_json(capsys, root / "run", "--text", doc)
+    data = doc.read_bytes()  # the compressors get every byte, the first token's included
+    expected = {"gzip -9": gzip.compress(data, 9, mtime=0), "bzip2 -9": bz2.compress(data, 9),
+                "xz -9e": lzma.compress(data, preset=9 | lzma.PRESET_EXTREME)}
+    for name, packed in expected.items():
+        assert got["compressors"][name] == pytest.approx(8 * len(packed) / len(data))
+    # Python source compresses: every compressor beats 8 bits a byte, and xz beats gzip.
+    assert got["compressors"]["xz -9e"] < got["compressors"]["gzip -9"] < 8
+
+
+def test_the_table_ranks_the_model_among_the_compressors(setup, capsys):
+    root, _, _ = setup
+    assert main(["eval", str(root / "run"), "--split", "val"]) == 0
+    line = [x for x in capsys.readouterr().out.splitlines() if x.startswith("bits per byte on the same")]
+    assert len(line) == 1 and all(name in line[0] for name in ("gzip -9", "bzip2 -9", "xz -9e", "this model"))
+
+
+def test_text_and_data_together_are_refused(setup, tmp_path, capsys):
+    root, _, _ = setup
+    doc = tmp_path / "doc.py"
+    doc.write_text("x = 1\n" * 20)
+    assert main(["eval", str(root / "run"), "--data", str(root / "tokens"), "--text", str(doc)]) == 2
+    err = capsys.readouterr().err
+    assert "both --data and --text" in err and len(err.strip().splitlines()) == 1

@@ -17,7 +17,7 @@ pytest.importorskip("matplotlib")
 from lmsmith.build import build
 from lmsmith.cli import main
 from lmsmith.core.errors import UserError
-from lmsmith.report.page import PNGS, REPORT_HTML, write_report
+from lmsmith.report.page import OPTIONAL_PNGS, PNGS, REPORT_HTML, write_report
 from lmsmith.schema.recipe import recipe_from_dict
 from lmsmith.schema.stage import stage_config
 from lmsmith.schema.train import train_recipe_of
@@ -69,14 +69,15 @@ def embedded_images(page: str) -> list[bytes]:
 def test_report_of_a_build_shows_curves_scores_samples_and_data(workdir, tmp_path):
     page_path = write_report(workdir, tmp_path / "report")
     assert page_path == tmp_path / "report" / REPORT_HTML
-    for png in PNGS.values():
+    pictures = [*PNGS.values(), OPTIONAL_PNGS["compression"]]  # the eval recorded the compressors' scores
+    for png in pictures:
         data = (tmp_path / "report" / png).read_bytes()
         assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 5000, png
     page = page_path.read_text(encoding="utf-8")
 
     # Self-contained: every picture is inside the page, byte for byte the PNG beside it, and nothing is fetched.
     images = embedded_images(page)
-    assert sorted(images) == sorted((tmp_path / "report" / png).read_bytes() for png in PNGS.values())
+    assert sorted(images) == sorted((tmp_path / "report" / png).read_bytes() for png in pictures)
     assert not re.search(r'(src|href)="(?!data:)', page)
     assert "<script" not in page and "<link" not in page and "url(" not in page
 

@@ -53,6 +53,8 @@ def add_flag(parser: argparse.ArgumentParser, stage: Stage, flag) -> None:
     kwargs: dict = {"dest": f"flag:{flag.key}", "default": None, "help": flag.help + _default_text(stage, flag.key)}
     if tp is bool:
         kwargs.update(action="store_const", const=True)
+    elif typing.get_origin(tp) is list and flag.many:
+        kwargs.update(action="extend", nargs="+", metavar="FILE")
     elif typing.get_origin(tp) is list:
         kwargs.update(action="append", metavar="VALUE")
     elif typing.get_origin(tp) is typing.Literal:

@@ -154,7 +154,9 @@ EVAL = Stage(
     flags=(Flag("--split", "eval.split"), Flag("--context", "eval.context", "tokens each window sees"),
            Flag("--stride", "eval.stride", "tokens a window moves on"),
            Flag("--batch-size", "eval.batch_size", "windows per forward pass"),
-           Flag("--device", "eval.device"), Flag("--precision", "eval.precision")),
+           Flag("--device", "eval.device"), Flag("--precision", "eval.precision"),
+           Flag("--text", "eval.text", "score these text files or folders (each file a document) instead of a split",
+                many=True)),
     options=(Option("--json", "print one JSON object instead of the table", dest="as_json", boolean=True),),
     output_help="also write result.json and its manifest here",
 )

@@ -1,4 +1,5 @@
-"""`lmsmith eval`: a model's loss, perplexity and bits per byte on a whole split of a tokens directory.
+"""`lmsmith eval`: a model's loss, perplexity and bits per byte on a whole split of a tokens directory,
+or on any text files (`--text FILE...`), beside what gzip, bzip2 and xz reach on the same bytes.
 
 The model (a model directory, or a run directory whose final model is in `model/`) and the
 tokens must come from the same tokenizer: the tokens' manifest names the hash of the tokenizer
@@ -10,36 +11,41 @@ compare models with different tokenizers on the same text.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from lmsmith.core.atomic import write_json
 from lmsmith.core.errors import UserError
-from lmsmith.core.manifest import MANIFEST
+from lmsmith.core.manifest import MANIFEST, file_sha256
 from lmsmith.core.progress import progress_bar
+from lmsmith.evaluate.compressors import compressor_bits_per_byte
 from lmsmith.model.scoring import EvalResult, evaluate_tokens, token_byte_lengths, windows
 from lmsmith.schema.evaluate import EvalConfig
+from lmsmith.text.tokenizer import TextFiles
 from lmsmith.text.tokens_dir import TokensDir, open_tokens_dir, read_split
 
 STAGE = "eval"
-
-
+TEXT_SPLIT = "text"  # the split's name when `--text` files were scored
 
 
 @dataclass
 class SplitEval:
-    """What was scored, and the scores."""
+    """What was scored, the scores, and the compressors' bits per byte on the same bytes."""
 
     model: str
     data: str
     split: str
     result: EvalResult
+    compressors: dict[str, float] = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        return {"model": self.model, "data": self.data, "split": self.split, **self.result.to_dict()}
+        return {"model": self.model, "data": self.data, "split": self.split, **self.result.to_dict(),
+                "compressors": self.compressors}
 
 
 def tokens_dir_of(model_dir: Path) -> Path:
@@ -79,23 +85,51 @@ def evaluate(model: str | Path, data: str | Path | None = None, config: EvalConf
     config = config or EvalConfig()
     config.check("eval")
     model_dir = resolve_model_dir(model)
-    tokens = open_tokens_dir(data if data is not None else tokens_dir_of(model_dir))
+    if config.text and data is not None:
+        raise UserError("eval got both --data and --text: score a tokens directory's split or text files, not both")
+    text_files = TextFiles(config.text) if config.text else None  # a missing file is refused before the model loads
     device = pick_device(config.device)
     if device.type == "cpu":
         keep_freed_memory()  # each batch reuses the last one's logits buffer
     net, model_tokenizer = load_model_dir(model_dir, device)
-    check_same_tokenizer(tokens, model_tokenizer, model_dir)
-    if tokens.split_tokens(config.split) < 2:
-        raise UserError(f"the {config.split} split of {tokens.path} holds {tokens.split_tokens(config.split)} tokens, "
-                        f"nothing to score: evaluate another split (--split val), or hold out more text when curating")
-    ids = read_split(tokens, config.split)
+    if text_files is not None:
+        ids, described, split = text_ids(text_files, model_tokenizer), str(text_files), TEXT_SPLIT
+    else:
+        tokens = open_tokens_dir(data if data is not None else tokens_dir_of(model_dir))
+        check_same_tokenizer(tokens, model_tokenizer, model_dir)
+        if tokens.split_tokens(config.split) < 2:
+            raise UserError(f"the {config.split} split of {tokens.path} holds {tokens.split_tokens(config.split)} "
+                            "tokens, nothing to score: evaluate another split (--split val), or hold out more text "
+                            "when curating")
+        ids, described, split = read_split(tokens, config.split), str(tokens.path), config.split
+    byte_lengths = token_byte_lengths(model_tokenizer)
     context = config.context or net.config.block_size
     stride = config.stride or max(1, context // 2)
     with _WindowProgress(len(windows(len(ids), context, stride)), config.batch_size, quiet) as progress:
-        result = evaluate_tokens(net, ids, token_byte_lengths(tokens.tokenizer()), context=context, stride=stride,
+        result = evaluate_tokens(net, ids, byte_lengths, context=context, stride=stride,
                                  batch_size=config.batch_size, device=device,
                                  autocast_dtype=autocast_dtype(config.precision, device), progress=progress)
-    return SplitEval(str(model_dir), str(tokens.path), config.split, result)
+    compressors = compressor_bits_per_byte(text_bytes(ids, model_tokenizer))
+    return SplitEval(str(model_dir), described, split, result, compressors)
+
+
+def text_ids(files: TextFiles, tokenizer) -> np.ndarray:
+    """The files' text as one stream of ids, each file a document, joined by end-of-text as tokenize joins them."""
+    ids: list[int] = []
+    for file in files.files:
+        if ids:
+            ids.append(tokenizer.eot_id)
+        ids += tokenizer.encode("".join(TextFiles([file.path])), what=str(file.path))
+    if len(ids) < 2:
+        raise UserError(f"{files} hold fewer than 2 tokens, nothing to score: give longer text files")
+    return np.asarray(ids, dtype=np.int64)
+
+
+def text_bytes(ids: np.ndarray, tokenizer) -> bytes:
+    """The UTF-8 bytes the ids stand for, special tokens left out: what the compressors are given."""
+    special = {tokenizer.backend.token_to_id(t) for t in tokenizer.special_tokens}
+    pieces = [b"" if i in special else tokenizer.token_bytes(i) for i in range(tokenizer.vocab_size)]
+    return b"".join(pieces[i] for i in ids.tolist())
 
 
 class _WindowProgress:
@@ -119,17 +153,42 @@ class _WindowProgress:
         self.bar.stop()
 
 
+def eval_title(scored: SplitEval) -> str:
+    if scored.split == TEXT_SPLIT:
+        return f"{scored.model} on {scored.data}"
+    return f"{scored.model} on the {scored.split} split of {scored.data}"
+
+
 def eval_table(scored: SplitEval):
     """A rich table of the scores, with what was scored in its title."""
     from rich.table import Table
 
     r = scored.result
-    table = Table(title=f"{scored.model} on the {scored.split} split of {scored.data}", title_justify="left")
+    table = Table(title=eval_title(scored), title_justify="left")
     for column in ("loss (nats/token)", "perplexity", "bits per byte", "tokens", "bytes", "context / stride"):
         table.add_column(column, justify="right")
     table.add_row(f"{r.loss:.4f}", f"{r.perplexity:.2f}", f"{r.bits_per_byte:.4f}", f"{r.tokens:,}", f"{r.bytes:,}",
                   f"{r.context} / {r.stride}")
     return table
+
+
+def yardstick_line(scored: SplitEval) -> str | None:
+    """The model's bits per byte among the compressors' on the same bytes, best first."""
+    if not scored.compressors:
+        return None
+    entries = {**scored.compressors, "this model": scored.result.bits_per_byte}
+    ranked = ", ".join(f"{name} {bpb:.3f}" for name, bpb in sorted(entries.items(), key=lambda kv: kv[1]))
+    return f"bits per byte on the same {scored.result.bytes:,} bytes: {ranked}"
+
+
+def print_scores(scored: SplitEval) -> None:
+    """The table, then the compressors' line (a line of its own: a table caption would wrap at the table's width)."""
+    from rich.console import Console
+
+    console = Console(highlight=False)
+    console.print(eval_table(scored))
+    if line := yardstick_line(scored):
+        console.print(line, soft_wrap=True)
 
 
 RESULT = "result.json"
@@ -145,32 +204,38 @@ def run(config, inputs: dict, out: str | Path | None = None, *, quiet: bool = Fa
 
     cfg: EvalConfig = config.eval
     model, data = inputs["model"], inputs.get("data")
+    reads = [model] + ([data] if data else []) + list(cfg.text or [])
     if out is not None:  # refuse a bad -o before minutes of scoring
         from lmsmith.core.output import check_output
 
-        check_output(out, STAGE, reads=[model] + ([data] if data else []))
+        check_output(out, STAGE, reads=reads)
     scored = evaluate(model, data, cfg, quiet=quiet or as_json)
     if out is not None:
-        with stage_directory(out, STAGE, reads=[model] + ([data] if data else [])) as tmp:
+        scored_input = ({"text": [text_record(path) for path in cfg.text]} if cfg.text
+                        else {"tokens": input_record(scored.data)})
+        with stage_directory(out, STAGE, reads=reads) as tmp:
             write_json(tmp / RESULT, scored.to_dict())
             write_manifest(tmp, STAGE, config=dataclasses.asdict(cfg), counts=scored.result.to_dict(),
-                           inputs={"model": input_record(scored.model), "tokens": input_record(scored.data)})
+                           inputs={"model": input_record(scored.model), **scored_input})
     if as_json:
         print(json.dumps(scored.to_dict()))
     else:  # the scores are the result: shown with --quiet too (which only hides the progress bar)
-        from rich.console import Console
-
-        Console(highlight=False).print(eval_table(scored))
+        print_scores(scored)
     return scored.to_dict()
 
 
+def text_record(path: str) -> dict:
+    """How the manifest names a text file or folder it scored: its path and a hash of what it held."""
+    files = TextFiles([path]).files
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(str(file.path).encode("utf-8", "surrogateescape") + b"\0" + file_sha256(file.path).encode())
+    return {"path": str(path), "files": len(files), "sha256": digest.hexdigest()}
+
+
 def show_result(out: Path) -> None:
-    """The scores a finished eval step wrote, as the table `lmsmith eval` prints (at the end of a build)."""
-    from rich.console import Console
-
-    from lmsmith.model.scoring import EvalResult
-
+    """The scores a finished eval step wrote, as `lmsmith eval` prints them (at the end of a build)."""
     scored = json.loads((Path(out) / RESULT).read_text(encoding="utf-8"))
     fields = {k: scored[k] for k in EvalResult.__dataclass_fields__}
-    Console(highlight=False).print(eval_table(SplitEval(scored["model"], scored["data"], scored["split"],
-                                                        EvalResult(**fields))))
+    print_scores(SplitEval(scored["model"], scored["data"], scored["split"], EvalResult(**fields),
+                           scored.get("compressors") or {}))

@@ -29,11 +29,13 @@ from lmsmith.core.atomic import write_bytes, write_text
 from lmsmith.core.errors import UserError
 from lmsmith.core.extras import require
 from lmsmith.core.manifest import MANIFEST
+from lmsmith.report.compression import compression_bars, plot_compression
 
 REPORT_HTML = "report.html"
 RUN_STAGE = "train"
 PNGS = {"loss": "loss.png", "lr": "learning_rate.png", "throughput": "throughput.png", "funnel": "curation_funnel.png"}
-OPTIONAL_PNGS = {"bias": "curation_bias.png"}  # only when the data was curated with --bias-report
+OPTIONAL_PNGS = {"bias": "curation_bias.png",  # only when the data was curated with --bias-report
+                 "compression": "compression.png"}  # only when the eval recorded the compressors
 
 
 # ---------------------------------------------------------------------------------------------
@@ -440,14 +442,19 @@ def model_summary(inputs: ReportInputs) -> str:
     return f"<p><b>Model:</b> {esc(shape_text)}.<br><b>Training:</b> {esc(how_text)}.</p>"
 
 
-def eval_section(result: dict) -> str:
+def eval_section(result: dict, compression_png: bytes | None = None) -> str:
     rows = [["split", result.get("split", "")], ["loss (nats per token)", f"{result['loss']:.4f}"],
             ["perplexity", f"{result['perplexity']:.3f}"], ["bits per byte", f"{result['bits_per_byte']:.4f}"],
             ["tokens scored", f"{result.get('tokens', 0):,}"], ["bytes they stand for", f"{result.get('bytes', 0):,}"],
             ["context / stride", f"{result.get('context')} / {result.get('stride')}"]]
     note = ('<p class="note">Every token of the split is scored once, with a sliding window of the stated context. '
             'Bits per byte does not depend on the tokenizer, so it compares models with different vocabularies.</p>')
-    return "<h2>Held-out evaluation</h2>" + html_table(["", "value"], rows) + note
+    picture = ""
+    if compression_png:
+        picture = ('<p class="note">A language model is a compressor: with arithmetic coding it would store the '
+                   "text in about its bits per byte. The bars put it beside the compressors every machine has, "
+                   "run at their strongest settings on the same bytes.</p>" + image(compression_png, "compression"))
+    return "<h2>Held-out evaluation</h2>" + html_table(["", "value"], rows) + note + picture
 
 
 def exam_section(step: str, record: dict) -> str:
@@ -534,7 +541,7 @@ def render_html(inputs: ReportInputs, pngs: dict[str, bytes], n_params: int | No
             f"report made {esc(time.strftime('%Y-%m-%d %H:%M'))}.</p>",
             headline_cards(inputs, n_params), model_summary(inputs)]
     if inputs.eval_result:
-        body.append(eval_section(inputs.eval_result))
+        body.append(eval_section(inputs.eval_result, pngs.get("compression")))
     for step, record in inputs.exams.items():
         body.append(exam_section(step, record))
     if inputs.samples:
@@ -576,6 +583,8 @@ def draw_all(inputs: ReportInputs) -> dict[str, bytes]:
         makers["lr"] = lambda: plot_learning_rate(inputs)
     if any(_is_number(r.get("tokens_per_s")) for r in inputs.train_lines):
         makers["throughput"] = lambda: plot_throughput(inputs)
+    if inputs.eval_result and compression_bars(inputs.eval_result):
+        makers["compression"] = lambda: plot_compression(inputs.eval_result, plt)
     if inputs.curation and inputs.curation.get("steps"):
         makers["funnel"] = lambda: plot_funnel(inputs.curation)
     if inputs.curation and inputs.curation.get("bias"):

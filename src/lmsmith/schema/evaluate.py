@@ -18,6 +18,7 @@ class EvalConfig:
     batch_size: int = 8  # windows per forward pass
     device: str = "auto"
     precision: Literal["fp32", "bf16", "fp16", "auto"] = "fp32"  # fp32: exact; auto: the device's fast format
+    text: list[str] | None = None  # text files or folders to score instead of a tokens directory's split
 
     def check(self, where: str = "eval") -> None:
         if self.context is not None and self.context < 1:

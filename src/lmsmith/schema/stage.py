@@ -66,6 +66,7 @@ class Flag:
     key: str  # "tokenizer.vocab_size"
     help: str = ""
     convert: Callable[[str], Any] | None = None  # applied to the text before the type check
+    many: bool = False  # a list key that takes several values after one flag (--text a.py b.py)
 
 
 @dataclass(frozen=True)
