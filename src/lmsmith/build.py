@@ -83,10 +83,10 @@ def input_fingerprint(spec: str) -> dict:
     The standard library is fixed for a Python installation; a Hugging Face dataset is known by
     its name only (one updated on the Hub is not noticed: `--force curate` fetches it again).
     """
-    if spec == "stdlib":
-        from lmsmith.data.sources.stdlib import stdlib_root
+    from lmsmith.data.sources.stdlib import STDLIB_INPUTS, stdlib_root
 
-        return {"stdlib": str(stdlib_root()), "python": platform.python_version()}
+    if spec in STDLIB_INPUTS:
+        return {spec: str(stdlib_root()), "python": platform.python_version()}
     if spec.startswith("hf:"):
         return {"hf": spec}
     path = Path(spec).expanduser()

@@ -34,6 +34,7 @@ from lmsmith.schema.finetune import FinetuneConfig, finetune_from_sections
 from lmsmith.schema.generate import GenerateConfig
 from lmsmith.schema.model import InitConfig, ModelConfig
 from lmsmith.schema.serve import ChatConfig, ServeConfig
+from lmsmith.schema.sizing import SizingConfig
 from lmsmith.schema.stage import Flag, Input, Option, Stage
 from lmsmith.schema.text import TokenizeConfig, TokenizerConfig
 from lmsmith.schema.train import TrainConfig, plan_batch
@@ -133,7 +134,8 @@ INIT = Stage(
 
 TRAIN = Stage(
     "train", "pretrain a model on token shards (one process, or many under torchrun)",
-    sections={"train": TrainConfig, "model": ModelConfig}, run=loop.run, in_build=True, output="optional",
+    sections={"train": TrainConfig, "model": ModelConfig, "sizing": SizingConfig}, run=loop.run, in_build=True,
+    output="optional",
     file_keys=("data", "out"), writes="runs/main", makes="model", done=loop.FINAL_MODEL, resumable=True,
     torchrun=True, check_step=_check_batch, show=loop.show_run,
     inputs=(Input("tokens", "tokens directory (from `lmsmith tokenize`); or data: in the --config file",

@@ -51,13 +51,14 @@ from lmsmith.schema.evaluate import EvalConfig
 from lmsmith.schema.generate import GenerateConfig
 from lmsmith.schema.model import ModelConfig
 from lmsmith.schema.sections import SECTIONS, STEPS_KEY
+from lmsmith.schema.sizing import SizingConfig, pin_user_keys
 from lmsmith.schema.stage import Stage, config_from_sections
 from lmsmith.schema.text import TokenizeConfig, TokenizerConfig
 from lmsmith.schema.train import TrainConfig, plan_batch
 
 SHIPPED = "configs"  # recipes shipped inside the package: lmsmith/configs/NAME.yaml
 DEFAULT_RECIPE = "quickstart"
-CLASSIC_SECTIONS = ("tokenizer", "tokenize", "model", "train", "eval", "generate")
+CLASSIC_SECTIONS = ("tokenizer", "tokenize", "model", "train", "sizing", "eval", "generate")
 STEP_KEYS = ("stage", "from")  # the keys of a step besides its sections
 RECIPE_DIR = "{recipe_dir}"
 
@@ -80,6 +81,7 @@ class Recipe:
     tokenize: TokenizeConfig = field(default_factory=TokenizeConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    sizing: SizingConfig = field(default_factory=SizingConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     sweep: dict[str, Any] | None = None  # checked by `lmsmith sweep`
@@ -137,7 +139,7 @@ def load_recipe(name_or_path: str | Path | None = None, overrides: list[str] = (
     `stages` is the registry (name -> Stage), needed to read a recipe with `steps:`.
     """
     path = find_recipe(name_or_path)
-    raw = apply_overrides(read_yaml(path), list(overrides))
+    raw = pin_user_keys(apply_overrides(read_yaml(path), list(overrides)), list(overrides))
     recipe = recipe_from_dict(with_recipe_dir(raw, path.resolve().parent), stages)
     recipe.path = path
     return recipe
@@ -172,6 +174,7 @@ def recipe_from_dict(raw: dict, stages: Mapping[str, Stage] | None = None) -> Re
         tokenize=parse_section(TokenizeConfig, raw.get("tokenize"), "tokenize"),
         model=parse_section(ModelConfig, raw.get("model"), "model"),
         train=parse_section(TrainConfig, raw.get("train"), "train"),
+        sizing=parse_section(SizingConfig, raw.get("sizing"), "sizing"),
         eval=parse_section(EvalConfig, raw.get("eval"), "eval"),
         generate=parse_section(GenerateConfig, raw.get("generate"), "generate"),
         sweep=sweep,
@@ -280,7 +283,7 @@ def check_stages_fit(recipe: Recipe) -> None:
             raise ConfigError("the recipe has no input: "
                               "add a curate: section with inputs (e.g. curate.inputs=[stdlib]), "
                               "or name plain text files with tokenize.inputs=[FILE]")
-        named = [i for i in recipe.tokenize.inputs if i == "stdlib" or i.startswith("hf:")]
+        named = [i for i in recipe.tokenize.inputs if i.split(":")[0] in ("stdlib", "hf")]
         if named:
             raise ConfigError(f"tokenize.inputs: {named[0]} must be curated first: add a curate: section with "
                               f"inputs [{named[0]}] and remove tokenize.inputs")

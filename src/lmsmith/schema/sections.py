@@ -15,13 +15,14 @@ from lmsmith.schema.finetune import FinetuneConfig
 from lmsmith.schema.generate import GenerateConfig
 from lmsmith.schema.model import InitConfig, ModelConfig
 from lmsmith.schema.serve import ChatConfig, ServeConfig
+from lmsmith.schema.sizing import SizingConfig
 from lmsmith.schema.sweep import SweepConfig
 from lmsmith.schema.text import TokenizeConfig, TokenizerConfig
 from lmsmith.schema.train import TrainConfig
 
 SECTIONS: dict[str, type] = {
     "curate": CurateConfig, "tokenizer": TokenizerConfig, "tokenize": TokenizeConfig, "model": ModelConfig,
-    "init": InitConfig, "train": TrainConfig, "eval": EvalConfig, "generate": GenerateConfig,
+    "init": InitConfig, "train": TrainConfig, "sizing": SizingConfig, "eval": EvalConfig, "generate": GenerateConfig,
     "finetune": FinetuneConfig, "export": ExportConfig, "explain": ExplainConfig, "serve": ServeConfig,
     "chat": ChatConfig, "sweep": SweepConfig, "exam": ExamConfig,
 }

@@ -34,6 +34,7 @@ import yaml
 
 from lmsmith.core.config import ConfigError, apply_overrides, closest_hint, parse_section, read_yaml
 from lmsmith.schema.sections import FILE_KEYS, SECTIONS, STEPS_KEY
+from lmsmith.schema.sizing import pin_user_keys
 
 OVERRIDE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*=")
 
@@ -227,7 +228,8 @@ def stage_config(stage: Stage, config_file: str | Path | None = None, overrides:
                  flags: dict[str, Any] | None = None) -> SimpleNamespace:
     """The checked config of a stage: the file's sections, then overrides, then flags."""
     raw = config_file_sections(stage, config_file) if config_file is not None else {}
-    raw = apply_overrides(raw, [route_override(stage, o) for o in overrides])
+    routed = [route_override(stage, o) for o in overrides]
+    raw = pin_user_keys(apply_overrides(raw, routed), routed)
     for key, value in (flags or {}).items():
         section, _, rest = key.partition(".")
         if not isinstance(raw.get(section), dict):

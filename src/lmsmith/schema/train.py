@@ -20,6 +20,7 @@ from typing import Literal
 from lmsmith.core.config import ConfigError, section_to_dict
 from lmsmith.core.errors import UserError
 from lmsmith.schema.model import ModelConfig
+from lmsmith.schema.sizing import SizingConfig
 
 # Sections of a full pipeline recipe that belong to other verbs; `train` accepts and ignores them.
 
@@ -118,6 +119,7 @@ class TrainRecipe:
     out: str | None = None  # run directory
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    sizing: SizingConfig = field(default_factory=SizingConfig)  # shapes the machine picks from (schema.sizing)
 
 
 @dataclass(frozen=True)
@@ -168,7 +170,8 @@ def train_recipe_of(config, data: str | Path | None = None, out: str | Path | No
     if data is None:
         raise UserError("no tokens directory: lmsmith train TOKENS_DIR -o RUN (make one with `lmsmith tokenize`)")
     out = out or getattr(config, "out", None) or Path("runs") / "run"
-    recipe = TrainRecipe(data=str(data), out=str(out), model=config.model, train=config.train)
+    recipe = TrainRecipe(data=str(data), out=str(out), model=config.model, train=config.train,
+                         sizing=getattr(config, "sizing", None) or SizingConfig())
     check_recipe(recipe)
     return recipe
 

@@ -41,6 +41,7 @@ from lmsmith.train.memory import available_memory, check_fits, estimate_memory
 from lmsmith.train.optim import parameter_kinds
 from lmsmith.train.parallel import blocks_to_checkpoint
 from lmsmith.train.precision import Precision, resolve_precision
+from lmsmith.train.sizing import size_to_machine
 from lmsmith.train.trainer import FINAL_MODEL, STAGE, RunResult, Trainer, TrainingJob
 
 # ---------------------------------------------------------------------------------------------
@@ -152,12 +153,9 @@ def train(recipe: TrainRecipe, resume: str | None = None, quiet: bool = False) -
 
 
 def _train(recipe: TrainRecipe, info: DistInfo, resume: str | None, quiet: bool) -> Path:
-    cfg, run_dir = recipe.train, Path(recipe.out)
+    run_dir = Path(recipe.out)
     quiet = quiet or not info.is_main
     tokens, tokenizer = open_data(recipe)
-    plan = plan_batch(cfg, recipe.model.block_size, info.world_size)
-    train_windows = TokenWindows(tokens, "train", recipe.model.block_size)
-    val_windows = TokenWindows(tokens, "val", recipe.model.block_size)
     # One run at a time writes a run directory: a second would mix its checkpoints into this one's. The lock
     # comes before any look at the directory: a run checked first could find it empty, wait while another run
     # finishes there, then take the lock and train over the finished run.
@@ -166,6 +164,11 @@ def _train(recipe: TrainRecipe, info: DistInfo, resume: str | None, quiet: bool)
         barrier(info)  # rank 0 holds the lock before any rank looks at the run directory
         resume_from = prepare_run_dir(run_dir, resume, recipe.data)
         barrier(info)  # every rank has looked at the run directory before rank 0 writes to it
+        recipe = size_to_machine(recipe, tokens, info, run_dir, resume_from is not None, quiet)
+        cfg = recipe.train
+        plan = plan_batch(cfg, recipe.model.block_size, info.world_size)
+        train_windows = TokenWindows(tokens, "train", recipe.model.block_size)
+        val_windows = TokenWindows(tokens, "val", recipe.model.block_size)
         precision = resolve_precision(cfg.precision, info.device)
         model, _ = build_model(recipe, info, precision, quiet)
         job = TrainingJob(

@@ -13,7 +13,7 @@ from lmsmith.core.errors import UserError
 from lmsmith.data.sources.files import FileTreeSource
 from lmsmith.data.sources.hf import HfSource
 from lmsmith.data.sources.source import Skipped, Source
-from lmsmith.data.sources.stdlib import stdlib_source
+from lmsmith.data.sources.stdlib import STDLIB_INPUTS, stdlib_source
 from lmsmith.schema.curate import SourceConfig
 
 __all__ = ["SourceConfig", "Skipped", "Source", "open_inputs"]
@@ -24,12 +24,12 @@ __all__ = ["SourceConfig", "Skipped", "Source", "open_inputs"]
 def open_inputs(inputs: list[str], config: SourceConfig) -> list[Source]:
     """One source per input, each checked now; raises UserError naming the first bad input."""
     if not inputs:
-        raise UserError("no inputs: name files, folders, hf:DATASET or stdlib to curate")
+        raise UserError("no inputs: name files, folders, hf:DATASET, stdlib or stdlib:no-tests to curate")
     sources: list[Source] = []
     for spec in inputs:
         spec = str(spec)
-        if spec == "stdlib":
-            sources.append(stdlib_source(config))
+        if spec in STDLIB_INPUTS:
+            sources.append(stdlib_source(config, spec))
         elif spec.startswith("hf:"):
             sources.append(HfSource(spec, config))
         else:

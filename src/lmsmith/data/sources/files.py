@@ -123,7 +123,7 @@ class FileTreeSource(Source):
         return total
 
     def fingerprint(self) -> dict:
-        return {"kind": "stdlib" if self.label == "stdlib" else "files", "path": str(self.root),
+        return {"kind": self.label if (self.label or "").startswith("stdlib") else "files", "path": str(self.root),
                 "files": self.digest.count, "sha256": self.digest.hexdigest()}
 
     # -- reading ----------------------------------------------------------------------------
