@@ -10,9 +10,10 @@
 
 Rollout k serves the steps k * U .. k * U + U - 1 (U = rl.updates_per_batch). With U > 1 the
 sampling policy's log-probabilities are kept for the clipped ratio, and the rollout is written to
-RUN/rollout.safetensors, because a run resumed in the middle of those steps no longer has the
-weights that sampled it. Everything random is a function of the seed and the step, so a resumed
-run samples exactly what the uninterrupted one did.
+RUN/rollouts/, because a run resumed in the middle of those steps no longer has the weights that
+sampled it; a rollout is deleted once no checkpoint left in the run could resume inside it.
+Everything random is a function of the seed and the step, so a resumed run samples exactly what
+the uninterrupted one did.
 """
 
 from __future__ import annotations
@@ -38,7 +39,18 @@ from lmsmith.schema.finetune import RlConfig
 from lmsmith.schema.generate import GenerationConfig
 from lmsmith.schema.train import BatchPlan
 
-ROLLOUT_FILE = "rollout.safetensors"
+ROLLOUTS = "rollouts"
+
+
+def prune_rollouts(folder: Path, run_dir: Path, updates_per_batch: int) -> None:
+    """Delete the rollouts that no checkpoint of the run needs: those before the oldest one's rollout."""
+    from lmsmith.train.checkpoint import checkpoint_dirs
+
+    steps = [int(d.name.rsplit("-", 1)[1]) for d in checkpoint_dirs(run_dir)]
+    needed = min(steps, default=0) // updates_per_batch
+    for path in folder.glob("rollout-*.safetensors"):
+        if int(path.stem.rsplit("-", 1)[1]) < needed:
+            path.unlink(missing_ok=True)
 
 
 def rollout_prompts(n_items: int, per_rollout: int, seed: int, index: int) -> list[int]:
@@ -109,25 +121,28 @@ class Rollout:
     stats: dict[str, float]
 
 
-def save_rollout(path: Path, rollout: Rollout) -> None:
+def rollout_path(folder: Path, index: int) -> Path:
+    return folder / f"rollout-{index:06d}.safetensors"
+
+
+def save_rollout(folder: Path, rollout: Rollout) -> None:
     from safetensors.torch import save_file
 
     tensors = {name: getattr(rollout, name).contiguous() for name in
                ("inputs", "targets", "advantages", "old_logps", "ref_logps") if getattr(rollout, name) is not None}
-    with atomic_path(path) as tmp:
+    with atomic_path(rollout_path(folder, rollout.index)) as tmp:
         save_file(tensors, str(tmp), metadata={"index": str(rollout.index), "stats": json.dumps(rollout.stats)})
 
 
-def load_rollout(path: Path, index: int) -> Rollout | None:
-    """The rollout saved at `path` if it is rollout `index`, else None."""
+def load_rollout(folder: Path, index: int) -> Rollout | None:
+    """Rollout `index` as a run saved it, or None when it has not."""
     from safetensors import safe_open
 
+    path = rollout_path(folder, index)
     if not path.is_file():
         return None
     with safe_open(str(path), "pt") as f:
         metadata = f.metadata()
-        if int(metadata["index"]) != index:
-            return None
         tensors = {name: f.get_tensor(name) for name in f.keys()}
     return Rollout(index, tensors["inputs"], tensors["targets"], tensors["advantages"], tensors.get("old_logps"),
                    tensors.get("ref_logps"), json.loads(metadata["stats"]))
@@ -144,7 +159,8 @@ class RolloutBatches:
         self.rl, self.seed, self.precision, self.tokenizer, self.end_id = rl, seed, precision, tokenizer, end_id
         self.reference = reference  # a frozen copy of the start (full fine-tuning); None: the adapters off (LoRA)
         self.device = torch.device(device)
-        self.store = run_dir / ROLLOUT_FILE if run_dir is not None and rl.updates_per_batch > 1 else None
+        self.run_dir = run_dir
+        self.store = run_dir / ROLLOUTS if run_dir is not None and rl.updates_per_batch > 1 else None
         rows = rl.prompts * rl.group
         micro = min(micro_batch, rows)
         self.plan = BatchPlan(policy.config.block_size, micro, 1, math.ceil(rows / micro))
@@ -175,6 +191,7 @@ class RolloutBatches:
             rollout = self.sample(index)
             if self.store is not None:
                 save_rollout(self.store, rollout)
+                prune_rollouts(self.store, self.run_dir, self.rl.updates_per_batch)
         rollout.stats["rollout_s"] = round(time.perf_counter() - started, 3)
         self.seconds += time.perf_counter() - started
         self._current = rollout
