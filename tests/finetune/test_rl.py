@@ -182,7 +182,7 @@ def test_a_reward_function_scores_lines_that_hold_only_a_prompt(tmp_path, base_d
     rewards = tmp_path / "my_rewards.py"
     rewards.write_text("def starts_with_x(item, completion):\n    return float(completion.startswith('x'))\n")
     run = tmp_path / "run"
-    assert main(["finetune", str(base_dir), "--mode", "rl", "--data", data, "-o", str(run), "--template", "raw",
+    assert main(["finetune", str(base_dir), "--method", "rl", "--data", data, "-o", str(run), "--template", "raw",
                  "--quiet", *FAST, "train.steps=2", f"rl.reward={rewards}:starts_with_x"]) == 0
     report = json.loads((run / "finetune.json").read_text())
     assert report["data"]["reward"].endswith("my_rewards.py:starts_with_x") and report["data"]["train_items"] == 11

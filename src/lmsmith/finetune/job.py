@@ -3,6 +3,8 @@
     load the start point (our run/model dir, a Hugging Face dir, hf:NAME)
     read the domain data:  instruct  JSONL -> chat template -> loss on answers only
                            continue  text -> a tokens directory -> random windows
+                           dpo       pairs -> the preference loss against the start's cached log-probs
+                           rl        exam items -> completions sampled each step -> reward -> policy gradient
     choose what learns:    full (optionally freezing embeddings / the first N blocks) or LoRA
     score before:          domain validation loss, general validation loss (if given)
     train:                 the training engine's own loop, with this data and this parameter set;

@@ -168,13 +168,27 @@ class FinetuneRecipe:
     batch_tokens_given: bool  # False: one micro-batch of full rows per step, set once the model's context is known
 
 
+MODES_NAMED_AS_METHODS = ("dpo", "rl")  # `--method dpo|rl`, as the issue and TRL users write it, means the mode
+
+
+def route_method_to_mode(section: dict | None) -> dict | None:
+    """finetune.method dpo or rl is the mode of that name (the method, full or LoRA, keeps its default)."""
+    if not isinstance(section, dict) or section.get("method") not in MODES_NAMED_AS_METHODS:
+        return section
+    mode = section["method"]
+    if section.get("mode") not in (None, mode):
+        raise ConfigError(f"finetune.method {mode} names the mode, but finetune.mode is {section['mode']}: "
+                          "give one of them (and finetune.method full or lora for what learns)")
+    return {**{k: v for k, v in section.items() if k != "method"}, "mode": mode}
+
+
 def finetune_from_sections(raw: dict) -> FinetuneRecipe:
     """The finetune and train sections, with fine-tuning's own training defaults under what was written.
 
     Fine-tuning starts from a trained model, so its training defaults differ from pretraining's
     (FINETUNE_TRAIN_DEFAULTS); LoRA's adapters start at zero and take a larger learning rate.
     """
-    config = parse_section(FinetuneConfig, raw.get("finetune"), "finetune")
+    config = parse_section(FinetuneConfig, route_method_to_mode(raw.get("finetune")), "finetune")
     train_raw = raw.get("train") or {}
     if not isinstance(train_raw, dict):
         raise ConfigError(f"train: expected a mapping of keys to values, got {train_raw!r}")

@@ -66,6 +66,7 @@ class Flag:
     key: str  # "tokenizer.vocab_size"
     help: str = ""
     convert: Callable[[str], Any] | None = None  # applied to the text before the type check
+    also: tuple[str, ...] = ()  # values accepted beyond the key's own choices (the section's parser routes them)
 
 
 @dataclass(frozen=True)
