@@ -186,3 +186,20 @@ def test_a_reward_function_scores_lines_that_hold_only_a_prompt(tmp_path, base_d
                  "--quiet", *FAST, "train.steps=2", f"rl.reward={rewards}:starts_with_x"]) == 0
     report = json.loads((run / "finetune.json").read_text())
     assert report["data"]["reward"].endswith("my_rewards.py:starts_with_x") and report["data"]["train_items"] == 11
+
+
+def test_a_recipe_runs_rl_after_an_instruct_step(tmp_path, base_dir, kv_file, digit_tasks):
+    import yaml
+
+    tiny = {"steps": 2, "eval_every": 2, "micro_batch": 16, "peak_flops": 1e11}
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump({"steps": {
+        "sft": {"stage": "finetune", "from": {"base": str(base_dir)},
+                "finetune": {"data": str(kv_file), "template": "raw"}, "train": tiny},
+        "rl": {"stage": "finetune", "finetune": {"method": "rl", "data": digit_tasks, "template": "raw",
+                                                 "rl": {"group": 4, "prompts": 2, "max_new_tokens": 2}},
+               "train": tiny}}}, sort_keys=False))
+    assert main(["build", str(recipe), "-o", str(tmp_path / "work"), "--quiet"]) == 0
+    report = json.loads((tmp_path / "work" / "runs" / "rl" / "finetune.json").read_text())
+    assert report["data"]["kind"] == "rl" and report["steps"] == 2
+    assert report["base"]["source"] == str((tmp_path / "work" / "runs" / "sft" / "model").resolve())
