@@ -165,6 +165,8 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, base_dir, digit_task
     command = ["finetune", str(base_dir), "--mode", "rl", "-o", str(tmp_path / "run"), "--template", "raw",
                "--quiet", *FAST, "train.steps=2"]
     assert "rl.group must be at least 2" in refused(capsys, [*command, "--data", digit_tasks, "rl.group=1"])
+    assert "rl.prompts x rl.group = 8 x 10000000" in refused(capsys, [*command, "--data", digit_tasks,
+                                                                        "rl.group=10000000"])
     assert "cannot import no_such_module_here" in refused(
         capsys, [*command, "--data", digit_tasks, "rl.reward=no_such_module_here:score"])
     choices = write_jsonl(tmp_path / "choices.jsonl", [{"question": "2+2?", "choices": ["3", "4"], "answer": 1},

@@ -159,7 +159,7 @@ def rl_data(recipe: FinetuneRecipe, data: str, model: GPT, tokenizer, info, prec
 
     from lmsmith.finetune.rl_loss import policy_objective
     from lmsmith.finetune.rl_tasks import HeldOutExam, Reward, read_rl_items, render_prompts
-    from lmsmith.finetune.rollouts import RolloutBatches
+    from lmsmith.finetune.rollouts import RolloutBatches, check_rollouts_fit
 
     cfg, rl = recipe.finetune, recipe.finetune.rl
     if info.world_size > 1:
@@ -189,8 +189,11 @@ def rl_data(recipe: FinetuneRecipe, data: str, model: GPT, tokenizer, info, prec
              f"they would pass the context of {block} tokens", quiet)
     end = tokenizer.encode(stops[0][0]) if stops[0] else []
     end_id = end[0] if len(end) == 1 else tokenizer.eot_id  # the template's end-of-answer token, if it is one
+    copy_reference = rl.kl > 0 and cfg.method == "full"
+    check_rollouts_fit(model, rl, max(len(prompts[i]) for i in fits), recipe.train.micro_batch, info.device,
+                       copy_reference)
     reference = None
-    if rl.kl > 0 and cfg.method == "full":
+    if copy_reference:
         reference = copy.deepcopy(model).eval().requires_grad_(False).to(info.device)
     batches = RolloutBatches(model, [train_items[i] for i in fits], [prompts[i] for i in fits],
                              [stops[i] for i in fits], reward, rl, recipe.train.micro_batch, recipe.train.seed,

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from lmsmith.core.atomic import atomic_path
+from lmsmith.core.errors import UserError
 from lmsmith.exam.items import Item
 from lmsmith.finetune.lora import adapters_off
 from lmsmith.finetune.rl_loss import RolloutRows, group_advantages, token_logps
@@ -51,6 +52,30 @@ def prune_rollouts(folder: Path, run_dir: Path, updates_per_batch: int) -> None:
     for path in folder.glob("rollout-*.safetensors"):
         if int(path.stem.rsplit("-", 1)[1]) < needed:
             path.unlink(missing_ok=True)
+
+
+def rollout_bytes(config, rows: int, length: int, micro_batch: int) -> float:
+    """What a rollout holds at its peak beyond the weights: the decoder's KV cache and logits for every row,
+    then the log-probability passes over a micro-batch (its logits and their log-softmax, in fp32)."""
+    cache = 2 * config.n_layer * rows * length * config.kv_heads * config.head_dim * 4
+    return cache + 2 * rows * config.vocab_size * 4 + 2 * micro_batch * length * config.vocab_size * 4
+
+
+def check_rollouts_fit(model, rl: RlConfig, prompt_length: int, micro_batch: int, device,
+                       reference_copy: bool) -> None:
+    """Refuse, before any sampling, rollouts of rl.prompts x rl.group completions that the device cannot hold."""
+    from lmsmith.train.memory import GiB, available_memory
+
+    rows, length = rl.prompts * rl.group, prompt_length + rl.max_new_tokens
+    parameters = sum(p.numel() for p in model.parameters())
+    # weights, gradients and AdamW's two moments (at most), a frozen reference copy, and the rollout itself
+    needed = (16 + (4 if reference_copy else 0)) * parameters + rollout_bytes(model.config, rows, length,
+                                                                              min(micro_batch, rows))
+    available = available_memory(torch.device(device))
+    if available is not None and needed > available:
+        raise UserError(f"RL's rollouts of rl.prompts x rl.group = {rl.prompts} x {rl.group} = {rows} completions of "
+                        f"up to {length} tokens need about {needed / GiB:.1f} GiB with the model, but {device} has "
+                        f"{available / GiB:.1f} GiB free: lower rl.group, rl.prompts or rl.max_new_tokens")
 
 
 def rollout_prompts(n_items: int, per_rollout: int, seed: int, index: int) -> list[int]:
@@ -184,6 +209,7 @@ class RolloutBatches:
     def rollout(self, index: int) -> Rollout:
         """Rollout `index`: the one in memory, the one a killed run saved, or a new one."""
         if self._current is not None and self._current.index == index:
+            self._current.stats["rollout_s"] = 0.0  # reused: this step sampled nothing
             return self._current
         started = time.perf_counter()
         rollout = load_rollout(self.store, index) if self.store is not None else None
