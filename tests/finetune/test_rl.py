@@ -18,7 +18,7 @@ from lmsmith.model.directory import load_model_dir
 from lmsmith.model.transformer import IGNORE_INDEX
 
 FAST = ["train.peak_flops=1e11", "train.log_every=1", "rl.max_new_tokens=2", "rl.group=8", "rl.prompts=8"]
-WORDS = ["ab", "cd", "ef", "gh", "ij", "kl", "mn", "op", "qr", "st", "uv", "wx"]
+WORDS = [a + b for a in "abcdefgh" for b in "xyzuv"]  # 40 prompts: 36 to train on, 4 held out
 
 
 def write_jsonl(path, rows) -> str:
@@ -48,8 +48,9 @@ def test_a_tiny_model_learns_to_raise_its_reward(tmp_path, base_dir, digit_tasks
     logged = metrics(run)[-2]
     assert {"groups_rewarded", "completion_tokens", "kl", "rollout_s"} <= set(logged)
     report = json.loads((run / "finetune.json").read_text())
-    assert report["after"]["val"]["pass_at_1"] > report["before"]["val"]["pass_at_1"]
-    assert report["data"]["kind"] == "rl" and report["data"]["val_items"] == 1
+    before, after = report["before"]["val"], report["after"]["val"]
+    assert report["data"]["kind"] == "rl" and report["data"]["val_items"] == 4
+    assert after["pass_at_1"] >= before["pass_at_1"] + 0.5 and before["pass_at_1_stderr"] >= 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -187,7 +188,7 @@ def test_a_reward_function_scores_lines_that_hold_only_a_prompt(tmp_path, base_d
     assert main(["finetune", str(base_dir), "--method", "rl", "--data", data, "-o", str(run), "--template", "raw",
                  "--quiet", *FAST, "train.steps=2", f"rl.reward={rewards}:starts_with_x"]) == 0
     report = json.loads((run / "finetune.json").read_text())
-    assert report["data"]["reward"].endswith("my_rewards.py:starts_with_x") and report["data"]["train_items"] == 11
+    assert report["data"]["reward"].endswith("my_rewards.py:starts_with_x") and report["data"]["train_items"] == 36
 
 
 def test_a_recipe_runs_rl_after_an_instruct_step(tmp_path, base_dir, kv_file, digit_tasks):

@@ -145,7 +145,8 @@ def render_prompts(items: list[Item], model, tokenizer, template: str) -> tuple[
 
 class HeldOutExam:
     """Validation for --mode rl: greedy answers to the held-out items (the exam's own generation), each
-    scored by the reward. Its loss is 1 - pass@1, so the engine's best model is the one that passes most."""
+    scored by the reward. Its loss is 1 - pass@1, so the engine's best model is the one that passes most.
+    (With a reward function that is not 0/1, "pass@1" is the mean reward; one held-out item has stderr 0.)"""
 
     def __init__(self, items: list[Item], reward: Reward, tokenizer, template: str, max_new_tokens: int,
                  batch_size: int):
