@@ -439,12 +439,15 @@ class Trainer:
                          {"step": state.step, "val_loss": val_loss})
         else:
             state.evals_since_best += 1
+        # A job's own validation (RL's pass rate) is a loss only in that lower is better: no perplexity for it.
+        perplexity = {} if self.job.validate else {"perplexity": math.exp(min(val_loss, 700))}
+        reported = {**perplexity, **val_stats}
         if self.metrics is not None:
-            self.metrics.log({"step": state.step, "val_loss": val_loss, "val_perplexity": math.exp(min(val_loss, 700)),
-                              **{f"val_{name}": value for name, value in val_stats.items()}})
-        shown = "".join(f", {name.replace('_', ' ')} {value:.4g}" for name, value in val_stats.items())
-        self.progress.print(f"step {state.step}: val loss {val_loss:.4f} "
-                            f"(perplexity {math.exp(min(val_loss, 700)):.2f}{shown})" + (" best" if improved else ""))
+            self.metrics.log({"step": state.step, "val_loss": val_loss,
+                              **{f"val_{name}": value for name, value in reported.items()}})
+        shown = ", ".join(f"{name.replace('_', ' ')} {value:.4g}" for name, value in reported.items())
+        self.progress.print(f"step {state.step}: val loss {val_loss:.4f}" + (f" ({shown})" if shown else "")
+                            + (" best" if improved else ""))
         return cfg.early_stop_patience is not None and state.evals_since_best >= cfg.early_stop_patience
 
     def checkpoint(self) -> None:
