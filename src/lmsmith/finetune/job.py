@@ -150,6 +150,24 @@ def preference_data(recipe: FinetuneRecipe, data: str, model: GPT, tokenizer, pl
                       preference_objective(dpo.loss, dpo.beta, dpo.gamma))
 
 
+def rl_items(recipe: FinetuneRecipe, data: str, quiet: bool) -> tuple[list, list]:
+    """The training and held-out items of --mode rl: finetune.val_data's, or a share of --data held out."""
+    from lmsmith.finetune.rl_tasks import read_rl_items
+
+    cfg, custom = recipe.finetune, recipe.finetune.rl.reward is not None
+    given = read_rl_items(data, custom)
+    if given.not_checkable:
+        note(f"{given.not_checkable} line(s) of {data} left out: no prompt, or nothing to check a completion with "
+             "(multiple-choice items are scored by likelihood, not generated)", quiet)
+    if cfg.val_data:
+        return given.items, read_rl_items(cfg.val_data, custom).items
+    train_items, val_items = split_examples(given.items, cfg.val_fraction, recipe.train.seed)
+    if not val_items:
+        raise UserError(f"{data} gives no held-out items (it has {len(given.items)}; finetune.val_fraction is "
+                        f"{cfg.val_fraction}): give finetune.val_data, or more items and a val_fraction above 0")
+    return train_items, val_items
+
+
 def rl_data(recipe: FinetuneRecipe, data: str, model: GPT, tokenizer, info, precision, out: Path,
             quiet: bool) -> DomainData:
     """Prompts for --mode rl and how their completions are rewarded; the rollouts are sampled from `model`
@@ -158,7 +176,7 @@ def rl_data(recipe: FinetuneRecipe, data: str, model: GPT, tokenizer, info, prec
     import copy
 
     from lmsmith.finetune.rl_loss import policy_objective
-    from lmsmith.finetune.rl_tasks import HeldOutExam, Reward, read_rl_items, render_prompts
+    from lmsmith.finetune.rl_tasks import HeldOutExam, Reward, rl_prompts
     from lmsmith.finetune.rollouts import RolloutBatches, check_rollouts_fit
 
     cfg, rl = recipe.finetune, recipe.finetune.rl
@@ -166,42 +184,20 @@ def rl_data(recipe: FinetuneRecipe, data: str, model: GPT, tokenizer, info, prec
         raise UserError("--mode rl runs in one process (its rollouts sample from the whole model): "
                         "start it without torchrun")
     reward = Reward(rl.reward)
-    custom = rl.reward is not None
-    given = read_rl_items(data, custom)
-    if cfg.val_data:
-        train_items, val_items = given.items, read_rl_items(cfg.val_data, custom).items
-    else:
-        train_items, val_items = split_examples(given.items, cfg.val_fraction, recipe.train.seed)
-    if not val_items:
-        raise UserError(f"{data} gives no held-out items (it has {len(given.items)}; finetune.val_fraction is "
-                        f"{cfg.val_fraction}): give finetune.val_data, or more items and a val_fraction above 0")
-    if given.not_checkable:
-        note(f"{given.not_checkable} line(s) of {data} left out: no prompt, or nothing to check a completion with "
-             "(multiple-choice items are scored by likelihood, not generated)", quiet)
-    prompts, stops = render_prompts(train_items, model, tokenizer, cfg.template)
-    block = model.config.block_size
-    fits = [i for i, ids in enumerate(prompts) if len(ids) + rl.max_new_tokens <= block]
-    if not fits:
-        raise UserError(f"no prompt of {data} leaves rl.max_new_tokens={rl.max_new_tokens} tokens of the context of "
-                        f"{block}: lower rl.max_new_tokens or shorten the prompts")
-    if len(fits) < len(prompts):
-        note(f"{len(prompts) - len(fits)} training prompt(s) dropped: with rl.max_new_tokens={rl.max_new_tokens} "
-             f"they would pass the context of {block} tokens", quiet)
-    end = tokenizer.encode(stops[0][0]) if stops[0] else []
-    end_id = end[0] if len(end) == 1 else tokenizer.eot_id  # the template's end-of-answer token, if it is one
+    train_items, val_items = rl_items(recipe, data, quiet)
+    prompts = rl_prompts(train_items, model, tokenizer, cfg.template, rl.max_new_tokens, data)
+    if prompts.dropped:
+        note(f"{prompts.dropped} training prompt(s) dropped: with rl.max_new_tokens={rl.max_new_tokens} they would "
+             f"pass the context of {model.config.block_size} tokens", quiet)
     copy_reference = rl.kl > 0 and cfg.method == "full"
-    check_rollouts_fit(model, rl, max(len(prompts[i]) for i in fits), recipe.train.micro_batch, info.device,
-                       copy_reference)
-    reference = None
-    if copy_reference:
-        reference = copy.deepcopy(model).eval().requires_grad_(False).to(info.device)
-    batches = RolloutBatches(model, [train_items[i] for i in fits], [prompts[i] for i in fits],
-                             [stops[i] for i in fits], reward, rl, recipe.train.micro_batch, recipe.train.seed,
-                             info.device, precision, tokenizer, end_id, reference, out)
+    check_rollouts_fit(model, rl, max(map(len, prompts.ids)), recipe.train.micro_batch, info.device, copy_reference)
+    reference = copy.deepcopy(model).eval().requires_grad_(False).to(info.device) if copy_reference else None
+    batches = RolloutBatches(model, prompts, reward, rl, recipe.train.micro_batch, recipe.train.seed, info.device,
+                             precision, tokenizer, reference, out)
     validate = HeldOutExam(val_items, reward, tokenizer, cfg.template, rl.max_new_tokens, batch_size=16)
     description = {"kind": "rl", "path": str(data), "template": cfg.template, "reward": reward.name,
-                   "train_items": len(fits), "val_items": len(val_items), "not_checkable": given.not_checkable,
-                   "group": rl.group, "prompts_per_step": rl.prompts}
+                   "train_items": len(prompts.items), "val_items": len(val_items), "group": rl.group,
+                   "prompts_per_step": rl.prompts}
     return DomainData(batches, [], description, [], policy_objective(rl.clip, rl.kl), validate)
 
 

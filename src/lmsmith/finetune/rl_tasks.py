@@ -135,12 +135,31 @@ def exam_model(model, tokenizer, template: str, max_new_tokens: int, batch_size:
     return LocalModel("fine-tuning", config, loaded=(model, tokenizer))
 
 
-def render_prompts(items: list[Item], model, tokenizer, template: str) -> tuple[list[list[int]], list[list[str]]]:
-    """Each item's prompt as tokens, rendered exactly as `lmsmith exam --chat --template` renders it, and its
-    stop strings, so that the completions trained on are the answers the exam reads."""
+@dataclass
+class RlPrompts:
+    """The training items whose prompt leaves room for a completion, as the tokens the rollouts continue."""
+
+    items: list[Item]
+    ids: list[list[int]]  # each item's prompt, rendered exactly as `lmsmith exam --chat --template` renders it
+    stops: list[list[str]]  # the exam's stop strings of each (the template's end of an answer, as text)
+    end_id: int  # the token that ends a completion: the template's end of an answer if it is one token, else eot
+    dropped: int  # items whose prompt leaves fewer than rl.max_new_tokens of the context
+
+
+def rl_prompts(items: list[Item], model, tokenizer, template: str, max_new_tokens: int, where: str) -> RlPrompts:
+    """Render the prompts the way the exam asks them, so that the completions trained on are the answers it reads."""
     asking = exam_model(model, tokenizer, template, max_new_tokens=1)
     rendered = [asking.render(exam_prompt(item)) for item in items]
-    return [tokenizer.encode(text) for text, _ in rendered], [stops for _, stops in rendered]
+    ids = [tokenizer.encode(text) for text, _ in rendered]
+    block = model.config.block_size
+    fits = [i for i, prompt in enumerate(ids) if len(prompt) + max_new_tokens <= block]
+    if not fits:
+        raise UserError(f"no prompt of {where} leaves rl.max_new_tokens={max_new_tokens} tokens of the context of "
+                        f"{block}: lower rl.max_new_tokens or shorten the prompts")
+    stops = [rendered[i][1] for i in fits]
+    end = tokenizer.encode(stops[0][0]) if stops[0] else []
+    return RlPrompts([items[i] for i in fits], [ids[i] for i in fits], stops,
+                     end[0] if len(end) == 1 else tokenizer.eot_id, len(items) - len(fits))
 
 
 class HeldOutExam:

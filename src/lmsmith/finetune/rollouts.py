@@ -30,10 +30,9 @@ import torch
 
 from lmsmith.core.atomic import atomic_path
 from lmsmith.core.errors import UserError
-from lmsmith.exam.items import Item
 from lmsmith.finetune.lora import adapters_off
 from lmsmith.finetune.rl_loss import RolloutRows, group_advantages, token_logps
-from lmsmith.finetune.rl_tasks import Reward
+from lmsmith.finetune.rl_tasks import Reward, RlPrompts
 from lmsmith.model.decoding import generate_tokens
 from lmsmith.model.transformer import IGNORE_INDEX
 from lmsmith.schema.finetune import RlConfig
@@ -135,6 +134,16 @@ def completion_rows(prompts: list[list[int]], completions: list[list[int]],
     return inputs, targets
 
 
+def rollout_stats(rewards: torch.Tensor, completions: list[list[int]]) -> dict[str, float]:
+    """What a step logs of its rollout: the mean reward, the share of groups where some completion earned a
+    reward, the share whose completions differ in reward (only those teach anything), the completions' length."""
+    mixed = rewards.max(dim=1).values > rewards.min(dim=1).values
+    return {"reward": round(float(rewards.mean()), 5),
+            "groups_rewarded": round(float((rewards > 0).any(dim=1).double().mean()), 5),
+            "groups_mixed": round(float(mixed.double().mean()), 5),
+            "completion_tokens": round(sum(map(len, completions)) / len(completions), 3)}
+
+
 @dataclass
 class Rollout:
     index: int
@@ -177,11 +186,10 @@ class RolloutBatches:
     """The engine's batches for --mode rl (the protocol of train.data.TrainBatches): the micro-batches of
     step s are the completions of rollout s // rl.updates_per_batch, sampled from the policy being trained."""
 
-    def __init__(self, policy, items: list[Item], prompts: list[list[int]], stops: list[list[str]], reward: Reward,
-                 rl: RlConfig, micro_batch: int, seed: int, device, precision, tokenizer, end_id: int,
-                 reference=None, run_dir: Path | None = None):
-        self.policy, self.items, self.prompts, self.stops, self.reward = policy, items, prompts, stops, reward
-        self.rl, self.seed, self.precision, self.tokenizer, self.end_id = rl, seed, precision, tokenizer, end_id
+    def __init__(self, policy, prompts: RlPrompts, reward: Reward, rl: RlConfig, micro_batch: int, seed: int,
+                 device, precision, tokenizer, reference=None, run_dir: Path | None = None):
+        self.policy, self.prompts, self.items, self.reward = policy, prompts, prompts.items, reward
+        self.rl, self.seed, self.precision, self.tokenizer = rl, seed, precision, tokenizer
         self.reference = reference  # a frozen copy of the start (full fine-tuning); None: the adapters off (LoRA)
         self.device = torch.device(device)
         self.run_dir = run_dir
@@ -226,25 +234,20 @@ class RolloutBatches:
     def sample(self, index: int) -> Rollout:
         rl = self.rl
         chosen = rollout_prompts(len(self.items), rl.prompts, self.seed, index)
-        prompts = [self.prompts[i] for i in chosen]
+        prompts, end_id = self.prompts, self.prompts.end_id
         config = GenerationConfig(max_new_tokens=rl.max_new_tokens, temperature=rl.temperature,
                                   seed=sampling_seed(self.seed, index))
-        completions = sample_completions(self.policy, prompts, rl.group, config, self.end_id,
+        completions = sample_completions(self.policy, [prompts.ids[i] for i in chosen], rl.group, config, end_id,
                                          self.tokenizer.vocab_size)
         owners = [i for i in chosen for _ in range(rl.group)]
-        rewards = torch.tensor([self.reward(self.items[i], completion_text(self.tokenizer, c, self.end_id,
-                                                                           self.stops[i]))
-                                for i, c in zip(owners, completions)], dtype=torch.float64).view(rl.prompts, rl.group)
+        texts = [completion_text(self.tokenizer, c, end_id, prompts.stops[i]) for i, c in zip(owners, completions)]
+        rewards = torch.tensor([self.reward(self.items[i], text) for i, text in zip(owners, texts)],
+                               dtype=torch.float64).view(rl.prompts, rl.group)
         advantages = group_advantages(rewards, rl.scale_std).view(-1).float()
-        inputs, targets = completion_rows([self.prompts[i] for i in owners], completions, self.tokenizer.eot_id)
+        inputs, targets = completion_rows([prompts.ids[i] for i in owners], completions, self.tokenizer.eot_id)
         old = self.logps(self.policy, inputs, targets) if rl.updates_per_batch > 1 else None
         ref = self.reference_logps(inputs, targets) if rl.kl > 0 else None
-        stats = {"reward": round(float(rewards.mean()), 5),
-                 "groups_rewarded": round(float((rewards > 0).any(dim=1).double().mean()), 5),
-                 "groups_mixed": round(float((rewards.max(dim=1).values > rewards.min(dim=1).values).double().mean()),
-                                       5),
-                 "completion_tokens": round(sum(map(len, completions)) / len(completions), 3)}
-        return Rollout(index, inputs, targets, advantages, old, ref, stats)
+        return Rollout(index, inputs, targets, advantages, old, ref, rollout_stats(rewards, completions))
 
     @torch.no_grad()
     def logps(self, model, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
