@@ -58,7 +58,7 @@ def add_flag(parser: argparse.ArgumentParser, stage: Stage, flag) -> None:
     elif typing.get_origin(tp) is list:
         kwargs.update(action="append", metavar="VALUE")
     elif typing.get_origin(tp) is typing.Literal:
-        kwargs.update(choices=list(typing.get_args(tp)))
+        kwargs.update(choices=list(typing.get_args(tp)) + list(flag.also))
     else:
         kwargs.update(metavar=flag.flag.lstrip("-").split("-")[0].upper())
     parser.add_argument(*flag.flag.split("/"), **kwargs)

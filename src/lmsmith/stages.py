@@ -253,8 +253,10 @@ FINETUNE = Stage(
                   required=False, metavar="RUN"),
             Input("merge_base", "with --merge: the base to fold into (default: the one the adapter names)",
                   flag="--base", required=False, metavar="BASE")),
-    flags=(Flag("--mode", "finetune.mode", "answers to prompts (instruct), or more pretraining on text (continue)"),
-           Flag("--method", "finetune.method", "train every weight (full), or only LoRA adapters (lora)"),
+    flags=(Flag("--mode", "finetune.mode", "answers to prompts (instruct), more pretraining on text (continue), "
+                "preference pairs (dpo), or RL against checkable rewards (rl)"),
+           Flag("--method", "finetune.method", "train every weight (full), or only LoRA adapters (lora); "
+                "--method dpo|rl is --mode dpo|rl", also=("dpo", "rl")),
            Flag("--template", "finetune.template", "chat template for instruct data")),
     output_help="the run directory (with --merge: the merged model directory)",
 )

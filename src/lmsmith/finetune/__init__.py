@@ -12,6 +12,10 @@ the chat templates in lmsmith.text.chat_template.
     lora.py           the LoRA layer: inject, merge, adapter state, base hash
     adapter_dir.py    the adapter directory, and `--merge`
     answers.py        greedy answers and exact-match accuracy
+    preferences.py    DPO's pairs: JSONL -> tokens -> batches;  dpo.py  its loss, and the cached reference
+    rl_tasks.py       RL's data (exam items) and reward (the exam's checkers, or rl.reward), held-out pass@1
+    rollouts.py       RL's batches: a group of completions per prompt, sampled by generate's decoder, scored
+    rl_loss.py        RL's objective: group-relative advantages, clipped policy gradient, KL to the start
 """
 
 from __future__ import annotations
@@ -63,5 +67,5 @@ def run(config, inputs: dict, out: str | Path, *, quiet: bool = False, force: bo
         raise UserError("give the start model (a run or model directory, a Hugging Face directory, or hf:NAME)")
     if not data:
         raise UserError("--data is missing: "
-                        "give the domain data (a JSONL file for --mode instruct, text for --mode continue)")
+                        "give the domain data (a JSONL file for --mode instruct, dpo or rl; text for --mode continue)")
     return finetune_run(base, data, out, config, quiet=quiet, force=force)

@@ -3,6 +3,8 @@
     load the start point (our run/model dir, a Hugging Face dir, hf:NAME)
     read the domain data:  instruct  JSONL -> chat template -> loss on answers only
                            continue  text -> a tokens directory -> random windows
+                           dpo       pairs -> the preference loss against the start's cached log-probs
+                           rl        exam items -> completions sampled each step -> reward -> policy gradient
     choose what learns:    full (optionally freezing embeddings / the first N blocks) or LoRA
     score before:          domain validation loss, general validation loss (if given)
     train:                 the training engine's own loop, with this data and this parameter set;
@@ -79,6 +81,7 @@ class DomainData:
     description: dict = field(default_factory=dict)
     val_examples: list = field(default_factory=list)  # instruct: for exact-match scoring
     objective: Callable = next_token_loss  # what the engine minimises on these batches
+    validate: Callable | None = None  # rl: (model) -> (1 - pass@1 on the held-out items, statistics)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -145,6 +148,57 @@ def preference_data(recipe: FinetuneRecipe, data: str, model: GPT, tokenizer, pl
                    "train_pairs": len(train_set), "val_pairs": len(val_set), "identical_dropped": identical}
     return DomainData(batches, eval_batches, description, [pair.chosen for pair in val_pairs],
                       preference_objective(dpo.loss, dpo.beta, dpo.gamma))
+
+
+def rl_items(recipe: FinetuneRecipe, data: str, quiet: bool) -> tuple[list, list]:
+    """The training and held-out items of --mode rl: finetune.val_data's, or a share of --data held out."""
+    from lmsmith.finetune.rl_tasks import read_rl_items
+
+    cfg, custom = recipe.finetune, recipe.finetune.rl.reward is not None
+    given = read_rl_items(data, custom)
+    if given.not_checkable:
+        note(f"{given.not_checkable} line(s) of {data} left out: no prompt, or nothing to check a completion with "
+             "(multiple-choice items are scored by likelihood, not generated)", quiet)
+    if cfg.val_data:
+        return given.items, read_rl_items(cfg.val_data, custom).items
+    train_items, val_items = split_examples(given.items, cfg.val_fraction, recipe.train.seed)
+    if not val_items:
+        raise UserError(f"{data} gives no held-out items (it has {len(given.items)}; finetune.val_fraction is "
+                        f"{cfg.val_fraction}): give finetune.val_data, or more items and a val_fraction above 0")
+    return train_items, val_items
+
+
+def rl_data(recipe: FinetuneRecipe, data: str, model: GPT, tokenizer, info, precision, out: Path,
+            quiet: bool) -> DomainData:
+    """Prompts for --mode rl and how their completions are rewarded; the rollouts are sampled from `model`
+    itself as it trains. With rl.kl and full fine-tuning a frozen copy of the start is the reference; with
+    LoRA the reference is the same model with its adapters off, so no copy is needed."""
+    import copy
+
+    from lmsmith.finetune.rl_loss import policy_objective
+    from lmsmith.finetune.rl_tasks import HeldOutExam, Reward, rl_prompts
+    from lmsmith.finetune.rollouts import RolloutBatches, check_rollouts_fit
+
+    cfg, rl = recipe.finetune, recipe.finetune.rl
+    if info.world_size > 1:
+        raise UserError("--mode rl runs in one process (its rollouts sample from the whole model): "
+                        "start it without torchrun")
+    reward = Reward(rl.reward)
+    train_items, val_items = rl_items(recipe, data, quiet)
+    prompts = rl_prompts(train_items, model, tokenizer, cfg.template, rl.max_new_tokens, data)
+    if prompts.dropped:
+        note(f"{prompts.dropped} training prompt(s) dropped: with rl.max_new_tokens={rl.max_new_tokens} they would "
+             f"pass the context of {model.config.block_size} tokens", quiet)
+    copy_reference = rl.kl > 0 and cfg.method == "full"
+    check_rollouts_fit(model, rl, max(map(len, prompts.ids)), recipe.train.micro_batch, info.device, copy_reference)
+    reference = copy.deepcopy(model).eval().requires_grad_(False).to(info.device) if copy_reference else None
+    batches = RolloutBatches(model, prompts, reward, rl, recipe.train.micro_batch, recipe.train.seed, info.device,
+                             precision, tokenizer, reference, out)
+    validate = HeldOutExam(val_items, reward, tokenizer, cfg.template, rl.max_new_tokens, batch_size=16)
+    description = {"kind": "rl", "path": str(data), "template": cfg.template, "reward": reward.name,
+                   "train_items": len(prompts.items), "val_items": len(val_items), "group": rl.group,
+                   "prompts_per_step": rl.prompts}
+    return DomainData(batches, [], description, [], policy_objective(rl.clip, rl.kl), validate)
 
 
 def continue_data(recipe: FinetuneRecipe, data: str, tokenizer, plan, info, work: Path, quiet: bool) -> DomainData:
@@ -391,6 +445,8 @@ def _finetune(base: str, data: str, out: Path, recipe: FinetuneRecipe, info, wor
         domain = instruct_data(recipe, data, model, tokenizer, plan, info, quiet)
     elif cfg.mode == "dpo":
         domain = preference_data(recipe, data, model, tokenizer, plan, info, precision, quiet)
+    elif cfg.mode == "rl":
+        domain = rl_data(recipe, data, model, tokenizer, info, precision, out, quiet)
     else:
         domain = continue_data(recipe, data, tokenizer, plan, info, work, quiet)
     model.to(info.device)
@@ -405,7 +461,7 @@ def _finetune(base: str, data: str, out: Path, recipe: FinetuneRecipe, info, wor
     writer = ModelWriter(model.config, tokenizer, recipe, base_info, added, list(lora_layers(model)), inputs,
                          general=start_general_metadata(str(base), start.kind))
     job = TrainingJob(model=model, batches=domain.batches, eval_batches=domain.eval_batches, write_model=writer,
-                      stage=STAGE, inputs=inputs, objective=domain.objective,
+                      stage=STAGE, inputs=inputs, objective=domain.objective, validate=domain.validate,
                       config={"finetune": section_to_dict(cfg), "train": section_to_dict(train)})
     result = run_job(job, train, out, info, resume_from, quiet=quiet)
 
@@ -435,7 +491,10 @@ def score(model, tokenizer, recipe, domain: DomainData, general, precision, info
     """Domain validation loss (the engine's own evaluation, with its statistics), general loss, exact match."""
     from lmsmith.train.trainer import evaluate_objective
 
-    val_loss, val_stats = evaluate_objective(model, domain.eval_batches, precision, info, domain.objective)
+    if domain.validate is not None:
+        val_loss, val_stats = domain.validate(model)
+    else:
+        val_loss, val_stats = evaluate_objective(model, domain.eval_batches, precision, info, domain.objective)
     return {
         "val_loss": round(val_loss, 5), **({"val": val_stats} if val_stats else {}),
         "general": general_loss(model, general, tokenizer, info.device),
@@ -458,14 +517,18 @@ def make_report(recipe, chosen, base_info, domain, before, after, result, restor
 
 def print_summary(report: dict, out: Path) -> None:
     before, after = report["before"], report["after"]
-    lines = [f"domain val loss {before['val_loss']:.4f} -> {after['val_loss']:.4f}"
-             f" (perplexity {math.exp(min(before['val_loss'], 700)):.2f}"
-             f" -> {math.exp(min(after['val_loss'], 700)):.2f})"]
+    if report["data"]["kind"] == "rl":
+        lines = [f"held-out pass@1 on {report['data']['val_items']} items (reward: {report['data']['reward']}): "
+                 f"{_score(pass_at_1(before))} -> {_score(pass_at_1(after))}"]
+    else:
+        lines = [f"domain val loss {before['val_loss']:.4f} -> {after['val_loss']:.4f}"
+                 f" (perplexity {math.exp(min(before['val_loss'], 700)):.2f}"
+                 f" -> {math.exp(min(after['val_loss'], 700)):.2f})"]
     if before["general"]:
         change = report["general_loss_change"]
         lines.append(f"general val loss {before['general']['loss']:.4f} -> {after['general']['loss']:.4f} "
                      f"({'+' if change >= 0 else ''}{change:.4f}: what the specialty cost)")
-    if before.get("val"):
+    if before.get("val") and "preference_accuracy" in before["val"]:
         b, a = before["val"], after["val"]
         lines.append(f"preference accuracy on val pairs {b['preference_accuracy']:.1%} -> "
                      f"{a['preference_accuracy']:.1%} (reward margin {b['reward_margin']:.3f} -> "
@@ -479,6 +542,11 @@ def print_summary(report: dict, out: Path) -> None:
     where = f"{out / 'model'}" + (f", adapter in {out / 'model' / ADAPTER}"
                                   if report["parameters"]["method"] == "lora" else "")
     print("\n".join(lines) + f"\nfine-tuned model in {where}; report in {out / REPORT}")
+
+
+def pass_at_1(scores: dict) -> dict:
+    """An RL run's held-out score, in the shape of an exam task's summary."""
+    return {"score": scores["val"]["pass_at_1"], "stderr": scores["val"]["pass_at_1_stderr"]}
 
 
 def _score(summary: dict) -> str:

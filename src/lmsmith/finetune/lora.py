@@ -16,9 +16,11 @@ with the hash of the base weights it was trained on, and is refused by any other
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import hashlib
 import math
+from collections.abc import Iterator
 
 import torch
 import torch.nn as nn
@@ -48,12 +50,15 @@ class LoRALinear(nn.Module):
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()  # p=0 dropout would still copy x
         if getattr(base, "is_residual_projection", False):
             self.is_residual_projection = True
+        self.enabled = True  # off: the layer is its base alone (RL's reference model, with no copy of it)
 
     def delta_weight(self) -> torch.Tensor:
         """The change B A * scale that the adapter makes to `weight`."""
         return (self.lora_B @ self.lora_A) * self.scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.enabled:
+            return F.linear(x, self.weight, self.bias)
         update = F.linear(F.linear(self.dropout(x), self.lora_A), self.lora_B)
         return F.linear(x, self.weight, self.bias) + self.scale * update
 
@@ -147,6 +152,19 @@ def inject_lora(model: nn.Module, targets: list[str], rank: int, alpha: float, d
 
 def lora_layers(model: nn.Module) -> dict[str, LoRALinear]:
     return {name: m for name, m in model.named_modules() if isinstance(m, LoRALinear)}
+
+
+@contextlib.contextmanager
+def adapters_off(model: nn.Module) -> Iterator[nn.Module]:
+    """The model as its base, every adapter switched off, for the length of the block."""
+    layers = list(lora_layers(model).values())
+    for layer in layers:
+        layer.enabled = False
+    try:
+        yield model
+    finally:
+        for layer in layers:
+            layer.enabled = True
 
 
 def merge_lora(model: nn.Module) -> nn.Module:

@@ -77,9 +77,45 @@ class DpoConfig:
 
 
 @dataclass
+class RlConfig:
+    """Reinforcement learning from checkable rewards (--mode rl): the exam's items, their checkers the reward."""
+
+    group: int = 4  # completions sampled per prompt; their mean reward is each one's baseline
+    prompts: int = 4  # prompts per step (the step trains on prompts x group completions)
+    temperature: float = 1.0  # of the sampled completions
+    max_new_tokens: int = 32  # the longest completion; prompt plus completion must fit the model's context
+    scale_std: bool = False  # divide each group's advantages by the group's standard deviation (GRPO)
+    kl: float = 0.02  # weight of the KL penalty to the starting model (0: no reference is kept)
+    updates_per_batch: int = 1  # optimizer steps on each batch of rollouts (above 1: the clipped ratio applies)
+    clip: float = 0.2  # the ratio to the rollout's policy is kept within 1 +- clip
+    reward: str | None = None  # module:function (or file.py:function) scoring (item, completion) -> float
+
+    def check(self, where: str = "rl") -> None:
+        if self.group < 2:
+            raise ConfigError(f"{where}.group must be at least 2 (a group's mean reward is the baseline of each of "
+                              f"its completions, so one completion has nothing to compare with), got {self.group}")
+        if self.prompts < 1:
+            raise ConfigError(f"{where}.prompts must be at least 1, got {self.prompts}")
+        if not self.temperature > 0 or not math.isfinite(self.temperature):
+            raise ConfigError(f"{where}.temperature must be positive (sampling, not greedy), got {self.temperature}")
+        if self.max_new_tokens < 1:
+            raise ConfigError(f"{where}.max_new_tokens must be at least 1, got {self.max_new_tokens}")
+        if not math.isfinite(self.kl) or self.kl < 0:
+            raise ConfigError(f"{where}.kl must be 0 (off) or more, got {self.kl}")
+        if self.updates_per_batch < 1:
+            raise ConfigError(f"{where}.updates_per_batch must be at least 1, got {self.updates_per_batch}")
+        if not 0 < self.clip < 1:
+            raise ConfigError(f"{where}.clip must be in (0, 1), got {self.clip}")
+        if self.reward is not None and ":" not in self.reward:
+            raise ConfigError(f"{where}.reward must be module:function (or path/to/file.py:function), "
+                              f"got {self.reward!r}")
+
+
+@dataclass
 class FinetuneConfig:
-    # answers to prompts (instruct), more pretraining on domain text (continue), or preference pairs (dpo)
-    mode: Literal["instruct", "continue", "dpo"] = "instruct"
+    # answers to prompts (instruct), more pretraining on domain text (continue), preference pairs (dpo),
+    # or reinforcement learning against checkable rewards (rl)
+    mode: Literal["instruct", "continue", "dpo", "rl"] = "instruct"
     method: Literal["full", "lora"] = "full"
     template: str = "plain"  # chat template for instruct data: chatml, plain or raw
     packing: bool = False  # instruct: pack examples into full rows (faster; attention crosses examples)
@@ -95,6 +131,7 @@ class FinetuneConfig:
     lora: LoRAConfig = field(default_factory=LoRAConfig)
     freeze: FreezeConfig = field(default_factory=FreezeConfig)
     dpo: DpoConfig = field(default_factory=DpoConfig)
+    rl: RlConfig = field(default_factory=RlConfig)
 
     def check(self, where: str = "finetune") -> None:
         if self.exact_match < 0:
@@ -110,6 +147,8 @@ class FinetuneConfig:
             raise ConfigError(f"{where}.packing is for instruct data; continued pretraining always fills whole rows")
         if self.mode == "dpo" and self.packing:
             raise ConfigError(f"{where}.packing is for instruct data; a preference pair is scored as whole answers")
+        if self.mode == "rl" and self.packing:
+            raise ConfigError(f"{where}.packing is for instruct data; RL trains on its own sampled completions")
 
 
 # Training defaults for fine-tuning: short runs, a gentle learning rate (the weights are already
@@ -129,13 +168,27 @@ class FinetuneRecipe:
     batch_tokens_given: bool  # False: one micro-batch of full rows per step, set once the model's context is known
 
 
+MODES_NAMED_AS_METHODS = ("dpo", "rl")  # `--method dpo|rl`, as the issue and TRL users write it, means the mode
+
+
+def route_method_to_mode(section: dict | None) -> dict | None:
+    """finetune.method dpo or rl is the mode of that name (the method, full or LoRA, keeps its default)."""
+    if not isinstance(section, dict) or section.get("method") not in MODES_NAMED_AS_METHODS:
+        return section
+    mode = section["method"]
+    if section.get("mode") not in (None, mode):
+        raise ConfigError(f"finetune.method {mode} names the mode, but finetune.mode is {section['mode']}: "
+                          "give one of them (and finetune.method full or lora for what learns)")
+    return {**{k: v for k, v in section.items() if k != "method"}, "mode": mode}
+
+
 def finetune_from_sections(raw: dict) -> FinetuneRecipe:
     """The finetune and train sections, with fine-tuning's own training defaults under what was written.
 
     Fine-tuning starts from a trained model, so its training defaults differ from pretraining's
     (FINETUNE_TRAIN_DEFAULTS); LoRA's adapters start at zero and take a larger learning rate.
     """
-    config = parse_section(FinetuneConfig, raw.get("finetune"), "finetune")
+    config = parse_section(FinetuneConfig, route_method_to_mode(raw.get("finetune")), "finetune")
     train_raw = raw.get("train") or {}
     if not isinstance(train_raw, dict):
         raise ConfigError(f"train: expected a mapping of keys to values, got {train_raw!r}")

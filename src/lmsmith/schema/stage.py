@@ -68,6 +68,7 @@ class Flag:
     help: str = ""
     convert: Callable[[str], Any] | None = None  # applied to the text before the type check
     many: bool = False  # a list key that takes several values after one flag (--text a.py b.py)
+    also: tuple[str, ...] = ()  # values accepted beyond the key's own choices (the section's parser routes them)
 
 
 @dataclass(frozen=True)

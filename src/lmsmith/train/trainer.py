@@ -94,6 +94,9 @@ class TrainingJob:
     tokenizer_sha256: str | None = None  # a checkpoint of another tokenizer is refused on resume
     train_tokens: int | None = None  # size of the training data, for the start line
     objective: Callable = next_token_loss  # (model, micro-batch) -> (loss, statistics to log)
+    # (model) -> (validation loss, statistics): a job that validates otherwise than by its objective on
+    # eval_batches (RL: the exam's pass rate on held-out items); lower is better, as for a loss
+    validate: Callable | None = None
 
 
 @dataclass
@@ -423,8 +426,11 @@ class Trainer:
     def evaluate(self) -> bool:
         """The held-out loss now; keeps the best model in RUN/best. True when early stopping says to stop."""
         cfg, state = self.cfg, self.state
-        val_loss, val_stats = evaluate_objective(self.model, self.job.eval_batches, self.precision, self.info,
-                                                 self.job.objective)
+        if self.job.validate is not None:
+            val_loss, val_stats = self.job.validate(unwrap(self.model))
+        else:
+            val_loss, val_stats = evaluate_objective(self.model, self.job.eval_batches, self.precision, self.info,
+                                                     self.job.objective)
         state.last_val_loss = val_loss
         improved = state.best_val_loss is None or val_loss < state.best_val_loss - cfg.early_stop_min_delta
         if improved:
@@ -433,12 +439,15 @@ class Trainer:
                          {"step": state.step, "val_loss": val_loss})
         else:
             state.evals_since_best += 1
+        # A job's own validation (RL's pass rate) is a loss only in that lower is better: no perplexity for it.
+        perplexity = {} if self.job.validate else {"perplexity": math.exp(min(val_loss, 700))}
+        reported = {**perplexity, **val_stats}
         if self.metrics is not None:
-            self.metrics.log({"step": state.step, "val_loss": val_loss, "val_perplexity": math.exp(min(val_loss, 700)),
-                              **{f"val_{name}": value for name, value in val_stats.items()}})
-        shown = "".join(f", {name.replace('_', ' ')} {value:.4g}" for name, value in val_stats.items())
-        self.progress.print(f"step {state.step}: val loss {val_loss:.4f} "
-                            f"(perplexity {math.exp(min(val_loss, 700)):.2f}{shown})" + (" best" if improved else ""))
+            self.metrics.log({"step": state.step, "val_loss": val_loss,
+                              **{f"val_{name}": value for name, value in reported.items()}})
+        shown = ", ".join(f"{name.replace('_', ' ')} {value:.4g}" for name, value in reported.items())
+        self.progress.print(f"step {state.step}: val loss {val_loss:.4f}" + (f" ({shown})" if shown else "")
+                            + (" best" if improved else ""))
         return cfg.early_stop_patience is not None and state.evals_since_best >= cfg.early_stop_patience
 
     def checkpoint(self) -> None:
