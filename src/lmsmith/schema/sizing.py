@@ -31,7 +31,7 @@ SIZED_SECTIONS = ("model", "train")
 
 @dataclass
 class SizingConfig:
-    candidates: list[dict[str, Any]] = field(default_factory=list)  # {"model.n_embd": 128, "train.batch_tokens": 2048, ...}
+    candidates: list[dict[str, Any]] = field(default_factory=list)  # {"model.n_embd": 128, ...} each, smallest first
     tokens_per_parameter: float = 1.0  # the tokens per parameter that make a larger candidate worth it
     probe_steps: int = 3  # timed steps per candidate, after one untimed step
 
