@@ -51,7 +51,7 @@ from lmsmith.schema.evaluate import EvalConfig
 from lmsmith.schema.generate import GenerateConfig
 from lmsmith.schema.model import ModelConfig
 from lmsmith.schema.sections import SECTIONS, STEPS_KEY
-from lmsmith.schema.sizing import SizingConfig, pin_user_keys
+from lmsmith.schema.sizing import SizingConfig, check_candidates, pin_user_keys
 from lmsmith.schema.stage import Stage, config_from_sections
 from lmsmith.schema.text import TokenizeConfig, TokenizerConfig
 from lmsmith.schema.train import TrainConfig, plan_batch
@@ -290,6 +290,8 @@ def check_stages_fit(recipe: Recipe) -> None:
         if recipe.eval.split == "test":
             raise ConfigError("eval.split is test, but plain text files are only split into train and val: "
                               "set eval.split=val, or add a curate: section (which holds out a test split)")
+    check_candidates(recipe.model, recipe.train, recipe.sizing,
+                     also=lambda model, train: plan_batch(train, model.block_size, world_size=1))
     if recipe.model.vocab_size is not None and recipe.tokenizer.vocab_size is not None \
             and recipe.model.vocab_size < recipe.tokenizer.vocab_size:
         raise ConfigError(f"model.vocab_size ({recipe.model.vocab_size}) is smaller than tokenizer.vocab_size "

@@ -69,6 +69,18 @@ def apply_candidate(model, train, candidate: dict):
             parse_section(type(train), sections["train"], "train"))
 
 
+def check_candidates(model, train, sizing: SizingConfig, also=None) -> None:
+    """Each candidate applied to the recipe's sections (each checked as a whole, then by `also(model, train)`):
+    a bad one is refused before any work, not minutes later when the machine happens to pick it."""
+    for number, candidate in enumerate(sizing.candidates, 1):
+        try:
+            applied = apply_candidate(model, train, candidate)
+            if also is not None:
+                also(*applied)
+        except ConfigError as exc:
+            raise ConfigError(f"sizing.candidates[{number}] {candidate}: {exc}") from None
+
+
 def pin_user_keys(raw: dict, overrides: list[str]) -> dict:
     """`raw` with each command-line model.*/train.* override also set in every candidate that names its key.
 

@@ -20,7 +20,7 @@ from typing import Literal
 from lmsmith.core.config import ConfigError, section_to_dict
 from lmsmith.core.errors import UserError
 from lmsmith.schema.model import ModelConfig
-from lmsmith.schema.sizing import SizingConfig
+from lmsmith.schema.sizing import SizingConfig, check_candidates
 
 # Sections of a full pipeline recipe that belong to other verbs; `train` accepts and ignores them.
 
@@ -179,6 +179,8 @@ def train_recipe_of(config, data: str | Path | None = None, out: str | Path | No
 def check_recipe(recipe: TrainRecipe) -> None:
     """What no single section can check alone: the batch fits the world, and the optimizer the sharding."""
     plan_batch(recipe.train, recipe.model.block_size, launch_world_size())
+    check_candidates(recipe.model, recipe.train, recipe.sizing,
+                     also=lambda model, train: plan_batch(train, model.block_size, launch_world_size()))
     if recipe.train.optimizer == "muon" and recipe.train.parallel == "fsdp" and launch_world_size() > 1:
         raise ConfigError("train.optimizer=muon needs whole matrices, but parallel=fsdp shards them across ranks: "
                           "use train.parallel=ddp with Muon, or train.optimizer=adamw with FSDP")
