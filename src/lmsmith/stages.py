@@ -35,10 +35,12 @@ from lmsmith.schema.generate import GenerateConfig
 from lmsmith.schema.model import InitConfig, ModelConfig
 from lmsmith.schema.serve import ChatConfig, ServeConfig
 from lmsmith.schema.stage import Flag, Input, Option, Stage
+from lmsmith.schema.synth import SynthConfig
 from lmsmith.schema.text import TokenizeConfig, TokenizerConfig
 from lmsmith.schema.train import TrainConfig, plan_batch
 from lmsmith.serve import chat as chat_module
 from lmsmith.serve import server as serve_module
+from lmsmith.synth import stage as synth_stage
 from lmsmith.text import tokenizer, tokens_dir
 from lmsmith.text.chat_template import get_template
 from lmsmith.train import loop
@@ -308,6 +310,25 @@ EXPLAIN = Stage(
     output_help="where index.html, the PNGs and explain.json go (default: RUN/explain)",
 )
 
+SYNTH = Stage(
+    "synth", "write instruction data (questions and answers, conversations, exam items, DPO pairs) from documents "
+    "with a teacher model behind an OpenAI-compatible endpoint",
+    sections={"synth": SynthConfig}, run=synth_stage.run, writes="synth", makes="synth",
+    inputs=(Input("docs", "a curated directory, or text files and folders", many=True, metavar="DOCS",
+                  key="synth.inputs", reads="data", otherwise="synth.inputs"),),
+    flags=(Flag("--endpoint", "synth.endpoint", "the teacher's base URL, e.g. http://127.0.0.1:8000/v1"),
+           Flag("--model", "synth.model", "the teacher model's id, as the server lists it"),
+           Flag("--kind", "synth.kind", "qa, conversation, exam (multiple choice) or pairs (DPO)"),
+           Flag("--prompt", "synth.prompt", "a Jinja template replacing the kind's shipped prompt"),
+           Flag("--api-key-file", "synth.api_key_file", "a file holding the API key (else $OPENAI_API_KEY)"),
+           Flag("--concurrency", "synth.concurrency", "requests in flight at once"),
+           Flag("--max-items", "synth.max_items", "stop after this many items"),
+           Flag("--max-tokens", "synth.max_tokens", "stop after the teacher has used this many tokens"),
+           Flag("--verify", "synth.verify", "ask the teacher whether each answer is supported by its passage "
+                "(default: a lexical-overlap rule)")),
+    output_help="output directory: KIND.jsonl, dropped.jsonl, report.json, journal.jsonl (resumable)",
+)
+
 TOKENIZER_SHOW = Stage(
     "tokenizer-show", "show how a text splits into pieces and ids", verb=("tokenizer", "show"), sections={},
     run=tokenizer.run_show, output="none",
@@ -317,5 +338,5 @@ TOKENIZER_SHOW = Stage(
 
 # Every stage, in the order `lmsmith --help` lists them; the in_build ones in the order the classic journey runs.
 STAGES: tuple[Stage, ...] = (CURATE, TOKENIZER, TOKENIZER_SHOW, TOKENIZE, INIT, TRAIN, EVAL, GENERATE, SERVE,
-                             CHAT, CONVERT, EXPORT, FINETUNE, EXAM, REPORT, EXPLAIN)
+                             CHAT, CONVERT, EXPORT, SYNTH, FINETUNE, EXAM, REPORT, EXPLAIN)
 STAGE_BY_NAME: dict[str, Stage] = {stage.name: stage for stage in STAGES}

@@ -16,6 +16,7 @@ from lmsmith.schema.generate import GenerateConfig
 from lmsmith.schema.model import InitConfig, ModelConfig
 from lmsmith.schema.serve import ChatConfig, ServeConfig
 from lmsmith.schema.sweep import SweepConfig
+from lmsmith.schema.synth import SynthConfig
 from lmsmith.schema.text import TokenizeConfig, TokenizerConfig
 from lmsmith.schema.train import TrainConfig
 
@@ -23,7 +24,7 @@ SECTIONS: dict[str, type] = {
     "curate": CurateConfig, "tokenizer": TokenizerConfig, "tokenize": TokenizeConfig, "model": ModelConfig,
     "init": InitConfig, "train": TrainConfig, "eval": EvalConfig, "generate": GenerateConfig,
     "finetune": FinetuneConfig, "export": ExportConfig, "explain": ExplainConfig, "serve": ServeConfig,
-    "chat": ChatConfig, "sweep": SweepConfig, "exam": ExamConfig,
+    "chat": ChatConfig, "sweep": SweepConfig, "exam": ExamConfig, "synth": SynthConfig,
 }
 # Top-level keys of a config file that are not sections: a training recipe's tokens and run directory,
 # and a build recipe's list of steps (read by `lmsmith build`, left alone by every other verb).
