@@ -71,7 +71,8 @@ def test_a_server_that_refuses_response_format_is_asked_again_and_its_prose_pars
 def test_duplicates_and_unsupported_answers_are_dropped_with_their_reasons(docs, tmp_path):
     def answer(prompt):
         t = topic_of(prompt)
-        return {"items": [{"question": f"Who approves a {t}?", "answer": f"The regional {t} vice president, by telegram."},
+        made_up = f"The regional {t} vice president, by telegram."
+        return {"items": [{"question": f"Who approves a {t}?", "answer": made_up},
                           {"question": "Where does it go?", "answer": f"To the {t} desk."},
                           {"question": "Where does it go?", "answer": f"To the {t} desk."}]}
 
