@@ -91,6 +91,8 @@ CURATE = Stage(
     flags=(Flag("--keep-dropped", "curate.keep_dropped",
                 "also write what was removed, with the reason, to OUT/dropped/"),
            Flag("--workers", "curate.workers", "processes for the per-document steps (default: one per core)"),
+           Flag("--exclude-exam", "curate.exclude_exam", "an exam task file or folder (repeatable): drop every "
+                "document sharing a 13-gram of words with one of its items"),
            Flag("--bias-report", "curate.bias.enabled",
                 "count gendered and identity terms, languages, sources and kinds per split (report.json, summary)"),
            Flag("--engine", "curate.engine",

@@ -268,6 +268,8 @@ def curate(inputs: list[str], out: str | Path, config: CurateConfig | dict | str
         write_json(root / REPORT, report)
         counts = {f"{s}_{k}": sizes[s][k] for s in SPLITS for k in ("docs", "bytes")}
         counts.update(docs_in=report["totals"]["docs_in"], bytes_in=report["totals"]["bytes_in"])
+        if "exam_excluded" in report:
+            counts["exam_excluded"] = report["exam_excluded"]["docs"]
         write_manifest(root, "curate", config=section_to_dict(cfg), counts=counts,
                        inputs={s.spec: s.fingerprint() for s in sources})
     return report

@@ -406,6 +406,9 @@ class CurateConfig:
     engine: Literal["local", "ray"] = "local"  # who runs the steps: this machine's processes, or a Ray cluster
     address: str | None = None  # --engine ray: the cluster (None or "auto": the running one; "local": start one here)
     keep_dropped: bool = False  # also write what was removed, with the reason, to OUT/dropped/
+    # exam task files or folders: drop every document sharing an exam_ngram-word n-gram with one of their items
+    exclude_exam: list[str] = field(default_factory=list)
+    exam_ngram: int = 13  # the GPT-3 and Llama papers' contamination rule
     batch_docs: int = 512  # documents per batch handed to a worker ...
     batch_mb: float = 16.0  # ... or fewer, once a batch holds this much text
 
@@ -414,6 +417,8 @@ class CurateConfig:
             raise ConfigError(f"{where}.workers must be at least 1 (or null for one per core), got {self.workers}")
         if self.batch_docs < 1 or self.batch_mb <= 0:
             raise ConfigError(f"{where}: batch_docs must be at least 1 and batch_mb positive")
+        if self.exam_ngram < 1:
+            raise ConfigError(f"{where}.exam_ngram must be at least 1 (words), got {self.exam_ngram}")
 
 
 def load_curate_config(
