@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from lmsmith import finetune as finetune_module
-from lmsmith.data import pipeline
+from lmsmith.data import classifier_training, pipeline
 from lmsmith.evaluate import heldout
 from lmsmith.exam import stage as exam_stage
 from lmsmith.explain import stage as explain_stage
@@ -25,6 +25,7 @@ from lmsmith.generate import samples
 from lmsmith.interop import convert
 from lmsmith.model import directory as model_dir
 from lmsmith.report import page as report
+from lmsmith.schema.classifier import ClassifierConfig
 from lmsmith.schema.curate import CurateConfig
 from lmsmith.schema.evaluate import EvalConfig
 from lmsmith.schema.exam import ExamConfig
@@ -91,6 +92,8 @@ CURATE = Stage(
     flags=(Flag("--keep-dropped", "curate.keep_dropped",
                 "also write what was removed, with the reason, to OUT/dropped/"),
            Flag("--workers", "curate.workers", "processes for the per-document steps (default: one per core)"),
+           Flag("--classifier", "curate.classifier", "a directory from `lmsmith curate train-classifier`: keep the "
+                "documents it scores at least curate.classifier_threshold"),
            Flag("--exclude-exam", "curate.exclude_exam", "an exam task file or folder (repeatable): drop every "
                 "document sharing a 13-gram of words with one of its items"),
            Flag("--bias-report", "curate.bias.enabled",
@@ -100,6 +103,14 @@ CURATE = Stage(
            Flag("--address", "curate.address", "--engine ray: the cluster's HOST:PORT (default: the running one; "
                 "local: start one here)")),
     output_help="output directory: data/{train,val,test}/, report.json, manifest.json",
+)
+
+CURATE_CLASSIFIER = Stage(
+    "curate-classifier", "train the learned quality filter (curate.classifier) on {\"text\", \"label\"} lines",
+    verb=("curate", "train-classifier"), sections={"classifier": ClassifierConfig}, run=classifier_training.run,
+    inputs=(Input("labels", "a JSONL file of {\"text\", \"label\"} lines (label: good/bad, 1/0)",
+                  metavar="LABELS"),),
+    output_help="output directory: classifier.json, weights.npy, manifest.json (precision and recall held out)",
 )
 
 TOKENIZER = Stage(
@@ -339,6 +350,6 @@ TOKENIZER_SHOW = Stage(
 )
 
 # Every stage, in the order `lmsmith --help` lists them; the in_build ones in the order the classic journey runs.
-STAGES: tuple[Stage, ...] = (CURATE, TOKENIZER, TOKENIZER_SHOW, TOKENIZE, INIT, TRAIN, EVAL, GENERATE, SERVE,
-                             CHAT, CONVERT, EXPORT, SYNTH, FINETUNE, EXAM, REPORT, EXPLAIN)
+STAGES: tuple[Stage, ...] = (CURATE, CURATE_CLASSIFIER, TOKENIZER, TOKENIZER_SHOW, TOKENIZE, INIT, TRAIN, EVAL,
+                             GENERATE, SERVE, CHAT, CONVERT, EXPORT, SYNTH, FINETUNE, EXAM, REPORT, EXPLAIN)
 STAGE_BY_NAME: dict[str, Stage] = {stage.name: stage for stage in STAGES}

@@ -4,6 +4,7 @@ Ray task) runs on its batches."""
 from __future__ import annotations
 
 from lmsmith.data.bias import BiasProbe
+from lmsmith.data.classifier_step import ClassifierStep
 from lmsmith.data.dedup import MinHashSigner
 from lmsmith.data.exam_overlap import ExamOverlapFilter
 from lmsmith.data.format import FormatStep
@@ -26,6 +27,8 @@ def document_steps(config: CurateConfig) -> list[Step]:
         steps.append(ExamOverlapFilter(config.exclude_exam, config.exam_ngram))
     if config.quality.enabled:
         steps.append(QualityStep(config.quality))
+    if config.classifier is not None:
+        steps.append(ClassifierStep(config.classifier, config.classifier_threshold))
     if config.safety.enabled:
         steps.append(SafetyFilter(config.safety))
     if config.pii.enabled:

@@ -15,8 +15,8 @@ from lmsmith.data.exam_overlap import exclusion_report
 from lmsmith.data.step import StepStats
 from lmsmith.schema.curate import SPLITS
 
-_PIPELINE_ORDER = ("read", "html", "format", "exam", "quality", "safety", "pii", "bias", "minhash", "dedup",
-                   "boilerplate")
+_PIPELINE_ORDER = ("read", "html", "format", "exam", "quality", "classifier", "safety", "pii", "bias", "minhash",
+                   "dedup", "boilerplate")
 
 
 def build_report(*, inputs: list[str], stats: dict[str, StepStats], issues: list[dict], sizes: dict,

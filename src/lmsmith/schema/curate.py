@@ -409,6 +409,9 @@ class CurateConfig:
     # exam task files or folders: drop every document sharing an exam_ngram-word n-gram with one of their items
     exclude_exam: list[str] = field(default_factory=list)
     exam_ngram: int = 13  # the GPT-3 and Llama papers' contamination rule
+    # a directory from `lmsmith curate train-classifier`: keep the documents it scores at least classifier_threshold
+    classifier: str | None = None
+    classifier_threshold: float = 0.5
     batch_docs: int = 512  # documents per batch handed to a worker ...
     batch_mb: float = 16.0  # ... or fewer, once a batch holds this much text
 
@@ -417,6 +420,9 @@ class CurateConfig:
             raise ConfigError(f"{where}.workers must be at least 1 (or null for one per core), got {self.workers}")
         if self.batch_docs < 1 or self.batch_mb <= 0:
             raise ConfigError(f"{where}: batch_docs must be at least 1 and batch_mb positive")
+        if not 0.0 <= self.classifier_threshold <= 1.0:
+            raise ConfigError(f"{where}.classifier_threshold must be between 0 and 1 (a probability of good), got "
+                              f"{self.classifier_threshold}")
         if self.exam_ngram < 1:
             raise ConfigError(f"{where}.exam_ngram must be at least 1 (words), got {self.exam_ngram}")
 

@@ -6,6 +6,7 @@ on the schema floor, so that reading a config never needs the stages' code.
 
 from __future__ import annotations
 
+from lmsmith.schema.classifier import ClassifierConfig
 from lmsmith.schema.curate import CurateConfig
 from lmsmith.schema.evaluate import EvalConfig
 from lmsmith.schema.exam import ExamConfig
@@ -25,6 +26,7 @@ SECTIONS: dict[str, type] = {
     "init": InitConfig, "train": TrainConfig, "eval": EvalConfig, "generate": GenerateConfig,
     "finetune": FinetuneConfig, "export": ExportConfig, "explain": ExplainConfig, "serve": ServeConfig,
     "chat": ChatConfig, "sweep": SweepConfig, "exam": ExamConfig, "synth": SynthConfig,
+    "classifier": ClassifierConfig,
 }
 # Top-level keys of a config file that are not sections: a training recipe's tokens and run directory,
 # and a build recipe's list of steps (read by `lmsmith build`, left alone by every other verb).
