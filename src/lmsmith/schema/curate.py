@@ -412,6 +412,8 @@ class CurateConfig:
     # a directory from `lmsmith curate train-classifier`: keep the documents it scores at least classifier_threshold
     classifier: str | None = None
     classifier_threshold: float = 0.5
+    # a weight per input, as written on the command line: 3 repeats a precious input's train documents, 0.5 halves
+    mixture: dict[str, float] = field(default_factory=dict)
     batch_docs: int = 512  # documents per batch handed to a worker ...
     batch_mb: float = 16.0  # ... or fewer, once a batch holds this much text
 
@@ -423,6 +425,13 @@ class CurateConfig:
         if not 0.0 <= self.classifier_threshold <= 1.0:
             raise ConfigError(f"{where}.classifier_threshold must be between 0 and 1 (a probability of good), got "
                               f"{self.classifier_threshold}")
+        if any(not isinstance(w, (int, float)) or isinstance(w, bool) or w < 0 or math.isnan(w)
+               for w in self.mixture.values()):
+            raise ConfigError(f"{where}.mixture: every weight must be a number of at least 0, got "
+                              f"{ {k: w for k, w in self.mixture.items()} }")
+        if self.mixture and not any(self.mixture.values()):
+            raise ConfigError(f"{where}.mixture: every weight is 0, so nothing would be trained on: give one a "
+                              "positive weight")
         if self.exam_ngram < 1:
             raise ConfigError(f"{where}.exam_ngram must be at least 1 (words), got {self.exam_ngram}")
 
