@@ -337,6 +337,8 @@ SYNTH = Stage(
            Flag("--concurrency", "synth.concurrency", "requests in flight at once"),
            Flag("--max-items", "synth.max_items", "stop after this many items"),
            Flag("--max-tokens", "synth.max_tokens", "stop after the teacher has used this many tokens"),
+           Flag("--exclude-exam", "synth.exclude_exam", "an exam task file or folder (repeatable): drop items "
+                "sharing a 13-gram of words with one of its items"),
            Flag("--verify", "synth.verify", "ask the teacher whether each answer is supported by its passage "
                 "(default: a lexical-overlap rule)")),
     output_help="output directory: KIND.jsonl, dropped.jsonl, report.json, journal.jsonl (resumable)",

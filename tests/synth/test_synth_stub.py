@@ -177,3 +177,19 @@ def test_each_kind_writes_the_format_its_reader_takes(docs, tmp_path):
     assert len(pairs) == 4 and all(parse_pair(p, "x", 1) for p in pairs)
     task = read_task(tmp_path / "exam" / "exam.jsonl")
     assert len(task.scored) == 4 and all(item.kind == "choice" for item in task.scored)
+
+
+def test_items_that_quote_an_exam_are_dropped_with_exclude_exam(docs, tmp_path):
+    exam_question = "Where does a refund request go when it arrives after the end of the month on a weekend?"
+    (tmp_path / "exam.jsonl").write_text(json.dumps({"question": exam_question, "choices": ["a", "b"], "answer": 0})
+                                         + "\n")
+
+    def answer(prompt):
+        t = topic_of(prompt)
+        question = exam_question if t == "refund" else f"Where does a {t} request go?"
+        return {"items": [{"question": question, "answer": f"To the {t} desk."}]}
+
+    with StubTeacher(answer) as stub:
+        assert synth(docs, tmp_path / "out", stub, "--exclude-exam", str(tmp_path / "exam.jsonl")) == 0
+    assert report(tmp_path / "out")["dropped"] == {"exam_overlap": 1}
+    assert all("refund" not in line["source"] for line in lines(tmp_path / "out" / "qa.jsonl"))

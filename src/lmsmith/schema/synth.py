@@ -44,6 +44,7 @@ class SynthConfig:
     max_tokens: int | None = None  # stop once the teacher has used this many tokens (prompt and answer)
     verify: bool = False  # ask the teacher whether each answer is supported, instead of the lexical rule
     min_support: float = 0.5  # the lexical rule: share of an answer's content words the passage holds
+    exclude_exam: list[str] = field(default_factory=list)  # exam task files or folders: drop items sharing a 13-gram
     dedup_threshold: float = 0.8  # items whose word shingles overlap this much (Jaccard) are near duplicates
 
     def check(self, where: str = "synth") -> None:

@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
+
 from lmsmith.data.dedup import exact_key, near_duplicate_clusters
+from lmsmith.data.exam_overlap import exam_ngrams, word_hashes
+from lmsmith.data.ngrams import ngram_hashes
 from lmsmith.schema.curate import DedupConfig
 
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -47,3 +51,13 @@ def duplicate_positions(texts: list[str], threshold: float) -> dict[int, str]:
         for member in sorted(cluster)[1:]:  # the earliest stays: order is the documents' order
             dropped[remaining[member]] = "near_duplicate"
     return dropped
+
+
+EXAM_NGRAM = 13
+
+
+def exam_overlapping(texts: list[str], tasks: list[str]) -> list[bool]:
+    """Whether each text shares a 13-gram of words with an item of the exam tasks (curate --exclude-exam's rule)."""
+    known = [grams for grams in exam_ngrams(tasks, EXAM_NGRAM).values() if len(grams)]
+    exam = np.unique(np.concatenate(known)) if known else np.empty(0, dtype=np.uint64)
+    return [bool(len(exam)) and bool(np.isin(ngram_hashes(word_hashes(t), EXAM_NGRAM), exam).any()) for t in texts]

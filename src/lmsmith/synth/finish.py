@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from lmsmith.schema.synth import SynthConfig
-from lmsmith.synth.checks import duplicate_positions, support
+from lmsmith.synth.checks import duplicate_positions, exam_overlapping, support
 from lmsmith.synth.journal import Journal, entry_key
 from lmsmith.synth.kinds import Kind
 from lmsmith.synth.passages import Passage
@@ -56,9 +56,12 @@ def teacher_supported(lines: list[dict], texts: dict[str, str], kind: Kind, teac
 
 def check_lines(lines: list[dict], passages: list[Passage], kind: Kind, cfg: SynthConfig,
                 teacher: Teacher | None) -> Result:
-    """Drop duplicates first (so the teacher is not asked twice about one item), then unsupported answers."""
+    """Drop exam leaks and duplicates first (so the teacher is not asked to verify them), then unsupported answers."""
     result = Result()
     duplicates = duplicate_positions([kind.line_text(line) for line in lines], cfg.dedup_threshold)
+    if cfg.exclude_exam:
+        leaks = exam_overlapping([kind.line_text(line) for line in lines], cfg.exclude_exam)
+        duplicates.update({i: "exam_overlap" for i, leak in enumerate(leaks) if leak})
     unique = []
     for i, line in enumerate(lines):
         if i in duplicates:
