@@ -66,12 +66,12 @@ def split_passages(doc_id: str, text: str, max_chars: int) -> list[Passage]:
     for paragraph in (p.strip() for p in text.split("\n\n")):
         if not paragraph:
             continue
+        if current and len(current) + 2 + len(paragraph) > max_chars:
+            pieces.append(current)  # before any piece of this paragraph: the document's order is kept
+            current = ""
         while len(paragraph) > max_chars:
             pieces.append(paragraph[:max_chars])
             paragraph = paragraph[max_chars:]
-        if current and len(current) + 2 + len(paragraph) > max_chars:
-            pieces.append(current)
-            current = ""
         current = f"{current}\n\n{paragraph}" if current else paragraph
     if current:
         pieces.append(current)
