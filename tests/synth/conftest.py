@@ -1,4 +1,4 @@
-"""The synth tests' documents, and a real `lmsmith serve` of a tiny test-made model as the teacher."""
+"""The synth tests' documents; the serving tests' folder on the path, for their tiny model and server process."""
 
 from __future__ import annotations
 
@@ -9,15 +9,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "serve"))  # the serving tests' model and process
 
-TOPICS = ["invoice", "refund", "password", "printer", "badge", "parking", "laptop", "holiday", "expense", "meeting",
-          "backup", "network", "contract", "shipping", "warranty", "training"]
-
-
-def passage(topic: str) -> str:
-    """A paragraph of a policy manual about one topic, long enough to be asked about."""
-    return (f"The {topic} policy: every {topic} request goes to the {topic} desk on floor {len(topic)}. "
-            f"A {topic} request is answered within {len(topic) + 1} days. Ask the {topic} desk about "
-            f"exceptions to the {topic} rules, and always keep the {topic} receipt.")
+from synth_documents import TOPICS, passage  # noqa: E402
 
 
 @pytest.fixture

@@ -12,8 +12,8 @@ import sys
 import time
 
 import pytest
-from conftest import TOPICS, passage
 from serve_models import ALPHABET, KEY
+from synth_documents import TOPICS, passage
 
 from lmsmith.cli import main
 

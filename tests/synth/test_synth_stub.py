@@ -193,3 +193,12 @@ def test_items_that_quote_an_exam_are_dropped_with_exclude_exam(docs, tmp_path):
         assert synth(docs, tmp_path / "out", stub, "--exclude-exam", str(tmp_path / "exam.jsonl")) == 0
     assert report(tmp_path / "out")["dropped"] == {"exam_overlap": 1}
     assert all("refund" not in line["source"] for line in lines(tmp_path / "out" / "qa.jsonl"))
+
+
+def test_a_refused_request_is_one_line_without_the_key(docs, tmp_path, capsys):
+    key = "sk-secret-1717171717"
+    (tmp_path / "key").write_text(key)
+    with StubTeacher(supported_answer, script=[401]) as stub:
+        assert synth(docs, tmp_path / "out", stub, "--api-key-file", str(tmp_path / "key")) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "(401)" in err and stub.url in err and key not in err

@@ -95,6 +95,10 @@ class Teacher:
                 time.sleep(self.cfg.backoff * 2 ** attempt)
         raise AssertionError("unreachable")
 
+    def _refused(self, exc) -> UserError:
+        message = " ".join(self._redact(str(exc)).split())[:300]
+        return UserError(f"the teacher at {self.cfg.endpoint} refused a request ({exc.status_code}): {message}")
+
     def check_model(self) -> None:
         """Refuse a model the server does not list, before any work."""
         try:
@@ -121,10 +125,11 @@ class Teacher:
             response = self._call("a request", lambda: self._create(messages, schema))
         except self._openai.BadRequestError as exc:
             if not (self.structured and schema is not None and "response_format" in str(exc)):
-                raise UserError(f"the teacher at {self.cfg.endpoint} refused a request: "
-                                f"{self._redact(str(exc))[:300]}") from None
+                raise self._refused(exc) from None
             self.structured = False  # this server cannot constrain its output: parse what it writes
             response = self._call("a request", lambda: self._create(messages, schema))
+        except self._openai.APIStatusError as exc:  # 401, 403, 404: no retry makes these right
+            raise self._refused(exc) from None
         choice = response.choices[0]
         usage = response.usage
         tokens = (usage.prompt_tokens + usage.completion_tokens) if usage is not None else 0
