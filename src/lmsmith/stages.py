@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from lmsmith import finetune as finetune_module
-from lmsmith.data import pipeline
+from lmsmith.data import classifier_training, pipeline
 from lmsmith.evaluate import heldout
 from lmsmith.exam import stage as exam_stage
 from lmsmith.explain import stage as explain_stage
@@ -25,6 +25,7 @@ from lmsmith.generate import samples
 from lmsmith.interop import convert
 from lmsmith.model import directory as model_dir
 from lmsmith.report import page as report
+from lmsmith.schema.classifier import ClassifierConfig
 from lmsmith.schema.curate import CurateConfig
 from lmsmith.schema.evaluate import EvalConfig
 from lmsmith.schema.exam import ExamConfig
@@ -36,10 +37,12 @@ from lmsmith.schema.model import InitConfig, ModelConfig
 from lmsmith.schema.serve import ChatConfig, ServeConfig
 from lmsmith.schema.sizing import SizingConfig
 from lmsmith.schema.stage import Flag, Input, Option, Stage
+from lmsmith.schema.synth import SynthConfig
 from lmsmith.schema.text import TokenizeConfig, TokenizerConfig
 from lmsmith.schema.train import TrainConfig, plan_batch
 from lmsmith.serve import chat as chat_module
 from lmsmith.serve import server as serve_module
+from lmsmith.synth import stage as synth_stage
 from lmsmith.text import tokenizer, tokens_dir
 from lmsmith.text.chat_template import get_template
 from lmsmith.train import loop
@@ -90,6 +93,10 @@ CURATE = Stage(
     flags=(Flag("--keep-dropped", "curate.keep_dropped",
                 "also write what was removed, with the reason, to OUT/dropped/"),
            Flag("--workers", "curate.workers", "processes for the per-document steps (default: one per core)"),
+           Flag("--classifier", "curate.classifier", "a directory from `lmsmith curate train-classifier`: keep the "
+                "documents it scores at least curate.classifier_threshold"),
+           Flag("--exclude-exam", "curate.exclude_exam", "an exam task file or folder (repeatable): drop every "
+                "document sharing a 13-gram of words with one of its items"),
            Flag("--bias-report", "curate.bias.enabled",
                 "count gendered and identity terms, languages, sources and kinds per split (report.json, summary)"),
            Flag("--engine", "curate.engine",
@@ -97,6 +104,14 @@ CURATE = Stage(
            Flag("--address", "curate.address", "--engine ray: the cluster's HOST:PORT (default: the running one; "
                 "local: start one here)")),
     output_help="output directory: data/{train,val,test}/, report.json, manifest.json",
+)
+
+CURATE_CLASSIFIER = Stage(
+    "curate-classifier", "train the learned quality filter (curate.classifier) on {\"text\", \"label\"} lines",
+    verb=("curate", "train-classifier"), sections={"classifier": ClassifierConfig}, run=classifier_training.run,
+    inputs=(Input("labels", "a JSONL file of {\"text\", \"label\"} lines (label: good/bad, 1/0)",
+                  metavar="LABELS"),),
+    output_help="output directory: classifier.json, weights.npy, manifest.json (precision and recall held out)",
 )
 
 TOKENIZER = Stage(
@@ -314,6 +329,27 @@ EXPLAIN = Stage(
     output_help="where index.html, the PNGs and explain.json go (default: RUN/explain)",
 )
 
+SYNTH = Stage(
+    "synth", "write instruction data (questions and answers, conversations, exam items, DPO pairs) from documents "
+    "with a teacher model behind an OpenAI-compatible endpoint",
+    sections={"synth": SynthConfig}, run=synth_stage.run, writes="synth", makes="synth",
+    inputs=(Input("docs", "a curated directory, or text files and folders", many=True, metavar="DOCS",
+                  key="synth.inputs", reads="data", otherwise="synth.inputs"),),
+    flags=(Flag("--endpoint", "synth.endpoint", "the teacher's base URL, e.g. http://127.0.0.1:8000/v1"),
+           Flag("--model", "synth.model", "the teacher model's id, as the server lists it"),
+           Flag("--kind", "synth.kind", "qa, conversation, exam (multiple choice) or pairs (DPO)"),
+           Flag("--prompt", "synth.prompt", "a Jinja template replacing the kind's shipped prompt"),
+           Flag("--api-key-file", "synth.api_key_file", "a file holding the API key (else $OPENAI_API_KEY)"),
+           Flag("--concurrency", "synth.concurrency", "requests in flight at once"),
+           Flag("--max-items", "synth.max_items", "stop after this many items"),
+           Flag("--max-tokens", "synth.max_tokens", "stop after the teacher has used this many tokens"),
+           Flag("--exclude-exam", "synth.exclude_exam", "an exam task file or folder (repeatable): drop items "
+                "sharing a 13-gram of words with one of its items"),
+           Flag("--verify", "synth.verify", "ask the teacher whether each answer is supported by its passage "
+                "(default: a lexical-overlap rule)")),
+    output_help="output directory: KIND.jsonl, dropped.jsonl, report.json, journal.jsonl (resumable)",
+)
+
 TOKENIZER_SHOW = Stage(
     "tokenizer-show", "show how a text splits into pieces and ids", verb=("tokenizer", "show"), sections={},
     run=tokenizer.run_show, output="none",
@@ -322,6 +358,6 @@ TOKENIZER_SHOW = Stage(
 )
 
 # Every stage, in the order `lmsmith --help` lists them; the in_build ones in the order the classic journey runs.
-STAGES: tuple[Stage, ...] = (CURATE, TOKENIZER, TOKENIZER_SHOW, TOKENIZE, INIT, TRAIN, EVAL, GENERATE, SERVE,
-                             CHAT, CONVERT, EXPORT, FINETUNE, EXAM, REPORT, EXPLAIN)
+STAGES: tuple[Stage, ...] = (CURATE, CURATE_CLASSIFIER, TOKENIZER, TOKENIZER_SHOW, TOKENIZE, INIT, TRAIN, EVAL,
+                             GENERATE, SERVE, CHAT, CONVERT, EXPORT, SYNTH, FINETUNE, EXAM, REPORT, EXPLAIN)
 STAGE_BY_NAME: dict[str, Stage] = {stage.name: stage for stage in STAGES}

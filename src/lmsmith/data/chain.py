@@ -4,7 +4,9 @@ Ray task) runs on its batches."""
 from __future__ import annotations
 
 from lmsmith.data.bias import BiasProbe
+from lmsmith.data.classifier_step import ClassifierStep
 from lmsmith.data.dedup import MinHashSigner
+from lmsmith.data.exam_overlap import ExamOverlapFilter
 from lmsmith.data.format import FormatStep
 from lmsmith.data.pii import PiiRedactor
 from lmsmith.data.quality import QualityStep
@@ -21,8 +23,12 @@ def document_steps(config: CurateConfig) -> list[Step]:
         steps.append(HtmlExtract(config.html))
     if config.format.enabled:
         steps.append(FormatStep(config.format))
+    if config.exclude_exam:  # on the text as repaired, before anything is redacted out of it
+        steps.append(ExamOverlapFilter(config.exclude_exam, config.exam_ngram))
     if config.quality.enabled:
         steps.append(QualityStep(config.quality))
+    if config.classifier is not None:
+        steps.append(ClassifierStep(config.classifier, config.classifier_threshold))
     if config.safety.enabled:
         steps.append(SafetyFilter(config.safety))
     if config.pii.enabled:

@@ -31,6 +31,7 @@ from lmsmith.data.bias import BiasTally
 from lmsmith.data.chain import document_steps
 from lmsmith.data.dedup import BoilerplateRemover, Deduplicator, LineFrequencyCounter
 from lmsmith.data.document import Document
+from lmsmith.data.mixture import Mixture
 from lmsmith.data.report import build_report, nothing_survived_message, print_summary
 from lmsmith.data.sources import Skipped, Source, open_inputs
 from lmsmith.data.split import heldout_overlap, split_of
@@ -134,6 +135,7 @@ class CurateRun:
         self.spool = ShardWriter(root / _SPOOL, DOC_SCHEMA, config.output) if self.line_counter else None
         self.heldout: dict[str, list[str]] = {"val": [], "test": []}
         self.bias = BiasTally(config.bias) if config.bias.enabled else None
+        self.mixture = Mixture(config.mixture, [s.spec for s in sources]) if config.mixture else None
         sizes = [source.total_bytes() for source in sources]
         total = None if None in sizes else sum(sizes)  # unknown for streamed datasets: no ETA then
         self.task = progress.add_task("curate", total=total, docs=0)
@@ -206,7 +208,9 @@ class CurateRun:
             split = split_of(doc.text, self.config.split)
             if self.bias is not None:
                 self.bias.add(split, doc)
-            self.writer.write(split, doc)
+            copies = self.mixture.copies(doc) if self.mixture is not None and split == "train" else 1
+            for _ in range(copies):
+                self.writer.write(split, doc)
             if split != "train" and self.config.split.overlap_ngram:
                 self.heldout[split].append(doc.text)
 
@@ -260,6 +264,8 @@ def curate(inputs: list[str], out: str | Path, config: CurateConfig | dict | str
             overlap=overlap, seconds=time.perf_counter() - started, workers=n_workers, out=out,
             bias=run.bias.report(run.stats.get("safety")) if run.bias is not None else None,
         )
+        if run.mixture is not None:
+            report["mixture"] = run.mixture.report()
         if not quiet:
             print_summary(report, Console())
         kept = sum(sizes[s]["docs"] for s in SPLITS)
@@ -268,6 +274,10 @@ def curate(inputs: list[str], out: str | Path, config: CurateConfig | dict | str
         write_json(root / REPORT, report)
         counts = {f"{s}_{k}": sizes[s][k] for s in SPLITS for k in ("docs", "bytes")}
         counts.update(docs_in=report["totals"]["docs_in"], bytes_in=report["totals"]["bytes_in"])
+        if "mixture" in report:
+            counts["mixture_written"] = {spec: m["train_docs_written"] for spec, m in report["mixture"].items()}
+        if "exam_excluded" in report:
+            counts["exam_excluded"] = report["exam_excluded"]["docs"]
         write_manifest(root, "curate", config=section_to_dict(cfg), counts=counts,
                        inputs={s.spec: s.fingerprint() for s in sources})
     return report

@@ -11,10 +11,12 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from lmsmith.data.exam_overlap import exclusion_report
 from lmsmith.data.step import StepStats
 from lmsmith.schema.curate import SPLITS
 
-_PIPELINE_ORDER = ("read", "html", "format", "quality", "safety", "pii", "bias", "minhash", "dedup", "boilerplate")
+_PIPELINE_ORDER = ("read", "html", "format", "exam", "quality", "classifier", "safety", "pii", "bias", "minhash",
+                   "dedup", "boilerplate")
 
 
 def build_report(*, inputs: list[str], stats: dict[str, StepStats], issues: list[dict], sizes: dict,
@@ -48,6 +50,7 @@ def build_report(*, inputs: list[str], stats: dict[str, StepStats], issues: list
                        "docs_per_s": round(read.docs_in / max(seconds, 1e-9), 1)},
         "workers": workers,
         **({"bias": bias} if bias is not None else {}),
+        **({"exam_excluded": exclusion_report(counters["exam"])} if "exam" in counters else {}),
     }
 
 

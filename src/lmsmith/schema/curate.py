@@ -406,6 +406,14 @@ class CurateConfig:
     engine: Literal["local", "ray"] = "local"  # who runs the steps: this machine's processes, or a Ray cluster
     address: str | None = None  # --engine ray: the cluster (None or "auto": the running one; "local": start one here)
     keep_dropped: bool = False  # also write what was removed, with the reason, to OUT/dropped/
+    # exam task files or folders: drop every document sharing an exam_ngram-word n-gram with one of their items
+    exclude_exam: list[str] = field(default_factory=list)
+    exam_ngram: int = 13  # the GPT-3 and Llama papers' contamination rule
+    # a directory from `lmsmith curate train-classifier`: keep the documents it scores at least classifier_threshold
+    classifier: str | None = None
+    classifier_threshold: float = 0.5
+    # a weight per input, as written on the command line: 3 repeats a precious input's train documents, 0.5 halves
+    mixture: dict[str, float] = field(default_factory=dict)
     batch_docs: int = 512  # documents per batch handed to a worker ...
     batch_mb: float = 16.0  # ... or fewer, once a batch holds this much text
 
@@ -414,6 +422,18 @@ class CurateConfig:
             raise ConfigError(f"{where}.workers must be at least 1 (or null for one per core), got {self.workers}")
         if self.batch_docs < 1 or self.batch_mb <= 0:
             raise ConfigError(f"{where}: batch_docs must be at least 1 and batch_mb positive")
+        if not 0.0 <= self.classifier_threshold <= 1.0:
+            raise ConfigError(f"{where}.classifier_threshold must be between 0 and 1 (a probability of good), got "
+                              f"{self.classifier_threshold}")
+        if any(not isinstance(w, (int, float)) or isinstance(w, bool) or w < 0 or math.isnan(w)
+               for w in self.mixture.values()):
+            raise ConfigError(f"{where}.mixture: every weight must be a number of at least 0, got "
+                              f"{ {k: w for k, w in self.mixture.items()} }")
+        if self.mixture and not any(self.mixture.values()):
+            raise ConfigError(f"{where}.mixture: every weight is 0, so nothing would be trained on: give one a "
+                              "positive weight")
+        if self.exam_ngram < 1:
+            raise ConfigError(f"{where}.exam_ngram must be at least 1 (words), got {self.exam_ngram}")
 
 
 def load_curate_config(

@@ -1,0 +1,118 @@
+"""synth against a real `lmsmith serve` of a tiny random model on loopback: every kind's answers parse
+because the server constrains them to the kind's JSON schema; a run killed with SIGKILL continues
+without duplicates; the API key reaches the server and nothing else."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from serve_models import ALPHABET, KEY
+from synth_documents import TOPICS, passage
+
+from lmsmith.cli import main
+
+pytest.importorskip("openai")
+pytest.importorskip("llguidance")
+pytest.importorskip("fastapi")
+
+TEACHER = "teacher"
+# A random model writes random text: the checks that judge content are off, so what is counted is parsing.
+SETTINGS = ["synth.items_per_passage=1", "synth.max_field_chars=12", "synth.max_new_tokens=300",
+            "synth.min_support=0", "synth.temperature=1.0"]
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """`lmsmith serve` of a two-block random model with a 1024-token context and the chatml template."""
+    from serve_models import tiny_model
+    from serving import ServerProcess
+
+    from lmsmith.model.directory import save_model_dir
+    from lmsmith.text.tokenizer import train_char
+
+    work = tmp_path_factory.mktemp("teacher")
+    tokenizer = train_char([ALPHABET], show_progress=False)
+    model = save_model_dir(work / "model", tiny_model(tokenizer.vocab_size, block_size=1024), tokenizer,
+                           made_by="test")
+    (work / "key").write_text(KEY + "\n")
+    server = ServerProcess(model, "--api-key-file", str(work / "key"), "--template", "chatml", "--threads", "1",
+                           "--max-batch", "8", "--model-name", TEACHER, log_file=work / "server.log")
+    yield server
+    assert server.stop() == 0
+
+
+@pytest.fixture
+def prompt(tmp_path):
+    """A short prompt: the tiny model's context holds it, the passage and the answer."""
+    path = tmp_path / "prompt.jinja"
+    path.write_text("Ask {{ n }} about:\n{{ passage }}\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def many_docs(tmp_path):
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for topic in TOPICS:
+        (folder / f"{topic}.md").write_text(passage(topic) + "\n", encoding="utf-8")
+    return folder
+
+
+def command(docs, out, served, prompt, *extra) -> list[str]:
+    return ["synth", str(docs), "-o", str(out), "--endpoint", served.url, "--model", TEACHER, "--prompt", str(prompt),
+            "--quiet", *SETTINGS, *extra]
+
+
+@pytest.mark.parametrize("kind", ["qa", "conversation", "exam", "pairs"])
+def test_every_answer_of_a_random_model_parses_through_json_schema(served, docs, prompt, tmp_path, kind,
+                                                                   monkeypatch, one_thread):
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    started = time.perf_counter()
+    assert main(command(docs, tmp_path / "out", served, prompt, "--kind", kind, "--concurrency", "4")) == 0
+    minutes = (time.perf_counter() - started) / 60
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["structured_output"] is True
+    assert report["answered"] == 4 and report["too_short"] == 1
+    assert report["parsed"] == 4, report
+    written = [json.loads(line) for line in (tmp_path / "out" / f"{kind}.jsonl").read_text().splitlines()]
+    assert len(written) == report["items_written"] >= 3  # a random pair of items may collide
+    assert all(line["source"].endswith(".md#0") for line in written)
+    print(f"\n{kind}: {report['items_generated'] / minutes:.1f} items/min, {report['tokens']} tokens")
+
+
+def test_a_run_killed_with_sigkill_continues_without_duplicates_and_never_shows_the_key(served, many_docs, prompt,
+                                                                                          tmp_path):
+    out = tmp_path / "out"
+    env = {**os.environ, "OPENAI_API_KEY": KEY, "PYTHONPATH": os.pathsep.join(sys.path)}
+    argv = [sys.executable, "-m", "lmsmith", *command(many_docs, out, served, prompt, "--concurrency", "1")]
+    first = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    journal = out / "journal.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and (not journal.exists() or journal.read_text().count("\n") < 3):
+        time.sleep(0.05)
+    first.send_signal(signal.SIGKILL)
+    killed_out, killed_err = first.communicate()
+    done_before = journal.read_text().count("\n")
+    assert 3 <= done_before < len(TOPICS)
+
+    second = subprocess.run(argv, env=env, capture_output=True, timeout=300)
+    assert second.returncode == 0, second.stderr.decode()
+    keys = [json.loads(line)["key"] for line in journal.read_text().splitlines()]
+    assert len(keys) == len(set(keys)) == len(TOPICS)
+    report = json.loads((out / "report.json").read_text())
+    assert report["asked_this_run"] == len(TOPICS) - done_before
+    sources = [json.loads(line)["source"] for line in (out / "qa.jsonl").read_text().splitlines()]
+    dropped = [json.loads(line)["source"] for line in (out / "dropped.jsonl").read_text().splitlines()]
+    assert len(set(sources)) == len(sources) and len(sources) + len(dropped) == len(TOPICS)
+    assert sources == sorted(sources)  # the documents' order (files by name), whatever the order answers came in
+
+    for text in (killed_out, killed_err, second.stdout, second.stderr):
+        assert KEY.encode() not in text
+    for path in out.rglob("*"):
+        assert KEY not in path.read_text(errors="replace"), path
