@@ -196,6 +196,8 @@ SERVE = Stage(
            Flag("--max-queue", "serve.max_queue", "requests waiting for a slot before 429"),
            Flag("--kv-cache-tokens", "serve.kv_cache_tokens", "the KV cache as a pool of blocks holding this "
                 "many tokens, shared by the requests in flight (default: max-batch x the context)"),
+           Flag("--adapter", "serve.adapters", "a LoRA adapter to serve too, NAME=RUN_DIR (repeatable): requests "
+                "name it as their model"),
            Flag("--model-name", "serve.model_name", "the model id clients name (default: the directory's name)"),
            Flag("--template", "serve.template", "chat template for a model without its own"),
            Flag("--log-text", "serve.log_text", "also log prompts and outputs"),

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from lmsmith.core.config import ConfigError
+
+MAX_ADAPTERS = 16  # each adapter present in a batch costs two small products per adapted layer and step
 
 
 @dataclass
@@ -26,6 +28,9 @@ class ServeConfig:
     # waits until the blocks its prompt and max_tokens can need are free). Unset: max_batch slots of the
     # whole context each, preallocated.
     kv_cache_tokens: int | None = None
+    # LoRA adapters of the served model, NAME=RUN_DIR each (made by `finetune --method lora`): a request's
+    # `model` picks one by NAME, the base by its own name; rows of different adapters decode in one batch
+    adapters: list[str] = field(default_factory=list)
     log_text: bool = False  # log prompts and outputs (off: logs show only sizes and timings)
     device: str = "auto"  # auto | cpu | cuda | mps
     compile: bool = False  # decode through torch.compile (compiled_decode.py), compiled at start-up
@@ -43,6 +48,12 @@ class ServeConfig:
         if self.kv_cache_tokens is not None and self.kv_cache_tokens < 1:
             raise ConfigError(f"{where}.kv_cache_tokens must be at least 1 (or unset for slots of the whole "
                               f"context), got {self.kv_cache_tokens}")
+        if len(self.adapters) > MAX_ADAPTERS:
+            raise ConfigError(f"{where}.adapters: {len(self.adapters)} adapters, at most {MAX_ADAPTERS} on one "
+                              "server: serve the rest from another")
+        if self.adapters and self.compile:
+            raise ConfigError(f"{where}.compile with adapters is not supported yet (the compiled step would be "
+                              "compiled again for every mix of adapters): leave out --compile")
         if self.max_tokens is not None and self.max_tokens < 1:
             raise ConfigError(f"{where}.max_tokens must be at least 1 (or unset for the context), "
                               f"got {self.max_tokens}")
