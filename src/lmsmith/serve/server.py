@@ -86,10 +86,12 @@ def load_served_model(model_path: str | Path, cfg, api_key: str | None = None):
     lay_out_for_decoding(model)
     chat, no_chat = chat_or_reason(tokenizer, path, cfg.template)
     context = model.config.block_size
+    kv = kv_cache_plan(model, cfg)
+    print(kv.describe(), file=sys.stderr, flush=True)
     limits = Limits(context=context, max_tokens=min(cfg.max_tokens or context, context), max_n=cfg.max_n,
-                    kv_cache_tokens=cfg.kv_cache_tokens)
+                    kv_cache_tokens=kv.pool_tokens)
     engine = Engine(model, tokenizer.vocab_size, max_batch=cfg.max_batch, max_queue=cfg.max_queue,
-                    prefill_chunk=cfg.prefill_chunk, compile=cfg.compile, kv_cache_tokens=cfg.kv_cache_tokens,
+                    prefill_chunk=cfg.prefill_chunk, compile=cfg.compile, kv_cache_tokens=kv.pool_tokens,
                     routing=routing if adapters else None)
     if cfg.compile:  # before the port answers, so no request waits on a compilation
         log.info("compiling the decode step (--compile): tens of seconds the first time")
@@ -98,6 +100,16 @@ def load_served_model(model_path: str | Path, cfg, api_key: str | None = None):
     return ServedModel(name=name, engine=engine, tokenizer=tokenizer, limits=limits, chat=chat, no_chat_reason=no_chat,
                        api_key=api_key, max_body_bytes=cfg.max_body_kb * 1024, log_text=cfg.log_text,
                        created=int(time.time()), adapters=adapter_routes(adapters, cfg.template))
+
+
+def kv_cache_plan(model, cfg):
+    """The KV cache's kind and size, from the flags, or the memory free now (serve.free_memory_gb, if given)."""
+    from lmsmith.core.free_memory import available_memory
+    from lmsmith.serve.kv_sizing import GiB, plan_kv_cache
+
+    param = next(model.parameters())
+    free = cfg.free_memory_gb * GiB if cfg.free_memory_gb is not None else available_memory(param.device)
+    return plan_kv_cache(model.config, param.dtype, cfg.max_batch, cfg.kv_cache_tokens, cfg.kv_cache_gb, free)
 
 
 def chat_or_reason(tokenizer, where, template: str | None):
