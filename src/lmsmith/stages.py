@@ -210,7 +210,11 @@ SERVE = Stage(
            Flag("--max-batch", "serve.max_batch", "requests decoded together"),
            Flag("--max-queue", "serve.max_queue", "requests waiting for a slot before 429"),
            Flag("--kv-cache-tokens", "serve.kv_cache_tokens", "the KV cache as a pool of blocks holding this "
-                "many tokens, shared by the requests in flight (default: max-batch x the context)"),
+                "many tokens, shared by the requests in flight (default: max-batch x the context where that fits "
+                "in half the free memory, else a pool of that half)"),
+           Flag("--kv-cache-gb", "serve.kv_cache_gb", "the KV cache as a pool of blocks of this many GiB"),
+           Flag("--adapter", "serve.adapters", "a LoRA adapter to serve too, NAME=RUN_DIR (repeatable): requests "
+                "name it as their model"),
            Flag("--model-name", "serve.model_name", "the model id clients name (default: the directory's name)"),
            Flag("--template", "serve.template", "chat template for a model without its own"),
            Flag("--log-text", "serve.log_text", "also log prompts and outputs"),

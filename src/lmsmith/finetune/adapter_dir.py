@@ -14,33 +14,27 @@ give a model that is neither, silently, so the hash of the base weights is check
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from lmsmith.core.atomic import atomic_directory
 from lmsmith.core.errors import UserError
-from lmsmith.core.json_file import read_json
 from lmsmith.core.manifest import MANIFEST, file_sha256, make_manifest
-from lmsmith.finetune.lora import adapter_state, base_weights_sha256, inject_lora, load_adapter_state, merge_lora
+from lmsmith.finetune.lora import adapter_state, inject_lora, load_adapter_state, merge_lora
 from lmsmith.finetune.vocabulary import grow_vocabulary
+from lmsmith.model.adapter_files import (  # noqa: F401  (the directory's format, read here by merging's callers)
+    ADAPTER_CONFIG,
+    ADAPTER_FORMAT,
+    ADAPTER_WEIGHTS,
+    ADDED_ROWS,
+    Adapter,
+    base_weights_sha256,
+    load_adapter_dir,
+    resolve_adapter_dir,
+)
 from lmsmith.model.transformer import GPT
-
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
-ADAPTER_CONFIG = "adapter_config.json"
-ADAPTER_FORMAT = "lmsmith-lora-1"
-ADDED_ROWS = {"tok_emb": "added_tokens.tok_emb", "head": "added_tokens.head"}
-
-
-@dataclass
-class Adapter:
-    config: dict  # adapter_config.json
-    state: dict[str, torch.Tensor]  # adapter_model.safetensors
-    tokenizer: object  # lmsmith.text.tokenizer.Tokenizer
-    path: Path
 
 
 def added_rows(model: GPT, base_vocab: int) -> dict[str, torch.Tensor]:
@@ -70,35 +64,6 @@ def save_adapter_dir(path: str | Path, model: GPT, tokenizer, *, lora: dict, lay
                                  counts={"adapter_parameters": trainable}, files=files)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return path
-
-
-def resolve_adapter_dir(path: str | Path) -> Path:
-    """Accept an adapter directory, a LoRA run's model directory (MODEL/adapter), or the run directory."""
-    path = Path(path)
-    if not path.exists():
-        raise UserError(f"{path} does not exist: give a LoRA fine-tuning run directory or its adapter/ directory")
-    if (path / ADAPTER_CONFIG).is_file():
-        return path
-    for inside in (path / "adapter", path / "model" / "adapter"):  # a model directory, or a run directory
-        if (inside / ADAPTER_CONFIG).is_file():
-            return inside
-    raise UserError(f"{path} holds no LoRA adapter ({ADAPTER_CONFIG}): "
-                    "only a run made with --method lora can be merged; "
-                    "a full fine-tuning run is already a complete model in RUN/model")
-
-
-def load_adapter_dir(path: str | Path) -> Adapter:
-    from lmsmith.text.tokenizer import load_tokenizer
-
-    path = resolve_adapter_dir(path)
-    config = read_json(path / ADAPTER_CONFIG, fix="train the adapter again")
-    if config.get("format") != ADAPTER_FORMAT:
-        raise UserError(f"{path / ADAPTER_CONFIG} is not an lmsmith LoRA adapter config (format {ADAPTER_FORMAT})")
-    try:
-        state = load_file(str(path / ADAPTER_WEIGHTS))
-    except (SafetensorError, OSError) as exc:
-        raise UserError(f"{path / ADAPTER_WEIGHTS} is missing or corrupted ({exc}): train the adapter again") from None
-    return Adapter(config, state, load_tokenizer(path), path)
 
 
 def apply_adapter(model: GPT, adapter: Adapter) -> GPT:

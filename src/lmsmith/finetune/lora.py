@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
-import hashlib
 import math
 from collections.abc import Iterator
 
@@ -28,8 +27,7 @@ import torch.nn.functional as F
 
 from lmsmith.core.config import ConfigError
 from lmsmith.core.errors import UserError
-
-LORA_PARAMS = ("lora_A", "lora_B")
+from lmsmith.model.adapter_files import LORA_PARAMS, base_weights_sha256, weights_sha256  # noqa: F401  (re-exported)
 
 
 class LoRALinear(nn.Module):
@@ -201,24 +199,6 @@ def load_adapter_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None
 
 # ---------------------------------------------------------------------------------------------
 # Which base an adapter belongs to
-
-
-def weights_sha256(state: dict[str, torch.Tensor]) -> str:
-    """A hash of tensor names, dtypes, shapes and values: equal for the same weights in any file format."""
-    digest = hashlib.sha256()
-    for name in sorted(state):
-        tensor = state[name].detach().contiguous().cpu()
-        digest.update(f"{name}|{tensor.dtype}|{list(tensor.shape)}\n".encode())
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
-
-
-def base_weights_sha256(model: nn.Module) -> str:
-    """The hash of the model's own weights, adapters left out (a tied head counted once)."""
-    state = {k: v for k, v in model.state_dict().items() if not k.endswith(LORA_PARAMS)}
-    if getattr(getattr(model, "config", None), "tie_embeddings", False):
-        state.pop("head.weight", None)
-    return weights_sha256(state)
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:

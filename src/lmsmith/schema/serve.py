@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from lmsmith.core.config import ConfigError
+
+MAX_ADAPTERS = 16  # each adapter present in a batch costs two small products per adapted layer and step
 
 
 @dataclass
@@ -22,10 +24,16 @@ class ServeConfig:
     max_n: int = 8  # the most choices (n x prompts) one request may ask for
     max_body_kb: int = 1024  # request bodies larger than this are refused
     prefill_chunk: int = 256  # prompt tokens run per turn of the decode loop, shared by new requests
-    # The KV cache as a pool of blocks holding this many tokens, shared by the requests in flight (a request
-    # waits until the blocks its prompt and max_tokens can need are free). Unset: max_batch slots of the
-    # whole context each, preallocated.
+    # The KV cache as a pool of blocks holding this many tokens (or this many GiB), shared by the requests in
+    # flight (a request waits until the blocks its prompt and max_tokens can need are free). Neither: max_batch
+    # slots of the whole context each when they fit in half the free memory, else a pool of that half
+    # (serve/kv_sizing.py).
     kv_cache_tokens: int | None = None
+    kv_cache_gb: float | None = None
+    free_memory_gb: float | None = None  # the free memory the default KV cache is sized by (unset: measured)
+    # LoRA adapters of the served model, NAME=RUN_DIR each (made by `finetune --method lora`): a request's
+    # `model` picks one by NAME, the base by its own name; rows of different adapters decode in one batch
+    adapters: list[str] = field(default_factory=list)
     log_text: bool = False  # log prompts and outputs (off: logs show only sizes and timings)
     device: str = "auto"  # auto | cpu | cuda | mps
     compile: bool = False  # decode through torch.compile (compiled_decode.py), compiled at start-up
@@ -43,6 +51,17 @@ class ServeConfig:
         if self.kv_cache_tokens is not None and self.kv_cache_tokens < 1:
             raise ConfigError(f"{where}.kv_cache_tokens must be at least 1 (or unset for slots of the whole "
                               f"context), got {self.kv_cache_tokens}")
+        if self.kv_cache_tokens is not None and self.kv_cache_gb is not None:
+            raise ConfigError(f"{where}: give kv_cache_tokens or kv_cache_gb, not both")
+        for name in ("kv_cache_gb", "free_memory_gb"):
+            if getattr(self, name) is not None and not getattr(self, name) > 0:
+                raise ConfigError(f"{where}.{name} must be more than 0 (or unset), got {getattr(self, name)}")
+        if len(self.adapters) > MAX_ADAPTERS:
+            raise ConfigError(f"{where}.adapters: {len(self.adapters)} adapters, at most {MAX_ADAPTERS} on one "
+                              "server: serve the rest from another")
+        if self.adapters and self.compile:
+            raise ConfigError(f"{where}.compile with adapters is not supported yet (the compiled step would be "
+                              "compiled again for every mix of adapters): leave out --compile")
         if self.max_tokens is not None and self.max_tokens < 1:
             raise ConfigError(f"{where}.max_tokens must be at least 1 (or unset for the context), "
                               f"got {self.max_tokens}")

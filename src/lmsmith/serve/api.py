@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from lmsmith.model.constraints import JSON_OPTIONS, Constraint, ConstraintError, Grammars, Matcher
+from lmsmith.serve.adapters import BASE
 from lmsmith.serve.choices import Choice, Choices
 from lmsmith.serve.engine import Engine, Sampling
 from lmsmith.serve.errors import ApiError, bad_request
@@ -34,6 +35,16 @@ if TYPE_CHECKING:
 log = logging.getLogger("lmsmith.serve")
 
 DEFAULT_COMPLETION_TOKENS = 16  # OpenAI's default max_tokens for /v1/completions
+
+
+@dataclass(frozen=True)
+class ModelRoute:
+    """A name a request's `model` may give: the base, or one of its LoRA adapters (serve/adapters.py)."""
+
+    name: str
+    adapter: int  # what the engine routes the request's rows by; BASE for the base model
+    chat: ChatFormat | None = None
+    no_chat_reason: str = ""  # why chat is unavailable, for the 400
 
 
 @dataclass
@@ -52,6 +63,11 @@ class ServedModel:
     created: int = 0
     grammars: Grammars | None = None  # made at the first constrained request: plain serving never needs it
     grammars_lock: threading.Lock = field(default_factory=threading.Lock)
+    adapters: dict[str, ModelRoute] = field(default_factory=dict)  # by name, the base's own left out
+
+    def routes(self) -> list[ModelRoute]:
+        """Every model a request may name: the base first, then its adapters."""
+        return [ModelRoute(self.name, BASE, self.chat, self.no_chat_reason), *self.adapters.values()]
 
 
 def create_app(served: ServedModel) -> "FastAPI":
@@ -75,13 +91,12 @@ def create_app(served: ServedModel) -> "FastAPI":
     @app.get("/v1/models")
     async def models(request: Request) -> dict:
         authorize(request, served)
-        return {"object": "list", "data": [model_card(served)]}
+        return {"object": "list", "data": [model_card(served, route) for route in served.routes()]}
 
     @app.get("/v1/models/{name}")
     async def model(name: str, request: Request) -> dict:
         authorize(request, served)
-        check_model(served, name)
-        return model_card(served)
+        return model_card(served, check_model(served, name))
 
     @app.post("/v1/completions")
     async def completions(request: Request):
@@ -159,15 +174,24 @@ async def read_body(request: "Request", served: ServedModel):
         raise bad_request(f"the request body is not valid JSON ({exc})") from None
 
 
-def check_model(served: ServedModel, name: str | None) -> None:
-    if name is not None and name != served.name:
-        raise ApiError(404, f"model '{name}' does not exist: this server serves '{served.name}'", "model",
-                       "model_not_found")
+def check_model(served: ServedModel, name: str | None) -> ModelRoute:
+    """The base or adapter a request names (no name: the base); an unknown name is a 404 naming the known ones."""
+    routes = served.routes()
+    if name is None:
+        return routes[0]
+    for route in routes:
+        if route.name == name:
+            return route
+    known = ", ".join(f"'{r.name}'" for r in routes)
+    raise ApiError(404, f"model '{name}' does not exist: this server serves {known}", "model", "model_not_found")
 
 
-def model_card(served: ServedModel) -> dict:
-    return {"id": served.name, "object": "model", "created": served.created, "owned_by": "lmsmith",
+def model_card(served: ServedModel, route: ModelRoute) -> dict:
+    card = {"id": route.name, "object": "model", "created": served.created, "owned_by": "lmsmith",
             "max_model_len": served.limits.context}
+    if route.adapter != BASE:
+        card["parent"] = served.name  # vLLM names a LoRA adapter's base the same way
+    return card
 
 
 # ---------------------------------------------------------------------------------------------
@@ -175,7 +199,7 @@ def model_card(served: ServedModel) -> dict:
 
 
 async def complete(request: "Request", served: ServedModel, body: CompletionBody):
-    check_model(served, body.model)
+    route = check_model(served, body.model)
     if body.stream and body.logprobs is not None:
         raise bad_request("'logprobs' with stream: true is not supported: ask without streaming", "logprobs")
     tokenizer = served.tokenizer
@@ -192,9 +216,10 @@ async def complete(request: "Request", served: ServedModel, body: CompletionBody
     prompt_logprobs = body.logprobs if body.echo and body.logprobs is not None else None
     stop_ids = frozenset({tokenizer.eot_id})
     matcher = await matchers(served, body.constraint, stop_ids)
-    choices = start_choices(served, prompts, body, max_tokens, body.logprobs, prompt_logprobs, stop_ids, matcher)
+    choices = start_choices(served, prompts, body, max_tokens, body.logprobs, prompt_logprobs, stop_ids, matcher,
+                            route.adapter)
     log_request(served, "completion", prompts, body)
-    ids = Ids("cmpl", "text_completion", served.name)
+    ids = Ids("cmpl", "text_completion", route.name)
     if body.stream:
         return sse(stream_completion(request, served, choices, body, ids))
     await drain(request, served, choices)
@@ -249,11 +274,11 @@ async def stream_completion(request: "Request", served: ServedModel, choices: Ch
 
 
 async def chat(request: "Request", served: ServedModel, body: ChatBody):
-    check_model(served, body.model)
-    if served.chat is None:
-        raise bad_request(served.no_chat_reason, "messages")
+    route = check_model(served, body.model)
+    if route.chat is None:
+        raise bad_request(route.no_chat_reason, "messages")
     try:
-        text = served.chat.prompt(template_messages(body.messages), tools=body.tools if body.calls_tools else None)
+        text = route.chat.prompt(template_messages(body.messages), tools=body.tools if body.calls_tools else None)
     except TemplateError as exc:
         raise bad_request(str(exc), "messages") from None
     prompt = served.tokenizer.encode(text)
@@ -263,7 +288,7 @@ async def chat(request: "Request", served: ServedModel, body: ChatBody):
     if max_tokens < 1:
         check_fits(len(prompt), 1, served.limits)
     stop_ids, stop = {served.tokenizer.eot_id}, list(body.stop)
-    end = served.chat.answer_end
+    end = route.chat.answer_end
     if end is not None:
         end_id = served.tokenizer.backend.token_to_id(end)
         if end_id is not None:
@@ -277,9 +302,10 @@ async def chat(request: "Request", served: ServedModel, body: ChatBody):
     if body.calls_tools:
         body.valid_arguments = arguments_check(served, body.tools)
     matcher = await matchers(served, call or body.constraint, frozenset(stop_ids), "tools" if call else None)
-    choices = start_choices(served, [prompt], body, max_tokens, body.logprobs, None, frozenset(stop_ids), matcher)
+    choices = start_choices(served, [prompt], body, max_tokens, body.logprobs, None, frozenset(stop_ids), matcher,
+                            route.adapter)
     log_request(served, "chat", [prompt], body)
-    ids = Ids("chatcmpl", "chat.completion", served.name)
+    ids = Ids("chatcmpl", "chat.completion", route.name)
     if body.stream:
         return sse(stream_chat(request, served, choices, body, ids))
     await drain(request, served, choices)
@@ -435,14 +461,15 @@ async def matchers(served: ServedModel, constraint: Constraint | None, stop_ids:
 
 def start_choices(served: ServedModel, prompts: list[list[int]], body: Sampled, max_tokens: int,
                   logprobs: int | None, prompt_logprobs: int | None, stop_ids: frozenset[int],
-                  matcher: Callable[[], Matcher] | None = None) -> Choices:
+                  matcher: Callable[[], Matcher] | None = None, adapter: int = BASE) -> Choices:
     def sampling(j: int) -> Sampling:
         # n choices with one seed would all be the same text: choice j samples with seed + j
         seed = None if body.seed is None else body.seed + j
         return Sampling(max_tokens=max_tokens, temperature=body.temperature, top_p=body.top_p, top_k=body.top_k,
                         seed=seed, logprobs=logprobs, prompt_logprobs=prompt_logprobs)
 
-    choices = Choices(served.engine, served.tokenizer, prompts, body.n, sampling, body.stop, stop_ids, matcher)
+    choices = Choices(served.engine, served.tokenizer, prompts, body.n, sampling, body.stop, stop_ids, matcher,
+                      adapter)
     choices.submit()
     return choices
 

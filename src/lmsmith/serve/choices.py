@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from lmsmith.model.constraints import Matcher
 from lmsmith.model.decoding import TextStream
+from lmsmith.serve.adapters import BASE
 from lmsmith.serve.engine import Engine, EngineStopped, Finished, PromptScores, QueueFull, Request, Sampling, Token
 from lmsmith.serve.errors import ApiError
 
@@ -44,7 +45,7 @@ class Choices:
 
     def __init__(self, engine: Engine, tokenizer, prompts: list[list[int]], n: int,
                  sampling: Callable[[int], Sampling], stop: list[str], stop_ids: frozenset[int],
-                 matcher: Callable[[], Matcher] | None = None):
+                 matcher: Callable[[], Matcher] | None = None, adapter: int = BASE):
         self.engine = engine
         self.loop = asyncio.get_running_loop()
         self.queue: asyncio.Queue = asyncio.Queue()
@@ -54,7 +55,7 @@ class Choices:
             for j in range(n):
                 index = p * n + j
                 request = Request(prompt, sampling(j), stop_ids, self._callback(index),
-                                  matcher=matcher() if matcher is not None else None)
+                                  matcher=matcher() if matcher is not None else None, adapter=adapter)
                 self.choices.append(Choice(index, prompt, request, TextStream(tokenizer, stop)))
         self.stop_ids = stop_ids
 

@@ -36,6 +36,7 @@ from lmsmith.model.constraints import Matcher, apply_masks
 from lmsmith.model.decoding import TokenSampler, left_pad
 from lmsmith.model.transformer import GPT, KVCache
 from lmsmith.schema.generate import GenerationConfig
+from lmsmith.serve.adapters import BASE, RowAdapters
 from lmsmith.serve.kv_blocks import BlockPool, BlockStep, RowsAtOwnLengths
 
 log = logging.getLogger("lmsmith.serve")
@@ -107,6 +108,7 @@ class Request:
     stop_ids: frozenset[int]
     on_event: Callable[[Event], None]  # called on the engine's thread; must not block
     matcher: Matcher | None = None  # holds the output to a JSON schema, regex or grammar (model/constraints.py)
+    adapter: int = BASE  # which LoRA adapter of the server decodes it (serve/adapters.py); BASE: none
     id: int = field(default_factory=lambda: next(_ids))
     cancelled: bool = False
     # the engine's bookkeeping
@@ -199,13 +201,15 @@ class Engine:
     """Owns the model and its KV cache slots; runs the decode loop on its own thread."""
 
     def __init__(self, model: GPT, vocab_size: int | None = None, max_batch: int = 32, max_queue: int = 256,
-                 prefill_chunk: int = 256, compile: bool = False, kv_cache_tokens: int | None = None):
+                 prefill_chunk: int = 256, compile: bool = False, kv_cache_tokens: int | None = None,
+                 routing: RowAdapters | None = None):
         self.model = model.eval()
         self.vocab_size = min(vocab_size or model.config.vocab_size, model.config.vocab_size)
         self.max_batch = max_batch
         self.max_queue = max_queue
         self.prefill_chunk = prefill_chunk
         self.device = next(model.parameters()).device
+        self.routing = routing  # with adapters: told which adapter each row of every forward pass uses
         # The KV cache: max_batch slots of the whole context each, or (kv_cache_tokens) a pool of blocks
         # shared by the requests in flight, each holding what its prompt and max_tokens can need
         self.pool = BlockPool(model, kv_cache_tokens) if kv_cache_tokens else None
@@ -343,6 +347,7 @@ class Engine:
         tokens, pad = left_pad([r.prompt for r in requests], self.device)
         param = next(self.model.parameters())
         cache = KVCache(self.model.config, len(requests), tokens.size(1), param.device, param.dtype, pad=pad)
+        self._route(requests)
         logits = self.model(tokens, cache=cache, last_only=True).logits[:, -1]
         for row, request in enumerate(requests):
             request.cache, request.cache_row, request.cache_offset = cache, row, int(pad[row])
@@ -361,6 +366,7 @@ class Engine:
         start = request.done_prompt
         chunk = torch.tensor([request.prompt[start: start + budget]], dtype=torch.long, device=self.device)
         scoring = request.scores is not None
+        self._route([request])
         logits = self.model(chunk, cache=request.cache, last_only=not scoring).logits[0]
         if scoring:
             self._score_chunk(request, chunk[0], logits)
@@ -412,6 +418,7 @@ class Engine:
     def _decode_step(self) -> None:
         tokens = torch.tensor([[r.next_token] for r in self.decoding], dtype=torch.long, device=self.device)
         lengths = torch.tensor(self.lengths, dtype=torch.long, device=self.device)
+        self._route(self.decoding)
         if self.compiled is not None and len(self.decoding) == 1:
             step = self._step(lengths)
             logits = self.compiled(tokens, step.dynamic())
@@ -428,6 +435,11 @@ class Engine:
                 self._leave(row, None)
             elif self.lengths[row] >= self.model.config.block_size:  # the context is full
                 self._leave(row, "length")
+
+    def _route(self, requests: list[Request]) -> None:
+        """Tell the adapted layers which adapter each row of the coming forward pass uses."""
+        if self.routing is not None:
+            self.routing.route([r.adapter for r in requests], self.device)
 
     def _step(self, lengths: torch.Tensor) -> DecodeStep | BlockStep:
         """The cache view of one decode step over the decoding rows: slots, or blocks through block tables."""

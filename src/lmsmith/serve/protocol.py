@@ -245,7 +245,8 @@ def _object(body: Any) -> dict:
 def check_fits(prompt_tokens: int, max_tokens: int, limits: Limits, index: int = 0) -> None:
     """A prompt plus the tokens asked for must fit the model's context (400 naming the limit)."""
     if limits.kv_cache_tokens is not None and prompt_tokens + max_tokens > limits.kv_cache_tokens:
-        raise ApiError(400, f"this server's KV cache holds {limits.kv_cache_tokens} tokens (--kv-cache-tokens); "
+        raise ApiError(400, f"this server's KV cache holds {limits.kv_cache_tokens} tokens (--kv-cache-tokens or "
+                            "--kv-cache-gb); "
                             f"the prompt has {prompt_tokens} tokens and {max_tokens} new tokens were asked for: "
                             "shorten the prompt or lower max_tokens", "max_tokens", "kv_cache_exceeded")
     if prompt_tokens + max_tokens > limits.context:

@@ -69,36 +69,65 @@ def load_served_model(model_path: str | Path, cfg, api_key: str | None = None):
     from lmsmith.core.device import pick_device
     from lmsmith.model.decoding import lay_out_for_decoding
     from lmsmith.model.directory import load_model_dir, resolve_model_dir
+    from lmsmith.serve.adapters import attach_adapters, parse_adapter_specs
     from lmsmith.serve.api import ServedModel
     from lmsmith.serve.engine import Engine
     from lmsmith.serve.protocol import Limits
-    from lmsmith.text.chat_template import chat_format
 
     if cfg.threads is not None:
         import torch
 
         torch.set_num_threads(cfg.threads)
     path = resolve_model_dir(model_path)
+    name = cfg.model_name or default_model_name(Path(model_path))
+    named = parse_adapter_specs(cfg.adapters, name)  # a mistyped --adapter fails before the model loads
     model, tokenizer = load_model_dir(path, pick_device(cfg.device))
+    routing, adapters = attach_adapters(model, named, tokenizer)  # before any layout change: it hashes the weights
     lay_out_for_decoding(model)
-    chat, no_chat = None, ""
-    try:
-        chat = chat_format(tokenizer, path, cfg.template)
-    except UserError as exc:
-        no_chat = str(exc)
+    chat, no_chat = chat_or_reason(tokenizer, path, cfg.template)
     context = model.config.block_size
+    kv = kv_cache_plan(model, cfg)
+    print(kv.describe(), file=sys.stderr, flush=True)
     limits = Limits(context=context, max_tokens=min(cfg.max_tokens or context, context), max_n=cfg.max_n,
-                    kv_cache_tokens=cfg.kv_cache_tokens)
+                    kv_cache_tokens=kv.pool_tokens)
     engine = Engine(model, tokenizer.vocab_size, max_batch=cfg.max_batch, max_queue=cfg.max_queue,
-                    prefill_chunk=cfg.prefill_chunk, compile=cfg.compile, kv_cache_tokens=cfg.kv_cache_tokens)
+                    prefill_chunk=cfg.prefill_chunk, compile=cfg.compile, kv_cache_tokens=kv.pool_tokens,
+                    routing=routing if adapters else None)
     if cfg.compile:  # before the port answers, so no request waits on a compilation
         log.info("compiling the decode step (--compile): tens of seconds the first time")
         log.info("compiled the decode step in %.1f s", engine.warm_up())
     engine.start()
-    name = cfg.model_name or default_model_name(Path(model_path))
     return ServedModel(name=name, engine=engine, tokenizer=tokenizer, limits=limits, chat=chat, no_chat_reason=no_chat,
                        api_key=api_key, max_body_bytes=cfg.max_body_kb * 1024, log_text=cfg.log_text,
-                       created=int(time.time()))
+                       created=int(time.time()), adapters=adapter_routes(adapters, cfg.template))
+
+
+def kv_cache_plan(model, cfg):
+    """The KV cache's kind and size, from the flags, or the memory free now (serve.free_memory_gb, if given)."""
+    from lmsmith.core.free_memory import available_memory
+    from lmsmith.serve.kv_sizing import GiB, plan_kv_cache
+
+    param = next(model.parameters())
+    free = cfg.free_memory_gb * GiB if cfg.free_memory_gb is not None else available_memory(param.device)
+    return plan_kv_cache(model.config, param.dtype, cfg.max_batch, cfg.kv_cache_tokens, cfg.kv_cache_gb, free)
+
+
+def chat_or_reason(tokenizer, where, template: str | None):
+    """(the chat format, "") of a model or adapter, or (None, why it cannot chat)."""
+    from lmsmith.text.chat_template import chat_format
+
+    try:
+        return chat_format(tokenizer, where, template), ""
+    except UserError as exc:
+        return None, str(exc)
+
+
+def adapter_routes(adapters, template: str | None) -> dict:
+    """Each adapter as a model a request may name, chatting in its own template (fine-tuning may have set one)."""
+    from lmsmith.serve.api import ModelRoute
+
+    return {a.name: ModelRoute(a.name, a.index, *chat_or_reason(a.adapter.tokenizer, a.path, template))
+            for a in adapters}
 
 
 def default_model_name(path: Path) -> str:
@@ -144,6 +173,8 @@ def run(config, inputs: dict, out=None, *, quiet: bool = False, api_key: str | N
                                            lifespan="off"))
     shown = f"[{host}]" if ":" in host else host
     where = f"http://{shown}:{port}/v1"
+    for route in served.adapters.values():
+        print(f"adapter {route.name} of {served.name}: name it as the model to use it", file=sys.stderr)
     print(f"serving {served.name} on {where} (batch {cfg.max_batch}, context {served.limits.context}"
           f"{', API key required' if key else ''}{'' if served.chat else ', completions only: no chat template'})",
           file=sys.stderr, flush=True)
