@@ -21,7 +21,7 @@ from typing import Any
 from lmsmith import __version__
 from lmsmith.build import BUILD
 from lmsmith.core.config import ConfigError, closest_hint
-from lmsmith.core.errors import UserError, is_disk_full
+from lmsmith.core.errors import UserError, cannot_write, is_disk_full, is_unwritable
 from lmsmith.schema.stage import Stage, field_default, field_type, flag_value, is_override, stage_config
 from lmsmith.stages import STAGES
 from lmsmith.sweep.study import SWEEP
@@ -251,6 +251,9 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except Exception as exc:
+        if is_unwritable(exc):  # any stage, any file: a read-only folder or file met while writing
+            print(f"error: {cannot_write(exc)}", file=sys.stderr)
+            return 2
         if not is_disk_full(exc):
             raise  # a bug in lmsmith: keep the traceback
         # Any stage, any file: every write is atomic, so what was there before is still whole.

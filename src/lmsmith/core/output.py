@@ -64,6 +64,7 @@ def check_output(out: str | Path, stage: str | tuple[str, ...], reads: Iterable[
         )
     if out.exists() and not out.is_dir():
         raise UserError(f"{flag} {out} is a file, not a directory: choose a new directory path for {flag}")
+    check_writable(out, flag)
     target = out.resolve()
     for source in reads:
         if str(source).startswith("hf:") or str(source) == "stdlib" or not Path(source).expanduser().exists():
@@ -91,6 +92,23 @@ def check_output(out: str | Path, stage: str | tuple[str, ...], reads: Iterable[
     untrained = made_by == "model" and (manifest.get("config") or {}).get("made_by") == "init"
     if made_by in TRAINED and not untrained and not force:
         raise UserError(f"{out} already holds a trained model: add --force to replace it, or choose another {flag}")
+
+
+def check_writable(out: Path, flag: str = "-o") -> None:
+    """Refuse, before any work, an output that cannot be written: it (if it exists, since a rerun replaces or
+    resumes it) and the nearest folder above it that exists must both take writes (os.access knows read-only
+    file systems even for root)."""
+    place = out if out.exists() else next((p for p in out.absolute().parents if p.exists()), None)
+    targets = [out] if out.exists() else []
+    if place is not None and place != out:
+        targets.append(place)
+    elif out.exists():
+        targets.append(out.absolute().parent)
+    for target in targets:
+        if not os.access(target, os.W_OK | os.X_OK):
+            what = "it" if target == out else f"the folder {target}"
+            raise UserError(f"{flag} {out} cannot be written: {what} is read-only (or not yours): "
+                            f"choose another {flag}, or make it writable")
 
 
 def remove_leftovers(out: str | Path) -> None:
@@ -163,6 +181,7 @@ def directory_lock(directory: str | Path, what: str = "run") -> Iterator[None]:
     A lock whose process is gone (killed, crashed) is taken over; a live one is refused.
     """
     directory = Path(directory)
+    check_writable(directory)
     created = not directory.exists()
     directory.mkdir(parents=True, exist_ok=True)
     lock = directory / LOCK
