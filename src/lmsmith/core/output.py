@@ -29,6 +29,7 @@ from typing import Any
 from lmsmith.core.atomic import atomic_directory, leftover_owner, write_json
 from lmsmith.core.errors import UserError
 from lmsmith.core.manifest import MANIFEST, file_sha256, make_manifest, manifest_or_none
+from lmsmith.core.writer_lock import writer_lock
 
 # Stages whose output holds a trained model: replacing one needs --force.
 TRAINED = ("model", "train", "finetune")
@@ -132,11 +133,14 @@ def remove_leftovers(out: str | Path) -> None:
 @contextlib.contextmanager
 def stage_directory(out: str | Path, stage: str | tuple[str, ...], reads: Iterable[str | Path] = (),
                     force: bool = False, flag: str = "-o") -> Iterator[Path]:
-    """Check `out`, then yield an empty temporary directory that replaces it as a whole on success."""
-    check_output(out, stage, reads, force=force, flag=flag)
-    remove_leftovers(out)
-    with atomic_directory(Path(out).expanduser()) as tmp:
-        yield tmp
+    """Lock `out` against a second writer, check it, then yield an empty temporary directory that replaces it
+    as a whole on success."""
+    check_output(out, stage, reads, force=force, flag=flag)  # first alone: a refused -o makes no lock file
+    with writer_lock(out, flag):
+        check_output(out, stage, reads, force=force, flag=flag)  # again under the lock: another may have finished
+        remove_leftovers(out)
+        with atomic_directory(Path(out).expanduser()) as tmp:
+            yield tmp
 
 
 def write_manifest(directory: Path, stage: str, *, config: dict | None = None, inputs: dict[str, Any] | None = None,
