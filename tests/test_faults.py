@@ -584,7 +584,7 @@ def test_a_gguf_file_without_its_sizes_is_one_line(tmp_path):
 GARBAGE_LINES = ["[1, 2]", "5", '"text"', "null", '{"step": "x", "loss": 1.0}', "{not json", "\udcff\udcfe"]
 
 
-def test_garbage_lines_in_metrics_are_skipped_by_the_report_and_on_resume(tmp_path):
+def test_garbage_lines_in_metrics_are_skipped_by_the_report_and_on_resume(tmp_path, capsys):
     from lmsmith.report.page import read_metrics
     from lmsmith.train.metrics import truncate_after
 
@@ -593,5 +593,6 @@ def test_garbage_lines_in_metrics_are_skipped_by_the_report_and_on_resume(tmp_pa
     (tmp_path / "metrics.jsonl").write_bytes(text.encode("utf-8", "surrogateescape"))
     train, val = read_metrics(tmp_path)
     assert (train, val) == ([ours[0], ours[2]], [ours[1]])
+    assert f"skipped {len(GARBAGE_LINES)} lines of" in capsys.readouterr().err
     truncate_after(tmp_path / "metrics.jsonl", 2)
     assert [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == ours[:2]

@@ -18,7 +18,7 @@ import torch
 
 from lmsmith.core.atomic import write_json
 from lmsmith.core.errors import UserError
-from lmsmith.core.manifest import MANIFEST
+from lmsmith.core.manifest import MANIFEST, recorded_input
 from lmsmith.core.progress import progress_bar
 from lmsmith.model.scoring import EvalResult, evaluate_tokens, token_byte_lengths, windows
 from lmsmith.schema.evaluate import EvalConfig
@@ -46,7 +46,8 @@ def tokens_dir_of(model_dir: Path) -> Path:
     """The tokens directory a trained model was made from, as its manifest records it."""
     try:
         manifest = json.loads((model_dir / MANIFEST).read_text(encoding="utf-8"))
-        return Path(manifest["inputs"]["tokens"]["path"])
+        recorded = Path(manifest["inputs"]["tokens"]["path"])
+        return recorded_input(model_dir, manifest, "tokens") or recorded  # one that is gone: named as recorded
     except (OSError, ValueError, KeyError, TypeError):
         raise UserError(
             f"{model_dir} does not record the tokens it was trained on: name them with --data TOKENS_DIR"

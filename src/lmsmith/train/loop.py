@@ -129,7 +129,7 @@ def build_model(recipe: TrainRecipe, info: DistInfo, precision: Precision, quiet
 
 
 def tokens_inputs(tokens: TokensDir) -> dict:
-    return {"tokens": {"path": str(tokens.path), "manifest_sha256": file_sha256(tokens.path / MANIFEST)},
+    return {"tokens": {"path": str(tokens.path.absolute()), "manifest_sha256": file_sha256(tokens.path / MANIFEST)},
             "tokenizer": {"sha256": tokens.tokenizer_sha256}}
 
 
@@ -146,7 +146,7 @@ def plain_model_writer(recipe: TrainRecipe, tokenizer) -> Callable[[Path, dict, 
         if recipe.model.tie_embeddings:
             plain.head.weight = plain.tok_emb.weight
         save_model_dir(path, plain, tokenizer, made_by="train",
-                       inputs={"tokens": {"path": str(recipe.data)}}, extra=extra)
+                       inputs={"tokens": {"path": str(Path(recipe.data).absolute())}}, extra=extra)
 
     return write
 
