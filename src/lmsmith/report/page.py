@@ -306,6 +306,20 @@ def plot_throughput(inputs: ReportInputs):
     return fig
 
 
+def axis_to_data(ax, largest: float) -> None:
+    """End the x axis (its line and ticks) at the largest value: the room kept on the right for labels is not
+    part of the scale, and an axis running to 3,500 over counts of at most 1,789 misleads."""
+    from matplotlib.ticker import MaxNLocator
+
+    if largest <= 0:
+        return
+    ticks = [t for t in MaxNLocator(nbins=4).tick_values(0, largest) if 0 <= t <= largest]
+    ax.set_xticks(ticks)
+    ax.spines["bottom"].set_bounds(0, largest)
+    ax.spines["top"].set_visible(False)
+    ax.spines["right"].set_visible(False)
+
+
 def plot_funnel(curation: dict):
     """Documents and megabytes left after each curation step, with what each step dropped and why."""
     plt = _pyplot()
@@ -326,6 +340,8 @@ def plot_funnel(curation: dict):
                         textcoords="offset points", xytext=(3, 3), va="center", fontsize=8)
     ax_docs.set_yticks(positions, names)
     ax_docs.set_xlim(0, max(docs) * 2.2 if max(docs) > 0 else 1)  # room for the reasons
+    for ax, values in ((ax_docs, docs), (ax_mb, mb)):
+        axis_to_data(ax, max(values))
     for y, step, kept in zip(positions[1:], steps, docs[1:]):
         dropped = sum(step.get("dropped_docs", {}).values())
         if dropped:
