@@ -16,12 +16,15 @@ import re
 import sys
 import typing
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from lmsmith import __version__
 from lmsmith.build import BUILD
 from lmsmith.core.config import ConfigError, closest_hint
 from lmsmith.core.errors import UserError, cannot_write, is_disk_full, is_unwritable
+from lmsmith.core.output import check_utf8_name
+from lmsmith.core.writer_lock import writer_lock
 from lmsmith.schema.stage import Stage, field_default, field_type, flag_value, is_override, stage_config
 from lmsmith.stages import STAGES
 from lmsmith.sweep.study import SWEEP
@@ -151,7 +154,11 @@ class Command:
     options: dict
 
     def run(self):
-        return self.stage.run(self.config, self.inputs, self.out, **self.options)
+        if self.out is None:
+            return self.stage.run(self.config, self.inputs, self.out, **self.options)
+        check_utf8_name(Path(self.out))
+        with writer_lock(self.out):  # every verb, for its whole run: a second command into one -o is refused
+            return self.stage.run(self.config, self.inputs, self.out, **self.options)
 
 
 @dataclass

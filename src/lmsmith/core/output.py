@@ -59,6 +59,7 @@ def check_output(out: str | Path, stage: str | tuple[str, ...], reads: Iterable[
     """
     out = Path(out).expanduser()
     stages = (stage,) if isinstance(stage, str) else tuple(stage)
+    check_utf8_name(out, flag)
     if out.is_symlink() and not out.exists():
         raise UserError(
             f"{flag} {out} is a link to nothing ({os.readlink(out)}): remove the link or choose another {flag}"
@@ -93,6 +94,16 @@ def check_output(out: str | Path, stage: str | tuple[str, ...], reads: Iterable[
     untrained = made_by == "model" and (manifest.get("config") or {}).get("made_by") == "init"
     if made_by in TRAINED and not untrained and not force:
         raise UserError(f"{out} already holds a trained model: add --force to replace it, or choose another {flag}")
+
+
+def check_utf8_name(out: Path, flag: str = "-o") -> None:
+    """Refuse an output path that is not UTF-8 text: manifests, Parquet metadata and the reports name their
+    output, and none of them can hold bytes that are not text."""
+    try:
+        str(out).encode("utf-8")
+    except UnicodeEncodeError:
+        shown = os.fsencode(out).decode("utf-8", "backslashreplace")
+        raise UserError(f"{flag} {shown} is not a UTF-8 name: choose a name made of text") from None
 
 
 def check_writable(out: Path, flag: str = "-o") -> None:

@@ -43,20 +43,32 @@ def _try_lock(path: Path) -> int | None:
     return fd
 
 
+_HELD: set[Path] = set()  # locks this process holds: the CLI takes one for the whole command, its stage again
+
+
 @contextlib.contextmanager
 def writer_lock(out: str | Path, flag: str = "-o") -> Iterator[None]:
-    """Hold the lock of `out` for the block; refuse at once (one line) when another process holds it."""
+    """Hold the lock of `out` for the block; refuse at once (one line) when another process holds it.
+
+    Where no lock file can be made (a read-only folder), nothing is locked: the output checks then say why
+    nothing can be written there either."""
     out = Path(out).expanduser()
-    if fcntl is None or not out.parent.is_dir():
+    path = lock_path(out).absolute()
+    if fcntl is None or not out.parent.is_dir() or path in _HELD:
         yield
         return
-    path = lock_path(out)
-    fd = _try_lock(path)
+    try:
+        fd = _try_lock(path)
+    except OSError:
+        yield
+        return
     if fd is None:
         raise UserError(f"another lmsmith command is writing {flag} {out} right now: wait for it to finish, "
                         f"or choose another {flag}")
+    _HELD.add(path)
     try:
         yield
     finally:
+        _HELD.discard(path)
         path.unlink(missing_ok=True)
         os.close(fd)
