@@ -89,3 +89,15 @@ def make_read_only():
         subprocess.run(["umount", str(folder)], check=False)
     for path in changed:
         path.chmod(path.stat().st_mode | 0o200)
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A folder on a file system of 8 KiB (a tmpfs mount, for root): every stage's output overflows it. Skips
+    where it cannot be mounted."""
+    folder = tmp_path / "full"
+    folder.mkdir()
+    if os.geteuid() != 0 or not _mount("-t", "tmpfs", "-o", "size=8k", "tmpfs", str(folder)):
+        pytest.skip("cannot mount a tiny file system here (needs root)")
+    yield folder
+    subprocess.run(["umount", str(folder)], check=False)

@@ -99,6 +99,17 @@ def test_a_dangling_link_as_output_is_one_line_and_stays_as_it_is(row, made, tmp
     assert out.is_symlink() and not (tmp_path / "nowhere").exists()
 
 
+@ROWS
+def test_a_full_disk_is_one_line_and_leaves_nothing_half_written(row, made, full_disk, capsys):
+    out = full_disk / row.out_name
+    code, err = run(row.argv(made, out), capsys)
+    if code == 0:  # it fitted
+        return
+    assert_refused(code, err, "disk", "full")
+    assert not out.exists() or row.in_place
+    assert hidden_leftovers(out) == []
+
+
 # -- special files and links as input --------------------------------------------------------------------------
 
 SPECIAL = {

@@ -5,6 +5,10 @@ fit) raises `UserError`. The CLI prints its message on one line and exits with c
 other exception is a bug in lmsmith and keeps its traceback.
 """
 
+import re
+
+_SHORT_WRITE = re.compile(r"^\d+ requested and \d+ written$")
+
 
 class UserError(Exception):
     """A mistake in the user's input, with a message that names the problem and the fix."""
@@ -32,9 +36,11 @@ def is_disk_full(exc: BaseException) -> bool:
     """An OSError with ENOSPC/EDQUOT, or a SafetensorError wrapping one ("... (os error 28)")."""
     import errno
 
+    text = str(exc)
+    if isinstance(exc, OSError) and exc.errno is None and _SHORT_WRITE.search(text):
+        return True  # numpy's tofile reports a short write without errno: on a regular file, that is a full disk
     if isinstance(exc, OSError):
         return exc.errno in (errno.ENOSPC, errno.EDQUOT)
-    text = str(exc)
     return any(f"(os error {n})" in text for n in (errno.ENOSPC, errno.EDQUOT)) or "No space left on device" in text
 
 
