@@ -86,7 +86,7 @@ def make_read_only():
 
     yield read_only
     for folder in mounted:
-        subprocess.run(["umount", str(folder)], check=False)
+        subprocess.run(["umount", "--lazy", str(folder)], check=False)
     for path in changed:
         path.chmod(path.stat().st_mode | 0o200)
 
@@ -100,4 +100,4 @@ def full_disk(tmp_path):
     if os.geteuid() != 0 or not _mount("-t", "tmpfs", "-o", "size=8k", "tmpfs", str(folder)):
         pytest.skip("cannot mount a tiny file system here (needs root)")
     yield folder
-    subprocess.run(["umount", str(folder)], check=False)
+    subprocess.run(["umount", "--lazy", str(folder)], check=False)
