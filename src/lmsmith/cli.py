@@ -12,6 +12,7 @@ and exit code 2; nothing else is caught, so a bug keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 import typing
@@ -157,6 +158,8 @@ class Command:
         if self.out is None:
             return self.stage.run(self.config, self.inputs, self.out, **self.options)
         check_utf8_name(Path(self.out))
+        if os.environ.get("RANK", "0") != "0":  # torchrun's other ranks: rank 0 holds the lock for them all
+            return self.stage.run(self.config, self.inputs, self.out, **self.options)
         with writer_lock(self.out):  # every verb, for its whole run: a second command into one -o is refused
             return self.stage.run(self.config, self.inputs, self.out, **self.options)
 
