@@ -107,17 +107,15 @@ def check_utf8_name(out: Path, flag: str = "-o") -> None:
 
 
 def check_writable(out: Path, flag: str = "-o") -> None:
-    """Refuse, before any work, an output that cannot be written: it (if it exists, since a rerun replaces or
-    resumes it) and the nearest folder above it that exists must both take writes (os.access knows read-only
-    file systems even for root)."""
-    place = out if out.exists() else next((p for p in out.absolute().parents if p.exists()), None)
-    targets = [out] if out.exists() else []
-    if place is not None and place != out:
-        targets.append(place)
-    elif out.exists():
-        targets.append(out.absolute().parent)
+    """Refuse, before any work, an output that cannot be written: the nearest folder above it that exists must
+    take writes, and so must an existing output folder (a rerun replaces or resumes it). os.access knows
+    read-only file systems even for root. A file is replaced by renaming, so only its folder matters."""
+    absolute = out.absolute()
+    targets = [next((p for p in absolute.parents if p.exists()), None)]
+    if out.is_dir():
+        targets.append(out)
     for target in targets:
-        if not os.access(target, os.W_OK | os.X_OK):
+        if target is not None and not os.access(target, os.W_OK | os.X_OK):
             what = "it" if target == out else f"the folder {target}"
             raise UserError(f"{flag} {out} cannot be written: {what} is read-only (or not yours): "
                             f"choose another {flag}, or make it writable")
