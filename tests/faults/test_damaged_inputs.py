@@ -8,9 +8,9 @@ import time
 
 import numpy as np
 import pytest
+from stages import TINY_MODEL, TINY_TRAIN
 
 from lmsmith.cli import main
-from stages import TINY_MODEL, TINY_TRAIN
 
 
 def refused(argv: list[str], capsys) -> str:

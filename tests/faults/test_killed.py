@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
+from stages import STAGES
 
 from lmsmith.cli import main
-from stages import STAGES
 
 LONGER = {"train": ["train.steps=100", "train.eval_every=100", "train.save_every=2"]}  # long enough to be caught
 
