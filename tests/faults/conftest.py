@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -38,7 +39,9 @@ def made(tmp_path_factory) -> dict[str, Path]:
         assert main(["train", str(paths["tokens"]), "-o", str(paths["run"]), *TINY_MODEL, *TINY_TRAIN]) == 0
     finally:
         torch.set_num_threads(before)
-    return {"corpus": corpus, **paths}
+    kv = root / "kv.jsonl"  # a fine-tuning set: sixteen keys, each with its number
+    kv.write_text("".join(json.dumps({"prompt": f"key{i}=", "response": str(7 * i)}) + "\n" for i in range(16)))
+    return {"corpus": corpus, "kv": kv, **paths}
 
 
 @pytest.fixture(scope="session")

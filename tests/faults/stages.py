@@ -36,6 +36,8 @@ STAGES = [
     StageRow("init", "tokenizer", ("init", "--tokenizer", "{input}", "-o", "{out}", *TINY_MODEL)),
     StageRow("train", "tokens", ("train", "{input}", "-o", "{out}", *TINY_MODEL, *TINY_TRAIN), in_place=True,
              rerun=("--resume", "auto")),
+    StageRow("finetune", "run", ("finetune", "{input}", "--data", "{kv}", "-o", "{out}", "--quiet", "train.steps=2",
+                                 "train.micro_batch=4", "train.device=cpu"), in_place=True),
     StageRow("eval", "run", ("eval", "{input}", "-o", "{out}", "--split", "val")),
     StageRow("generate", "run", ("generate", "{input}", "-o", "{out}", "--prompt", "def", "--max-new-tokens", "4")),
     StageRow("report", "run", ("report", "{input}", "-o", "{out}", "--quiet")),

@@ -182,9 +182,13 @@ def plant_leftovers(row, out: Path) -> None:
 def test_a_killed_run_is_recovered_by_the_same_command_and_leaves_nothing_hidden(row, made, tmp_path, capsys):
     out = tmp_path / row.out_name
     plant_leftovers(row, out)
+    users = [out.with_name(f".{out.name}.old"), out.with_name(f".{out.name}.tmp")]  # the user's own, alike named
+    for path in users:
+        path.write_text("mine")
     code, err = run([*row.argv(made, out), *row.rerun], capsys)
     assert code == 0, err
-    assert hidden_leftovers(out) == []
+    assert hidden_leftovers(out) == sorted(p.name for p in users)
+    assert all(p.read_text() == "mine" for p in users)
     if out.is_dir():
         assert (out / "manifest.json").is_file() and not (out / ".lock").exists()
 

@@ -474,6 +474,8 @@ REFUSED = {
                                  "exact_match=-1"], "finetune.exact_match must be 0 (off) or a number of prompts"),
     "generate --seed beyond 64 bits": (["generate", "{model}", "--seed", BIG_SEED],
                                        f"generate.seed (--seed): {BIG_SEED} does not fit in 64 bits"),
+    "train.seed beyond 64 bits": (["train", "{tokens}", "-o", "{out}", f"train.seed={BIG_SEED}"],
+                                  f"train.seed: {BIG_SEED} does not fit in 64 bits"),
     "init.seed beyond 64 bits": (["init", "--tokenizer", "{model}", "-o", "{out}", f"init.seed={BIG_SEED}"],
                                  f"init.seed (--seed): {BIG_SEED} does not fit in 64 bits"),
 }
