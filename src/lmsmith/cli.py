@@ -12,16 +12,20 @@ and exit code 2; nothing else is caught, so a bug keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 import typing
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from lmsmith import __version__
 from lmsmith.build import BUILD
 from lmsmith.core.config import ConfigError, closest_hint
-from lmsmith.core.errors import UserError, is_disk_full
+from lmsmith.core.errors import UserError, cannot_write, is_disk_full, is_unwritable
+from lmsmith.core.output import check_utf8_name
+from lmsmith.core.writer_lock import writer_lock
 from lmsmith.schema.stage import Stage, field_default, field_type, flag_value, is_override, stage_config
 from lmsmith.stages import STAGES
 from lmsmith.sweep.study import SWEEP
@@ -153,7 +157,13 @@ class Command:
     options: dict
 
     def run(self):
-        return self.stage.run(self.config, self.inputs, self.out, **self.options)
+        if self.out is None:
+            return self.stage.run(self.config, self.inputs, self.out, **self.options)
+        check_utf8_name(Path(self.out))
+        if os.environ.get("RANK", "0") != "0":  # torchrun's other ranks: rank 0 holds the lock for them all
+            return self.stage.run(self.config, self.inputs, self.out, **self.options)
+        with writer_lock(self.out):  # every verb, for its whole run: a second command into one -o is refused
+            return self.stage.run(self.config, self.inputs, self.out, **self.options)
 
 
 @dataclass
@@ -253,6 +263,9 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except Exception as exc:
+        if is_unwritable(exc):  # any stage, any file: a read-only folder or file met while writing
+            print(f"error: {cannot_write(exc)}", file=sys.stderr)
+            return 2
         if not is_disk_full(exc):
             raise  # a bug in lmsmith: keep the traceback
         # Any stage, any file: every write is atomic, so what was there before is still whole.

@@ -171,12 +171,19 @@ def test_32_concurrent_clients_get_the_texts_they_get_alone(client, server):
     ({"messages": [{"role": "user", "content": "hi"}], "n": 99}, 400, "'n'"),
     ({"messages": [{"role": "user", "content": "hi " * BLOCK_SIZE}]}, 400, f"maximum context length is {BLOCK_SIZE}"),
     ({"messages": [{"role": "user", "content": "hi"}], "model": "gpt-4"}, 404, "does not exist"),
+    ('{"messages": ' + "[" * 100_000 + "]" * 100_000 + "}", 400, "nested too deeply"),
+    ('{"messages": [{"role": "user", "content": "a \\ud800 b"}]}', 400, "lone surrogate"),
 ])
 def test_bad_chat_requests_get_openai_errors(server, body, status, words):
     code, answer = post(server, "/chat/completions", body)
     assert code == status
     error = answer["error"]
     assert words in error["message"] and error["type"]
+
+
+def test_a_lone_surrogate_in_a_prompt_is_400(server):
+    code, answer = post(server, "/completions", '{"prompt": "\\udcff", "max_tokens": 1}')
+    assert code == 400 and "lone surrogate" in answer["error"]["message"]
 
 
 def test_a_prompt_longer_than_the_context_is_refused_naming_the_limit(client):

@@ -81,3 +81,19 @@ def read_manifest(directory: str | Path, stage: str | tuple[str, ...] | None = N
             f"but {' or '.join(stages)} output is needed here{hint}"
         )
     return manifest
+
+
+def recorded_input(directory: str | Path, manifest: dict, name: str) -> Path | None:
+    """The path of input `name` that `directory`'s manifest records, found from any working folder.
+
+    An older run records the path as it was typed (`tokens`, relative to wherever the command ran), so a
+    relative path is tried as given, then against the directory and each folder above it (a run in
+    runs/NAME beside tokens/ finds it); None when it is not recorded, or found nowhere."""
+    recorded = ((manifest.get("inputs") or {}).get(name) or {}).get("path")
+    if not recorded or str(recorded).startswith("hf:"):
+        return None
+    path = Path(recorded)
+    if path.is_absolute() or path.exists():
+        return path if path.exists() else None
+    base = Path(directory).absolute()
+    return next((folder / path for folder in (base, *base.parents) if (folder / path).exists()), None)

@@ -29,6 +29,7 @@ from typing import Any
 from lmsmith.core.atomic import atomic_directory, leftover_owner, write_json
 from lmsmith.core.errors import UserError
 from lmsmith.core.manifest import MANIFEST, file_sha256, make_manifest, manifest_or_none
+from lmsmith.core.writer_lock import writer_lock
 
 # Stages whose output holds a trained model: replacing one needs --force.
 TRAINED = ("model", "train", "finetune")
@@ -58,12 +59,14 @@ def check_output(out: str | Path, stage: str | tuple[str, ...], reads: Iterable[
     """
     out = Path(out).expanduser()
     stages = (stage,) if isinstance(stage, str) else tuple(stage)
+    check_utf8_name(out, flag)
     if out.is_symlink() and not out.exists():
         raise UserError(
             f"{flag} {out} is a link to nothing ({os.readlink(out)}): remove the link or choose another {flag}"
         )
     if out.exists() and not out.is_dir():
         raise UserError(f"{flag} {out} is a file, not a directory: choose a new directory path for {flag}")
+    check_writable(out, flag)
     target = out.resolve()
     for source in reads:
         if str(source).startswith("hf:") or str(source) == "stdlib" or not Path(source).expanduser().exists():
@@ -93,6 +96,31 @@ def check_output(out: str | Path, stage: str | tuple[str, ...], reads: Iterable[
         raise UserError(f"{out} already holds a trained model: add --force to replace it, or choose another {flag}")
 
 
+def check_utf8_name(out: Path, flag: str = "-o") -> None:
+    """Refuse an output path that is not UTF-8 text: manifests, Parquet metadata and the reports name their
+    output, and none of them can hold bytes that are not text."""
+    try:
+        str(out).encode("utf-8")
+    except UnicodeEncodeError:
+        shown = os.fsencode(out).decode("utf-8", "backslashreplace")
+        raise UserError(f"{flag} {shown} is not a UTF-8 name: choose a name made of text") from None
+
+
+def check_writable(out: Path, flag: str = "-o") -> None:
+    """Refuse, before any work, an output that cannot be written: the nearest folder above it that exists must
+    take writes, and so must an existing output folder (a rerun replaces or resumes it). os.access knows
+    read-only file systems even for root. A file is replaced by renaming, so only its folder matters."""
+    absolute = out.absolute()
+    targets = [next((p for p in absolute.parents if p.exists()), None)]
+    if out.is_dir():
+        targets.append(out)
+    for target in targets:
+        if target is not None and not os.access(target, os.W_OK | os.X_OK):
+            what = "it" if target == out else f"the folder {target}"
+            raise UserError(f"{flag} {out} cannot be written: {what} is read-only (or not yours): "
+                            f"choose another {flag}, or make it writable")
+
+
 def remove_leftovers(out: str | Path) -> None:
     """Delete the hidden temporary folders and backups a killed run left beside `out`
     (`.NAME.lmsmith-PID-*.tmp` or `.old`, see lmsmith.core.atomic), only those of a process that is gone:
@@ -114,11 +142,14 @@ def remove_leftovers(out: str | Path) -> None:
 @contextlib.contextmanager
 def stage_directory(out: str | Path, stage: str | tuple[str, ...], reads: Iterable[str | Path] = (),
                     force: bool = False, flag: str = "-o") -> Iterator[Path]:
-    """Check `out`, then yield an empty temporary directory that replaces it as a whole on success."""
-    check_output(out, stage, reads, force=force, flag=flag)
-    remove_leftovers(out)
-    with atomic_directory(Path(out).expanduser()) as tmp:
-        yield tmp
+    """Lock `out` against a second writer, check it, then yield an empty temporary directory that replaces it
+    as a whole on success."""
+    check_output(out, stage, reads, force=force, flag=flag)  # first alone: a refused -o makes no lock file
+    with writer_lock(out, flag):
+        check_output(out, stage, reads, force=force, flag=flag)  # again under the lock: another may have finished
+        remove_leftovers(out)
+        with atomic_directory(Path(out).expanduser()) as tmp:
+            yield tmp
 
 
 def write_manifest(directory: Path, stage: str, *, config: dict | None = None, inputs: dict[str, Any] | None = None,
@@ -163,6 +194,7 @@ def directory_lock(directory: str | Path, what: str = "run") -> Iterator[None]:
     A lock whose process is gone (killed, crashed) is taken over; a live one is refused.
     """
     directory = Path(directory)
+    check_writable(directory)
     created = not directory.exists()
     directory.mkdir(parents=True, exist_ok=True)
     lock = directory / LOCK

@@ -21,7 +21,7 @@ import torch
 
 from lmsmith.core.atomic import write_json
 from lmsmith.core.errors import UserError
-from lmsmith.core.manifest import MANIFEST, file_sha256
+from lmsmith.core.manifest import MANIFEST, file_sha256, recorded_input
 from lmsmith.core.progress import progress_bar
 from lmsmith.evaluate.compressors import compressor_bits_per_byte
 from lmsmith.model.scoring import EvalResult, evaluate_tokens, token_byte_lengths, windows
@@ -52,7 +52,8 @@ def tokens_dir_of(model_dir: Path) -> Path:
     """The tokens directory a trained model was made from, as its manifest records it."""
     try:
         manifest = json.loads((model_dir / MANIFEST).read_text(encoding="utf-8"))
-        return Path(manifest["inputs"]["tokens"]["path"])
+        recorded = Path(manifest["inputs"]["tokens"]["path"])
+        return recorded_input(model_dir, manifest, "tokens") or recorded  # one that is gone: named as recorded
     except (OSError, ValueError, KeyError, TypeError):
         raise UserError(
             f"{model_dir} does not record the tokens it was trained on: name them with --data TOKENS_DIR"

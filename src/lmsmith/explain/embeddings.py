@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from lmsmith.core.errors import UserError
+from lmsmith.core.manifest import recorded_input
 
 
 def embedding_table(model) -> np.ndarray:
@@ -49,8 +50,8 @@ def frequent_tokens(model_dir: Path, allowed: np.ndarray, n: int,
 
     manifest = read_json(model_dir / "manifest.json", fix="restore the model directory") if (
         model_dir / "manifest.json").is_file() else {}
-    path = ((manifest.get("inputs") or {}).get("tokens") or {}).get("path")
-    if path and Path(path).is_dir():
+    path = recorded_input(model_dir, manifest, "tokens")
+    if path and path.is_dir():
         try:
             shards = open_tokens_dir(path).shards("train")
         except UserError:

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from lmsmith.core.errors import UserError
+from lmsmith.core.manifest import recorded_input
 from lmsmith.explain.trace import trace
 
 ROLES = ("previous", "first", "induction")
@@ -66,8 +67,8 @@ def held_out_windows(model_dir: Path, length: int, n: int) -> np.ndarray:
 
     manifest = read_json(model_dir / "manifest.json", fix="restore the model directory") if (
         model_dir / "manifest.json").is_file() else {}
-    path = ((manifest.get("inputs") or {}).get("tokens") or {}).get("path")
-    if not path or not Path(path).is_dir():
+    path = recorded_input(model_dir, manifest, "tokens")
+    if not path or not path.is_dir():
         raise UserError(f"{model_dir} does not name the tokens it was trained on (or they are gone): "
                         "give held-out tokens with --data TOKENS_DIR")
     return windows_of(read_split(open_tokens_dir(path), "val"), length, n, path)

@@ -6,9 +6,8 @@ import unicodedata
 
 import numpy as np
 
+from lmsmith.explain.labels import DPI, every_nth, readable_pt, spread_out
 from lmsmith.report.page import _pyplot, draw_each
-
-LABELLED = 48  # up to this many tokens, every row and column of a heatmap names its token
 
 
 def shown(text: str) -> str:
@@ -17,14 +16,15 @@ def shown(text: str) -> str:
     return "".join(f"\\x{ord(c):02x}" if unicodedata.category(c) == "Cc" else c for c in text) or "\u2205"
 
 
-def _token_ticks(ax, labels: list[str], axis: str) -> None:
-    step = 1 if len(labels) <= LABELLED else int(np.ceil(len(labels) / LABELLED))
+def _token_ticks(ax, labels: list[str], axis: str, font_pt: float, axis_in: float) -> None:
+    """Name the heatmap's tokens along one axis, as many as fit at a size readable on the page."""
+    step = every_nth(len(labels), axis_in, font_pt)
     where = list(range(0, len(labels), step))
     names = [labels[i] for i in where]
     if axis == "x":
-        ax.set_xticks(where, names, rotation=90, fontsize=7)
+        ax.set_xticks(where, names, rotation=90, fontsize=font_pt)
     else:
-        ax.set_yticks(where, names, fontsize=7)
+        ax.set_yticks(where, names, fontsize=font_pt)
 
 
 def attention_layer(explanation: dict, layer: int):
@@ -33,10 +33,11 @@ def attention_layer(explanation: dict, layer: int):
     weights = np.asarray(explanation["attention"][layer])  # (heads, T, T)
     heads, T = weights.shape[0], weights.shape[-1]
     labels = [shown(t["text"]) for t in explanation["tokens"]]
-    cols = min(heads, 4)
+    cols = min(heads, 2)  # two heads a row: four side by side shrink to unreadable on the page
     rows = int(np.ceil(heads / cols))
-    size = min(3.2 + 0.09 * T, 7.0)
-    fig, axes = plt.subplots(rows, cols, figsize=(size * cols, size * rows), squeeze=False)
+    size = min(3.6 + 0.06 * T, 5.5)
+    fig, axes = plt.subplots(rows, cols, figsize=(size * cols + 1.2, size * rows), squeeze=False)
+    font_pt = readable_pt(size * cols + 1.2)
     for h in range(rows * cols):
         ax = axes[h // cols][h % cols]
         if h >= heads:
@@ -45,9 +46,9 @@ def attention_layer(explanation: dict, layer: int):
         ax.grid(False)
         image = ax.imshow(np.ma.masked_where(np.triu(np.ones((T, T)), 1) > 0, weights[h]), cmap="Blues",
                           vmin=0.0, vmax=1.0, interpolation="nearest")
-        ax.set_title(f"layer {layer}, head {h}", fontsize=9)
-        _token_ticks(ax, labels, "x")
-        _token_ticks(ax, labels, "y")
+        ax.set_title(f"layer {layer}, head {h}", fontsize=font_pt * 1.2)
+        _token_ticks(ax, labels, "x", font_pt, size * 0.7)  # the axes take about 70% of their cell
+        _token_ticks(ax, labels, "y", font_pt, size * 0.7)
     fig.colorbar(image, ax=axes, shrink=0.6, label="attention weight")
     fig.suptitle(f"Attention in layer {layer}: each row is one token, its colours where it looks", fontsize=11)
     return fig
@@ -73,16 +74,18 @@ def logit_lens(explanation: dict, last: int = 16):
     ids, probs = np.asarray(lens["ids"])[:, :, 0], np.asarray(lens["probs"])[:, :, 0]  # (layers+1, T)
     T = ids.shape[1]
     start = max(0, T - last)
-    fig, ax = plt.subplots(figsize=(1.0 + 0.75 * (T - start), 0.5 * ids.shape[0] + 1.6))
+    width = 1.0 + 0.75 * (T - start)
+    fig, ax = plt.subplots(figsize=(width, 0.5 * ids.shape[0] + 1.6))
+    font_pt = readable_pt(width)
     ax.grid(False)
     image = ax.imshow(probs[:, start:], cmap="Greens", vmin=0, vmax=1, aspect="auto")
     for layer in range(ids.shape[0]):
         for col, t in enumerate(range(start, T)):
             ax.text(col, layer, shown(vocab.get(str(int(ids[layer, t])), "?"))[:8], ha="center", va="center",
-                    fontsize=7, color="white" if probs[layer, t] > 0.6 else "black")
-    ax.set_yticks(range(ids.shape[0]), lens["layers"], fontsize=8)
+                    fontsize=font_pt * 0.9, color="white" if probs[layer, t] > 0.6 else "black")
+    ax.set_yticks(range(ids.shape[0]), lens["layers"], fontsize=font_pt)
     ax.set_xticks(range(T - start), [shown(explanation["tokens"][t]["text"]) for t in range(start, T)],
-                  rotation=90, fontsize=7)
+                  rotation=90, fontsize=font_pt)
     ax.set_xlabel("input token (each column: the guess for the token after it)")
     fig.colorbar(image, ax=ax, label="probability of the top guess", shrink=0.8)
     ax.set_title("Logit lens: the guess after each layer")
@@ -108,13 +111,27 @@ def embedding_map(explanation: dict):
     xy = np.asarray(m["xy"])
     fig, ax = plt.subplots(figsize=(9, 7))
     ax.scatter(xy[:, 0], xy[:, 1], s=8, color="tab:gray", alpha=0.5)
-    for (x, y), i in zip(xy, m["ids"]):
-        ax.annotate(shown(vocab.get(str(int(i)), "?")), (x, y), fontsize=7, alpha=0.85)
+    font_pt = readable_pt(9)
+    names = [shown(vocab.get(str(int(i)), "?")) for i in m["ids"]]
+    labelled = label_without_overlap(fig, ax, xy, names, font_pt)
+    ax.set_title(f"Embedding map: {len(m['ids'])} frequent tokens ({labelled} named; the rest would overlap)")
     v = m["variance"]
     ax.set_xlabel(f"first principal component ({100 * v[0]:.0f}% of the variance)")
     ax.set_ylabel(f"second principal component ({100 * v[1]:.0f}%)")
-    ax.set_title(f"Embedding map: {len(m['ids'])} frequent tokens")
     return fig
+
+
+def label_without_overlap(fig, ax, xy: np.ndarray, names: list[str], font_pt: float) -> int:
+    """Name the points of a scatter, most frequent first, leaving out a name that would cover another; returns
+    how many were named."""
+    fig.canvas.draw()  # fixes the axes' limits, so data coordinates map to pixels
+    points = ax.transData.transform(xy)
+    height = font_pt * DPI / 72
+    sizes = [(0.62 * height * max(len(name), 1), height) for name in names]
+    kept = spread_out(points, sizes)
+    for i in kept:
+        ax.annotate(names[i], tuple(xy[i]), fontsize=font_pt, alpha=0.9)
+    return len(kept)
 
 
 def head_scores(heads: dict):
@@ -122,22 +139,23 @@ def head_scores(heads: dict):
     plt = _pyplot()
     names = (("previous", "previous token"), ("first", "first token (sink)"), ("induction", "induction"),
              ("distance", "mean distance back"))
-    fig, axes = plt.subplots(1, 4, figsize=(15, 3.8), layout="constrained")
-    for ax, (key, title) in zip(axes, names):
+    fig, axes = plt.subplots(2, 2, figsize=(10, 7), layout="constrained")  # 2 x 2: wide enough to read
+    font_pt = readable_pt(10)
+    for ax, (key, title) in zip(axes.flat, names):
         grid = np.asarray(heads["scores"][key])
         ax.grid(False)
         vmax = 1.0 if key != "distance" else max(float(grid.max()), 1.0)
         image = ax.imshow(grid, cmap="Purples", vmin=0, vmax=vmax, aspect="auto")
         for (layer, head), value in np.ndenumerate(grid):
             ax.text(head, layer, f"{value:.2f}" if key != "distance" else f"{value:.1f}", ha="center", va="center",
-                    fontsize=7, color="white" if value > 0.6 * vmax else "black")
-        ax.set_title(title, fontsize=10)
-        ax.set_xlabel("head")
-        ax.set_ylabel("layer")
-        ax.set_xticks(range(grid.shape[1]))
-        ax.set_yticks(range(grid.shape[0]))
+                    fontsize=font_pt * 0.9, color="white" if value > 0.6 * vmax else "black")
+        ax.set_title(title, fontsize=font_pt * 1.2)
+        ax.set_xlabel("head", fontsize=font_pt)
+        ax.set_ylabel("layer", fontsize=font_pt)
+        ax.set_xticks(range(grid.shape[1]), [str(h) for h in range(grid.shape[1])], fontsize=font_pt)
+        ax.set_yticks(range(grid.shape[0]), [str(n) for n in range(grid.shape[0])], fontsize=font_pt)
         fig.colorbar(image, ax=ax, shrink=0.8)
-    fig.suptitle("What each head does, measured", fontsize=11)
+    fig.suptitle("What each head does, measured", fontsize=font_pt * 1.3)
     return fig
 
 

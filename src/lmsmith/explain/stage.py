@@ -63,13 +63,20 @@ def load(model_path: str | Path, device: str):
     return model, tokenizer, model_dir
 
 
-def held_out(data: str | None, block_size: int, n: int) -> np.ndarray | None:
+def held_out(data: str | None, tokenizer, block_size: int, n: int) -> np.ndarray | None:
+    """Windows of --data's val split, refused when another tokenizer made them: its ids mean other text
+    to this model, and one past its vocabulary would fail deep inside it."""
     if data is None:
         return None
     from lmsmith.explain.heads import windows_of
     from lmsmith.text.tokens_dir import open_tokens_dir, read_split
 
-    return windows_of(read_split(open_tokens_dir(data), "val"), min(block_size, 128), n, data)
+    tokens = open_tokens_dir(data)
+    if tokens.tokenizer_sha256 != tokenizer.sha256:
+        raise UserError(f"--data {data} was made by another tokenizer than the model's (the tokenizer hashes "
+                        "differ), so its ids mean other text to this model: give tokens made with the model's "
+                        "tokenizer, or leave out --data")
+    return windows_of(read_split(tokens, "val"), min(block_size, 128), n, data)
 
 
 def explain(model_path: str | Path, text: str | None, config: ExplainConfig,
@@ -86,7 +93,7 @@ def explain(model_path: str | Path, text: str | None, config: ExplainConfig,
     if text is not None:
         result = explain_text(model, tokenizer, text, config, model_dir, recipe_temperature(model_dir))
     if config.heads:
-        windows = held_out(data, model.config.block_size, config.head_windows)
+        windows = held_out(data, tokenizer, model.config.block_size, config.head_windows)
         result["heads"] = explain_heads(model, tokenizer, model_dir, config, windows)
     return result, model_dir
 

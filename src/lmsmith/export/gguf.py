@@ -38,6 +38,7 @@ from lmsmith.core.atomic import atomic_path
 from lmsmith.core.errors import UserError
 from lmsmith.core.extras import require
 from lmsmith.core.manifest import file_sha256
+from lmsmith.core.output import check_utf8_name, check_writable, remove_leftovers
 from lmsmith.schema.model import ModelConfig
 
 MARKER = "lmsmith.made_by"  # metadata key of every GGUF lmsmith writes: such a file may be replaced
@@ -365,6 +366,8 @@ def check_file_output(out: Path, reads: list[Path]) -> None:
                         "model.gguf and a Modelfile into a directory)")
     if out.suffix != ".gguf":
         raise UserError(f"-o {out}: a GGUF file's name ends in .gguf: e.g. -o {out.with_suffix('.gguf').name}")
+    check_utf8_name(out)
+    check_writable(out)
     for source in reads:
         if source.resolve() == out.resolve() or source.resolve().is_relative_to(out.resolve()):
             raise UserError(f"-o {out} would replace the input {source}: choose another -o")
@@ -385,6 +388,7 @@ def export_gguf(model_dir: str | Path, out: str | Path, quant: str = "f16", *, n
     model.float()
     source = {"path": str(model_dir), "sha256": {n: file_sha256(model_dir / n) for n in (WEIGHTS, CONFIG)}}
     general = model_general_metadata(model_dir)
+    remove_leftovers(out)  # the temporary file of an export that was killed
     with atomic_path(out) as tmp, torch.no_grad():
         written = write_gguf(tmp, model, tokenizer, quant, name=name or general.get("name") or model_dir.resolve().name,
                              template=model_chat_template(tokenizer, model_dir), source=source, general=general)

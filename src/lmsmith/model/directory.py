@@ -185,6 +185,7 @@ def run(config, inputs: dict, out: str | Path, *, quiet: bool = False, force: bo
             f"the tokenizer's {tokenizer.vocab_size} tokens: "
             "remove model.vocab_size to take the tokenizer's"
         )
+    check_model_fits(model_config)  # "needs N GB" rather than the allocator's traceback
     torch.manual_seed(config.init.seed)
     model = GPT(model_config)
     remove_leftovers(out)

@@ -21,6 +21,7 @@ import html
 import io
 import json
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +29,7 @@ from pathlib import Path
 from lmsmith.core.atomic import write_bytes, write_text
 from lmsmith.core.errors import UserError
 from lmsmith.core.extras import require
-from lmsmith.core.manifest import MANIFEST
+from lmsmith.core.manifest import MANIFEST, recorded_input
 from lmsmith.report.compression import compression_bars, plot_compression
 
 REPORT_HTML = "report.html"
@@ -108,14 +109,16 @@ def read_metrics(run: Path) -> tuple[list[dict], list[dict]]:
     path = run / "metrics.jsonl"
     if not path.is_file():
         raise UserError(f"{run} has no metrics.jsonl: the run has not logged a step yet")
-    train, val = [], []
+    train, val, skipped = [], [], 0
     for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
         try:
             record = json.loads(line)
         except json.JSONDecodeError:
-            continue  # a line cut short by a crash
+            skipped += 1  # a line cut short by a crash
+            continue
         # A line that is not one of ours (garbage, another tool's, a damaged disk) is skipped like a cut one.
         if not isinstance(record, dict) or not _is_number(record.get("step")):
+            skipped += 1
             continue
         if _is_number(record.get("val_loss")):
             val.append(record)
@@ -123,6 +126,9 @@ def read_metrics(run: Path) -> tuple[list[dict], list[dict]]:
             train.append(record)
     if not train and not val:
         raise UserError(f"{path} holds no training or validation loss yet: report again once the run has logged a step")
+    if skipped:  # said, so a damaged log is not mistaken for a short run
+        print(f"note: skipped {skipped} line{'s' if skipped != 1 else ''} of {path} that are not training records",
+              file=sys.stderr)
     return train, val
 
 
@@ -130,17 +136,17 @@ def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def curated_dir_of(run_manifest: dict, workdir: Path | None) -> Path | None:
+def curated_dir_of(run: Path, run_manifest: dict, workdir: Path | None) -> Path | None:
     """The curated directory behind a run: the build's data/, or the one its tokens were made from."""
     if workdir is not None and (workdir / "data" / "report.json").is_file():
         return workdir / "data"
-    tokens_path = ((run_manifest.get("inputs") or {}).get("tokens") or {}).get("path")
+    tokens_path = recorded_input(run, run_manifest, "tokens")
     if not tokens_path:
         return None
-    tokens_manifest = _read_json(Path(tokens_path) / MANIFEST) or {}
-    data_path = ((tokens_manifest.get("inputs") or {}).get("data") or {}).get("path")
-    if data_path and (Path(data_path) / "report.json").is_file():
-        return Path(data_path)
+    tokens_manifest = _read_json(tokens_path / MANIFEST) or {}
+    data_path = recorded_input(tokens_path, tokens_manifest, "data")
+    if data_path and (data_path / "report.json").is_file():
+        return data_path
     return None
 
 
@@ -149,7 +155,7 @@ def gather(path: str | Path) -> ReportInputs:
     manifest = _read_json(run / MANIFEST) or {}
     train, val = read_metrics(run)
     inputs = ReportInputs(run, workdir, manifest, train, val)
-    curated = curated_dir_of(manifest, workdir)
+    curated = curated_dir_of(run, manifest, workdir)
     if curated is not None:
         inputs.curation, inputs.curation_path = _read_json(curated / "report.json"), curated
     if workdir is not None:
@@ -302,6 +308,20 @@ def plot_throughput(inputs: ReportInputs):
     return fig
 
 
+def axis_to_data(ax, largest: float) -> None:
+    """End the x axis (its line and ticks) at the largest value: the room kept on the right for labels is not
+    part of the scale, and an axis running to 3,500 over counts of at most 1,789 misleads."""
+    from matplotlib.ticker import MaxNLocator
+
+    if largest <= 0:
+        return
+    ticks = [t for t in MaxNLocator(nbins=4).tick_values(0, largest) if 0 <= t <= largest]
+    ax.set_xticks(ticks)
+    ax.spines["bottom"].set_bounds(0, largest)
+    ax.spines["top"].set_visible(False)
+    ax.spines["right"].set_visible(False)
+
+
 def plot_funnel(curation: dict):
     """Documents and megabytes left after each curation step, with what each step dropped and why."""
     plt = _pyplot()
@@ -322,6 +342,8 @@ def plot_funnel(curation: dict):
                         textcoords="offset points", xytext=(3, 3), va="center", fontsize=8)
     ax_docs.set_yticks(positions, names)
     ax_docs.set_xlim(0, max(docs) * 2.2 if max(docs) > 0 else 1)  # room for the reasons
+    for ax, values in ((ax_docs, docs), (ax_mb, mb)):
+        axis_to_data(ax, max(values))
     for y, step, kept in zip(positions[1:], steps, docs[1:]):
         dropped = sum(step.get("dropped_docs", {}).values())
         if dropped:

@@ -169,9 +169,22 @@ async def read_body(request: "Request", served: ServedModel):
         if len(data) > limit:
             raise bad_request(f"the request body is over {limit} bytes, the most this server takes")
     try:
-        return json.loads(data)
+        body = json.loads(data)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise bad_request(f"the request body is not valid JSON ({exc})") from None
+    except RecursionError:
+        raise bad_request("the request body is nested too deeply: a request is a few levels of objects") from None
+    check_unicode(body)
+    return body
+
+
+def check_unicode(body) -> None:
+    """Refuse text that is not Unicode: JSON may spell a lone surrogate (\\ud800), which no tokenizer encodes."""
+    try:
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise bad_request(f"the request holds a lone surrogate ({exc.object[exc.start:exc.end]!a}), which is not "
+                          "text: send valid Unicode") from None
 
 
 def check_model(served: ServedModel, name: str | None) -> ModelRoute:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from lmsmith.core.errors import UserError
@@ -30,5 +31,15 @@ def split_files(curated_dir: str | Path, split: str = "train") -> list[Path]:
 def iter_split_texts(curated_dir: str | Path, split: str = "train", batch_rows: int = 1024) -> Iterator[str]:
     """Every text of one split of a curated directory, shard by shard, in stored order."""
     for path in split_files(curated_dir, split):
+        yield from _shard_texts(path, batch_rows)
+
+
+def _shard_texts(path: Path, batch_rows: int) -> Iterator[str]:
+    """The texts of one Parquet shard; a garbage, truncated or unreadable shard is one line naming it."""
+    try:
         for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows, columns=["text"]):
             yield from batch.column(0).to_pylist()
+    except (pa.ArrowException, OSError, KeyError) as exc:
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise UserError(f"{path} is not a readable Parquet shard ({reason}): the curated directory is damaged, "
+                        "curate again") from None

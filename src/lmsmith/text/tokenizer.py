@@ -32,6 +32,7 @@ from tokenizers import decoders, models, pre_tokenizers, processors, trainers
 
 from lmsmith.core.atomic import write_json, write_text
 from lmsmith.core.errors import UserError, cannot_read, check_readable
+from lmsmith.core.input_files import check_input_path
 from lmsmith.core.json_file import read_json
 from lmsmith.core.manifest import MANIFEST, read_manifest
 from lmsmith.core.progress import progress_bar
@@ -377,6 +378,7 @@ def _find_files(inputs: list[str], excluded: set[Path]) -> list[TextFile]:
         else:
             raise UserError(f"input {name} does not exist: check the path")
         for candidate in candidates:
+            check_input_path(candidate)  # a FIFO or a device would hang the read; say which file before reading
             key = candidate.resolve()
             if key not in seen:
                 seen.add(key)

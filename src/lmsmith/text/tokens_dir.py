@@ -28,7 +28,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from lmsmith.core.config import parse_section
-from lmsmith.core.errors import UserError, is_disk_full
+from lmsmith.core.errors import UserError, cannot_read, is_disk_full
 from lmsmith.core.manifest import MANIFEST, file_sha256, read_manifest
 from lmsmith.core.progress import progress_bar
 from lmsmith.schema.text import SHARD_TOKENS, TokenizeConfig
@@ -340,7 +340,11 @@ class TokensDir:
         arrays = []
         for name, n_tokens in self.manifest["shards"].items():
             if name.startswith(f"{split}/") and n_tokens:
-                arrays.append(np.memmap(self.path / name, dtype=self.dtype, mode="r", shape=(n_tokens,)))
+                try:
+                    arrays.append(np.memmap(self.path / name, dtype=self.dtype, mode="r", shape=(n_tokens,)))
+                except (OSError, ValueError) as exc:  # permissions, an I/O error, a file changed since opening
+                    raise cannot_read(self.path / name, exc if isinstance(exc, OSError) else OSError(str(exc))) \
+                        from None
         return arrays
 
     def tokenizer(self) -> Tokenizer:

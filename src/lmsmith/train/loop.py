@@ -31,6 +31,7 @@ from lmsmith.core.config import ConfigError
 from lmsmith.core.errors import UserError
 from lmsmith.core.manifest import MANIFEST, file_sha256, read_manifest
 from lmsmith.core.output import LOCK, directory_lock
+from lmsmith.model.sizes import check_model_fits, parameter_counts
 from lmsmith.model.transformer import GPT
 from lmsmith.schema.train import TrainRecipe, plan_batch, recipe_to_dict, train_recipe_of
 from lmsmith.text.tokens_dir import TokensDir, open_tokens_dir
@@ -86,9 +87,27 @@ def prepare_run_dir(run_dir: Path, resume: str | None, data: str) -> Path | None
     return None
 
 
+def check_fits_before_building(recipe: TrainRecipe, info: DistInfo, precision: Precision) -> None:
+    """Refuse, by arithmetic alone, a model that surely cannot train here: even the meta-device model that
+    counts parameters exactly takes hours to build at model.n_layer=10^6. The count is a lower bound (every
+    block parameter taken as a Muon matrix), so this refuses nothing the exact check would pass."""
+    config, train = recipe.model, recipe.train
+    check_model_fits(config)
+    if not train.check_memory:
+        return
+    parts = parameter_counts(config)
+    checkpointed = len(blocks_to_checkpoint(config.n_layer, train.activation_checkpointing, train.checkpoint_every_n))
+    shards = info.world_size if train.parallel == "fsdp" else 1
+    estimate = estimate_memory(config, sum(parts.values()), parts["n_layer"], train.optimizer, train.micro_batch,
+                               precision.name != "fp32", checkpointed, info.device, shards)
+    per_machine = info.world_size if info.device.type == "cpu" else 1
+    check_fits(estimate, info.device, available_memory(info.device), per_machine)
+
+
 def build_model(recipe: TrainRecipe, info: DistInfo, precision: Precision, quiet: bool) -> tuple[torch.nn.Module, GPT]:
     """The model, counted and checked against the device's memory before its weights exist."""
     config, train = recipe.model, recipe.train
+    check_fits_before_building(recipe, info, precision)
     with torch.device("meta"):
         shape_only = GPT(config)
     n_params = shape_only.num_params()
@@ -111,7 +130,7 @@ def build_model(recipe: TrainRecipe, info: DistInfo, precision: Precision, quiet
 
 
 def tokens_inputs(tokens: TokensDir) -> dict:
-    return {"tokens": {"path": str(tokens.path), "manifest_sha256": file_sha256(tokens.path / MANIFEST)},
+    return {"tokens": {"path": str(tokens.path.absolute()), "manifest_sha256": file_sha256(tokens.path / MANIFEST)},
             "tokenizer": {"sha256": tokens.tokenizer_sha256}}
 
 
@@ -128,7 +147,7 @@ def plain_model_writer(recipe: TrainRecipe, tokenizer) -> Callable[[Path, dict, 
         if recipe.model.tie_embeddings:
             plain.head.weight = plain.tok_emb.weight
         save_model_dir(path, plain, tokenizer, made_by="train",
-                       inputs={"tokens": {"path": str(recipe.data)}}, extra=extra)
+                       inputs={"tokens": {"path": str(Path(recipe.data).absolute())}}, extra=extra)
 
     return write
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from lmsmith.core.errors import UserError
+from lmsmith.core.input_files import check_input_path
 from lmsmith.data.sources.files import FileTreeSource
 from lmsmith.data.sources.hf import HfSource
 from lmsmith.data.sources.source import Skipped, Source
@@ -38,5 +39,6 @@ def open_inputs(inputs: list[str], config: SourceConfig) -> list[Source]:
                 hint = (" (for a Hugging Face dataset write hf:NAME)"
                         if "/" in spec and not spec.startswith((".", "/", "~")) else "")
                 raise UserError(f"input '{spec}' does not exist: check the path{hint}")
+            check_input_path(path)
             sources.append(FileTreeSource(spec, path, config))
     return sources

@@ -22,6 +22,7 @@ from typing import IO
 
 import zstandard
 
+from lmsmith.core.input_files import special_kind, storable_name
 from lmsmith.core.manifest import file_sha256
 from lmsmith.data.document import Document
 from lmsmith.data.sources.decode import SNIFF_BYTES, NotText, decode_text, looks_binary, python_source_encoding
@@ -133,13 +134,19 @@ class FileTreeSource(Source):
             yield from self._file_items(path, rel)
 
     def _source_name(self, path: Path) -> str:
-        return self.label or f"file:{path}"
+        return self.label or f"file:{storable_name(path)}"
 
     def _file_items(self, path: Path, rel: str) -> Iterator[Document | Skipped]:
         source = self._source_name(path)
         inner_name, compression = split_compression(path.name)
         fmt, flavour = classify(inner_name, self.config.formats)
+        rel = storable_name(rel)  # a name with bytes that are not UTF-8 is recorded, not a crash
         meta = {"path": rel}
+        kind = special_kind(path)
+        if kind is not None:  # a FIFO would block and a device never end: skip before opening it
+            yield Skipped(source, "special_file", 0, f"{kind}, not a file", meta)
+            self.digest.add(rel, "-")
+            return
         try:
             size = path.stat().st_size
             if fmt in ("jsonl", "parquet"):

@@ -474,6 +474,8 @@ REFUSED = {
                                  "exact_match=-1"], "finetune.exact_match must be 0 (off) or a number of prompts"),
     "generate --seed beyond 64 bits": (["generate", "{model}", "--seed", BIG_SEED],
                                        f"generate.seed (--seed): {BIG_SEED} does not fit in 64 bits"),
+    "train.seed beyond 64 bits": (["train", "{tokens}", "-o", "{out}", f"train.seed={BIG_SEED}"],
+                                  f"train.seed: {BIG_SEED} does not fit in 64 bits"),
     "init.seed beyond 64 bits": (["init", "--tokenizer", "{model}", "-o", "{out}", f"init.seed={BIG_SEED}"],
                                  f"init.seed (--seed): {BIG_SEED} does not fit in 64 bits"),
 }
@@ -584,7 +586,7 @@ def test_a_gguf_file_without_its_sizes_is_one_line(tmp_path):
 GARBAGE_LINES = ["[1, 2]", "5", '"text"', "null", '{"step": "x", "loss": 1.0}', "{not json", "\udcff\udcfe"]
 
 
-def test_garbage_lines_in_metrics_are_skipped_by_the_report_and_on_resume(tmp_path):
+def test_garbage_lines_in_metrics_are_skipped_by_the_report_and_on_resume(tmp_path, capsys):
     from lmsmith.report.page import read_metrics
     from lmsmith.train.metrics import truncate_after
 
@@ -593,5 +595,6 @@ def test_garbage_lines_in_metrics_are_skipped_by_the_report_and_on_resume(tmp_pa
     (tmp_path / "metrics.jsonl").write_bytes(text.encode("utf-8", "surrogateescape"))
     train, val = read_metrics(tmp_path)
     assert (train, val) == ([ours[0], ours[2]], [ours[1]])
+    assert f"skipped {len(GARBAGE_LINES)} lines of" in capsys.readouterr().err
     truncate_after(tmp_path / "metrics.jsonl", 2)
     assert [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == ours[:2]
