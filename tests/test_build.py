@@ -345,7 +345,7 @@ def test_a_dangling_link_as_the_work_directory_is_one_line(tmp_path):
 
 def test_the_summary_says_what_a_run_trained_and_when_it_is_short_of_its_recipe(built, capsys):
     from lmsmith.core.manifest import read_manifest
-    from lmsmith.train.loop import run_summary
+    from lmsmith.schema.train import run_summary
 
     _, work, _ = built
     manifest = read_manifest(Workdir(work).folder("train"), "train")

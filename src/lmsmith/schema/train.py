@@ -188,3 +188,20 @@ def check_recipe(recipe: TrainRecipe) -> None:
 
 def recipe_to_dict(recipe: TrainRecipe) -> dict:
     return section_to_dict(recipe)
+
+
+def run_summary(manifest: dict) -> str:
+    """What a finished run trained, and, when the recipe names what it trains on the machine it was tuned
+    on and this run trained much less, that and what to do: a learner who sees a poor model learns why."""
+    counts, train = manifest.get("counts", {}), manifest.get("config", {}).get("train", {})
+    tokens, steps = counts.get("tokens") or 0, counts.get("steps") or 0
+    line = (f"trained {tokens / 1e6:.2f}M tokens in {steps} steps ({counts.get('precision', '?')} on "
+            f"{counts.get('device', '?')}, {counts.get('seconds', 0):.0f} s)")
+    reference = train.get("reference_tokens")
+    if reference and tokens < 0.9 * reference:
+        minutes = train.get("max_minutes")
+        more = (f"lmsmith build --minutes {minutes * reference / max(tokens, 1):.0f} would train about as much here"
+                if minutes else "raise train.steps to train more")
+        line += (f": {tokens / reference:.0%} of the {reference / 1e6:.2f}M tokens this recipe trains on the "
+                 f"machine it was tuned on, so expect a weaker model; {more}")
+    return line

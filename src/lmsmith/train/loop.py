@@ -33,7 +33,7 @@ from lmsmith.core.manifest import MANIFEST, file_sha256, read_manifest
 from lmsmith.core.output import LOCK, directory_lock
 from lmsmith.model.sizes import check_model_fits, parameter_counts
 from lmsmith.model.transformer import GPT
-from lmsmith.schema.train import TrainRecipe, plan_batch, recipe_to_dict, train_recipe_of
+from lmsmith.schema.train import TrainRecipe, plan_batch, recipe_to_dict, run_summary, train_recipe_of
 from lmsmith.text.tokens_dir import TokensDir, open_tokens_dir
 from lmsmith.train import checkpoint as ckpt
 from lmsmith.train.data import EvalBatches, TokenWindows, TrainBatches
@@ -42,7 +42,7 @@ from lmsmith.train.memory import available_memory, check_fits, estimate_memory
 from lmsmith.train.optim import parameter_kinds
 from lmsmith.train.parallel import blocks_to_checkpoint
 from lmsmith.train.precision import Precision, resolve_precision
-from lmsmith.train.sizing import size_to_machine
+from lmsmith.train.sizing import SIZING_FILE, size_to_machine, sizing_summary
 from lmsmith.train.trainer import FINAL_MODEL, STAGE, RunResult, Trainer, TrainingJob
 
 # ---------------------------------------------------------------------------------------------
@@ -207,23 +207,8 @@ def run_job(job: TrainingJob, cfg, run_dir: Path, info: DistInfo, resume_from: P
     return Trainer(job, cfg, run_dir, info, resume_from, quiet).fit()
 
 
-def run_summary(manifest: dict) -> str:
-    """What a finished run trained, and, when the recipe names what it trains on the machine it was tuned
-    on and this run trained much less, that and what to do: a learner who sees a poor model learns why."""
-    counts, train = manifest.get("counts", {}), manifest.get("config", {}).get("train", {})
-    tokens, steps = counts.get("tokens") or 0, counts.get("steps") or 0
-    line = (f"trained {tokens / 1e6:.2f}M tokens in {steps} steps ({counts.get('precision', '?')} on "
-            f"{counts.get('device', '?')}, {counts.get('seconds', 0):.0f} s)")
-    reference = train.get("reference_tokens")
-    if reference and tokens < 0.9 * reference:
-        minutes = train.get("max_minutes")
-        more = (f"lmsmith build --minutes {minutes * reference / max(tokens, 1):.0f} would train about as much here"
-                if minutes else "raise train.steps to train more")
-        line += (f": {tokens / reference:.0%} of the {reference / 1e6:.2f}M tokens this recipe trains on the "
-                 f"machine it was tuned on, so expect a weaker model; {more}")
-    return line
-
-
 def show_run(out: Path) -> None:
-    """The build's summary line for a finished training step."""
+    """The build's summary of a finished training step: what it trained, and the shape the machine chose."""
     print(run_summary(read_manifest(Path(out), STAGE)))
+    if (Path(out) / SIZING_FILE).is_file():
+        print(sizing_summary(Path(out) / SIZING_FILE))

@@ -208,6 +208,13 @@ def sizing_line(record: dict, chosen: Measured) -> str:
             f"(measured in {record['probe_seconds']:.0f} s)")
 
 
+def sizing_summary(path: Path) -> str:
+    """The sizing line of a finished run, from its sizing.json (the build's summary shows it again)."""
+    record = json.loads(path.read_text(encoding="utf-8"))
+    chosen = Measured(**record["measured"][record["chosen"]])
+    return sizing_line(record, chosen) + f"; candidate {record['chosen'] + 1} of {record['candidates']}"
+
+
 def candidate_line(m: Measured, chosen: bool, tokens_per_parameter: float) -> str:
     verdict = "enough" if m.enough else "too few"
     return (f"  {'*' if chosen else ' '} {m.shape}: {count(m.parameters)} parameters, {m.tokens_per_s:,.0f} tokens/s "
