@@ -117,7 +117,7 @@ def evaluate(model: str | Path, data: str | Path | None = None, config: EvalConf
 def text_ids(files: TextFiles, tokenizer) -> np.ndarray:
     """The files' text as one stream of ids, each file a document, joined by end-of-text as tokenize joins them."""
     ids: list[int] = []
-    for file in files.files:
+    for file in (f for f in files.files if f.bytes):  # an empty file (a package's __init__.py) adds nothing
         if ids:
             ids.append(tokenizer.eot_id)
         ids += tokenizer.encode("".join(TextFiles([file.path])), what=str(file.path))
