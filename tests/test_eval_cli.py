@@ -111,7 +111,9 @@ def test_text_files_are_scored_as_one_stream_of_documents(setup, tmp_path, capsy
     docs = [tmp_path / "a.py", tmp_path / "b.py"]
     docs[0].write_text("def add(a, b):\n    return a + b\n" * 5)
     docs[1].write_text("class Point:\n    x = 0\n    y = 0\n" * 5)
-    got = run_json(capsys, root / "run", "--text", *docs, "--context", 16, "--stride", 8)
+    (tmp_path / "__init__.py").write_text("")  # an empty file, as packages hold: it adds no document
+    got = run_json(capsys, root / "run", "--text", docs[0], tmp_path / "__init__.py", docs[1], "--context", 16,
+                   "--stride", 8)
     # The reference: tokenize's stream (doc0 <eot> doc1), scored by the same function.
     ids = tokenizer.encode(docs[0].read_text()) + [tokenizer.eot_id] + tokenizer.encode(docs[1].read_text())
     expected = evaluate_tokens(model, np.array(ids), token_byte_lengths(tokenizer), context=16, stride=8)

@@ -153,3 +153,20 @@ def test_the_smoothed_loss_does_not_lag_behind_a_falling_curve():
     noisy = [1.0, 3.0] * 10
     inner = smooth(noisy, 2)[2:-2]
     assert max(inner) - min(inner) < 0.5 and sum(inner) / len(inner) == pytest.approx(2.0, abs=0.25)
+
+
+def test_a_short_run_says_so_why_and_what_to_do(workdir, tmp_path):
+    import shutil
+
+    copy = tmp_path / "work"
+    shutil.copytree(workdir, copy, symlinks=True)
+    run_manifest = copy / "runs" / "main" / "manifest.json"
+    manifest = json.loads(run_manifest.read_text())
+    page = write_report(copy, tmp_path / "plain").read_text(encoding="utf-8")
+    assert "A short run." not in page and f"Trained {manifest['counts']['tokens'] / 1e6:.2f}M tokens" in page
+
+    # The recipe says it trains four times as much on the machine it was tuned on, in a two-minute budget.
+    manifest["config"]["train"].update(reference_tokens=4 * manifest["counts"]["tokens"], max_minutes=2.0)
+    run_manifest.write_text(json.dumps(manifest))
+    page = write_report(copy, tmp_path / "short").read_text(encoding="utf-8")
+    assert "A short run." in page and "25% of the" in page and "lmsmith build --minutes 8" in page

@@ -31,6 +31,7 @@ from lmsmith.core.errors import UserError
 from lmsmith.core.extras import require
 from lmsmith.core.manifest import MANIFEST, recorded_input
 from lmsmith.report.compression import compression_bars, plot_compression
+from lmsmith.schema.train import run_summary
 
 REPORT_HTML = "report.html"
 RUN_STAGE = "train"
@@ -373,6 +374,7 @@ th:first-child, td:first-child { text-align: left; } th { background: #f6f6f6; }
 img { max-width: 100%; }
 pre { background: #f6f8fa; padding: 0.8em; overflow-x: auto; border-radius: 6px; font-size: 0.88em; }
 .prompt { font-weight: 700; color: #0a58ca; } .note { color: #666; font-size: 0.9em; }
+.warn { background: #fff4e5; border-left: 4px solid #f0a020; padding: 0.5em 0.8em; }
 """
 
 
@@ -462,6 +464,29 @@ def model_summary(inputs: ReportInputs) -> str:
     shape_text = ", ".join(f"{k} {v}" for k, v in shape if v is not None)
     how_text = ", ".join(f"{k} {v}" for k, v in how if v is not None)
     return f"<p><b>Model:</b> {esc(shape_text)}.<br><b>Training:</b> {esc(how_text)}.</p>"
+
+
+def how_long_section(inputs: ReportInputs) -> str:
+    """What training got through, and, for a run much shorter than its recipe's reference, that it was short,
+    why, and what to do; with the shape the machine chose when the run was sized to it."""
+    if not inputs.counts.get("tokens"):
+        return ""
+    summary = run_summary(inputs.manifest)
+    short = "expect a weaker model" in summary
+    text = esc(summary[:1].upper() + summary[1:] + ".") + esc(sizing_sentence(inputs.run))
+    return f'<p class="warn"><b>A short run.</b> {text}</p>' if short else f'<p class="note">{text}</p>'
+
+
+def sizing_sentence(run: Path) -> str:
+    """How the run was sized to the machine (its sizing.json), or nothing for a run of a fixed shape."""
+    sized = _read_json(run / "sizing.json")
+    try:
+        m = sized["measured"][sized["chosen"]]
+        return (f" Before training it measured this machine ({sized['precision']} on {sized['device']}) and chose "
+                f"{m['shape']} of {sized['candidates']} candidates: at {m['tokens_per_s']:,.0f} tokens/s, the "
+                "largest whose budget trains enough tokens for its parameters.")
+    except (KeyError, IndexError, TypeError):  # no sizing, or a sizing.json of another version
+        return ""
 
 
 def eval_section(result: dict, compression_png: bytes | None = None) -> str:
@@ -561,7 +586,7 @@ def render_html(inputs: ReportInputs, pngs: dict[str, bytes], n_params: int | No
     body = [f"<h1>{esc(title)}</h1>",
             f'<p class="sub">Run {esc(inputs.run)}{", trained " + esc(made) if made else ""}; '
             f"report made {esc(time.strftime('%Y-%m-%d %H:%M'))}.</p>",
-            headline_cards(inputs, n_params), model_summary(inputs)]
+            headline_cards(inputs, n_params), model_summary(inputs), how_long_section(inputs)]
     if inputs.eval_result:
         body.append(eval_section(inputs.eval_result, pngs.get("compression")))
     for step, record in inputs.exams.items():
