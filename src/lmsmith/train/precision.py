@@ -14,6 +14,7 @@ Weights, optimizer state and the loss itself stay float32 in every mode.
 from __future__ import annotations
 
 import contextlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,8 +25,15 @@ from lmsmith.core.errors import UserError
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
+# oneDNN instruction-set caps (ONEDNN_MAX_CPU_ISA) below AVX512_CORE_BF16: under one, bf16 products are emulated
+# even on a CPU that has the instructions (how a machine of the AVX2 class is reproduced on a newer one).
+ISA_CAPS_WITHOUT_BF16 = {"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI"}
+
+
 def cpu_has_native_bf16() -> bool:
     """True when this CPU computes bf16 products in hardware (else torch emulates them, slowly)."""
+    if os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper() in ISA_CAPS_WITHOUT_BF16:
+        return False
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.is_file():
         flags = set(cpuinfo.read_text(errors="replace").split())
