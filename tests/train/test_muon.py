@@ -84,3 +84,18 @@ def test_without_native_bf16_the_iterations_run_in_fp32_and_stay_close_to_float6
     optimizer = GroupedMuon(matrices(), lr=0.02)
     expected = torch.bfloat16 if bf16_is_native(torch.device("cpu")) else torch.float32
     assert optimizer._ns_dtype(torch.device("cpu")) == expected
+
+
+@pytest.mark.parametrize("cap, native", [("AVX2", False), ("avx512_core", False), ("AVX512_CORE_AMX", None)])
+def test_a_onednn_cap_below_bf16_means_fp32(monkeypatch, cap, native):
+    """A machine of the AVX2 class reproduced on a newer one (ONEDNN_MAX_CPU_ISA=AVX2) computes as that class does:
+    auto precision and Muon's iterations in fp32. A cap that keeps bf16 changes nothing."""
+    from lmsmith.train.precision import auto_precision, cpu_has_native_bf16
+
+    uncapped = cpu_has_native_bf16()
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
+    expected = uncapped if native is None else native
+    assert cpu_has_native_bf16() is expected
+    assert auto_precision(torch.device("cpu")) == ("bf16" if expected else "fp32")
+    assert GroupedMuon(matrices(), lr=0.02)._ns_dtype(torch.device("cpu")) == (
+        torch.bfloat16 if expected else torch.float32)
