@@ -62,8 +62,20 @@ def test_checkpointing_and_sharding_lower_the_estimate():
 
 def test_a_model_too_big_for_the_machine_is_refused_before_allocating(tmp_path, recipe_file, capsys):
     assert available_ram() > 1 << 30
-    code = main(["train", "--config", str(recipe_file(tmp_path / "run")), "model.n_layer=48", "model.n_embd=8192",
-                 "model.n_head=64", "--quiet"])
+    # Weights that fit the machine (a third of its memory; weights alone beyond it are refused earlier, by
+    # arithmetic), but not with their gradients and AdamW's two moments (four times as much).
+    from lmsmith.model.sizes import memory_bytes, parameter_counts
+    from lmsmith.schema.model import ModelConfig
+
+    def weight_bytes(n_layer: int) -> int:
+        return 4 * sum(parameter_counts(ModelConfig(n_layer=n_layer, n_embd=8192, n_head=64, block_size=32,
+                                                    vocab_size=512)).values())
+
+    n_layer = 1
+    while weight_bytes(n_layer + 1) < memory_bytes() / 3:
+        n_layer += 1
+    code = main(["train", "--config", str(recipe_file(tmp_path / "run")), f"model.n_layer={n_layer}",
+                 "model.n_embd=8192", "model.n_head=64", "--quiet"])
     err = capsys.readouterr().err
     assert code == 2
     assert "training needs about" in err and "this machine's RAM has" in err and "lower train.micro_batch" in err
