@@ -80,11 +80,13 @@ def size_to_machine(recipe: TrainRecipe, tokens: TokensDir, info: DistInfo, run_
     for m in measured:
         m.budget_tokens = m.tokens_per_s * max(0.0, budget_seconds)
     check_budget_room(recipe, measured[0], probe_seconds)
+    # Under torchrun every rank probes, and their clocks differ: rank 0's choice (and budget) is everyone's.
     index = from_rank_zero(choose(measured), info)
-    chosen = measured[index]
-    model, train = apply_candidate(recipe.model, recipe.train, chosen.candidate)
+    budget_seconds = from_rank_zero_seconds(budget_seconds, info)
+    model, train = apply_candidate(recipe.model, recipe.train, recipe.sizing.candidates[index])
     train = dataclasses.replace(train, max_minutes=budget_seconds / 60)
     if info.is_main:
+        chosen = measured[index]
         record = {"chosen": index, "candidate": chosen.candidate, "train_minutes": train.max_minutes,
                   "probe_seconds": round(probe_seconds, 2), "matmul_flops": rate, "device": device_words(info),
                   "precision": precision_name(recipe, info), "candidates": len(recipe.sizing.candidates),
@@ -96,6 +98,11 @@ def size_to_machine(recipe: TrainRecipe, tokens: TokensDir, info: DistInfo, run_
             for number, m in enumerate(measured):
                 print(candidate_line(m, number == index, recipe.sizing.tokens_per_parameter))
     return dataclasses.replace(recipe, model=model, train=train)
+
+
+def from_rank_zero_seconds(seconds: float, info: DistInfo) -> float:
+    """Rank 0's seconds on every rank, to the millisecond (the broadcast carries whole numbers)."""
+    return from_rank_zero(round(seconds * 1000), info) / 1000
 
 
 def probe(recipe: TrainRecipe, tokens: TokensDir, info: DistInfo, rate: float, started: float) -> list[Measured]:
