@@ -24,7 +24,7 @@ from lmsmith.core.errors import UserError
 from lmsmith.core.manifest import MANIFEST, file_sha256, recorded_input
 from lmsmith.core.progress import progress_bar
 from lmsmith.evaluate.compressors import compressor_bits_per_byte
-from lmsmith.model.scoring import EvalResult, evaluate_tokens, token_byte_lengths, windows
+from lmsmith.model.scoring import EvalResult, evaluate_tokens, token_byte_lengths, token_byte_table, windows
 from lmsmith.schema.evaluate import EvalConfig
 from lmsmith.text.tokenizer import TextFiles
 from lmsmith.text.tokens_dir import TokensDir, open_tokens_dir, read_split
@@ -128,8 +128,7 @@ def text_ids(files: TextFiles, tokenizer) -> np.ndarray:
 
 def text_bytes(ids: np.ndarray, tokenizer) -> bytes:
     """The UTF-8 bytes the ids stand for, special tokens left out: what the compressors are given."""
-    special = {tokenizer.backend.token_to_id(t) for t in tokenizer.special_tokens}
-    pieces = [b"" if i in special else tokenizer.token_bytes(i) for i in range(tokenizer.vocab_size)]
+    pieces = token_byte_table(tokenizer)
     return b"".join(pieces[i] for i in ids.tolist())
 
 

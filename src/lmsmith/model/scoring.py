@@ -33,12 +33,15 @@ class EvalResult:
         return asdict(self)
 
 
+def token_byte_table(tokenizer) -> list[bytes]:
+    """The text each token id stands for, as bytes; special tokens (end-of-text) stand for none."""
+    special = {tokenizer.backend.token_to_id(t) for t in tokenizer.special_tokens}
+    return [b"" if i in special else tokenizer.token_bytes(i) for i in range(tokenizer.vocab_size)]
+
+
 def token_byte_lengths(tokenizer) -> np.ndarray:
     """Bytes of text each token id stands for; special tokens (end-of-text) stand for none."""
-    special = {tokenizer.backend.token_to_id(t) for t in tokenizer.special_tokens}
-    return np.array(
-        [0 if i in special else len(tokenizer.token_bytes(i)) for i in range(tokenizer.vocab_size)], dtype=np.int64
-    )
+    return np.array([len(piece) for piece in token_byte_table(tokenizer)], dtype=np.int64)
 
 
 def windows(n_tokens: int, context: int, stride: int) -> list[tuple[int, int, int]]:

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lmsmith.core.atomic import write_bytes, write_text
+from lmsmith.core.counts import human_count
 from lmsmith.core.errors import UserError
 from lmsmith.core.extras import require
 from lmsmith.core.manifest import MANIFEST, recorded_input
@@ -202,13 +203,6 @@ def png_bytes(fig) -> bytes:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", bbox_inches="tight")
     return buffer.getvalue()
-
-
-def human_count(x: float, _pos=None) -> str:
-    for size, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
-        if abs(x) >= size:
-            return f"{x / size:.3g}{suffix}"
-    return f"{x:.3g}"
 
 
 def smooth(values: list[float], half_width: int) -> list[float]:

@@ -14,7 +14,8 @@ import time
 import torch
 
 
-def _sync(device: torch.device) -> None:
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work, so a clock read after it measures that work."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     elif device.type == "mps":
@@ -31,13 +32,13 @@ def measure_matmul_peak(device: torch.device, dtype: torch.dtype, seconds: float
     a = torch.full((n, n), 0.5, device=device, dtype=dtype)
     b = torch.full((n, n), 0.25, device=device, dtype=dtype)
     a @ b  # the first product pays for kernel selection and warm-up
-    _sync(device)
+    synchronize(device)
     best, spent = 0.0, 0.0
     while spent < seconds:
         start = time.perf_counter()
         for _ in range(3):
             a @ b
-        _sync(device)
+        synchronize(device)
         elapsed = time.perf_counter() - start
         spent += elapsed
         best = max(best, 3 * 2 * n**3 / elapsed)

@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from lmsmith.core.atomic import write_json
+from lmsmith.core.counts import human_count
 from lmsmith.core.errors import UserError
 from lmsmith.core.host_memory import keep_freed_memory
 from lmsmith.model.transformer import GPT
@@ -35,7 +36,7 @@ from lmsmith.text.tokens_dir import TokensDir
 from lmsmith.train.budget import PROBE_STEPS
 from lmsmith.train.data import TokenWindows, TrainBatches
 from lmsmith.train.distributed import DistInfo, from_rank_zero
-from lmsmith.train.flops import measure_matmul_peak
+from lmsmith.train.flops import measure_matmul_peak, synchronize
 from lmsmith.train.optim import build_optimizers
 from lmsmith.train.precision import resolve_precision
 from lmsmith.train.trainer import train_step
@@ -194,11 +195,6 @@ def matrix_rate(recipe: TrainRecipe, info: DistInfo) -> float:
     return measure_matmul_peak(info.device, precision.dtype, seconds=0.2)
 
 
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def device_words(info: DistInfo) -> str:
     if info.device.type == "cuda":
         return torch.cuda.get_device_name(info.device)
@@ -214,7 +210,7 @@ def precision_name(recipe: TrainRecipe, info: DistInfo) -> str:
 def sizing_line(record: dict, chosen: Measured) -> str:
     """`sizing: fp32 on 2 CPU cores at 95 GFLOP/s: 3 layers x 128, 2k-token batches, ~1.1M tokens in 3.3 min`."""
     return (f"sizing: {record['precision']} on {record['device']} at {record['matmul_flops'] / 1e9:,.0f} GFLOP/s: "
-            f"{chosen.shape}, ~{count(chosen.budget_tokens)} tokens in {record['train_minutes']:.1f} min "
+            f"{chosen.shape}, ~{human_count(chosen.budget_tokens)} tokens in {record['train_minutes']:.1f} min "
             f"(measured in {record['probe_seconds']:.0f} s)")
 
 
@@ -227,13 +223,7 @@ def sizing_summary(path: Path) -> str:
 
 def candidate_line(m: Measured, chosen: bool, tokens_per_parameter: float) -> str:
     verdict = "enough" if m.enough else "too few"
-    return (f"  {'*' if chosen else ' '} {m.shape}: {count(m.parameters)} parameters, {m.tokens_per_s:,.0f} tokens/s "
-            f"-> {count(m.budget_tokens)} tokens, {verdict} for {tokens_per_parameter:g} per parameter "
-            f"({count(m.needed_tokens)})")
-
-
-def count(x: float) -> str:
-    for size, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
-        if abs(x) >= size:
-            return f"{x / size:.1f}{suffix}"
-    return f"{x:.0f}"
+    mark = "*" if chosen else " "
+    return (f"  {mark} {m.shape}: {human_count(m.parameters)} parameters, {m.tokens_per_s:,.0f} tokens/s "
+            f"-> {human_count(m.budget_tokens)} tokens, {verdict} for {tokens_per_parameter:g} per parameter "
+            f"({human_count(m.needed_tokens)})")
