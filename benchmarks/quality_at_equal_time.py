@@ -45,7 +45,9 @@ from lmsmith.core.config import read_yaml
 from lmsmith.core.errors import UserError
 from lmsmith.model.directory import load_model_dir
 from lmsmith.schema.recipe import find_recipe
-from lmsmith.schema.train import load_recipe
+from lmsmith.schema.stage import stage_config
+from lmsmith.schema.train import train_recipe_of
+from lmsmith.stages import TRAIN
 from lmsmith.text.tokenizer import TextFiles, train_char
 from lmsmith.text.tokens_dir import open_tokens_dir, read_split, tokenize_corpus
 from lmsmith.train.loop import train
@@ -103,7 +105,7 @@ def our_recipe(recipe_file: Path, tokens: Path, out: Path, steps: int, overrides
     recipe = {"data": str(tokens), "out": str(out), "model": raw.get("model") or {}, "train": train_section}
     path = out.with_suffix(".yaml")
     path.write_text(yaml.safe_dump(recipe, sort_keys=False))
-    return load_recipe(path, overrides)
+    return train_recipe_of(stage_config(TRAIN, path, overrides))
 
 
 def seconds_per_step(recipe_file: Path, tokens: Path, work: Path, overrides: list[str]) -> tuple[float, float]:
