@@ -341,7 +341,8 @@ SYNTH = Stage(
                   key="synth.inputs", reads="data", otherwise="synth.inputs"),),
     flags=(Flag("--endpoint", "synth.endpoint", "the teacher's base URL, e.g. http://127.0.0.1:8000/v1"),
            Flag("--model", "synth.model", "the teacher model's id, as the server lists it"),
-           Flag("--kind", "synth.kind", "qa, conversation, exam (multiple choice) or pairs (DPO)"),
+           Flag("--kind", "synth.kind", "qa, conversation, exam (multiple choice), pairs (DPO), or labels "
+                "(good/bad per passage, for `curate train-classifier`)"),
            Flag("--prompt", "synth.prompt", "a Jinja template replacing the kind's shipped prompt"),
            Flag("--api-key-file", "synth.api_key_file", "a file holding the API key (else $OPENAI_API_KEY)"),
            Flag("--concurrency", "synth.concurrency", "requests in flight at once"),
