@@ -266,8 +266,9 @@ FINETUNE = Stage(
     done=loop.FINAL_MODEL, check_step=_check_finetune, show=show_report, resumable=True,
     inputs=(Input("base", "start point: a run or model directory, a Hugging Face GPT-2/Llama directory, or hf:NAME",
                   required=False, metavar="BASE", reads="model"),
-            Input("data", "instruct: a JSONL file; continue: text files, a folder, a curated or tokens directory",
-                  flag="--data", required=False, key="finetune.data"),
+            Input("data", "instruct: a JSONL file; continue: text files, a folder, a curated or tokens directory; "
+                  "or a synth output directory (its qa or conversation items for instruct, pairs for dpo, exam for rl)",
+                  flag="--data", required=False, key="finetune.data", reads="synth"),
             Input("merge", "fold the LoRA adapter of RUN (or an adapter directory) into its base", flag="--merge",
                   required=False, metavar="RUN"),
             Input("merge_base", "with --merge: the base to fold into (default: the one the adapter names)",
