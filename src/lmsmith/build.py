@@ -4,8 +4,9 @@ Build knows no stage by name. Each stage's registry entry says where a step of i
 (`writes`), what kind of thing it makes (`makes`) and which kind each of its inputs reads
 (`Input.reads`); build derives everything from that:
 
-    a step's inputs   the output of the last earlier step that makes what the input reads
-                      (or the step named in its `from:`), else the files its config names
+    a step's inputs   the step named in its `from:`, else the files the input's own config key
+                      names (finetune.data), else the output of the last earlier step that makes
+                      what the input reads, else the files its fallback key names (tokenize.inputs)
     a step's folder   its stage's folder (`runs/main` for train); a step with a name of its own
                       writes the folder of that name in the same place (`runs/sft`)
     a step's key      a hash of its config and of what it reads: an earlier step's manifest, or
@@ -164,11 +165,28 @@ def provider_of(spec: Input, planned: PlannedStep, done: list[PlannedStep]) -> P
     return next((p for p in reversed(done) if p.stage.makes == spec.reads), None)
 
 
+def own_key_filled(spec: Input, planned: PlannedStep) -> bool:
+    """Whether the step fills the input's own config key (`finetune.data: FILE`)."""
+    if spec.key is None:
+        return False
+    section, _, key = spec.key.partition(".")
+    return bool(getattr(getattr(planned.step.config, section, None), key, None))
+
+
+def given_by_from(spec: Input, planned: PlannedStep, source: PlannedStep | str) -> bool:
+    """Whether `from:` is what chose this source (not the fallback to the last step of the kind)."""
+    sources = planned.step.sources
+    name = source.name if isinstance(source, PlannedStep) else source
+    return spec.name in sources or sources.get("*") == name
+
+
 def resolve_inputs(planned: PlannedStep, done: list[PlannedStep], recipe: Recipe, root: Path) -> None:
     """Fill `planned.inputs`: earlier steps' outputs, or what the recipe names, for each input of its stage."""
     step, stage = planned.step, planned.stage
     for spec in stage.inputs:
         source = provider_of(spec, planned, done) if spec.reads else None
+        if source is not None and own_key_filled(spec, planned) and not given_by_from(spec, planned, source):
+            source = None  # the step's own `finetune.data: FILE` wins over an earlier synth step
         if spec.reads == WORKDIR_KIND:
             planned.inputs[spec.name] = str(root.resolve())
         elif isinstance(source, PlannedStep):

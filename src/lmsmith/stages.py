@@ -266,8 +266,9 @@ FINETUNE = Stage(
     done=loop.FINAL_MODEL, check_step=_check_finetune, show=show_report, resumable=True,
     inputs=(Input("base", "start point: a run or model directory, a Hugging Face GPT-2/Llama directory, or hf:NAME",
                   required=False, metavar="BASE", reads="model"),
-            Input("data", "instruct: a JSONL file; continue: text files, a folder, a curated or tokens directory",
-                  flag="--data", required=False, key="finetune.data"),
+            Input("data", "instruct: a JSONL file; continue: text files, a folder, a curated or tokens directory; "
+                  "or a synth output directory (its qa or conversation items for instruct, pairs for dpo, exam for rl)",
+                  flag="--data", required=False, key="finetune.data", reads="synth"),
             Input("merge", "fold the LoRA adapter of RUN (or an adapter directory) into its base", flag="--merge",
                   required=False, metavar="RUN"),
             Input("merge_base", "with --merge: the base to fold into (default: the one the adapter names)",
@@ -341,7 +342,8 @@ SYNTH = Stage(
                   key="synth.inputs", reads="data", otherwise="synth.inputs"),),
     flags=(Flag("--endpoint", "synth.endpoint", "the teacher's base URL, e.g. http://127.0.0.1:8000/v1"),
            Flag("--model", "synth.model", "the teacher model's id, as the server lists it"),
-           Flag("--kind", "synth.kind", "qa, conversation, exam (multiple choice) or pairs (DPO)"),
+           Flag("--kind", "synth.kind", "qa, conversation, exam (multiple choice), pairs (DPO), or labels "
+                "(good/bad per passage, for `curate train-classifier`)"),
            Flag("--prompt", "synth.prompt", "a Jinja template replacing the kind's shipped prompt"),
            Flag("--api-key-file", "synth.api_key_file", "a file holding the API key (else $OPENAI_API_KEY)"),
            Flag("--concurrency", "synth.concurrency", "requests in flight at once"),

@@ -7,6 +7,7 @@ import random
 import sys
 
 import pyarrow.parquet as pq
+import pytest
 
 from lmsmith.cli import main
 from lmsmith.data.pipeline import curate
@@ -72,3 +73,35 @@ def test_engine_ray_without_ray_installed_names_the_extra(tmp_path, capsys, monk
     err = capsys.readouterr().err
     assert code == 2 and "pip install 'lmsmith[ray]'" in err and err.strip().count("\n") == 0
     assert not (tmp_path / "out").exists()
+
+
+def test_the_learned_filter_and_the_exam_exclusion_give_the_local_output_on_ray(tmp_path, ray_cluster):
+    pytest.importorskip("sklearn")
+    from tests.data.test_exclude_exam import CHOICE, QUESTION, prose
+    from tests.data.test_quality_classifier import document, write_labels
+
+    rng = random.Random(3)
+    write_labels(tmp_path / "labels.jsonl", rng, 200)
+    assert main(["curate", "train-classifier", str(tmp_path / "labels.jsonl"), "-o", str(tmp_path / "clf"),
+                 "classifier.features=4096"]) == 0
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for i in range(40):
+        (corpus / f"doc{i:02d}.txt").write_text(document(rng, i % 3 != 0) + "\n", encoding="utf-8")
+    (corpus / "leak.txt").write_text(document(rng, True) + " " + QUESTION + "\n", encoding="utf-8")
+    (corpus / "leak_choice.txt").write_text(prose(7) + CHOICE + "\n", encoding="utf-8")
+    (tmp_path / "exam.jsonl").write_text(json.dumps({"question": QUESTION, "choices": ["No", CHOICE], "answer": 1})
+                                         + "\n", encoding="utf-8")
+    settings = {**SPLIT, "classifier": str(tmp_path / "clf"), "exclude_exam": [str(tmp_path / "exam.jsonl")],
+                "quality": {"enabled": False}}
+    local = curate([corpus], tmp_path / "local", settings, keep_dropped=True, quiet=True, workers=1)
+    on_ray = curate([corpus], tmp_path / "ray", {**settings, "engine": "ray"}, keep_dropped=True, quiet=True,
+                    workers=2)
+    assert split_rows(tmp_path / "ray") == split_rows(tmp_path / "local")  # the scores in meta included
+    assert dropped_rows(tmp_path / "ray") == dropped_rows(tmp_path / "local")
+    steps = {s["name"]: s for s in local["steps"]}
+    assert steps["classifier"]["dropped_docs"]["low_quality_score"] >= 10  # a third of the documents are bad
+    assert on_ray["exam_excluded"] == local["exam_excluded"] and local["exam_excluded"]["docs"] == 2
+    for ours, theirs in zip(on_ray["steps"], local["steps"]):
+        assert (ours["name"], ours["docs_in"], ours["docs_kept"], ours["dropped_docs"]) == \
+            (theirs["name"], theirs["docs_in"], theirs["docs_kept"], theirs["dropped_docs"])

@@ -69,7 +69,7 @@ def command(docs, out, served, prompt, *extra) -> list[str]:
             "--quiet", *SETTINGS, *extra]
 
 
-@pytest.mark.parametrize("kind", ["qa", "conversation", "exam", "pairs"])
+@pytest.mark.parametrize("kind", ["qa", "conversation", "exam", "pairs", "labels"])
 def test_every_answer_of_a_random_model_parses_through_json_schema(served, docs, prompt, tmp_path, kind,
                                                                    monkeypatch, one_thread):
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
@@ -84,6 +84,29 @@ def test_every_answer_of_a_random_model_parses_through_json_schema(served, docs,
     assert len(written) == report["items_written"] >= 3  # a random pair of items may collide
     assert all(line["source"].endswith(".md#0") for line in written)
     print(f"\n{kind}: {report['items_generated'] / minutes:.1f} items/min, {report['tokens']} tokens")
+
+
+def test_labels_are_the_lines_train_classifier_reads_one_per_passage(served, many_docs, prompt, tmp_path,
+                                                                     monkeypatch, one_thread):
+    from lmsmith.core.errors import UserError
+    from lmsmith.data.classifier_training import read_labels
+
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    out = tmp_path / "labels"
+    assert main(command(many_docs, out, served, prompt, "--kind", "labels", "--concurrency", "4")) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["parsed"] == report["items_written"] == len(TOPICS) and report["dropped"] == {}
+    written = [json.loads(line) for line in (out / "labels.jsonl").read_text().splitlines()]
+    # Each line carries its passage whole, so the classifier learns from the very text the teacher judged.
+    assert [line["text"] for line in written] == [passage(t) for t in sorted(TOPICS)]
+    assert {line["label"] for line in written} <= {"good", "bad"} and all(line["reason"] for line in written)
+    try:
+        texts, labels = read_labels(out / "labels.jsonl")
+    except UserError as exc:  # a random teacher may give every passage the same label: refused as one class
+        assert "every label is" in str(exc) and len({line["label"] for line in written}) == 1
+    else:
+        assert texts == [line["text"] for line in written]
+        assert list(labels) == [int(line["label"] == "good") for line in written]
 
 
 def test_a_run_killed_with_sigkill_continues_without_duplicates_and_never_shows_the_key(served, many_docs, prompt,

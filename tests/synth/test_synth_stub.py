@@ -202,3 +202,11 @@ def test_a_refused_request_is_one_line_without_the_key(docs, tmp_path, capsys):
         assert synth(docs, tmp_path / "out", stub, "--api-key-file", str(tmp_path / "key")) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "(401)" in err and stub.url in err and key not in err
+
+
+def test_verify_with_labels_is_refused_before_any_request(docs, tmp_path, capsys):
+    with StubTeacher(supported_answer) as stub:
+        assert synth(docs, tmp_path / "out", stub, "--kind", "labels", "--verify") == 2
+        assert stub.chats == 0
+    assert "leave verify off for kind labels" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

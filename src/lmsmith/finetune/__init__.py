@@ -16,6 +16,7 @@ the chat templates in lmsmith.text.chat_template.
     rl_tasks.py       RL's data (exam items) and reward (the exam's checkers, or rl.reward), held-out pass@1
     rollouts.py       RL's batches: a group of completions per prompt, sampled by generate's decoder, scored
     rl_loss.py        RL's objective: group-relative advantages, clipped policy gradient, KL to the start
+    synth_items.py    a synth output directory as --data: the items file of the kind the mode reads
 """
 
 from __future__ import annotations

@@ -56,6 +56,7 @@ from lmsmith.finetune.lora import base_weights_sha256, inject_lora, lora_layers,
 from lmsmith.finetune.methods import check_method, choose_trainable
 from lmsmith.finetune.preferences import PreferenceBatches, PreferenceEvalBatches, read_pairs, tokenize_pairs
 from lmsmith.finetune.start import load_start, start_general_metadata
+from lmsmith.finetune.synth_items import is_synth_output, synth_items_file
 from lmsmith.finetune.vocabulary import add_special_tokens, grow_vocabulary, missing_special_tokens
 from lmsmith.model.transformer import GPT
 from lmsmith.schema.finetune import FinetuneRecipe
@@ -409,8 +410,10 @@ def finetune(base: str, data: str, out: str | Path, recipe: FinetuneRecipe, quie
     from lmsmith.train.distributed import barrier, process_group
 
     out = Path(out)
-    check_output(out, base, data, force)
     mode = recipe.finetune.mode
+    if is_synth_output(data):
+        data = synth_items_file(data, mode)
+    check_output(out, base, data, force)
     if mode != "continue" and Path(data).is_dir():
         raise UserError(f"--mode {mode} reads a JSONL file, but {data} is a directory: give the .jsonl file, "
                         "or use --mode continue for domain text")

@@ -3,7 +3,7 @@
     synth:
       endpoint: http://127.0.0.1:8000/v1
       model: teacher
-      kind: qa                # qa | conversation | exam | pairs
+      kind: qa                # qa | conversation | exam | pairs | labels
       concurrency: 4
       max_items: 500
 """
@@ -15,7 +15,7 @@ from typing import Literal
 
 from lmsmith.core.config import ConfigError
 
-KINDS = ("qa", "conversation", "exam", "pairs")
+KINDS = ("qa", "conversation", "exam", "pairs", "labels")
 
 
 @dataclass
@@ -25,7 +25,7 @@ class SynthConfig:
     inputs: list[str] = field(default_factory=list)  # a curated directory, or text files and folders
     endpoint: str = ""  # the teacher's base URL, e.g. http://127.0.0.1:8000/v1
     model: str = ""  # the model id the teacher's server lists
-    kind: Literal["qa", "conversation", "exam", "pairs"] = "qa"
+    kind: Literal["qa", "conversation", "exam", "pairs", "labels"] = "qa"  # labels: good/bad per passage
     prompt: str | None = None  # a Jinja template file replacing the kind's shipped prompt
     api_key_env: str = "OPENAI_API_KEY"  # the environment variable holding the key (read, never logged)
     api_key_file: str | None = None  # or a file holding it (wins over the variable)
@@ -64,6 +64,9 @@ class SynthConfig:
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"{where}.{name} must be at least 1 (or null for no budget), got "
                                   f"{getattr(self, name)}")
+        if self.verify and self.kind == "labels":
+            raise ConfigError(f"{where}.verify checks answers against their passage, but a label judges the passage "
+                              "itself: leave verify off for kind labels")
         if not 0 <= self.min_support <= 1 or not 0 < self.dedup_threshold < 1:
             raise ConfigError(f"{where}.min_support must be in [0, 1] and dedup_threshold in (0, 1)")
 

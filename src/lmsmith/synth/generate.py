@@ -37,7 +37,7 @@ class Asker:
         prompt = self.template.render(passage=passage.text, n=n, max_chars=chars)
         answer = self.teacher.ask(prompt, self.kind.schema(n, chars))
         parsed = parse_json_answer(answer.text)
-        lines = self.kind.lines(parsed, passage.id) if parsed is not None else []
+        lines = self.kind.lines(parsed, passage.id, passage.text) if parsed is not None else []
         if self.cfg.max_items is not None:
             lines = lines[:self.cfg.max_items]
         # An answer that is not JSON, or JSON of the wrong shape, yields nothing: one parse failure.

@@ -8,9 +8,12 @@ Each kind's lines are in a format another verb reads as it is:
                        lmsmith finetune --method dpo
     exam               {"question": ..., "choices": [...], "answer": INDEX, "source": ...}
                        lmsmith exam --tasks
+    labels             {"text": PASSAGE, "label": "good" | "bad", "reason": ..., "source": ...}
+                       lmsmith curate train-classifier
 
 `supported_text` is the part of a line that must be backed by its passage (the answer, the
-right choice, the chosen reply); `line_text` is what duplicates are judged on.
+right choice, the chosen reply), or None for a kind whose lines are judgements of the passage
+rather than claims drawn from it (labels); `line_text` is what duplicates are judged on.
 """
 
 from __future__ import annotations
@@ -52,17 +55,25 @@ def pairs_schema(n: int, chars: int) -> dict:
     return _object(items=_list_of(_object(question=_text(chars), chosen=_text(chars), rejected=_text(chars)), n))
 
 
+LABELS = ("good", "bad")
+
+
+def labels_schema(n: int, chars: int) -> dict:
+    # One verdict per passage: a reason first, so a model writing left to right judges after it has looked.
+    return _object(reason=_text(chars), label={"type": "string", "enum": list(LABELS)})
+
+
 def _filled(*texts) -> bool:
     return all(isinstance(t, str) and t.strip() for t in texts)
 
 
-def qa_lines(answer: dict, source: str) -> list[dict]:
+def qa_lines(answer: dict, source: str, text: str) -> list[dict]:
     return [{"messages": [{"role": "user", "content": it["question"]}, {"role": "assistant", "content": it["answer"]}],
              "source": source}
             for it in answer.get("items", []) if isinstance(it, dict) and _filled(it.get("question"), it.get("answer"))]
 
 
-def conversation_lines(answer: dict, source: str) -> list[dict]:
+def conversation_lines(answer: dict, source: str, text: str) -> list[dict]:
     turns = [t for t in answer.get("turns", []) if isinstance(t, dict) and _filled(t.get("user"), t.get("assistant"))]
     if len(turns) < 2:
         return []
@@ -81,16 +92,23 @@ def _valid_choice_item(it) -> bool:
             and len(set(choices)) == len(choices))
 
 
-def exam_lines(answer: dict, source: str) -> list[dict]:
+def exam_lines(answer: dict, source: str, text: str) -> list[dict]:
     return [{"question": it["question"], "choices": it["choices"], "answer": it["answer"], "source": source}
             for it in answer.get("items", []) if _valid_choice_item(it)]
 
 
-def pairs_lines(answer: dict, source: str) -> list[dict]:
+def pairs_lines(answer: dict, source: str, text: str) -> list[dict]:
     # A pair whose two answers are the same teaches nothing (finetune would drop it too).
     return [{"prompt": it["question"], "chosen": it["chosen"], "rejected": it["rejected"], "source": source}
             for it in answer.get("items", []) if isinstance(it, dict)
             and _filled(it.get("question"), it.get("chosen"), it.get("rejected")) and it["chosen"] != it["rejected"]]
+
+
+def labels_lines(answer: dict, source: str, text: str) -> list[dict]:
+    label = answer.get("label")
+    if not (isinstance(label, str) and label.strip().lower() in LABELS and _filled(answer.get("reason"))):
+        return []
+    return [{"text": text, "label": label.strip().lower(), "reason": answer["reason"], "source": source}]
 
 
 def _assistant_text(line: dict) -> str:
@@ -105,8 +123,8 @@ def _all_messages(line: dict) -> str:
 class Kind:
     name: str
     schema: Callable[[int, int], dict]  # (items per passage, longest text) -> the JSON schema of an answer
-    lines: Callable[[dict, str], list[dict]]  # (parsed answer, passage id) -> output lines
-    supported_text: Callable[[dict], str]
+    lines: Callable[[dict, str, str], list[dict]]  # (parsed answer, passage id, passage text) -> output lines
+    supported_text: Callable[[dict], str] | None  # None: nothing in a line to check against its passage
     question_text: Callable[[dict], str]
     line_text: Callable[[dict], str]
 
@@ -120,4 +138,5 @@ KINDS: dict[str, Kind] = {
                  lambda line: line["question"], lambda line: " ".join([line["question"], *line["choices"]])),
     "pairs": Kind("pairs", pairs_schema, pairs_lines, lambda line: line["chosen"], lambda line: line["prompt"],
                   lambda line: f"{line['prompt']} {line['chosen']}"),
+    "labels": Kind("labels", labels_schema, labels_lines, None, lambda line: line["text"], lambda line: line["text"]),
 }
