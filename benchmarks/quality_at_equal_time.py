@@ -24,18 +24,36 @@ local corpus:
 
     python -c "import sysconfig, pathlib; r = pathlib.Path(sysconfig.get_paths()['stdlib']); \\
       print(''.join(f.read_text() for f in sorted(r.glob('*.py')))[:1_100_000], end='')" > stdlib.txt
+
+With `--nanogpt PATH` (a checkout of karpathy/nanoGPT in a scratch folder; never committed) the
+reference is nanoGPT itself: its own train.py, run in its own process with the command its
+README gives for a CPU (4 layers x 128, context 64, batch 12, 2000 iterations, fp32, no
+compile), on the same characters. Its wall-clock time, process start to exit, is then ours:
+our recipe runs as `lmsmith train` in its own process with `train.max_minutes` set to it, so
+the recipe's `sizing:` picks the shape this machine trains best in that time, as `lmsmith build
+--minutes` does. nanoGPT's saved weights are scored by the same code on the same held-out
+characters.
+
+    python benchmarks/quality_at_equal_time.py input.txt --nanogpt ../nanoGPT   # tiny Shakespeare
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
+import os
+import pickle
+import re
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -50,8 +68,10 @@ from lmsmith.schema.train import train_recipe_of
 from lmsmith.stages import TRAIN
 from lmsmith.text.tokenizer import TextFiles, train_char
 from lmsmith.text.tokens_dir import open_tokens_dir, read_split, tokenize_corpus
+from lmsmith.train.budget import UNCAPPED
 from lmsmith.train.loop import train
 from lmsmith.train.metrics import METRICS
+from lmsmith.train.sizing import SIZING_FILE
 
 CALIBRATION_STEPS = 40
 
@@ -230,6 +250,145 @@ def run_reference(train_ids: torch.Tensor, vocab: int, seconds: float, seed: int
 
 
 # ---------------------------------------------------------------------------------------------
+# The reference, real: nanoGPT's own train.py with its README's CPU command
+
+NANOGPT_CPU_ARGS = ("config/train_shakespeare_char.py", "--device=cpu", "--compile=False", "--eval_iters=20",
+                    "--log_interval=1", "--block_size=64", "--batch_size=12", "--n_layer=4", "--n_head=4",
+                    "--n_embd=128", "--max_iters=2000", "--lr_decay_iters=2000", "--dropout=0.0")
+NANOGPT_FILES = ("train.py", "model.py", "configurator.py", "config/train_shakespeare_char.py")
+
+
+def nanogpt_folder(checkout: Path, train_text: str, val_text: str, work: Path) -> tuple[Path, dict[str, int]]:
+    """nanoGPT's files, and its data/shakespeare_char written as its prepare.py would, from our split."""
+    missing = [name for name in NANOGPT_FILES if not (checkout / name).is_file()]
+    if missing:
+        raise SystemExit(f"--nanogpt {checkout}: no {', '.join(missing)} there; give a checkout of karpathy/nanoGPT")
+    folder = work / "nanogpt"
+    shutil.rmtree(folder, ignore_errors=True)
+    for name in NANOGPT_FILES:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(checkout / name, folder / name)
+    chars = sorted(set(train_text + val_text))  # prepare.py's vocabulary: every character, in code point order
+    index = {c: i for i, c in enumerate(chars)}
+    data = folder / "data" / "shakespeare_char"
+    data.mkdir(parents=True)
+    for split, text in (("train", train_text), ("val", val_text)):
+        np.array([index[c] for c in text], dtype=np.uint16).tofile(data / f"{split}.bin")
+    with open(data / "meta.pkl", "wb") as f:
+        pickle.dump({"vocab_size": len(chars), "itos": dict(enumerate(chars)), "stoi": index}, f)
+    return folder, index
+
+
+def run_nanogpt(checkout: Path, train_text: str, val_text: str, work: Path) -> dict:
+    folder, index = nanogpt_folder(checkout, train_text, val_text, work)
+    start = time.perf_counter()
+    # nanoGPT seeds itself (torch.manual_seed(1337)): the default --seed is the same number.
+    done = subprocess.run([sys.executable, "train.py", *NANOGPT_CPU_ARGS], cwd=folder,
+                          capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
+        raise SystemExit(f"nanoGPT's train.py failed: {tail[0]}")
+    own = re.findall(r"^step (\d+): train loss ([\d.]+), val loss ([\d.]+)", done.stdout, re.M)
+    spec = importlib.util.spec_from_file_location("nanogpt_model", folder / "model.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    checkpoint = torch.load(folder / "out-shakespeare-char" / "ckpt.pt", map_location="cpu", weights_only=False)
+    model = module.GPT(module.GPTConfig(**checkpoint["model_args"]))
+    model.load_state_dict(checkpoint["model"])
+    model.eval()
+    val_ids = torch.tensor([index[c] for c in val_text], dtype=torch.long)
+    # Given targets, nanoGPT's forward returns the logits of every position (without, only the last).
+    loss = held_out_loss(lambda x: model(x, torch.zeros_like(x))[0], val_ids, checkpoint["model_args"]["block_size"])
+    return {"val_loss": loss, "own_val_loss": float(own[-1][2]) if own else None, "seconds": seconds,
+            "steps": checkpoint["iter_num"], "tokens": checkpoint["iter_num"] * 12 * 64,
+            "params": sum(p.numel() for p in model.parameters()), "block": checkpoint["model_args"]["block_size"]}
+
+
+def run_ours_budgeted(recipe_file: Path, tokens: Path, work: Path, seconds: float, overrides: list[str]) -> dict:
+    """Our recipe as `lmsmith train` in its own process, with `seconds` of wall clock as its budget."""
+    raw = read_yaml(recipe_file)
+    config = work / "ours.yaml"
+    config.write_text(yaml.safe_dump({key: raw[key] for key in ("model", "train", "sizing") if key in raw},
+                                     sort_keys=False))
+    out = work / "ours"
+    command = [sys.executable, "-m", "lmsmith", "train", str(tokens), "-o", str(out), "--config", str(config),
+               f"train.max_minutes={seconds / 60:.4f}", f"train.steps={UNCAPPED}", "--quiet", *overrides]
+    start = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True)
+    elapsed = time.perf_counter() - start
+    if done.returncode != 0:
+        tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
+        raise SystemExit(f"lmsmith train failed: {tail[0]}")
+    model, tokenizer = load_model_dir(out / "model")
+    model.float()
+    sizing = json.loads((out / SIZING_FILE).read_text()) if (out / SIZING_FILE).is_file() else None
+    counts = json.loads((out / "manifest.json").read_text())["counts"]
+    return {"model": model, "tokenizer": tokenizer, "seconds": elapsed, "steps": counts["steps"],
+            "tokens": counts["tokens"], "precision": counts["precision"], "sizing": sizing,
+            "block": model.config.block_size, "params": model.num_params()}
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def score_ours(ours: dict, val_text: str) -> float:
+    val_ids = torch.tensor(ours["tokenizer"].encode(val_text), dtype=torch.long)
+    if len(val_ids) != len(val_text):
+        raise SystemExit("the char tokenizer did not map the held-out text one token per character")
+    return held_out_loss(lambda x: ours["model"](x).logits, val_ids, ours["block"])
+
+
+def against_reference(args, tokens: Path, train_text: str, val_text: str, work: Path, overrides: list[str]) -> dict:
+    """Ours for `--minutes`, then the plain reference written above for as long as ours took."""
+    ours = run_ours(args.recipe, tokens, work, 60.0 * args.minutes, overrides)
+    ours_loss = score_ours(ours, val_text)
+    chars = sorted(set(train_text) | set(val_text))
+    index = {c: i for i, c in enumerate(chars)}
+    train_ids = torch.tensor([index[c] for c in train_text], dtype=torch.long)
+    ref = run_reference(train_ids, len(chars), ours["seconds"], args.seed)
+    ref_val = torch.tensor([index[c] for c in val_text], dtype=torch.long)
+    ref_loss = held_out_loss(ref["model"], ref_val, REFERENCE["block"])
+    return {
+        "benchmark": "quality_at_equal_time", "minutes": args.minutes, "threads": torch.get_num_threads(),
+        "ours_val_loss": round(ours_loss, 4), "reference_val_loss": round(ref_loss, 4),
+        "margin_nats": round(ref_loss - ours_loss, 4),
+        "ours_seconds": round(ours["seconds"], 1), "reference_seconds": round(ref["seconds"], 1),
+        "ours_steps": ours["steps"], "reference_steps": ref["steps"],
+        "ours_tokens": ours["tokens"], "reference_tokens": ref["tokens"],
+        "ours_params": ours["params"], "reference_params": ref["params"],
+        "ours_context": ours["block"], "reference_context": REFERENCE["block"],
+    }
+
+
+# Our process starts Python, imports and writes its model after the budget ends; nanoGPT's wall clock
+# includes the same kind of work, so ours gets its wall clock less this margin.
+STARTUP_MARGIN_S = 6.0
+
+
+def against_nanogpt(args, tokens: Path, train_text: str, val_text: str, work: Path, overrides: list[str]) -> dict:
+    """nanoGPT's own CPU run first; then ours, in its own process, with nanoGPT's wall clock as its budget."""
+    ref = run_nanogpt(args.nanogpt, train_text, val_text, work)
+    ours = run_ours_budgeted(args.recipe, tokens, work, ref["seconds"] - STARTUP_MARGIN_S, overrides)
+    ours_loss = score_ours(ours, val_text)
+    return {
+        "benchmark": "quality_at_equal_time", "reference": "nanoGPT train.py (README CPU command)",
+        "cpu": cpu_name(), "ours_val_loss": round(ours_loss, 4), "nanogpt_val_loss": round(ref["val_loss"], 4),
+        "nanogpt_own_estimate": ref["own_val_loss"], "margin_nats": round(ref["val_loss"] - ours_loss, 4),
+        "ours_seconds": round(ours["seconds"], 1), "nanogpt_seconds": round(ref["seconds"], 1),
+        "ours_steps": ours["steps"], "nanogpt_steps": ref["steps"],
+        "ours_tokens": ours["tokens"], "nanogpt_tokens": ref["tokens"],
+        "ours_params": ours["params"], "nanogpt_params": ref["params"],
+        "ours_context": ours["block"], "nanogpt_context": ref["block"], "ours_precision": ours["precision"],
+        "ours_sizing": ours["sizing"] and {"chosen": ours["sizing"].get("candidate"),
+                                           "tokens_per_s": ours["sizing"].get("tokens_per_s")},
+    }
+
+
+def cpu_name() -> str:
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text(errors="replace").splitlines() if cpuinfo.is_file() else []
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "unknown")
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -242,6 +401,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--work", type=Path, default=None, help="scratch directory (default: a temporary one)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads for both arms (default: torch's choice; 1 is steadier on a busy machine)")
+    parser.add_argument("--nanogpt", type=Path, default=None, metavar="PATH",
+                        help="a checkout of karpathy/nanoGPT: the reference is its own train.py (CPU settings), "
+                             "and its wall-clock time is our budget")
     parser.add_argument("overrides", nargs="*", help="overrides of our recipe, e.g. train.muon_lr=0.03")
     args = parser.parse_intermixed_args(argv)  # overrides may come after the options
     if not args.text_file.is_file():
@@ -253,40 +415,19 @@ def main(argv: list[str] | None = None) -> dict:
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)  # and the arms that run in their own process
     with tempfile.TemporaryDirectory(prefix="lmsmith-bench-") as scratch:
         work = args.work or Path(scratch)
         work.mkdir(parents=True, exist_ok=True)
         tokens, train_text, val_text = prepare_tokens(args.text_file, work)
-        budget = 60.0 * args.minutes
         overrides = [f"train.seed={args.seed}", *args.overrides]
 
-        ours = run_ours(args.recipe, tokens, work, budget, overrides)
-        val_ids = torch.tensor(ours["tokenizer"].encode(val_text), dtype=torch.long)
-        if len(val_ids) != len(val_text):
-            raise SystemExit("the char tokenizer did not map the held-out text one token per character")
-        ours_loss = held_out_loss(lambda x: ours["model"](x).logits, val_ids, ours["block"])
-
-        chars = sorted(set(train_text) | set(val_text))
-        index = {c: i for i, c in enumerate(chars)}
-        train_ids = torch.tensor([index[c] for c in train_text], dtype=torch.long)
-        ref = run_reference(train_ids, len(chars), ours["seconds"], args.seed)
-        ref_val = torch.tensor([index[c] for c in val_text], dtype=torch.long)
-        ref_loss = held_out_loss(ref["model"], ref_val, REFERENCE["block"])
-
-    result = {
-        "benchmark": "quality_at_equal_time",
-        "text": args.text_file.name, "train_chars": len(train_text), "val_chars": len(val_text),
-        "minutes": args.minutes, "threads": torch.get_num_threads(),
-        "ours_val_loss": round(ours_loss, 4), "reference_val_loss": round(ref_loss, 4),
-        "margin_nats": round(ref_loss - ours_loss, 4),
-        "ours_seconds": round(ours["seconds"], 1), "reference_seconds": round(ref["seconds"], 1),
-        "ours_steps": ours["steps"], "reference_steps": ref["steps"],
-        "ours_tokens": ours["tokens"], "reference_tokens": ref["tokens"],
-        "ours_params": ours["params"], "reference_params": ref["params"],
-        "ours_context": ours["block"], "reference_context": REFERENCE["block"],
-        "recipe": args.recipe.name,
-        "overrides": args.overrides,
-    }
+        if args.nanogpt is not None:
+            result = against_nanogpt(args, tokens, train_text, val_text, work, overrides)
+        else:
+            result = against_reference(args, tokens, train_text, val_text, work, overrides)
+    result.update(text=args.text_file.name, train_chars=len(train_text), val_chars=len(val_text),
+                  recipe=args.recipe.name, overrides=args.overrides)
     print(json.dumps(result))
     return result
 
