@@ -37,7 +37,7 @@ from lmsmith.model.decoding import TokenSampler, left_pad
 from lmsmith.model.transformer import GPT, KVCache
 from lmsmith.schema.generate import GenerationConfig
 from lmsmith.serve.adapters import BASE, RowAdapters
-from lmsmith.serve.kv_blocks import BlockPool, BlockStep, RowsAtOwnLengths
+from lmsmith.serve.kv_blocks import BlockPool, BlockStep, RowsAtOwnLengths, blocks_for, prefix_hashes
 
 log = logging.getLogger("lmsmith.serve")
 
@@ -122,6 +122,9 @@ class Request:
     next_token: int | None = None  # the token to feed at the next decode step
     generated: int = 0
     blocks: list[int] | None = None  # with a block pool: the blocks this request holds (its block table)
+    promised: int = 0  # blocks the pool promised it that it has not taken yet
+    names: list[bytes] = field(default_factory=list)  # its prompt's full blocks' prefix hashes
+    shared: int = 0  # prompt tokens whose keys it found in the pool (a shared prefix), not prefilled
 
     def cancel(self) -> None:
         """Stop generating (the client went away, or a stop string was found); safe from any thread."""
@@ -202,7 +205,7 @@ class Engine:
 
     def __init__(self, model: GPT, vocab_size: int | None = None, max_batch: int = 32, max_queue: int = 256,
                  prefill_chunk: int = 256, compile: bool = False, kv_cache_tokens: int | None = None,
-                 routing: RowAdapters | None = None):
+                 routing: RowAdapters | None = None, share_prefixes: bool = True):
         self.model = model.eval()
         self.vocab_size = min(vocab_size or model.config.vocab_size, model.config.vocab_size)
         self.max_batch = max_batch
@@ -213,6 +216,7 @@ class Engine:
         # The KV cache: max_batch slots of the whole context each, or (kv_cache_tokens) a pool of blocks
         # shared by the requests in flight, each holding what its prompt and max_tokens can need
         self.pool = BlockPool(model, kv_cache_tokens) if kv_cache_tokens else None
+        self.share_prefixes = share_prefixes and self.pool is not None
         self.slots = SlotCache(model, max_batch) if self.pool is None else None
         self.waiting: deque[Request] = deque()
         self.prefilling: list[Request] = []
@@ -257,7 +261,7 @@ class Engine:
             lengths = torch.ones(1, dtype=torch.long, device=self.device)
             tokens = torch.zeros(1, 1, dtype=torch.long, device=self.device)
             if self.pool is not None:  # the step writes into a free block (every block is, before the first request)
-                self.compiled(tokens, BlockStep(self.pool, [self.pool.free[-2:]], lengths).dynamic())
+                self.compiled(tokens, BlockStep(self.pool, [[0, 1]], lengths).dynamic())
             else:
                 self.compiled(tokens, DecodeStep(self.slots, lengths).dynamic())
         return time.perf_counter() - started
@@ -299,11 +303,24 @@ class Engine:
             return True
 
     def _reserve(self, request: Request) -> bool:
-        """Take the blocks a request can need (its prompt, its max_tokens, within the context); False if
-        the pool has too few free. A request that could never fit is refused at submission."""
+        """Admit a request into the pool: the blocks of a prefix already there are its own at once, the rest
+        it can need (its prompt, its max_tokens, within the context) are promised for when its tokens reach
+        them; False if they do not fit beside the requests already admitted. A request that could never fit
+        is refused at submission."""
         need = min(len(request.prompt) + request.sampling.max_tokens, self.model.config.block_size)
-        request.blocks = self.pool.take(need)
-        return request.blocks is not None
+        if self.share_prefixes:
+            request.names = prefix_hashes(request.prompt, request.adapter, self.pool.block)
+        # At least the prompt's last token is prefilled (its logits give the first new token); a request that
+        # scores its prompt prefills all of it
+        reusable = [] if request.sampling.prompt_logprobs is not None else \
+            request.names[: (len(request.prompt) - 1) // self.pool.block]
+        shared = self.pool.admit(reusable, blocks_for(need, self.pool.block))
+        if shared is None:
+            return False
+        request.blocks, request.shared = shared, len(shared) * self.pool.block
+        request.done_prompt = request.shared  # prefilling starts past the shared prefix
+        request.promised = blocks_for(need, self.pool.block) - len(shared)
+        return True
 
     def fits(self, tokens: int) -> bool:
         """Whether a request of `tokens` tokens (prompt and new ones) can ever be served."""
@@ -318,7 +335,8 @@ class Engine:
         waiting = sorted(self.prefilling, key=lambda r: len(r.prompt) - r.done_prompt)
         together = []
         for request in waiting:
-            if request.done_prompt == 0 and request.sampling.prompt_logprobs is None and len(request.prompt) <= budget:
+            if (request.done_prompt == 0 and request.sampling.prompt_logprobs is None and not request.shared
+                    and len(request.prompt) <= budget):
                 together.append(request)
                 budget -= len(request.prompt)
         if together:
@@ -361,6 +379,8 @@ class Engine:
         if request.cache is None:
             param = next(self.model.parameters())
             request.cache = KVCache(self.model.config, 1, len(request.prompt), param.device, param.dtype)
+            if request.shared:  # a prefix already in the pool: its keys are copied, not computed
+                self.pool.load(request.blocks, request.cache)
             if request.sampling.prompt_logprobs is not None:
                 request.scores = PromptScores([None], [None])
         start = request.done_prompt
@@ -405,8 +425,12 @@ class Engine:
             self._finish(request, "length")
             return
         row = len(self.decoding)
-        if self.pool is not None:
-            self.pool.fill(request.blocks, request.cache, request.cache_row, request.cache_offset, len(request.prompt))
+        if self.pool is not None:  # the prompt's blocks past its shared prefix, then its full ones are named
+            request.blocks += [self._take(request) for _ in range(blocks_for(len(request.prompt), self.pool.block)
+                                                                   - len(request.blocks))]
+            self.pool.fill(request.blocks, request.cache, request.cache_row, request.cache_offset, len(request.prompt),
+                           start=request.shared)
+            self.pool.name(request.names, request.blocks)
         else:
             self.slots.fill(row, request.cache, request.cache_row, request.cache_offset, len(request.prompt))
         request.cache = None
@@ -419,6 +443,10 @@ class Engine:
         tokens = torch.tensor([[r.next_token] for r in self.decoding], dtype=torch.long, device=self.device)
         lengths = torch.tensor(self.lengths, dtype=torch.long, device=self.device)
         self._route(self.decoding)
+        if self.pool is not None:  # a row whose next token starts a block takes it now
+            for request, length in zip(self.decoding, self.lengths):
+                if length // self.pool.block == len(request.blocks):
+                    request.blocks.append(self._take(request))
         if self.compiled is not None and len(self.decoding) == 1:
             step = self._step(lengths)
             logits = self.compiled(tokens, step.dynamic())
@@ -435,6 +463,11 @@ class Engine:
                 self._leave(row, None)
             elif self.lengths[row] >= self.model.config.block_size:  # the context is full
                 self._leave(row, "length")
+
+    def _take(self, request: Request) -> int:
+        """One more of the blocks the pool promised this request."""
+        request.promised -= 1
+        return self.pool.take()
 
     def _route(self, requests: list[Request]) -> None:
         """Tell the adapted layers which adapter each row of the coming forward pass uses."""
@@ -519,8 +552,8 @@ class Engine:
     def _finish(self, request: Request, reason: str) -> None:
         request.cache = request.sampler = request.last_logits = request.matcher = None
         if request.blocks is not None:
-            self.pool.give(request.blocks)
-            request.blocks = None
+            self.pool.release(request.blocks, request.promised)
+            request.blocks, request.promised = None, 0
         log.info("request %d %s: %d prompt + %d new tokens", request.id,
                  "finished" if reason in ("stop", "length") else reason, len(request.prompt), request.generated)
         self._emit(request, Finished(reason, len(request.prompt), request.generated))
