@@ -1,23 +1,26 @@
 """The serving engine: one decode loop over every request in flight (continuous batching).
 
     submit(request) ──▶ waiting (bounded: a full queue refuses at once)
-                          │  admitted while a slot is free
+                          │  admitted while a row is free and, with the block pool (the server's cache), while
+                          │  the blocks its prompt and max_tokens can need fit beside the others' (kv_blocks.py);
+                          │  the blocks of a prompt prefix already in the pool are its own at once
                           ▼
-                      prefilling: the prompt goes through the model in chunks, into the request's own cache;
-                          │       one chunk per turn of the loop, so a long prompt never stalls the others
+                      prefilling: the prompt (past a shared prefix) goes through the model in chunks, into the
+                          │       request's own cache; one chunk per turn, so a long prompt never stalls the others
                           ▼
-                      decoding: a row of the slot cache; every turn of the loop is one forward pass over
-                          │     all decoding rows together, each at its own position, with its own sampling
+                      decoding: a row of the batch, its keys in pool blocks taken as it grows (or a row of the
+                          │     slot cache); every turn of the loop is one forward pass over all decoding rows
+                          │     together, each at its own position, with its own sampling
                           ▼
-                      finished (a stop token, max_tokens, or cancelled): its row is freed for the next request
+                      finished (a stop token, max_tokens, or cancelled): its row and blocks are freed
 
 Requests join and leave between steps, so a short answer is never held up by a long one. The
 engine knows nothing of HTTP: a request carries a callback that receives its events (on the
 engine's thread); the HTTP layer turns them into responses.
 
-The decoding rows are kept packed at the front of the slot cache (a leaving row is filled by
-moving the last row into it), so each step reads one contiguous block of the cache and copies a
-row only when a request joins or leaves, never per step.
+The decoding rows are kept packed (a leaving row is filled by moving the last row into it): with
+the slot cache each step reads one contiguous run of it and copies a row only when a request
+joins or leaves, never per step; with the pool only the block tables move.
 """
 
 from __future__ import annotations
