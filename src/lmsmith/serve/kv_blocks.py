@@ -105,8 +105,6 @@ class BlockPool:
                     grown = torch.zeros((blocks, *self.shape), device=self.device, dtype=self.dtype)
                     if old:
                         grown[:old] = store[layer]
-                # the compiled step reads the pool; its block count changes as it grows, one graph for every size
-                torch._dynamo.mark_dynamic(grown, 0)
                 if old:
                     store[layer] = grown
                 else:
@@ -252,7 +250,11 @@ class BlockStep(RowsAtOwnLengths):
         return blocks.view(n, used * block, heads, dim)[:, : self.key_slots.numel()].transpose(1, 2)
 
     def dynamic(self) -> BlockStep:
-        """Mark the slots seen and the blocks read, which grow as the row does, as dynamic for torch.compile."""
+        """Mark the slots seen and the blocks read, which grow as the row does, and the pool's block count, which
+        grows with the tokens in flight, as dynamic for torch.compile: one graph for every size. (Here, not where
+        the pool grows: torch._dynamo is some 100 MB of modules that an eager server never needs to import.)"""
         torch._dynamo.mark_dynamic(self.key_slots, 0)
         torch._dynamo.mark_dynamic(self.tables, 1)
+        for store in (*self.pool.keys, *self.pool.values):
+            torch._dynamo.mark_dynamic(store, 0)
         return self
