@@ -114,6 +114,8 @@ def stream_one(port: int, prompt: str, new_tokens: int, extra: dict | None = Non
     started = time.perf_counter()
     connection.request("POST", "/v1/completions", body=json.dumps(body), headers={"Content-Type": "application/json"})
     response = connection.getresponse()
+    if response.status != 200:  # a refused request would count as a fast one with no tokens
+        raise RuntimeError(f"the server answered {response.status}: {response.read()[:300]!r}")
     first, tokens = None, 0
     for line in response:
         if not line.startswith(b"data: {"):
@@ -242,7 +244,7 @@ def lora_adapter(base: Path, folder: Path, name: str, digit: int) -> Path:
     data.write_text("".join(json.dumps({"prompt": f"Order {i}?", "response": f"{digit} days"}) + "\n"
                             for i in range(32)), encoding="utf-8")
     subprocess.run([sys.executable, "-m", "lmsmith", "finetune", str(base), "--data", str(data), "-o",
-                    str(folder / name), "--method", "lora", "--template", "chatml", "--quiet", "train.steps=3",
+                    str(folder / name), "--method", "lora", "--quiet", "train.steps=3",
                     "train.eval_every=3", "train.micro_batch=8", "train.peak_flops=1e11", "exact_match=0"],
                    check=True)
     return folder / name
