@@ -252,6 +252,24 @@ def test_prompts_sharing_a_system_prompt_reuse_its_blocks_and_write_the_same_tok
     assert outputs[True] == outputs[False]
 
 
+def test_idle_prefix_blocks_are_reused_by_name_and_make_room_before_the_pool_grows(model):
+    """A finished request's named blocks stay, idle, for the next prompt with that prefix; a request that needs
+    their room takes them (longest idle first, forgetting their names) before the pool allocates more."""
+    pool = BlockPool(model, tokens=16 * 4, first_blocks=2)
+    names = prefix_hashes(list(range(32)), adapter=-1)
+    assert pool.admit(names, 2) == []  # nothing named yet
+    first = [pool.take(), pool.take()]
+    pool.name(names, first)
+    pool.release(first, unused=0)
+    assert pool.held == 0 and list(pool.idle) == first[::-1]  # the last block goes idle first
+    assert pool.admit(names[:1], 3) == [first[0]] and pool.held == 1 and pool.hits == 1  # woken by name
+    pool.release([first[0]], unused=2)
+    assert pool.admit([], 4) == []  # every block: the idle ones make room first, then the pool grows
+    taken = [pool.take() for _ in range(4)]
+    assert sorted(taken) == [0, 1, 2, 3] and pool.blocks == 4 and not pool.named and not pool.idle
+    assert pool.admit([], 1) is None
+
+
 def test_a_prefix_is_named_per_adapter_and_by_every_token_before_it():
     tokens = list(range(40))
     names = prefix_hashes(tokens, adapter=-1, block=16)
