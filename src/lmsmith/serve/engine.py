@@ -216,8 +216,9 @@ class Engine:
         self.prefill_chunk = prefill_chunk
         self.device = next(model.parameters()).device
         self.routing = routing  # with adapters: told which adapter each row of every forward pass uses
-        # The KV cache: max_batch slots of the whole context each, or (kv_cache_tokens) a pool of blocks
-        # shared by the requests in flight, each holding what its prompt and max_tokens can need
+        # The KV cache: (kv_cache_tokens) a pool of blocks shared by the requests in flight, allocated as they
+        # write into it, each admitted when what its prompt and max_tokens can need fits; or max_batch slots of
+        # the whole context each, preallocated
         self.pool = BlockPool(model, kv_cache_tokens) if kv_cache_tokens else None
         self.share_prefixes = share_prefixes and self.pool is not None
         self.slots = SlotCache(model, max_batch) if self.pool is None else None
