@@ -209,10 +209,10 @@ SERVE = Stage(
            Flag("--api-key-file", "serve.api_key_file", "file holding the key clients must send"),
            Flag("--max-batch", "serve.max_batch", "requests decoded together"),
            Flag("--max-queue", "serve.max_queue", "requests waiting for a slot before 429"),
-           Flag("--kv-cache-tokens", "serve.kv_cache_tokens", "the KV cache as a pool of blocks holding this "
-                "many tokens, shared by the requests in flight (default: max-batch x the context where that fits "
-                "in half the free memory, else a pool of that half)"),
-           Flag("--kv-cache-gb", "serve.kv_cache_gb", "the KV cache as a pool of blocks of this many GiB"),
+           Flag("--kv-cache-tokens", "serve.kv_cache_tokens", "the most tokens the KV cache (a pool of blocks "
+                "allocated as requests need them, shared by the requests in flight) may hold (default: half the "
+                "free memory, at most max-batch x the context)"),
+           Flag("--kv-cache-gb", "serve.kv_cache_gb", "the most GiB the KV cache's pool of blocks may take"),
            Flag("--adapter", "serve.adapters", "a LoRA adapter to serve too, NAME=RUN_DIR (repeatable): requests "
                 "name it as their model"),
            Flag("--model-name", "serve.model_name", "the model id clients name (default: the directory's name)"),

@@ -11,6 +11,7 @@ from serve_models import tiny_model
 from lmsmith.model.decoding import generate_tokens
 from lmsmith.schema.generate import GenerationConfig
 from lmsmith.serve.engine import Engine, Finished, PromptScores, Request, Sampling, Token
+from lmsmith.serve.kv_blocks import BLOCK_TOKENS, FIRST_BLOCKS, BlockPool, prefix_hashes
 
 
 @pytest.fixture(scope="module")
@@ -56,14 +57,18 @@ def run_all(engine: Engine, recorder: Recorder, requests: list[Request]) -> None
 
 
 @pytest.mark.parametrize("kv_cache_tokens", [None, 512])
-def test_a_compiled_engine_writes_the_eager_tokens_with_one_graph(model, char_tokenizer, kv_cache_tokens):
+def test_a_compiled_engine_writes_the_eager_tokens_with_one_graph(model, char_tokenizer, kv_cache_tokens,
+                                                                  monkeypatch):
     """A request alone is decoded by the compiled one-row graph, step after step as its length
     grows; in a crowd the rows go eagerly and a row left alone goes back to the graph. The warm-up
-    compiles that graph once, and nothing compiles again: with the slot cache or a block pool."""
+    compiles that graph once, and nothing compiles again: with the slot cache or a block pool, which
+    here starts at 2 blocks and grows (doubling) while the compiled graph decodes."""
     from torch._dynamo.utils import counters
 
+    monkeypatch.setattr("lmsmith.serve.kv_blocks.FIRST_BLOCKS", 2)
+
     prompts = [char_tokenizer.encode(t) for t in ("abc", "hello world", "x", "a longer prompt here", "yo")]
-    lengths = [30, 5, 20, 8, 15]
+    lengths = [40, 5, 20, 8, 15]
     expected = [[s[0] for s in generate_tokens(model, [p], GenerationConfig(max_new_tokens=n, temperature=0))]
                 for p, n in zip(prompts, lengths)]
     engine = Engine(model, char_tokenizer.vocab_size, max_batch=3, compile=True, kv_cache_tokens=kv_cache_tokens)
@@ -74,6 +79,8 @@ def test_a_compiled_engine_writes_the_eager_tokens_with_one_graph(model, char_to
     alone, crowd = Recorder(), Recorder()
     run_all(engine, alone, [alone.request("0", prompts[0], Sampling(max_tokens=lengths[0], temperature=0))])
     assert engine.compiled_steps == engine.steps == lengths[0] - 1  # the first token comes from the prefill
+    if kv_cache_tokens is not None:
+        assert engine.pool.blocks == 4  # 2 at start-up, doubled as the request reached its third block
     run_all(engine, crowd, [crowd.request(str(i), p, Sampling(max_tokens=n, temperature=0))
                             for i, (p, n) in enumerate(zip(prompts, lengths))])
     engine.stop()
@@ -166,11 +173,19 @@ def test_prompt_scores_are_the_log_probabilities_of_one_forward_pass(model, char
     assert recorder.finish("s").reason == "length" and recorder.tokens("s") == []
 
 
+def assert_every_block_came_back(pool) -> None:
+    """No block held or promised: each is free, or idle under its prefix's name (kept for a later prompt)."""
+    assert pool.held == pool.promised == 0 and all(n == 0 for n in pool.refs)
+    assert sorted([*pool.free, *pool.idle]) == list(range(pool.blocks))
+    assert set(pool.idle) == set(pool.name_of) == set(pool.named.values())
+
+
 @pytest.mark.parametrize("kv_cache_tokens", [4096, 200])
 def test_a_block_pool_writes_the_slot_caches_greedy_tokens_and_gets_its_blocks_back(model, char_tokenizer,
                                                                                     kv_cache_tokens):
     """At 1 and at 32 clients; with 200 tokens only a few requests fit at once and the others wait for
-    blocks to come back, in order, with the same tokens."""
+    blocks to come back, in order, with the same tokens. The pool allocates blocks as requests reach them:
+    one client's tokens stay within the blocks allocated at start-up."""
     prompts = [char_tokenizer.encode(f"Order {i}: where is it?" + " more" * (i % 7)) for i in range(32)]
     outputs = {}
     for name, tokens in (("slots", None), ("blocks", kv_cache_tokens)):
@@ -181,12 +196,88 @@ def test_a_block_pool_writes_the_slot_caches_greedy_tokens_and_gets_its_blocks_b
                 run_all(engine, recorder, [recorder.request(str(i), p, Sampling(max_tokens=30, temperature=0))
                                            for i, p in enumerate(prompts[:clients])])
                 outputs[name, clients] = [recorder.tokens(str(i)) for i in range(clients)]
+                if tokens == 4096 and clients == 1:
+                    assert engine.pool.blocks == FIRST_BLOCKS < engine.pool.limit
         finally:
             engine.stop(10)
         if tokens is not None:
-            assert sorted(engine.pool.free) == list(range(engine.pool.blocks))  # every block came back
+            assert_every_block_came_back(engine.pool)
     assert outputs["blocks", 1] == outputs["slots", 1]
     assert outputs["blocks", 32] == outputs["slots", 32]
+
+
+def test_the_pool_grows_as_blocks_are_taken_keeps_what_they_hold_and_reserves_what_it_promised(model):
+    """Admission promises blocks; memory is allocated only as they are taken (doubling, up to the limit), and
+    a request admitted is never short of a block: one that would overcommit waits (admit says None)."""
+    pool = BlockPool(model, tokens=16 * 10, first_blocks=2)
+    assert pool.blocks == 2 and pool.keys[0].size(0) == 2
+    assert pool.admit([], 8) == [] and pool.blocks == 2  # promised, not allocated
+    taken = [pool.take() for _ in range(3)]
+    assert pool.blocks == 4 and sorted(taken) == [0, 1, 2]
+    pool.keys[1][taken[0]].fill_(7.0)
+    taken += [pool.take() for _ in range(2)]  # 5 blocks: grows to 8, copying what the first ones hold
+    assert pool.blocks == 8 and bool((pool.keys[1][taken[0]] == 7.0).all())
+    assert pool.admit([], 3) is None  # 8 promised + 3 > 10: waits, nothing taken
+    assert pool.admit([], 2) == [] and pool.promised == 3 + 2
+    pool.release(taken, unused=3)  # the first request ends having taken 5 of its 8
+    assert pool.held == 0 and pool.promised == 2 and sorted(pool.free) == list(range(8))
+
+
+@pytest.mark.parametrize("clients", [1, 32])
+def test_prompts_sharing_a_system_prompt_reuse_its_blocks_and_write_the_same_tokens(model, char_tokenizer, clients):
+    """A system prompt of several full blocks is prefilled once; later requests starting with it hold its
+    blocks and prefill only their own question, with the same greedy tokens as without sharing. Requests
+    for another adapter never share (their keys differ)."""
+    system = char_tokenizer.encode("You are a helpful support bot for a parcel company. Be brief and kind. ")
+    prompts = [system + char_tokenizer.encode(f"Order {i}?" + " now" * (i % 3)) for i in range(clients)]
+    outputs = {}
+    for sharing in (False, True):
+        engine = Engine(model, char_tokenizer.vocab_size, max_batch=32, kv_cache_tokens=8192,
+                        share_prefixes=sharing).start()
+        try:
+            first = Recorder()  # one request alone first, so its prompt's blocks are in the pool for the others
+            run_all(engine, first, [first.request("first", prompts[0], Sampling(max_tokens=20, temperature=0))])
+            recorder = Recorder()
+            run_all(engine, recorder, [recorder.request(str(i), p, Sampling(max_tokens=20, temperature=0))
+                                       for i, p in enumerate(prompts)])
+            outputs[sharing] = [first.tokens("first")] + [recorder.tokens(str(i)) for i in range(clients)]
+        finally:
+            engine.stop(10)
+        assert_every_block_came_back(engine.pool)
+        shared_blocks = len(system) // BLOCK_TOKENS
+        if sharing:
+            assert engine.pool.hits >= clients * shared_blocks
+        else:
+            assert engine.pool.hits == 0 and not engine.pool.named
+    assert outputs[True] == outputs[False]
+
+
+def test_idle_prefix_blocks_are_reused_by_name_and_make_room_before_the_pool_grows(model):
+    """A finished request's named blocks stay, idle, for the next prompt with that prefix; a request that needs
+    their room takes them (longest idle first, forgetting their names) before the pool allocates more."""
+    pool = BlockPool(model, tokens=16 * 4, first_blocks=2)
+    names = prefix_hashes(list(range(32)), adapter=-1)
+    assert pool.admit(names, 2) == []  # nothing named yet
+    first = [pool.take(), pool.take()]
+    pool.name(names, first)
+    pool.release(first, unused=0)
+    assert pool.held == 0 and list(pool.idle) == first[::-1]  # the last block goes idle first
+    assert pool.admit(names[:1], 3) == [first[0]] and pool.held == 1 and pool.hits == 1  # woken by name
+    pool.release([first[0]], unused=2)
+    assert pool.admit([], 4) == []  # every block: the idle ones make room first, then the pool grows
+    taken = [pool.take() for _ in range(4)]
+    assert sorted(taken) == [0, 1, 2, 3] and pool.blocks == 4 and not pool.named and not pool.idle
+    assert pool.admit([], 1) is None
+
+
+def test_a_prefix_is_named_per_adapter_and_by_every_token_before_it():
+    tokens = list(range(40))
+    names = prefix_hashes(tokens, adapter=-1, block=16)
+    assert len(names) == 2 and len(set(names)) == 2  # two full blocks; the last 8 tokens are no block
+    assert prefix_hashes(tokens, adapter=0, block=16)[0] != names[0]
+    changed = prefix_hashes([99] + tokens[1:], adapter=-1, block=16)
+    assert changed[1] != names[1]  # the second block's tokens are the same, its prefix is not
+    assert prefix_hashes(tokens[:32] + [5] * 8, adapter=-1, block=16) == names
 
 
 def test_a_request_that_never_fits_the_block_pool_is_refused(model, char_tokenizer):

@@ -1,4 +1,5 @@
-"""The KV cache's default size: slots where they fit in half the free memory, else a block pool of that half."""
+"""The KV cache's default size: a pool of blocks of at most half the free memory and max_batch x the context,
+allocated as requests need it; the slot cache only when asked for (serve.kv_slots)."""
 
 from __future__ import annotations
 
@@ -25,7 +26,11 @@ def test_smollm2_with_an_8k_context_gets_a_pool_of_half_the_free_memory_not_12_g
     assert plan.pool_tokens is not None and plan.bytes <= KV_SHARE * 16 * GiB
     assert plan.pool_tokens > 8192  # still a whole context, and then some
     roomy = plan_kv_cache(SMOL, torch.float32, 32, None, None, free_bytes=64 * GiB)
-    assert roomy.pool_tokens is None and roomy.bytes == 32 * 8192 * per_token  # slots where they fit
+    assert roomy.pool_tokens == 32 * 8192  # a pool still, capped at what 32 requests can hold
+    unknown = plan_kv_cache(SMOL, torch.float32, 32, None, None, free_bytes=None)
+    assert unknown.pool_tokens == 32 * 8192 and "give --kv-cache-gb" in unknown.why
+    slots = plan_kv_cache(SMOL, torch.float32, 32, None, None, free_bytes=16 * GiB, slots=True)
+    assert slots.pool_tokens is None and slots.bytes == 32 * 8192 * per_token
 
 
 def test_kv_cache_gb_and_tokens_give_a_pool_of_that_size():
@@ -37,9 +42,9 @@ def test_kv_cache_gb_and_tokens_give_a_pool_of_that_size():
         plan_kv_cache(SMOL, torch.float32, 32, None, 1e-6, free_bytes=None)
 
 
-def test_a_server_whose_slots_would_not_fit_serves_from_a_pool_that_does(model_dir, tmp_path):
-    """The tiny model's slots take 32 x 128 tokens x 512 bytes = 2 MiB; told only 2 MiB are free, it takes a pool
-    of 1 MiB (2,048 tokens) instead, says so, and answers from it."""
+def test_a_server_serves_from_a_pool_of_half_the_free_memory_allocated_as_needed(model_dir, tmp_path):
+    """The tiny model's 32 x 128 tokens take 512 bytes each, 2 MiB; told only 2 MiB are free, its pool may grow to
+    1 MiB (2,048 tokens), says so, and answers from it."""
     process = ServerProcess(model_dir, "--threads", "1", "serve.free_memory_gb=0.001953125",
                             log_file=tmp_path / "server.log")
     try:
@@ -48,8 +53,8 @@ def test_a_server_whose_slots_would_not_fit_serves_from_a_pool_that_does(model_d
         assert code == 200 and answer["usage"]["completion_tokens"] == 8
     finally:
         assert process.stop() == 0
-    assert "KV cache: a pool of 2,048 tokens in blocks of 16, 1.0 MiB (slots of 32 x 128 tokens would take " \
-        "2.0 MiB, more than 50% of the 2.0 MiB free)" in process.log()
+    assert "KV cache: a pool of up to 2,048 tokens in blocks of 16, up to 1.0 MiB, allocated as requests need it " \
+        "(50% of the 2.0 MiB free; 32 x 128 tokens would take 2.0 MiB)" in process.log()
 
 
 def test_too_little_memory_for_one_block_is_one_line_and_exit_2(model_dir):
@@ -58,3 +63,12 @@ def test_too_little_memory_for_one_block_is_one_line_and_exit_2(model_dir):
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "no block of 16 tokens" in lines[0], result.stderr
+
+
+def test_slots_with_a_pool_size_is_one_line_and_exit_2(model_dir):
+    result = subprocess.run([sys.executable, "-m", "lmsmith", "serve", str(model_dir), "--port", "0",
+                             "serve.kv_slots=true", "--kv-cache-tokens", "512"], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "kv_slots takes no kv_cache_tokens" in lines[0], result.stderr

@@ -16,7 +16,8 @@ every prompt and every slide of the window, for one batch size. It costs seconds
 the first time; torch keeps the result on disk), so it pays back over long outputs or in a
 long-lived process: `lmsmith generate --compile` (or `compile: true` in a recipe's `generate:`),
 `lmsmith chat --compile`, and `lmsmith serve --compile`, whose engine runs the same step over its
-own slot cache (serve/engine.py's DecodeStep) for a request decoding alone.
+own KV cache (serve/kv_blocks.py's BlockStep, or engine.py's DecodeStep over slots) for a request
+decoding alone.
 """
 
 from __future__ import annotations

@@ -24,12 +24,14 @@ class ServeConfig:
     max_n: int = 8  # the most choices (n x prompts) one request may ask for
     max_body_kb: int = 1024  # request bodies larger than this are refused
     prefill_chunk: int = 256  # prompt tokens run per turn of the decode loop, shared by new requests
-    # The KV cache as a pool of blocks holding this many tokens (or this many GiB), shared by the requests in
-    # flight (a request waits until the blocks its prompt and max_tokens can need are free). Neither: max_batch
-    # slots of the whole context each when they fit in half the free memory, else a pool of that half
-    # (serve/kv_sizing.py).
+    # The KV cache is a pool of blocks, allocated as requests write into them, holding at most this many tokens
+    # (or this many GiB), shared by the requests in flight (a request waits until the blocks its prompt and
+    # max_tokens can need fit beside the others'). Neither: at most half the free memory, and no more than
+    # max_batch x the context (serve/kv_sizing.py).
     kv_cache_tokens: int | None = None
     kv_cache_gb: float | None = None
+    kv_slots: bool = False  # instead, max_batch slots of the whole context each, preallocated (to compare against)
+    share_prefixes: bool = True  # prompts starting with the same blocks (a system prompt) share their keys
     free_memory_gb: float | None = None  # the free memory the default KV cache is sized by (unset: measured)
     # LoRA adapters of the served model, NAME=RUN_DIR each (made by `finetune --method lora`): a request's
     # `model` picks one by NAME, the base by its own name; rows of different adapters decode in one batch
@@ -49,8 +51,11 @@ class ServeConfig:
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"{where}.threads must be at least 1 (or unset for one per core), got {self.threads}")
         if self.kv_cache_tokens is not None and self.kv_cache_tokens < 1:
-            raise ConfigError(f"{where}.kv_cache_tokens must be at least 1 (or unset for slots of the whole "
-                              f"context), got {self.kv_cache_tokens}")
+            raise ConfigError(f"{where}.kv_cache_tokens must be at least 1 (or unset for a pool sized by the free "
+                              f"memory), got {self.kv_cache_tokens}")
+        if self.kv_slots and (self.kv_cache_tokens is not None or self.kv_cache_gb is not None):
+            raise ConfigError(f"{where}.kv_slots takes no kv_cache_tokens or kv_cache_gb (slots are max_batch x "
+                              "the context): give one or the other")
         if self.kv_cache_tokens is not None and self.kv_cache_gb is not None:
             raise ConfigError(f"{where}: give kv_cache_tokens or kv_cache_gb, not both")
         for name in ("kv_cache_gb", "free_memory_gb"):

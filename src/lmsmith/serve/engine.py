@@ -1,23 +1,26 @@
 """The serving engine: one decode loop over every request in flight (continuous batching).
 
     submit(request) ──▶ waiting (bounded: a full queue refuses at once)
-                          │  admitted while a slot is free
+                          │  admitted while a row is free and, with the block pool (the server's cache), while
+                          │  the blocks its prompt and max_tokens can need fit beside the others' (kv_blocks.py);
+                          │  the blocks of a prompt prefix already in the pool are its own at once
                           ▼
-                      prefilling: the prompt goes through the model in chunks, into the request's own cache;
-                          │       one chunk per turn of the loop, so a long prompt never stalls the others
+                      prefilling: the prompt (past a shared prefix) goes through the model in chunks, into the
+                          │       request's own cache; one chunk per turn, so a long prompt never stalls the others
                           ▼
-                      decoding: a row of the slot cache; every turn of the loop is one forward pass over
-                          │     all decoding rows together, each at its own position, with its own sampling
+                      decoding: a row of the batch, its keys in pool blocks taken as it grows (or a row of the
+                          │     slot cache); every turn of the loop is one forward pass over all decoding rows
+                          │     together, each at its own position, with its own sampling
                           ▼
-                      finished (a stop token, max_tokens, or cancelled): its row is freed for the next request
+                      finished (a stop token, max_tokens, or cancelled): its row and blocks are freed
 
 Requests join and leave between steps, so a short answer is never held up by a long one. The
 engine knows nothing of HTTP: a request carries a callback that receives its events (on the
 engine's thread); the HTTP layer turns them into responses.
 
-The decoding rows are kept packed at the front of the slot cache (a leaving row is filled by
-moving the last row into it), so each step reads one contiguous block of the cache and copies a
-row only when a request joins or leaves, never per step.
+The decoding rows are kept packed (a leaving row is filled by moving the last row into it): with
+the slot cache each step reads one contiguous run of it and copies a row only when a request
+joins or leaves, never per step; with the pool only the block tables move.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from lmsmith.model.decoding import TokenSampler, left_pad
 from lmsmith.model.transformer import GPT, KVCache
 from lmsmith.schema.generate import GenerationConfig
 from lmsmith.serve.adapters import BASE, RowAdapters
-from lmsmith.serve.kv_blocks import BlockPool, BlockStep, RowsAtOwnLengths
+from lmsmith.serve.kv_blocks import BlockPool, BlockStep, RowsAtOwnLengths, blocks_for, prefix_hashes
 
 log = logging.getLogger("lmsmith.serve")
 
@@ -122,6 +125,9 @@ class Request:
     next_token: int | None = None  # the token to feed at the next decode step
     generated: int = 0
     blocks: list[int] | None = None  # with a block pool: the blocks this request holds (its block table)
+    promised: int = 0  # blocks the pool promised it that it has not taken yet
+    names: list[bytes] = field(default_factory=list)  # its prompt's full blocks' prefix hashes
+    shared: int = 0  # prompt tokens whose keys it found in the pool (a shared prefix), not prefilled
 
     def cancel(self) -> None:
         """Stop generating (the client went away, or a stop string was found); safe from any thread."""
@@ -202,7 +208,7 @@ class Engine:
 
     def __init__(self, model: GPT, vocab_size: int | None = None, max_batch: int = 32, max_queue: int = 256,
                  prefill_chunk: int = 256, compile: bool = False, kv_cache_tokens: int | None = None,
-                 routing: RowAdapters | None = None):
+                 routing: RowAdapters | None = None, share_prefixes: bool = True):
         self.model = model.eval()
         self.vocab_size = min(vocab_size or model.config.vocab_size, model.config.vocab_size)
         self.max_batch = max_batch
@@ -210,9 +216,11 @@ class Engine:
         self.prefill_chunk = prefill_chunk
         self.device = next(model.parameters()).device
         self.routing = routing  # with adapters: told which adapter each row of every forward pass uses
-        # The KV cache: max_batch slots of the whole context each, or (kv_cache_tokens) a pool of blocks
-        # shared by the requests in flight, each holding what its prompt and max_tokens can need
+        # The KV cache: (kv_cache_tokens) a pool of blocks shared by the requests in flight, allocated as they
+        # write into it, each admitted when what its prompt and max_tokens can need fits; or max_batch slots of
+        # the whole context each, preallocated
         self.pool = BlockPool(model, kv_cache_tokens) if kv_cache_tokens else None
+        self.share_prefixes = share_prefixes and self.pool is not None
         self.slots = SlotCache(model, max_batch) if self.pool is None else None
         self.waiting: deque[Request] = deque()
         self.prefilling: list[Request] = []
@@ -257,7 +265,7 @@ class Engine:
             lengths = torch.ones(1, dtype=torch.long, device=self.device)
             tokens = torch.zeros(1, 1, dtype=torch.long, device=self.device)
             if self.pool is not None:  # the step writes into a free block (every block is, before the first request)
-                self.compiled(tokens, BlockStep(self.pool, [self.pool.free[-2:]], lengths).dynamic())
+                self.compiled(tokens, BlockStep(self.pool, [[0, 1]], lengths).dynamic())
             else:
                 self.compiled(tokens, DecodeStep(self.slots, lengths).dynamic())
         return time.perf_counter() - started
@@ -299,11 +307,24 @@ class Engine:
             return True
 
     def _reserve(self, request: Request) -> bool:
-        """Take the blocks a request can need (its prompt, its max_tokens, within the context); False if
-        the pool has too few free. A request that could never fit is refused at submission."""
+        """Admit a request into the pool: the blocks of a prefix already there are its own at once, the rest
+        it can need (its prompt, its max_tokens, within the context) are promised for when its tokens reach
+        them; False if they do not fit beside the requests already admitted. A request that could never fit
+        is refused at submission."""
         need = min(len(request.prompt) + request.sampling.max_tokens, self.model.config.block_size)
-        request.blocks = self.pool.take(need)
-        return request.blocks is not None
+        if self.share_prefixes:
+            request.names = prefix_hashes(request.prompt, request.adapter, self.pool.block)
+        # At least the prompt's last token is prefilled (its logits give the first new token); a request that
+        # scores its prompt prefills all of it
+        reusable = [] if request.sampling.prompt_logprobs is not None else \
+            request.names[: (len(request.prompt) - 1) // self.pool.block]
+        shared = self.pool.admit(reusable, blocks_for(need, self.pool.block))
+        if shared is None:
+            return False
+        request.blocks, request.shared = shared, len(shared) * self.pool.block
+        request.done_prompt = request.shared  # prefilling starts past the shared prefix
+        request.promised = blocks_for(need, self.pool.block) - len(shared)
+        return True
 
     def fits(self, tokens: int) -> bool:
         """Whether a request of `tokens` tokens (prompt and new ones) can ever be served."""
@@ -318,7 +339,8 @@ class Engine:
         waiting = sorted(self.prefilling, key=lambda r: len(r.prompt) - r.done_prompt)
         together = []
         for request in waiting:
-            if request.done_prompt == 0 and request.sampling.prompt_logprobs is None and len(request.prompt) <= budget:
+            if (request.done_prompt == 0 and request.sampling.prompt_logprobs is None and not request.shared
+                    and len(request.prompt) <= budget):
                 together.append(request)
                 budget -= len(request.prompt)
         if together:
@@ -361,6 +383,8 @@ class Engine:
         if request.cache is None:
             param = next(self.model.parameters())
             request.cache = KVCache(self.model.config, 1, len(request.prompt), param.device, param.dtype)
+            if request.shared:  # a prefix already in the pool: its keys are copied, not computed
+                self.pool.load(request.blocks, request.cache)
             if request.sampling.prompt_logprobs is not None:
                 request.scores = PromptScores([None], [None])
         start = request.done_prompt
@@ -405,8 +429,12 @@ class Engine:
             self._finish(request, "length")
             return
         row = len(self.decoding)
-        if self.pool is not None:
-            self.pool.fill(request.blocks, request.cache, request.cache_row, request.cache_offset, len(request.prompt))
+        if self.pool is not None:  # the prompt's blocks past its shared prefix, then its full ones are named
+            request.blocks += [self._take(request) for _ in range(blocks_for(len(request.prompt), self.pool.block)
+                                                                   - len(request.blocks))]
+            self.pool.fill(request.blocks, request.cache, request.cache_row, request.cache_offset, len(request.prompt),
+                           start=request.shared)
+            self.pool.name(request.names, request.blocks)
         else:
             self.slots.fill(row, request.cache, request.cache_row, request.cache_offset, len(request.prompt))
         request.cache = None
@@ -419,6 +447,10 @@ class Engine:
         tokens = torch.tensor([[r.next_token] for r in self.decoding], dtype=torch.long, device=self.device)
         lengths = torch.tensor(self.lengths, dtype=torch.long, device=self.device)
         self._route(self.decoding)
+        if self.pool is not None:  # a row whose next token starts a block takes it now
+            for request, length in zip(self.decoding, self.lengths):
+                if length // self.pool.block == len(request.blocks):
+                    request.blocks.append(self._take(request))
         if self.compiled is not None and len(self.decoding) == 1:
             step = self._step(lengths)
             logits = self.compiled(tokens, step.dynamic())
@@ -435,6 +467,11 @@ class Engine:
                 self._leave(row, None)
             elif self.lengths[row] >= self.model.config.block_size:  # the context is full
                 self._leave(row, "length")
+
+    def _take(self, request: Request) -> int:
+        """One more of the blocks the pool promised this request."""
+        request.promised -= 1
+        return self.pool.take()
 
     def _route(self, requests: list[Request]) -> None:
         """Tell the adapted layers which adapter each row of the coming forward pass uses."""
@@ -519,8 +556,8 @@ class Engine:
     def _finish(self, request: Request, reason: str) -> None:
         request.cache = request.sampler = request.last_logits = request.matcher = None
         if request.blocks is not None:
-            self.pool.give(request.blocks)
-            request.blocks = None
+            self.pool.release(request.blocks, request.promised)
+            request.blocks, request.promised = None, 0
         log.info("request %d %s: %d prompt + %d new tokens", request.id,
                  "finished" if reason in ("stop", "length") else reason, len(request.prompt), request.generated)
         self._emit(request, Finished(reason, len(request.prompt), request.generated))

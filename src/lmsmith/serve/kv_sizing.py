@@ -1,16 +1,16 @@
-"""How big the server's KV cache is, chosen once at start-up, before any of it is allocated.
+"""How big the server's KV cache may grow, chosen once at start-up, before any of it is allocated.
 
-    --kv-cache-tokens N   a block pool of N tokens
-    --kv-cache-gb G       a block pool of as many tokens as G GiB hold
-    neither               the slot cache (max_batch x the whole context, the fastest), when it takes at most
-                          KV_SHARE of the free memory; else a block pool of KV_SHARE of the free memory
+    --kv-cache-tokens N   a block pool of up to N tokens
+    --kv-cache-gb G       a block pool of up to as many tokens as G GiB hold
+    neither               a block pool of up to KV_SHARE of the free memory, and no more than max_batch x the
+                          context (more could never be in flight at once)
+    serve.kv_slots=true   the slot cache instead: max_batch x the whole context, preallocated (the cache before
+                          the pool, kept to compare against)
 
-The slot cache preallocates every request's whole context: SmolLM2-135M (8k context, 30 layers)
-at batch 32 is 12 GB before the first request, a 32k-context model four times that. A block pool
-holds what requests in flight use, but its steps gather each row's blocks (0.7-0.8x the slot
-cache's tokens/s in benchmarks/serve.py), so it is the default only where slots would not fit.
-Half the free memory, not all of it: prefill activations, the batch's logits and whatever else
-runs on the machine need the rest.
+A pool allocates its blocks as requests write into them (serve/kv_blocks.py), so its limit costs
+nothing until it is used: SmolLM2-135M (8k context, 30 layers) starts with 1,024 tokens of cache
+(45 MiB) where 32 slots of its whole context took 12 GB. Half the free memory, not all of it:
+prefill activations, the batch's logits and whatever else runs on the machine need the rest.
 """
 
 from __future__ import annotations
@@ -29,14 +29,15 @@ KV_SHARE = 0.5  # of the free memory, the most a default KV cache takes
 
 @dataclass(frozen=True)
 class KVCachePlan:
-    pool_tokens: int | None  # a block pool of this many tokens; None: the slot cache
-    bytes: int  # what it allocates
+    pool_tokens: int | None  # a block pool of up to this many tokens; None: the slot cache
+    bytes: int  # the most it allocates (a pool: once full)
     why: str  # for the start-up line
 
     def describe(self) -> str:
-        kind = (f"a pool of {self.pool_tokens:,} tokens in blocks of {BLOCK_TOKENS}" if self.pool_tokens
-                else "slots of the whole context")
-        return f"KV cache: {kind}, {size(self.bytes)} ({self.why})"
+        if self.pool_tokens is None:
+            return f"KV cache: slots of the whole context, {size(self.bytes)} ({self.why})"
+        return (f"KV cache: a pool of up to {self.pool_tokens:,} tokens in blocks of {BLOCK_TOKENS}, up to "
+                f"{size(self.bytes)}, allocated as requests need it ({self.why})")
 
 
 def size(n: float) -> str:
@@ -50,24 +51,27 @@ def bytes_per_token(config: ModelConfig, dtype: torch.dtype) -> int:
 
 
 def plan_kv_cache(config: ModelConfig, dtype: torch.dtype, max_batch: int, kv_cache_tokens: int | None,
-                  kv_cache_gb: float | None, free_bytes: float | None) -> KVCachePlan:
+                  kv_cache_gb: float | None, free_bytes: float | None, slots: bool = False) -> KVCachePlan:
     """The KV cache to allocate (see the module docstring); `free_bytes` None where the device cannot say."""
     per_token = bytes_per_token(config, dtype)
+    in_flight = max_batch * config.block_size  # the most tokens requests in flight can hold
+    if slots:
+        return KVCachePlan(None, in_flight * per_token, "serve.kv_slots")
     if kv_cache_tokens is not None:  # as asked, in whole blocks
         tokens = blocks_for(kv_cache_tokens) * BLOCK_TOKENS
         return KVCachePlan(tokens, tokens * per_token, "--kv-cache-tokens")
     if kv_cache_gb is not None:
         return pool_plan(int(kv_cache_gb * GiB) // per_token, per_token, f"--kv-cache-gb {kv_cache_gb:g}")
-    slot_bytes = max_batch * config.block_size * per_token
     if free_bytes is None:
-        return KVCachePlan(None, slot_bytes, "the free memory is unknown here: give --kv-cache-gb to bound it")
+        return pool_plan(in_flight, per_token, f"{max_batch} x {config.block_size:,} tokens; the free memory is "
+                                               "unknown here: give --kv-cache-gb to bound it")
     budget = KV_SHARE * free_bytes
-    if slot_bytes <= budget:
-        return KVCachePlan(None, slot_bytes, f"{max_batch} x {config.block_size:,} tokens fit in "
-                                             f"{KV_SHARE:.0%} of the {size(free_bytes)} free")
-    return pool_plan(int(budget) // per_token, per_token,
-                     f"slots of {max_batch} x {config.block_size:,} tokens would take {size(slot_bytes)}, "
-                     f"more than {KV_SHARE:.0%} of the {size(free_bytes)} free")
+    if in_flight * per_token <= budget:
+        return pool_plan(in_flight, per_token, f"{max_batch} x {config.block_size:,} tokens, within "
+                                               f"{KV_SHARE:.0%} of the {size(free_bytes)} free")
+    return pool_plan(int(budget) // per_token, per_token, f"{KV_SHARE:.0%} of the {size(free_bytes)} free; "
+                                                          f"{max_batch} x {config.block_size:,} tokens would take "
+                                                          f"{size(in_flight * per_token)}")
 
 
 def pool_plan(tokens: int, per_token: int, why: str) -> KVCachePlan:

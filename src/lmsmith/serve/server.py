@@ -92,7 +92,7 @@ def load_served_model(model_path: str | Path, cfg, api_key: str | None = None):
                     kv_cache_tokens=kv.pool_tokens)
     engine = Engine(model, tokenizer.vocab_size, max_batch=cfg.max_batch, max_queue=cfg.max_queue,
                     prefill_chunk=cfg.prefill_chunk, compile=cfg.compile, kv_cache_tokens=kv.pool_tokens,
-                    routing=routing if adapters else None)
+                    routing=routing if adapters else None, share_prefixes=cfg.share_prefixes)
     if cfg.compile:  # before the port answers, so no request waits on a compilation
         log.info("compiling the decode step (--compile): tens of seconds the first time")
         log.info("compiled the decode step in %.1f s", engine.warm_up())
@@ -109,7 +109,8 @@ def kv_cache_plan(model, cfg):
 
     param = next(model.parameters())
     free = cfg.free_memory_gb * GiB if cfg.free_memory_gb is not None else available_memory(param.device)
-    return plan_kv_cache(model.config, param.dtype, cfg.max_batch, cfg.kv_cache_tokens, cfg.kv_cache_gb, free)
+    return plan_kv_cache(model.config, param.dtype, cfg.max_batch, cfg.kv_cache_tokens, cfg.kv_cache_gb, free,
+                         slots=cfg.kv_slots)
 
 
 def chat_or_reason(tokenizer, where, template: str | None):
