@@ -36,8 +36,19 @@ def _object(**properties: dict) -> dict:
     return {"type": "object", "properties": properties, "required": list(properties), "additionalProperties": False}
 
 
+QUESTION_CHARS = 12  # shorter is a word or two ("Question", "Why?"), never a question a user would ask
+
+
+def _described(field: dict, description: str, **more) -> dict:
+    # A large model reads the description; a server that constrains decoding enforces the rest (llguidance: both).
+    return {**field, "description": description, **more}
+
+
 def qa_schema(n: int, chars: int) -> dict:
-    return _object(items=_list_of(_object(question=_text(chars), answer=_text(chars)), n))
+    question = _described(_text(chars), "a question a user of the document would ask, as a whole sentence",
+                          minLength=QUESTION_CHARS)
+    answer = _described(_text(chars), "the answer, taken from the document in its words")
+    return _object(items=_list_of(_object(question=question, answer=answer), n))
 
 
 def conversation_schema(n: int, chars: int) -> dict:
