@@ -5,7 +5,8 @@ score with its standard error and item count; with two models or more, each late
 compared with the first on the same items (a paired test), so a difference smaller than the
 noise is called that. `-o DIR` keeps every item's output and score (exam.json), a page with the
 table and the items where the models disagree (exam.html), and a manifest;
-`--json` prints the one object scripts rely on:
+`--failures FILE` writes each item a model got wrong with its answer (exam/failures.py: SQL and
+exact-match failures are DPO pairs as they stand); `--json` prints the one object scripts rely on:
 
     {"models": {MODEL: {TASK: {"metric", "score", "stderr", "n", "item_scores": [...]}}}}
 """
