@@ -5,7 +5,7 @@
     python examples/sql_align.py --write DIR       # writes the recipe's data again (the shipped files, byte for byte)
 
 The sql-align recipe (`lmsmith build sql-align`) pretrains the sql-assistant's base, fine-tunes it on
-only 150 of the shop questions for a few steps, so that it writes the right rows for well under all of
+only 400 of the shop questions for a few steps, so that it writes the right rows for well under all of
 the held-out questions, then runs RL from that model: groups of sampled queries per training question,
 each rewarded 1 when it returns the reference query's rows on exams/shop.sqlite.
 
@@ -19,7 +19,7 @@ This script runs that build, then the other way teams teach from what was wrong:
      standard error, and each model compared with the base on the same items).
 
 The data (beside the recipe, in sql-align/) are cut from the sql-assistant's 2,000 training questions,
-none of them a held-out exam question: instruct.jsonl (150 questions, as prompt and response),
+none of them a held-out exam question: instruct.jsonl (400 questions, as prompt and response),
 tasks.jsonl (800 others, as exam items: the RL prompts and the DPO exam), and rl_val.jsonl (60 more,
 the RL run's validation, which picks its best checkpoint).
 """
@@ -35,7 +35,7 @@ from importlib import resources
 from pathlib import Path
 
 SHIPPED = resources.files("lmsmith") / "configs"
-SPLITS = {"instruct.jsonl": (0, 150), "tasks.jsonl": (1000, 1800), "rl_val.jsonl": (1800, 1860)}
+SPLITS = {"instruct.jsonl": (0, 400), "tasks.jsonl": (1000, 1800), "rl_val.jsonl": (1800, 1860)}
 DB = "../exams/shop.sqlite"  # relative to the task files, as an exam item names its database
 
 
