@@ -20,14 +20,16 @@ This script runs that build, then the other way teams teach from what was wrong:
 
 The data (beside the recipe, in sql-align/) are cut from the sql-assistant's 2,000 training questions,
 none of them a held-out exam question: instruct.jsonl (400 questions, as prompt and response),
-tasks.jsonl (800 others, as exam items: the RL prompts and the DPO exam), and rl_val.jsonl (60 more,
-the RL run's validation, which picks its best checkpoint).
+tasks.jsonl (the 800 next, as exam items: the RL prompts and the DPO exam), and rl_val.jsonl (60 more,
+the RL run's validation, which picks its best checkpoint); of those two, only the questions whose
+reference returns rows on shop.sqlite, so a wrong query returning nothing earns no reward.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sqlite3
 import subprocess
 import sys
 import time
@@ -39,15 +41,26 @@ SPLITS = {"instruct.jsonl": (0, 400), "tasks.jsonl": (1000, 1800), "rl_val.jsonl
 DB = "../exams/shop.sqlite"  # relative to the task files, as an exam item names its database
 
 
+def returns_rows(db: Path, sql: str) -> bool:
+    """Whether a reference returns anything: execution accuracy passes any query that returns nothing where the
+    reference does too, a reward RL would learn to collect, so those questions are left out (as the exam does)."""
+    with sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True) as connection:
+        found = connection.execute(sql).fetchall()
+    connection.close()
+    return bool(found)
+
+
 def write_align_data(folder: Path) -> list[Path]:
     """The recipe's three files, cut from the sql-assistant's training questions by line ranges."""
     source = Path(str(SHIPPED / "sql-assistant" / "train.jsonl")).read_text(encoding="utf-8").splitlines()
+    shop = Path(str(SHIPPED / "exams" / "shop.sqlite"))
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     for name, (start, stop) in SPLITS.items():
         rows = [json.loads(line) for line in source[start:stop]]
         if name != "instruct.jsonl":  # exam items: the reference query and the database it runs on
-            rows = [{"prompt": r["prompt"], "sql": r["response"], "db": DB} for r in rows]
+            rows = [{"prompt": r["prompt"], "sql": r["response"], "db": DB} for r in rows
+                    if returns_rows(shop, r["response"])]
         path = folder / name
         path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
         written.append(path)

@@ -235,7 +235,10 @@ def test_the_shipped_sql_align_data_is_what_its_example_makes_and_never_the_exam
         assert path.read_bytes() == (shipped / path.name).read_bytes(), path.name
     prompts = [{json.loads(line)["prompt"] for line in path.read_text().splitlines()} for path in written]
     exam = {json.loads(line)["prompt"] for line in (shipped.parent / "exams" / "sql.jsonl").read_text().splitlines()}
-    assert [len(p) for p in prompts] == [400, 800, 60]
+    assert [len(p) for p in prompts] == [400, 750, 55]  # the rewarded ones: each reference returns rows
+    shop = shipped.parent / "exams" / "shop.sqlite"
+    assert all(example.returns_rows(shop, json.loads(line)["sql"]) for path in written[1:]
+               for line in path.read_text().splitlines())
     assert not (prompts[0] & prompts[1] or prompts[0] & prompts[2] or prompts[1] & prompts[2])
     assert not exam & set().union(*prompts)
 
