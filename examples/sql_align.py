@@ -2,6 +2,7 @@
 
     python examples/sql_align.py                   # the whole journey (about half an hour on 2 cores), then the table
     python examples/sql_align.py -o DIR            # ... in DIR (default work/sql-align); rerunning skips what is done
+    python examples/sql_align.py KEY=VALUE ...     # the build's recipe keys, e.g. steps.rl.finetune.rl.group=8
     python examples/sql_align.py --write DIR       # writes the recipe's data again (the shipped files, byte for byte)
 
 The sql-align recipe (`lmsmith build sql-align`) pretrains the sql-assistant's base, fine-tunes it on
@@ -75,9 +76,9 @@ def lmsmith(*args: str) -> float:
     return time.perf_counter() - started
 
 
-def journey(work: Path) -> None:
+def journey(work: Path, overrides: list[str]) -> None:
     recipe = Path(str(SHIPPED / "sql-align.yaml"))
-    lmsmith("build", str(recipe), "-o", str(work), "--quiet")
+    lmsmith("build", str(recipe), "-o", str(work), "--quiet", *overrides)
     seconds = {step: s["seconds"] for step, s in json.loads((work / "build.json").read_text())["stages"].items()}
     runs, mistakes = work / "runs", work / "mistakes.jsonl"
     tasks = recipe.parent / "sql-align" / "tasks.jsonl"
@@ -102,12 +103,14 @@ DPO_SETTINGS = ("train.steps=40", "train.lr=1e-4", "train.micro_batch=16", "trai
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-o", "--out", default="work/sql-align", help="work directory")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                        help="recipe keys for the build, e.g. steps.sft.train.steps=300")
     parser.add_argument("--write", metavar="DIR", help="write instruct.jsonl, tasks.jsonl and rl_val.jsonl into DIR")
     args = parser.parse_args()
     if args.write:
         print("wrote " + ", ".join(map(str, write_align_data(Path(args.write)))))
         return
-    journey(Path(args.out))
+    journey(Path(args.out), args.overrides)
 
 
 if __name__ == "__main__":
