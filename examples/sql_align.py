@@ -84,7 +84,7 @@ def journey(work: Path, overrides: list[str]) -> None:
     tasks = recipe.parent / "sql-align" / "tasks.jsonl"
     seconds["mistakes"] = lmsmith("exam", str(runs / "sft"), "--tasks", str(tasks),
                                   "--limit", str(MISTAKES_EXAM), "--max-new-tokens", "96", "--failures", str(mistakes),
-                                  "--quiet", "--json")
+                                  "--quiet")
     print(f"{sum(1 for _ in mistakes.open())} training questions the instruct model got wrong -> {mistakes}")
     seconds["dpo"] = lmsmith("finetune", str(runs / "sft"), "--method", "dpo", "--data", str(mistakes),
                              "--template", "chatml", "-o", str(runs / "dpo"), "--quiet", *DPO_SETTINGS)
