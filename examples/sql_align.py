@@ -6,7 +6,7 @@
     python examples/sql_align.py --write DIR       # writes the recipe's data again (the shipped files, byte for byte)
 
 The sql-align recipe (`lmsmith build sql-align`) pretrains the sql-assistant's base, fine-tunes it on
-only 400 of the shop questions for a few steps, so that it writes the right rows for well under all of
+only 400 of the shop questions, so that it writes the right rows for well under all of
 the held-out questions, then runs RL from that model: groups of sampled queries per training question,
 each rewarded 1 when it returns the reference query's rows on exams/shop.sqlite.
 
