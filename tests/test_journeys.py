@@ -218,3 +218,46 @@ def test_two_steps_of_one_stage_each_read_the_step_before(tmp_path):
     assert steps["dpo"].inputs["base"] == str((tmp_path / "work" / "runs" / "sft" / "model").resolve())
     assert steps["export"].upstream == {"model": "dpo"}
     assert steps["dpo"].inputs["data"] == SQL_DATA and steps["dpo"].step.config.finetune.mode == "dpo"
+
+
+def test_the_shipped_sql_align_data_is_what_its_example_makes_and_never_the_exam(tmp_path):
+    """examples/sql_align.py cuts the recipe's data from the sql-assistant's training questions, byte for byte;
+    the instruct set, the RL prompts and the RL validation share no question, and none is a held-out exam item."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("sql_align", Path(__file__).parents[1] / "examples" /
+                                                  "sql_align.py")
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    written = example.write_align_data(tmp_path)
+    shipped = find_recipe("sql-align").parent / "sql-align"
+    for path in written:
+        assert path.read_bytes() == (shipped / path.name).read_bytes(), path.name
+    prompts = [{json.loads(line)["prompt"] for line in path.read_text().splitlines()} for path in written]
+    exam = {json.loads(line)["prompt"] for line in (shipped.parent / "exams" / "sql.jsonl").read_text().splitlines()}
+    assert [len(p) for p in prompts] == [400, 750, 55]  # the rewarded ones: each reference returns rows
+    shop = shipped.parent / "exams" / "shop.sqlite"
+    assert all(example.returns_rows(shop, json.loads(line)["sql"]) for path in written[1:]
+               for line in path.read_text().splitlines())
+    assert not (prompts[0] & prompts[1] or prompts[0] & prompts[2] or prompts[1] & prompts[2])
+    assert not exam & set().union(*prompts)
+
+
+def test_the_sql_align_recipe_runs_rl_from_the_small_instruct_step(tmp_path):
+    """The graph alone (no work): the instruct step starts from the base, RL from the instruct step, on exam items
+    whose database is the shipped shop.sqlite."""
+    from lmsmith.build import plan
+    from lmsmith.exam.items import SQL
+    from lmsmith.finetune.rl_tasks import read_rl_items
+    from lmsmith.schema.recipe import load_recipe
+    from lmsmith.stages import STAGE_BY_NAME
+
+    steps = {p.name: p for p in plan(load_recipe(find_recipe("sql-align"), [], STAGE_BY_NAME),
+                                     Workdir(tmp_path / "work"))}
+    assert steps["sft"].upstream == {"base": "train"} and steps["rl"].upstream == {"base": "sft"}
+    rl = steps["rl"].step.config.finetune
+    assert rl.mode == "rl" and rl.template == steps["sft"].step.config.finetune.template == "chatml"
+    items = read_rl_items(rl.data, custom_reward=False).items
+    assert {item.kind for item in items} == {SQL}
+    assert {Path(item.fields["db"]) for item in items} == {(find_recipe("sql-align").parent / "exams" /
+                                                            "shop.sqlite").resolve()}

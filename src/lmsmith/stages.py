@@ -299,6 +299,8 @@ EXAM = Stage(
            Flag("--template", "exam.template", "with --chat: chatml, plain or raw, for a model without its own"),
            Flag("--batch-size", "exam.batch_size", "items per forward pass"),
            Flag("--timeout", "exam.timeout", "seconds a Python item's tests may run"),
+           Flag("--failures", "exam.failures", "write each item a model got wrong, with its answer (and the "
+                "reference, as a DPO pair's chosen), to this JSONL file"),
            Flag("--seed", "exam.seed"), Flag("--device", "exam.device")),
     options=(Option("--json", "print one JSON object instead of the table", dest="as_json", boolean=True),
              Option("--decontaminated", "score without the items whose 13-grams are in the model's training data",

@@ -5,7 +5,8 @@ score with its standard error and item count; with two models or more, each late
 compared with the first on the same items (a paired test), so a difference smaller than the
 noise is called that. `-o DIR` keeps every item's output and score (exam.json), a page with the
 table and the items where the models disagree (exam.html), and a manifest;
-`--json` prints the one object scripts rely on:
+`--failures FILE` writes each item a model got wrong with its answer (exam/failures.py: SQL and
+exact-match failures are DPO pairs as they stand); `--json` prints the one object scripts rely on:
 
     {"models": {MODEL: {TASK: {"metric", "score", "stderr", "n", "item_scores": [...]}}}}
 """
@@ -22,6 +23,7 @@ from pathlib import Path
 from lmsmith.core.atomic import write_json
 from lmsmith.core.errors import UserError
 from lmsmith.core.extras import require
+from lmsmith.exam.failures import failures, write_failures
 from lmsmith.exam.items import Task, read_task, task_files
 from lmsmith.exam.models import open_model
 from lmsmith.exam.page import exam_page
@@ -228,6 +230,16 @@ def write_output(out: Path, record: dict, cfg: ExamConfig, models: list[str], lo
                                "tasks": [{"path": str(t.path)} for t in tasks]})
 
 
+def check_failures_path(path: str | None, tasks: list[Task]) -> None:
+    """Refuse a --failures file that would overwrite a folder or a task, before any model is scored."""
+    if not path:
+        return
+    if Path(path).is_dir():
+        raise UserError(f"--failures {path} is a folder: give the JSONL file to write the failed items to")
+    if any(Path(path).resolve() == t.path.resolve() for t in tasks):
+        raise UserError(f"--failures {path} is one of the tasks: give another file to write the failed items to")
+
+
 def run(config, inputs: dict, out: str | Path | None = None, *, quiet: bool = False, as_json: bool = False,
         decontaminated: bool = False) -> dict:
     """The exam stage: every model in `inputs["models"]` on every task of `config.exam.tasks`."""
@@ -246,6 +258,7 @@ def run(config, inputs: dict, out: str | Path | None = None, *, quiet: bool = Fa
     local = [m for m in models if not m.startswith(("http://", "https://"))]
     if out is not None:  # refuse a bad -o before minutes of scoring
         check_output(out, STAGE, reads=local + [str(t.path) for t in tasks])
+    check_failures_path(cfg.failures, tasks)
     results: dict[str, dict[str, TaskResult]] = {}
     with exam_progress(len(models) * len(tasks), quiet or as_json) as advance:
         for name in models:
@@ -258,6 +271,8 @@ def run(config, inputs: dict, out: str | Path | None = None, *, quiet: bool = Fa
             if harness_tasks:
                 results[name].update(harness_results(model, harness_tasks, cfg))
     record = exam_record(results, comparisons(results), cfg)
+    if cfg.failures:
+        write_failures(cfg.failures, failures(results, tasks))
     if out is not None:
         write_output(Path(out), record, cfg, models, local, tasks)
     if as_json:

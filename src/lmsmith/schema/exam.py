@@ -25,6 +25,7 @@ class ExamConfig:
     batch_size: int = 16  # items (or choices) per forward pass
     timeout: float = 5.0  # seconds a Python item's tests may run
     memory_mb: int = 512  # memory a Python item's tests may use
+    failures: str | None = None  # write every item a model got wrong, with its answer, to this JSONL file
     seed: int = 0
     device: str = "auto"
 
