@@ -1,6 +1,6 @@
 """Past imitation: RL on the SQL-execution reward, and DPO on the model's own wrong queries, after instruct tuning.
 
-    python examples/sql_align.py                   # the whole journey (about half an hour on 2 cores), then the table
+    python examples/sql_align.py                   # the whole journey (about 11 minutes on 2 idle cores), then the table
     python examples/sql_align.py -o DIR            # ... in DIR (default work/sql-align); rerunning skips what is done
     python examples/sql_align.py KEY=VALUE ...     # the build's recipe keys, e.g. steps.rl.finetune.rl.group=8
     python examples/sql_align.py --write DIR       # writes the recipe's data again (the shipped files, byte for byte)
@@ -87,7 +87,8 @@ def journey(work: Path, overrides: list[str]) -> None:
                                   "--quiet")
     print(f"{sum(1 for _ in mistakes.open())} training questions the instruct model got wrong -> {mistakes}")
     seconds["dpo"] = lmsmith("finetune", str(runs / "sft"), "--method", "dpo", "--data", str(mistakes),
-                             "--template", "chatml", "-o", str(runs / "dpo"), "--quiet", *DPO_SETTINGS)
+                             "--template", "chatml", "-o", str(runs / "dpo"), "--quiet",
+                             "--force", *DPO_SETTINGS)  # a rerun finds new mistakes: its DPO run replaces the last
     seconds["held-out exam"] = lmsmith("exam", *(str(runs / r) for r in ("main", "sft", "rl", "dpo")), "--tasks",
                                        str(SHIPPED / "exams" / "sql.jsonl"), "--max-new-tokens", "96",
                                        "-o", str(work / "held-out"))
@@ -95,8 +96,8 @@ def journey(work: Path, overrides: list[str]) -> None:
 
 
 # DPO from the instruct model: a gentle step, a few passes over its mistakes, the best validation pairs' loss kept.
-MISTAKES_EXAM = 300  # the first 300 of tasks.jsonl: enough mistakes for DPO, a few minutes of answers on a CPU
-DPO_SETTINGS = ("train.steps=40", "train.lr=1e-4", "train.micro_batch=16", "train.eval_every=10",
+MISTAKES_EXAM = 750  # every task question: about a hundred mistakes, half a minute of answers on 2 cores
+DPO_SETTINGS = ("train.steps=15", "train.lr=5e-5", "train.micro_batch=16", "train.eval_every=10",
                 "dpo.beta=0.1")
 
 
