@@ -380,8 +380,10 @@ def against_nanogpt(args, tokens: Path, train_text: str, val_text: str, work: Pa
         "ours_tokens": ours["tokens"], "nanogpt_tokens": ref["tokens"],
         "ours_params": ours["params"], "nanogpt_params": ref["params"],
         "ours_context": ours["block"], "nanogpt_context": ref["block"], "ours_precision": ours["precision"],
-        "ours_sizing": ours["sizing"] and {"chosen": ours["sizing"].get("candidate"),
-                                           "tokens_per_s": ours["sizing"].get("tokens_per_s")},
+        "ours_sizing": ours["sizing"] and {"chosen": ours["sizing"]["candidate"],
+                                           "probe_seconds": ours["sizing"]["probe_seconds"],
+                                           "measured": [{"shape": m["shape"], "tokens_per_s": round(m["tokens_per_s"])}
+                                                        for m in ours["sizing"]["measured"]]},
     }
 
 
