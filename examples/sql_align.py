@@ -1,6 +1,6 @@
 """Past imitation: RL on the SQL-execution reward, and DPO on the model's own wrong queries, after instruct tuning.
 
-    python examples/sql_align.py                   # the whole journey (about 11 minutes on 2 idle cores), then the table
+    python examples/sql_align.py                   # the whole journey (11 minutes on 2 idle cores), then the table
     python examples/sql_align.py -o DIR            # ... in DIR (default work/sql-align); rerunning skips what is done
     python examples/sql_align.py KEY=VALUE ...     # the build's recipe keys, e.g. steps.rl.finetune.rl.group=8
     python examples/sql_align.py --write DIR       # writes the recipe's data again (the shipped files, byte for byte)

@@ -16,7 +16,7 @@ def test_ruff_finds_nothing():
     if shutil.which("ruff") is None and subprocess.run([sys.executable, "-m", "ruff", "--version"],
                                                        capture_output=True).returncode != 0:
         pytest.fail("ruff is not installed: pip install -e '.[dev]'")
-    found = subprocess.run([sys.executable, "-m", "ruff", "check", "src", "tests", "benchmarks"], cwd=ROOT,
+    found = subprocess.run([sys.executable, "-m", "ruff", "check", "src", "tests", "benchmarks", "examples"], cwd=ROOT,
                            capture_output=True, text=True)
     assert found.returncode == 0, found.stdout[-3000:]
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from serve_models import ALPHABET, KEY
+from serve_models import KEY
 from synth_documents import TOPICS, passage
 
 from lmsmith.build import Workdir, plan
@@ -20,31 +20,13 @@ from lmsmith.finetune.synth_items import synth_items_file
 from lmsmith.schema.recipe import load_recipe
 from lmsmith.stages import STAGE_BY_NAME
 
-TEACHER = "teacher"
+TEACHER = "teacher"  # the name conftest serves it under
 
 
 @pytest.fixture(scope="module")
-def teacher(tmp_path_factory):
-    """A tiny random model served on loopback; it is also the model the build fine-tunes."""
-    pytest.importorskip("openai")
-    pytest.importorskip("llguidance")
-    pytest.importorskip("fastapi")
-    from serve_models import tiny_model
-    from serving import ServerProcess
-
-    from lmsmith.model.directory import save_model_dir
-    from lmsmith.text.tokenizer import train_char
-
-    work = tmp_path_factory.mktemp("teacher")
-    tokenizer = train_char([ALPHABET], show_progress=False)
-    model = save_model_dir(work / "model", tiny_model(tokenizer.vocab_size, block_size=1024), tokenizer,
-                           made_by="test")
-    (work / "key").write_text(KEY + "\n")
-    server = ServerProcess(model, "--api-key-file", str(work / "key"), "--template", "chatml", "--threads", "1",
-                           "--max-batch", "8", "--model-name", TEACHER, log_file=work / "server.log")
-    server.model, server.key_file = model, work / "key"
-    yield server
-    assert server.stop() == 0
+def teacher(served_teacher):
+    """The tiny served teacher of conftest; it is also the model the build fine-tunes."""
+    return served_teacher
 
 
 def recipe(tmp_path: Path, docs: Path, synth: dict, finetune: dict, base: str) -> Path:

@@ -12,7 +12,7 @@ import sys
 import time
 
 import pytest
-from serve_models import ALPHABET, KEY
+from serve_models import KEY
 from synth_documents import TOPICS, passage
 
 from lmsmith.cli import main
@@ -21,30 +21,17 @@ pytest.importorskip("openai")
 pytest.importorskip("llguidance")
 pytest.importorskip("fastapi")
 
-TEACHER = "teacher"
 # A random model writes random text: the checks that judge content are off, so what is counted is parsing.
 SETTINGS = ["synth.items_per_passage=1", "synth.max_field_chars=12", "synth.max_new_tokens=300",
             "synth.min_support=0", "synth.temperature=1.0"]
 
+TEACHER = "teacher"  # the name conftest serves it under
+
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    """`lmsmith serve` of a two-block random model with a 1024-token context and the chatml template."""
-    from serve_models import tiny_model
-    from serving import ServerProcess
-
-    from lmsmith.model.directory import save_model_dir
-    from lmsmith.text.tokenizer import train_char
-
-    work = tmp_path_factory.mktemp("teacher")
-    tokenizer = train_char([ALPHABET], show_progress=False)
-    model = save_model_dir(work / "model", tiny_model(tokenizer.vocab_size, block_size=1024), tokenizer,
-                           made_by="test")
-    (work / "key").write_text(KEY + "\n")
-    server = ServerProcess(model, "--api-key-file", str(work / "key"), "--template", "chatml", "--threads", "1",
-                           "--max-batch", "8", "--model-name", TEACHER, log_file=work / "server.log")
-    yield server
-    assert server.stop() == 0
+def served(served_teacher):
+    """The tiny served teacher of conftest."""
+    return served_teacher
 
 
 @pytest.fixture
