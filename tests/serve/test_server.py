@@ -58,6 +58,23 @@ def test_a_greedy_completion_is_what_lmsmith_generate_writes(client, local):
     assert result.usage.total_tokens == result.usage.prompt_tokens + result.usage.completion_tokens
 
 
+def test_a_shared_prompt_prefix_is_reported_as_cached_and_changes_no_answer(client, local):
+    """Two prompts that begin alike: the second finds the first's full blocks in the pool (usage's cached_tokens,
+    as OpenAI reports a prompt cache hit), and its greedy answer is still what lmsmith generate writes."""
+    shared = "You answer questions about orders, in one line: " * 2  # 98 characters: six 16-token blocks
+    _, tokenizer = local
+    common = len(tokenizer.encode(shared))
+    for question in ("Order 7?", "Order 12?"):
+        prompt = shared + question
+        result = client.completions.create(model=NAME, prompt=prompt, max_tokens=8, temperature=0)
+        assert result.choices[0].text == greedy(local, prompt, 8)
+    cached = result.usage.prompt_tokens_details.cached_tokens
+    assert 16 <= cached <= common and cached % 16 == 0, cached  # whole blocks of the common part only
+    fresh = client.completions.create(model=NAME, prompt="Nothing in common with the others.", max_tokens=4,
+                                      temperature=0)
+    assert fresh.usage.prompt_tokens_details.cached_tokens == 0
+
+
 def test_a_compiled_server_answers_as_the_eager_one(chat_model_dir, local, tmp_path):
     compiled = ServerProcess(chat_model_dir, "--compile", "--threads", "1", log_file=tmp_path / "compiled.log")
     try:

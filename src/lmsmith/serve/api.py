@@ -490,8 +490,11 @@ def start_choices(served: ServedModel, prompts: list[list[int]], body: Sampled, 
 def usage(choices: Choices) -> dict:
     prompt_tokens = sum(len(p) for p in choices.prompts)  # each prompt once, however many choices it has
     completion_tokens = sum(c.completion_tokens for c in choices.choices)
+    n = len(choices.choices) // max(1, len(choices.prompts))
+    cached = sum(c.cached_tokens for c in choices.choices[::n])  # each prompt's first choice, as prompt_tokens counts
     return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens}
+            "total_tokens": prompt_tokens + completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": cached}}
 
 
 class Ids:

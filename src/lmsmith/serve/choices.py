@@ -30,6 +30,7 @@ class Choice:
     tokens: list[Token] = field(default_factory=list)  # generated, a final stop token included
     scores: PromptScores | None = None
     finish_reason: str | None = None
+    cached_tokens: int = 0  # of its prompt, found in the KV cache (a shared prefix), as OpenAI's usage reports
 
     @property
     def text(self) -> str:
@@ -125,6 +126,7 @@ class Choices:
             if event.reason == "error":
                 raise ApiError(500, "the model failed while generating; see the server log", code="engine_error")
             choice.finish_reason = "stop" if event.reason == "stop" else "length"
+            choice.cached_tokens = event.cached_tokens
             piece = choice.stream.finish()
             return [piece] if piece else []
         return []

@@ -88,6 +88,7 @@ class Finished:
     reason: str  # "stop" (a stop token), "length" (max_tokens), "cancelled"
     prompt_tokens: int
     completion_tokens: int
+    cached_tokens: int = 0  # prompt tokens found in the pool (a shared prefix): not computed again
 
 
 Event = Token | PromptScores | Finished
@@ -560,7 +561,7 @@ class Engine:
             request.blocks, request.promised = None, 0
         log.info("request %d %s: %d prompt + %d new tokens", request.id,
                  "finished" if reason in ("stop", "length") else reason, len(request.prompt), request.generated)
-        self._emit(request, Finished(reason, len(request.prompt), request.generated))
+        self._emit(request, Finished(reason, len(request.prompt), request.generated, request.shared))
 
     def _fail_all(self) -> None:
         for request in [*self.prefilling, *self.decoding]:
