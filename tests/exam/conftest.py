@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import string
 from pathlib import Path
 
 import pytest
 import torch
 
-from lmsmith.model.directory import save_model_dir
+from lmsmith.model.decoding import generate
+from lmsmith.model.directory import load_model_dir, save_model_dir
 from lmsmith.model.transformer import GPT
+from lmsmith.schema.generate import GenerationConfig
 from lmsmith.schema.model import ModelConfig
 from lmsmith.text.tokenizer import Tokenizer, train_char
 
@@ -48,6 +51,21 @@ def write_jsonl(path: Path, rows: list) -> Path:
     """Rows as JSONL; a text row is written as it is (a malformed line)."""
     path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows), encoding="utf-8")
     return path
+
+
+def write_tiny_db(folder: Path) -> Path:
+    """tiny.sqlite: one table t(x) holding 1 and 2, for SQL items."""
+    db = folder / "tiny.sqlite"
+    with sqlite3.connect(db) as c:
+        c.executescript("CREATE TABLE t (x INTEGER); INSERT INTO t VALUES (1), (2);")
+    c.close()
+    return db
+
+
+def greedy(model_dir, prompt: str, tokens: int = 6) -> str:
+    """The model's answer from `generate`, not the exam's batched decoder: an independent computation."""
+    model, tokenizer = load_model_dir(model_dir)
+    return generate(model, tokenizer, prompt, GenerationConfig(max_new_tokens=tokens, temperature=0))[0]
 
 
 @pytest.fixture(autouse=True)

@@ -3,37 +3,28 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 from importlib import resources
 
 import pytest
 import torch
-from conftest import write_jsonl
+from conftest import greedy, write_jsonl, write_tiny_db
 
 from lmsmith.cli import main
 from lmsmith.exam.items import read_task
 from lmsmith.exam.models import LocalModel
-from lmsmith.model.decoding import generate
 from lmsmith.model.directory import load_model_dir
 from lmsmith.schema.exam import ExamConfig
-from lmsmith.schema.generate import GenerationConfig
 
 EXAMS = resources.files("lmsmith") / "configs" / "exams"
 QUESTIONS = ["1+2=", "2+2=", "3+1=", "0+5="]
 
 
-def greedy(model_dir, prompt: str, tokens: int = 6) -> str:
-    model, tokenizer = load_model_dir(model_dir)
-    return generate(model, tokenizer, prompt, GenerationConfig(max_new_tokens=tokens, temperature=0))[0]
 
 
 @pytest.fixture
 def tasks(tmp_path, model_dir):
     """A multiple-choice task with a malformed line, and a mixed task whose first answer is the model's own."""
-    db = tmp_path / "tiny.sqlite"
-    with sqlite3.connect(db) as c:
-        c.executescript("CREATE TABLE t (x INTEGER); INSERT INTO t VALUES (1), (2);")
-    c.close()
+    write_tiny_db(tmp_path)
     choice = write_jsonl(tmp_path / "choice.jsonl", [
         {"question": q, "choices": ["3", "4", "5"], "answer": i % 3} for i, q in enumerate(QUESTIONS)][:2]
         + ["{not json"] + [{"question": q, "choices": ["3", "4", "5"], "answer": 1} for q in QUESTIONS[2:]])

@@ -3,23 +3,15 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 
-from conftest import write_jsonl
+from conftest import greedy, write_jsonl, write_tiny_db
 
 from lmsmith.cli import main
 from lmsmith.finetune.preferences import read_pairs
-from lmsmith.model.decoding import generate
-from lmsmith.model.directory import load_model_dir
-from lmsmith.schema.generate import GenerationConfig
 
 TOKENS = 6
 
 
-def greedy(model_dir, prompt: str) -> str:
-    """The model's answer from `generate`, not the exam's batched decoder: an independent computation."""
-    model, tokenizer = load_model_dir(model_dir)
-    return generate(model, tokenizer, prompt, GenerationConfig(max_new_tokens=TOKENS, temperature=0))[0]
 
 
 def read_lines(path) -> list[dict]:
@@ -27,10 +19,7 @@ def read_lines(path) -> list[dict]:
 
 
 def test_failures_hold_each_missed_item_with_its_answer_and_the_reference(tmp_path, model_dir):
-    db = tmp_path / "tiny.sqlite"
-    with sqlite3.connect(db) as c:
-        c.executescript("CREATE TABLE t (x INTEGER); INSERT INTO t VALUES (1), (2);")
-    c.close()
+    db = write_tiny_db(tmp_path)
     task = write_jsonl(tmp_path / "mixed.jsonl", [
         {"prompt": "abc", "answer": greedy(model_dir, "abc")},  # right by construction: not a failure
         {"prompt": "xyz", "answer": "surely not this"},
