@@ -58,6 +58,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import yaml
+from train_throughput import cpu_name  # the benchmark beside this one
 
 from lmsmith.core.config import read_yaml
 from lmsmith.core.errors import UserError
@@ -385,12 +386,6 @@ def against_nanogpt(args, tokens: Path, train_text: str, val_text: str, work: Pa
                                            "measured": [{"shape": m["shape"], "tokens_per_s": round(m["tokens_per_s"])}
                                                         for m in ours["sizing"]["measured"]]},
     }
-
-
-def cpu_name() -> str:
-    cpuinfo = Path("/proc/cpuinfo")
-    lines = cpuinfo.read_text(errors="replace").splitlines() if cpuinfo.is_file() else []
-    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "unknown")
 
 
 def main(argv: list[str] | None = None) -> dict:
