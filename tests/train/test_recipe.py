@@ -31,6 +31,10 @@ def train_cli(capsys, recipe, *args) -> tuple[int, str]:
                                "use train.batch_tokens=256 or 384"),
     ("model.n_embd=33", "not divisible by model.n_head"),
     ("trian.steps=3", "unknown key 'trian.steps': did you mean 'train'?"),
+    ("train.short_context=12", "train.short_context (12) must divide model.block_size (32) and be smaller: "
+                               "e.g. train.short_context=16"),
+    ("train.short_context=32", "train.short_context (32) must divide model.block_size (32)"),
+    ("train.short_context_share=1", "train.short_context_share must be between 0 and 1"),
 ])
 def test_config_mistakes_exit_2_before_any_work(tmp_path, recipe_file, capsys, override, message):
     code, err = train_cli(capsys, recipe_file(tmp_path / "run"), override)

@@ -47,6 +47,12 @@ class TrainConfig:
     beta2: float = 0.95
     eps: float = 1e-8
 
+    # A context curriculum: the first short_context_share of the steps train on windows of short_context
+    # tokens (each row of block_size cut in pieces: the same tokens per step, cheaper attention), the rest
+    # on whole rows. None: whole rows throughout.
+    short_context: int | None = None
+    short_context_share: float = 0.5
+
     schedule: Literal["cosine", "wsd", "constant"] = "cosine"
     warmup_steps: int = 100  # linear warmup from lr/warmup_steps to lr
     decay_fraction: float = 0.2  # wsd: the last fraction of steps decays linearly to the floor
@@ -111,6 +117,10 @@ class TrainConfig:
                               f"got {self.max_minutes}")
         if self.peak_flops is not None and self.peak_flops <= 0:
             raise ConfigError(f"{where}.peak_flops must be positive, got {self.peak_flops}")
+        if self.short_context is not None and self.short_context < 1:
+            raise ConfigError(f"{where}.short_context must be at least 1 (or null), got {self.short_context}")
+        if not 0.0 < self.short_context_share < 1.0:
+            raise ConfigError(f"{where}.short_context_share must be between 0 and 1, got {self.short_context_share}")
 
 
 @dataclass
@@ -177,13 +187,24 @@ def train_recipe_of(config, data: str | Path | None = None, out: str | Path | No
 
 
 def check_recipe(recipe: TrainRecipe) -> None:
-    """What no single section can check alone: the batch fits the world, and the optimizer the sharding."""
+    """What no single section can check alone: the batch fits the world, the short context the block,
+    and the optimizer the sharding."""
     plan_batch(recipe.train, recipe.model.block_size, launch_world_size())
+    check_short_context(recipe.train, recipe.model)
     check_candidates(recipe.model, recipe.train, recipe.sizing,
-                     also=lambda model, train: plan_batch(train, model.block_size, launch_world_size()))
+                     also=lambda model, train: (plan_batch(train, model.block_size, launch_world_size()),
+                                                check_short_context(train, model)))
     if recipe.train.optimizer == "muon" and recipe.train.parallel == "fsdp" and launch_world_size() > 1:
         raise ConfigError("train.optimizer=muon needs whole matrices, but parallel=fsdp shards them across ranks: "
                           "use train.parallel=ddp with Muon, or train.optimizer=adamw with FSDP")
+
+
+def check_short_context(train: TrainConfig, model: ModelConfig) -> None:
+    """Rows of block_size tokens are cut into whole windows of short_context tokens."""
+    short, block = train.short_context, model.block_size
+    if short is not None and (short >= block or block % short):
+        raise ConfigError(f"train.short_context ({short}) must divide model.block_size ({block}) and be smaller: "
+                          f"e.g. train.short_context={block // 2}")
 
 
 def recipe_to_dict(recipe: TrainRecipe) -> dict:

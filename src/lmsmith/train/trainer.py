@@ -60,6 +60,17 @@ def next_token_loss(model, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]
     return model(inputs, targets).loss, {}
 
 
+def in_short_windows(objective: Callable, length: int) -> Callable:
+    """`objective` on each row of the micro-batch cut into windows of `length` tokens (the context
+    curriculum's first phase): the same tokens, each seeing at most `length` before it, and attention
+    over `length` positions instead of the whole block, which is cheaper."""
+    def objective_in_windows(model, batch):
+        inputs, targets = batch
+        return objective(model, (inputs.reshape(-1, length), targets.reshape(-1, length)))
+
+    return objective_in_windows
+
+
 @dataclass
 class RunState:
     """What the loop carries from step to step, beyond model and optimizer (saved in checkpoints)."""
@@ -312,6 +323,8 @@ class Trainer:
         print(f"{start}: {length} of {plan.tokens:,} tokens ({plan.rows} x {plan.block_size}; "
               f"micro-batch {plan.micro_batch} x {plan.grad_accum} accumulation x {info.world_size} rank(s)), "
               f"{self.precision.name} on {info.device}"
+              + (f", the first {cfg.short_context_share:.0%} of steps on {cfg.short_context}-token windows"
+                 if cfg.short_context else "")
               + (f", {job.train_tokens:,} train tokens" if job.train_tokens else ""))
 
     # -- the loop ---------------------------------------------------------------------------------
@@ -355,6 +368,7 @@ class Trainer:
                                      eval_share=cfg.eval_batches / (3 * self.job.batches.plan.grad_accum),
                                      used_seconds=self.seconds_before)
         self.total = state.planned_steps or cfg.steps  # a budgeted run keeps the plan it had
+        self.whole_rows = False  # the context curriculum's second phase has begun (see _objective)
         if state.tokens is None:  # a checkpoint from before tokens were counted, when every row was block_size long
             state.tokens = state.step * self.job.batches.plan.tokens
         self._restart_window()
@@ -363,6 +377,17 @@ class Trainer:
         """Start a new window for tokens/s, MFU and the data loader's share of the time."""
         self.window_start, self.window_tokens, self.window_rows, self.data_seconds = (
             time.perf_counter(), 0, 0, self.job.batches.seconds)
+
+    def _objective(self) -> Callable:
+        """The job's objective, on short windows while the context curriculum's first phase lasts.
+
+        The phase ends at short_context_share of the planned steps; a time budget's re-plan can move
+        that point, so once a step has trained on whole rows the later ones do too (no back and forth)."""
+        cfg = self.cfg
+        short = cfg.short_context is not None and not self.whole_rows and self.state.step < (
+            cfg.short_context_share * self.total)
+        self.whole_rows = self.whole_rows or not short
+        return in_short_windows(self.job.objective, cfg.short_context) if short else self.job.objective
 
     def step(self) -> tuple[float, float, float]:
         """One optimizer step: micro-batches, backward, clip, update. Returns (loss, grad norm, learning rate).
@@ -373,7 +398,7 @@ class Trainer:
         torch.manual_seed(step_seed(cfg.seed, state.step, info.rank))  # dropout masks: a function of the step
         lr_scale = set_learning_rates(self.optimizers, state.step, cfg, self.total)
         result = train_step(self.model, self.optimizers, self.scaler, self.job.batches, state.step, self.precision,
-                            cfg.grad_clip, self.job.objective)
+                            cfg.grad_clip, self._objective())
         loss, grad_norm = result.loss, result.grad_norm
         self.step_stats = result.stats
         # With a scaler the gradients' overflow is its business (it skips the update); only the loss counts.
