@@ -50,6 +50,25 @@ def test_tokens_and_throughput_count_what_the_padded_batches_held(tmp_path, base
     assert all(0 < line["mfu"] < 1 for line in trained)
 
 
+def test_fine_tuning_ignores_the_pretraining_context_curriculum(tmp_path, base_dir, kv_file, monkeypatch):
+    """A recipe's train.short_context is for pretraining: the padded examples (7 positions) are never cut."""
+    from lmsmith.model.transformer import GPT
+
+    widths = []
+    forward = GPT.forward
+
+    def recording_forward(self, idx, targets=None, cache=None, last_only=False):
+        if self.training:
+            widths.append(idx.size(1))
+        return forward(self, idx, targets, cache, last_only)
+
+    monkeypatch.setattr(GPT, "forward", recording_forward)
+    finetune(str(base_dir), str(kv_file), tmp_path / "run", quiet=True, template="raw", overrides=[
+        *FAST, "train.batch_tokens=1024", "train.steps=4", "train.eval_every=4", "train.short_context=8",
+    ])
+    assert widths and set(widths) == {7}
+
+
 def test_lora_trains_only_adapters_and_merging_gives_the_adapter_models_logits(tmp_path, base_dir, kv_file, capsys):
     run = tmp_path / "run"
     report = finetune(str(base_dir), str(kv_file), run, quiet=False, method="lora", template="chatml", overrides=[

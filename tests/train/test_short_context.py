@@ -41,12 +41,3 @@ def test_the_first_share_of_steps_trains_on_short_windows_then_whole_rows(tmp_pa
     train(recipe, quiet=True)
     # 8 rows of 32 tokens a step (micro-batch 4, two micro-batches): as 16 x 8 in the first 3 steps
     assert widths == [torch.Size([16, 8])] * 6 + [torch.Size([4, 32])] * 14
-
-
-def test_fine_tuning_refuses_it():
-    from lmsmith.core.config import ConfigError
-    from lmsmith.schema.finetune import finetune_from_sections
-
-    assert finetune_from_sections({"train": {"steps": 10}}).train.short_context is None
-    with pytest.raises(ConfigError, match="train.short_context is for pretraining"):
-        finetune_from_sections({"train": {"steps": 10, "short_context": 8}})

@@ -198,6 +198,4 @@ def finetune_from_sections(raw: dict) -> FinetuneRecipe:
     if isinstance(steps, int) and "warmup_steps" not in train_raw:
         defaults["warmup_steps"] = min(defaults["warmup_steps"], max(0, steps // 10))
     train = parse_section(TrainConfig, {**defaults, **train_raw}, "train")
-    if train.short_context is not None:  # examples are padded to their own lengths, not rows to cut in pieces
-        raise ConfigError("train.short_context is for pretraining (lmsmith train), not fine-tuning: remove it")
     return FinetuneRecipe(config, train, "batch_tokens" in train_raw)

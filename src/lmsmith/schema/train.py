@@ -49,7 +49,8 @@ class TrainConfig:
 
     # A context curriculum: the first short_context_share of the steps train on windows of short_context
     # tokens (each row of block_size cut in pieces: the same tokens per step, cheaper attention), the rest
-    # on whole rows. None: whole rows throughout.
+    # on whole rows. None: whole rows throughout. Pretraining only: fine-tuning's examples are padded to
+    # their own lengths, with no rows to cut, so `lmsmith finetune` reading the same recipe ignores it.
     short_context: int | None = None
     short_context_share: float = 0.5
 

@@ -379,13 +379,14 @@ class Trainer:
             time.perf_counter(), 0, 0, self.job.batches.seconds)
 
     def _objective(self) -> Callable:
-        """The job's objective, on short windows while the context curriculum's first phase lasts.
+        """The job's objective, on short windows while the context curriculum's first phase lasts
+        (pretraining only: see TrainConfig.short_context).
 
         The phase ends at short_context_share of the planned steps; a time budget's re-plan can move
         that point, so once a step has trained on whole rows the later ones do too (no back and forth)."""
         cfg = self.cfg
-        short = cfg.short_context is not None and not self.whole_rows and self.state.step < (
-            cfg.short_context_share * self.total)
+        short = (cfg.short_context is not None and self.job.stage == STAGE and not self.whole_rows
+                 and self.state.step < cfg.short_context_share * self.total)
         self.whole_rows = self.whole_rows or not short
         return in_short_windows(self.job.objective, cfg.short_context) if short else self.job.objective
 
