@@ -324,7 +324,7 @@ class Trainer:
               f"micro-batch {plan.micro_batch} x {plan.grad_accum} accumulation x {info.world_size} rank(s)), "
               f"{self.precision.name} on {info.device}"
               + (f", the first {cfg.short_context_share:.0%} of steps on {cfg.short_context}-token windows"
-                 if cfg.short_context else "")
+                 if cfg.short_context and job.stage == STAGE else "")
               + (f", {job.train_tokens:,} train tokens" if job.train_tokens else ""))
 
     # -- the loop ---------------------------------------------------------------------------------
