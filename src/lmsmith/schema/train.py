@@ -190,14 +190,18 @@ def train_recipe_of(config, data: str | Path | None = None, out: str | Path | No
 def check_recipe(recipe: TrainRecipe) -> None:
     """What no single section can check alone: the batch fits the world, the short context the block,
     and the optimizer the sharding."""
-    plan_batch(recipe.train, recipe.model.block_size, launch_world_size())
-    check_short_context(recipe.train, recipe.model)
-    check_candidates(recipe.model, recipe.train, recipe.sizing,
-                     also=lambda model, train: (plan_batch(train, model.block_size, launch_world_size()),
-                                                check_short_context(train, model)))
+    check_shape(recipe.model, recipe.train)
+    check_candidates(recipe.model, recipe.train, recipe.sizing, also=check_shape)
     if recipe.train.optimizer == "muon" and recipe.train.parallel == "fsdp" and launch_world_size() > 1:
         raise ConfigError("train.optimizer=muon needs whole matrices, but parallel=fsdp shards them across ranks: "
                           "use train.parallel=ddp with Muon, or train.optimizer=adamw with FSDP")
+
+
+def check_shape(model: ModelConfig, train: TrainConfig) -> None:
+    """The recipe's shape, or a sizing candidate's: its batch divides over the world into rows of
+    block_size, and those rows into short windows."""
+    plan_batch(train, model.block_size, launch_world_size())
+    check_short_context(train, model)
 
 
 def check_short_context(train: TrainConfig, model: ModelConfig) -> None:
