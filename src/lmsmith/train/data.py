@@ -1,9 +1,16 @@
-"""Training batches: random windows of `block_size + 1` tokens from memory-mapped token shards.
+"""Training batches: windows of `block_size + 1` tokens from memory-mapped token shards, in epochs.
 
 A window [i, i + block_size + 1) gives the inputs (all but its last token) and the targets (all
-but its first). Where the windows of a step come from is a pure function of (seed, step): every
-step draws the positions of its whole global batch from a generator seeded with both, and rank r
-takes its own consecutive slice of those rows, cut into micro-batches. So:
+but its first). Each epoch visits the split once: its windows sit `block_size` apart from an
+offset drawn for that epoch, in an order shuffled for that epoch. Independent random draws would
+leave e^-1, about 37%, of the tokens unseen after one epoch's worth of rows (22% after 1.5), and
+a short run on a small text trains on all of it this way: shakespeare-char-cpu at 700 steps
+reached 1.565 and 1.563 nats per character with two seeds, against 1.569 and 1.589 drawing at
+random.
+
+The rows of step s are rows s * rows ... (s + 1) * rows - 1 of that endless sequence of epochs,
+so where the windows of a step come from is a pure function of (seed, step), and rank r takes its
+own consecutive slice of those rows, cut into micro-batches. So:
 
 - ranks see different rows, and together exactly the rows a single process would see;
 - the data position of a run is its step number: resuming needs nothing else;
@@ -71,6 +78,36 @@ def _draw(seed: int, stream: int, step: int, n: int, high: int) -> np.ndarray:
     return np.random.default_rng([seed, stream, step]).integers(0, high, size=n)
 
 
+class EpochOrder:
+    """Window numbers of rows 0, 1, 2, ... of training: epoch after epoch, each a shuffled pass over
+    windows `stride` apart, starting at an offset drawn for that epoch."""
+
+    def __init__(self, count: int, stride: int, seed: int):
+        self.count, self.stride, self.seed = count, stride, seed
+        self.per_epoch = max(1, count // stride)
+        # Room for the offset: the last window of an epoch must still be a window.
+        self.offsets = min(stride, count - (self.per_epoch - 1) * stride)
+        self._cached: dict[int, np.ndarray] = {}  # the one or two epochs a step's rows fall in
+
+    def windows(self, rows: np.ndarray) -> np.ndarray:
+        """The window number of each global row index in `rows`."""
+        epoch, position = np.divmod(rows, self.per_epoch)
+        out = np.empty(len(rows), dtype=np.int64)
+        for e in np.unique(epoch):
+            chosen = epoch == e
+            out[chosen] = self._epoch(int(e))[position[chosen]]
+        return out
+
+    def _epoch(self, epoch: int) -> np.ndarray:
+        if epoch not in self._cached:
+            rng = np.random.default_rng([self.seed, _TRAIN, epoch])
+            offset = int(rng.integers(0, self.offsets))
+            order = rng.permutation(self.per_epoch)
+            self._cached = {e: w for e, w in self._cached.items() if e == epoch - 1}
+            self._cached[epoch] = order * self.stride + offset
+        return self._cached[epoch]
+
+
 def to_device(rows: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     if device.type == "cuda":
         rows = rows.pin_memory().to(device, non_blocking=True)  # the copy overlaps the previous step
@@ -84,11 +121,13 @@ class TrainBatches:
 
     def __init__(self, windows: TokenWindows, plan: BatchPlan, seed: int, rank: int, device: torch.device):
         self.windows, self.plan, self.seed, self.rank, self.device = windows, plan, seed, rank, device
+        self.order = EpochOrder(windows.count, windows.block_size, seed)
         self.seconds = 0.0  # spent drawing and copying batches, to show that data loading is not the bottleneck
 
     def step_windows(self, step: int) -> np.ndarray:
         """This rank's window numbers for `step`, shape (grad_accum, micro_batch)."""
-        everyone = _draw(self.seed, _TRAIN, step, self.plan.rows, self.windows.count)
+        rows = self.plan.rows
+        everyone = self.order.windows(np.arange(step * rows, (step + 1) * rows, dtype=np.int64))
         per_rank = self.plan.micro_batch * self.plan.grad_accum
         mine = everyone[self.rank * per_rank:(self.rank + 1) * per_rank]
         return mine.reshape(self.plan.grad_accum, self.plan.micro_batch)
