@@ -2,7 +2,7 @@
 
     load the start point (our run/model dir, a Hugging Face dir, hf:NAME)
     read the domain data:  instruct  JSONL -> chat template -> loss on answers only
-                           continue  text -> a tokens directory -> random windows
+                           continue  text -> a tokens directory -> windows, epoch by epoch
                            dpo       pairs -> the preference loss against the start's cached log-probs
                            rl        exam items -> completions sampled each step -> reward -> policy gradient
     choose what learns:    full (optionally freezing embeddings / the first N blocks) or LoRA
