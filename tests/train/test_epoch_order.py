@@ -36,3 +36,23 @@ def test_a_split_shorter_than_two_windows_still_yields_valid_windows():
     windows = order.windows(np.arange(20))
     assert order.per_epoch == 1
     assert windows.min() >= 0 and windows.max() < 5
+
+
+
+def test_both_orders_are_a_function_of_seed_and_step_and_only_epochs_avoid_overlap(tokens_dir):
+    from lmsmith.schema.train import TrainConfig, plan_batch
+    from lmsmith.text.tokens_dir import open_tokens_dir
+    from lmsmith.train.data import TokenWindows, TrainBatches
+
+    windows = TokenWindows(open_tokens_dir(tokens_dir), "train", 16)
+    plan = plan_batch(TrainConfig(batch_tokens=16 * 16, micro_batch=16), 16, 1)
+    steps = windows.count // 16 // 16  # within the first epoch
+    seen = {}
+    for order in ("epochs", "random"):
+        batches = TrainBatches(windows, plan, seed=0, rank=0, device="cpu", order=order)
+        seen[order] = np.concatenate([batches.step_windows(s).ravel() for s in range(steps)])
+        again = TrainBatches(windows, plan, seed=0, rank=0, device="cpu", order=order)
+        assert np.array_equal(again.step_windows(3), batches.step_windows(3))
+    gaps = np.diff(np.sort(seen["epochs"]))
+    assert np.all(gaps >= 16) and np.all(gaps % 16 == 0)  # on one grid, never overlapping: no token twice
+    assert np.any(np.diff(np.sort(seen["random"])) < 16)  # independent draws overlap

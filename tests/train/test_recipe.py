@@ -26,6 +26,7 @@ def train_cli(capsys, recipe, *args) -> tuple[int, str]:
     ("train.lrr=1", "did you mean 'lr'"),
     ("train.steps=many", "train.steps: expected a whole number"),
     ("train.precision=fp8", "'fp8' is not one of"),
+    ("train.data_order=sequential", "'sequential' is not one of 'epochs', 'random'"),
     ("train.warmup_steps=50", "warmup_steps (50) must be fewer than train.steps (40)"),
     ("train.batch_tokens=300", "train.batch_tokens=300 does not divide into micro-batches of 4 x 32 tokens = 128: "
                                "use train.batch_tokens=256 or 384"),

@@ -212,7 +212,7 @@ def continue_data(recipe: FinetuneRecipe, data: str, tokenizer, plan, info, work
     train_windows = TokenWindows(tokens, "train", plan.block_size)
     val_windows = TokenWindows(tokens, "val", plan.block_size)
     seed = recipe.train.seed
-    batches = TrainBatches(train_windows, plan, seed, info.rank, info.device)
+    batches = TrainBatches(train_windows, plan, seed, info.rank, info.device, recipe.train.data_order)
     eval_batches = EvalBatches(val_windows, plan, recipe.train.eval_batches, seed, info.rank, info.device)
     description = {"kind": "continue", "path": str(data), "train_tokens": tokens.split_tokens("train"),
                    "val_tokens": tokens.split_tokens("val")}

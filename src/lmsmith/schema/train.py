@@ -54,6 +54,10 @@ class TrainConfig:
     short_context: int | None = None
     short_context_share: float = 0.5
 
+    # How training rows are read (lmsmith/train/data.py): epochs, each pass reading every token once in a
+    # shuffled order, or windows drawn independently at random (a pass leaves about 37% unseen).
+    data_order: Literal["epochs", "random"] = "epochs"
+
     schedule: Literal["cosine", "wsd", "constant"] = "cosine"
     warmup_steps: int = 100  # linear warmup from lr/warmup_steps to lr
     decay_fraction: float = 0.2  # wsd: the last fraction of steps decays linearly to the floor

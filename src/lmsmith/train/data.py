@@ -8,9 +8,10 @@ a short run on a small text trains on all of it this way: shakespeare-char-cpu a
 reached 1.562 and 1.560 nats per character with two seeds, against 1.569 and 1.589 drawing at
 random.
 
-The rows of step s are rows s * rows ... (s + 1) * rows - 1 of that endless sequence of epochs,
-so where the windows of a step come from is a pure function of (seed, step), and rank r takes its
-own consecutive slice of those rows, cut into micro-batches. So:
+The rows of step s are rows s * rows ... (s + 1) * rows - 1 of that endless sequence of epochs
+(with train.data_order=random, rows drawn independently for each step instead), so where the
+windows of a step come from is a pure function of (seed, step), and rank r takes its own
+consecutive slice of those rows, cut into micro-batches. So:
 
 - ranks see different rows, and together exactly the rows a single process would see;
 - the data position of a run is its step number: resuming needs nothing else;
@@ -119,15 +120,19 @@ def to_device(rows: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, t
 class TrainBatches:
     """The micro-batches of each step for one rank."""
 
-    def __init__(self, windows: TokenWindows, plan: BatchPlan, seed: int, rank: int, device: torch.device):
+    def __init__(self, windows: TokenWindows, plan: BatchPlan, seed: int, rank: int, device: torch.device,
+                 order: str = "epochs"):
         self.windows, self.plan, self.seed, self.rank, self.device = windows, plan, seed, rank, device
-        self.order = EpochOrder(windows.count, windows.block_size, seed)
+        self.order = EpochOrder(windows.count, windows.block_size, seed) if order == "epochs" else None
         self.seconds = 0.0  # spent drawing and copying batches, to show that data loading is not the bottleneck
 
     def step_windows(self, step: int) -> np.ndarray:
         """This rank's window numbers for `step`, shape (grad_accum, micro_batch)."""
         rows = self.plan.rows
-        everyone = self.order.windows(np.arange(step * rows, (step + 1) * rows, dtype=np.int64))
+        if self.order is None:  # train.data_order=random: each step's windows drawn independently
+            everyone = _draw(self.seed, _TRAIN, step, rows, self.windows.count)
+        else:
+            everyone = self.order.windows(np.arange(step * rows, (step + 1) * rows, dtype=np.int64))
         per_rank = self.plan.micro_batch * self.plan.grad_accum
         mine = everyone[self.rank * per_rank:(self.rank + 1) * per_rank]
         return mine.reshape(self.plan.grad_accum, self.plan.micro_batch)

@@ -192,7 +192,7 @@ def _train(recipe: TrainRecipe, info: DistInfo, resume: str | None, quiet: bool)
         model, _ = build_model(recipe, info, precision, quiet)
         job = TrainingJob(
             model=model,
-            batches=TrainBatches(train_windows, plan, cfg.seed, info.rank, info.device),
+            batches=TrainBatches(train_windows, plan, cfg.seed, info.rank, info.device, cfg.data_order),
             eval_batches=EvalBatches(val_windows, plan, cfg.eval_batches, cfg.seed, info.rank, info.device),
             write_model=plain_model_writer(recipe, tokenizer), stage=STAGE, inputs=tokens_inputs(tokens),
             config=recipe_to_dict(recipe), tokenizer_sha256=tokens.tokenizer_sha256,
