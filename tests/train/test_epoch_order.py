@@ -2,7 +2,9 @@
 
 import numpy as np
 
-from lmsmith.train.data import EpochOrder
+from lmsmith.schema.train import TrainConfig, plan_batch
+from lmsmith.text.tokens_dir import open_tokens_dir
+from lmsmith.train.data import EpochOrder, TokenWindows, TrainBatches
 
 
 def test_one_epoch_reads_the_split_once_without_overlap_and_the_next_is_shuffled_anew():
@@ -38,12 +40,7 @@ def test_a_split_shorter_than_two_windows_still_yields_valid_windows():
     assert windows.min() >= 0 and windows.max() < 5
 
 
-
 def test_both_orders_are_a_function_of_seed_and_step_and_only_epochs_avoid_overlap(tokens_dir):
-    from lmsmith.schema.train import TrainConfig, plan_batch
-    from lmsmith.text.tokens_dir import open_tokens_dir
-    from lmsmith.train.data import TokenWindows, TrainBatches
-
     windows = TokenWindows(open_tokens_dir(tokens_dir), "train", 16)
     plan = plan_batch(TrainConfig(batch_tokens=16 * 16, micro_batch=16), 16, 1)
     steps = windows.count // 16 // 16  # within the first epoch

@@ -84,7 +84,7 @@ class EpochOrder:
     windows `stride` apart, starting at an offset drawn for that epoch."""
 
     def __init__(self, count: int, stride: int, seed: int):
-        self.count, self.stride, self.seed = count, stride, seed
+        self.stride, self.seed = stride, seed
         self.per_epoch = max(1, count // stride)
         # Room for the offset: the last window of an epoch must still be a window.
         self.offsets = min(stride, count - (self.per_epoch - 1) * stride)

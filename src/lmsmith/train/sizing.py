@@ -144,7 +144,7 @@ def measure(recipe: TrainRecipe, candidate: dict, tokens: TokensDir, info: DistI
         model = GPT(model_config)
     optimizers = build_optimizers(model, train)
     batches = TrainBatches(TokenWindows(tokens, "train", model_config.block_size), plan, train.seed, info.rank,
-                           info.device)
+                           info.device, train.data_order)
     steps, scaler = recipe.sizing.probe_steps, precision.grad_scaler()
     train_step(model, optimizers, scaler, batches, 1, precision, train.grad_clip)  # pays the one-time costs
     synchronize(info.device)
